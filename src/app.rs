@@ -1,0 +1,271 @@
+//! The one place that wires the pipeline and supervises its tasks.
+//!
+//! ```text
+//! sources ──(bounded mpsc, sources wait when full)──▶ rule engine ──▶ output queues (drop oldest) ──▶ writers ──▶ InfluxDB
+//!                                                          │
+//!                                                          └──(bounded mpsc, engine waits)──▶ alert router ──▶ receiver queues ──▶ receivers
+//! API ◀── snapshots (SharedState, Metrics)
+//! ```
+//!
+//! Shutdown order (SIGINT/SIGTERM or [`Running::stop`]): sources stop first; the engine ends when
+//! its input closes and closes the output queues; the router ends when the engine's sender is
+//! gone; writers and receivers drain until empty or until the grace period ends (what is left is
+//! logged and counted); the API closes last.
+//!
+//! Supervision: a source task that panics is logged, counted and restarted with backoff. The
+//! engine, router, writers and receivers are not restartable without losing their queue, so a
+//! panic there stops the gateway cleanly with [`RunError::TaskDied`] (exit status 4) — never a
+//! silently missing task.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::alerts::{self, ReceiverTask};
+use crate::api::{self, ApiState};
+use crate::config::{Output, Receiver, Resolved};
+use crate::rules::{self, Engine, Sinks};
+use crate::sources;
+use crate::state::SharedState;
+use crate::telemetry::{Metrics, labels};
+use crate::tsdb::writer::{OutputQueue, Writer};
+
+/// Why the gateway could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A secret named in the config could not be read.
+    #[error("{path}: {message}")]
+    Secret {
+        /// Config path of the secret.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The API address could not be bound.
+    #[error("api.listen: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// An HTTP client could not be built.
+    #[error("cannot build HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// A task that cannot be restarted died.
+    #[error("task `{0}` died; the gateway stopped")]
+    TaskDied(String),
+}
+
+/// A started gateway.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// Snapshots, for tests and embedding.
+    pub state: Arc<SharedState>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    fatal: CancellationToken,
+    done: JoinHandle<Result<(), RunError>>,
+}
+
+impl Running {
+    /// Asks the gateway to drain and stop, and waits for it.
+    pub async fn stop(self) -> Result<(), RunError> {
+        self.stop.cancel();
+        self.done
+            .await
+            .unwrap_or_else(|_| Err(RunError::TaskDied("coordinator".into())))
+    }
+
+    /// Runs until `shutdown` completes (then drains) or a critical task dies.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        tokio::select! {
+            () = shutdown => info!("shutdown requested"),
+            () = self.fatal.cancelled() => {}
+        }
+        self.stop().await
+    }
+}
+
+/// Starts every task of the pipeline.
+pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(SharedState::new(&cfg));
+
+    // Resolve secrets first, so a missing one fails start-up with its path.
+    let mut writers = Vec::new();
+    let mut queues = Vec::new();
+    for (i, o) in cfg.outputs.iter().enumerate() {
+        let (secret, path) = match o {
+            Output::InfluxdbV1(v) => (v.password.as_ref(), format!("outputs[{i}].password")),
+            Output::InfluxdbV2(v) => (v.token.as_ref(), format!("outputs[{i}].token")),
+        };
+        let secret = secret
+            .map(|s| s.resolve())
+            .transpose()
+            .map_err(|message| RunError::Secret { path, message })?;
+        let q = Arc::new(OutputQueue::new(o.id(), o.batching().queue_capacity, metrics.clone()));
+        writers.push(Writer::new(o.clone(), secret, q.clone(), state.clone(), metrics.clone())?);
+        queues.push(q);
+    }
+    let mut receivers = Vec::new();
+    for (i, r) in cfg.receivers.iter().enumerate() {
+        let Receiver::Webhook(w) = r;
+        let token = w
+            .token
+            .as_ref()
+            .map(|s| s.resolve())
+            .transpose()
+            .map_err(|message| RunError::Secret { path: format!("receivers[{i}].token"), message })?;
+        receivers.push(ReceiverTask::new(r, token, &cfg.site.id, metrics.clone())?);
+    }
+
+    let listener = TcpListener::bind(cfg.api.listen)
+        .await
+        .map_err(|source| RunError::Bind { addr: cfg.api.listen, source })?;
+    let api_addr = listener.local_addr().map_err(|source| RunError::Bind { addr: cfg.api.listen, source })?;
+
+    let stop = CancellationToken::new();
+    let fatal = CancellationToken::new();
+    let drain_deadline = CancellationToken::new();
+    let sources_cancel = CancellationToken::new();
+    let api_stop = CancellationToken::new();
+
+    let (sample_tx, sample_rx) = mpsc::channel(cfg.gateway.sample_queue);
+    let (alert_tx, alert_rx) = mpsc::channel(1024);
+
+    // Outputs and receivers.
+    let mut drains: Vec<(String, JoinHandle<()>)> = Vec::new();
+    for w in writers {
+        let name = "writer".to_owned();
+        drains.push((name, critical(tokio::spawn(w.run(drain_deadline.clone())), "writer", &fatal)));
+    }
+    let mut rqueues = Vec::new();
+    for r in receivers {
+        rqueues.push((cfg.receivers.iter().map(|r| r.id().to_owned()).nth(rqueues.len()).unwrap_or_default(), r.queue()));
+        drains.push(("receiver".into(), critical(tokio::spawn(r.run(drain_deadline.clone())), "receiver", &fatal)));
+    }
+    let router = critical(tokio::spawn(alerts::route(alert_rx, rqueues, metrics.clone())), "alert router", &fatal);
+
+    // The rule engine.
+    let engine = Engine::new(&cfg, tokio::time::Instant::now().into_std());
+    let engine = critical(
+        tokio::spawn(rules::run(
+            engine,
+            sample_rx,
+            Sinks { outputs: queues, alerts: alert_tx },
+            state.clone(),
+            metrics.clone(),
+        )),
+        "rule engine",
+        &fatal,
+    );
+
+    // Sources, supervised.
+    let mut source_tasks = Vec::new();
+    for src in cfg.sources.clone() {
+        let name = format!("source {}", src.id);
+        state.health.fail(&name, "not connected yet");
+        let (tx, st, m, c) = (sample_tx.clone(), state.clone(), metrics.clone(), sources_cancel.clone());
+        source_tasks.push(supervise(name, metrics.clone(), sources_cancel.clone(), move || {
+            sources::modbus::run_source(src.clone(), tx.clone(), st.clone(), m.clone(), c.clone())
+        }));
+    }
+    drop(sample_tx);
+
+    // The API.
+    let app = api::app(ApiState { state: state.clone(), metrics: metrics.clone() }, cfg.api.request_timeout);
+    let api_stop2 = api_stop.clone();
+    let api = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { api_stop2.cancelled().await })
+            .await
+        {
+            error!(error = %e, "API server failed");
+        }
+    });
+    info!(api = %api_addr, site = %cfg.site.id, channels = cfg.channels.len(), sources = cfg.sources.len(), outputs = cfg.outputs.len(), "gateway started");
+
+    let grace = cfg.gateway.shutdown_grace;
+    let (stop2, fatal2) = (stop.clone(), fatal.clone());
+    let done = tokio::spawn(async move {
+        tokio::select! {
+            () = stop2.cancelled() => {}
+            () = fatal2.cancelled() => {}
+        }
+        info!(grace = ?grace, "draining: stopping sources");
+        let deadline = drain_deadline.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(grace.saturating_sub(Duration::from_millis(300))).await;
+            deadline.cancel();
+        });
+        sources_cancel.cancel();
+        for t in source_tasks {
+            let _ = t.await;
+        }
+        info!("sources stopped; draining the rule engine");
+        let _ = engine.await;
+        let _ = router.await;
+        for (_, d) in drains {
+            let _ = d.await;
+        }
+        timer.abort();
+        info!("outputs and receivers drained; closing the API");
+        api_stop.cancel();
+        let _ = api.await;
+        if fatal2.is_cancelled() {
+            return Err(RunError::TaskDied("see the log above".into()));
+        }
+        info!("gateway stopped");
+        Ok(())
+    });
+
+    Ok(Running { api_addr, state, metrics, stop, fatal, done })
+}
+
+/// Watches a task that cannot be restarted: if it panics, the gateway is stopped.
+fn critical(h: JoinHandle<()>, name: &'static str, fatal: &CancellationToken) -> JoinHandle<()> {
+    let fatal = fatal.clone();
+    tokio::spawn(async move {
+        if let Err(e) = h.await {
+            error!(task = name, error = %e, "task died: stopping the gateway");
+            fatal.cancel();
+        }
+    })
+}
+
+/// Runs a restartable task; restarts it with backoff after a panic, until `cancel` fires.
+fn supervise<F, Fut>(name: String, metrics: Arc<Metrics>, cancel: CancellationToken, make: F) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut restarts = 0u32;
+        loop {
+            match tokio::spawn(make()).await {
+                Ok(()) => return,
+                Err(e) => {
+                    metrics.task_restarts.get_or_create(&labels([("task", &name)])).inc();
+                    let wait = sources::backoff(restarts, Duration::from_secs(1), Duration::from_secs(60));
+                    restarts = restarts.saturating_add(1);
+                    error!(task = %name, error = %e, restart_in = ?wait, "task died; restarting");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    })
+}

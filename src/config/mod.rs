@@ -1,0 +1,517 @@
+//! Configuration: serde structs read from TOML (unknown fields are errors), then one validation
+//! pass ([`validate`]) that reports every problem with its path and produces a [`Resolved`] view
+//! that the rest of the gateway consumes.
+//!
+//! Invariants:
+//! - Secrets never appear inline: a [`SecretRef`] names an environment variable or a file, and
+//!   [`Secret`] never prints its value.
+//! - Everything downstream reads [`Resolved`], never the raw structs, so defaults are applied in
+//!   exactly one place.
+
+pub mod devmap;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use devmap::{ByteOrder, DataType, DeviceMap, RegisterDef, Span, Table};
+pub use validate::{
+    Problem, Resolved, ResolvedChannel, ResolvedDevice, ResolvedPoint, ResolvedSource, Severity,
+    validate,
+};
+
+/// The whole gateway configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The one site this gateway serves.
+    pub site: Site,
+    /// Process-wide settings.
+    #[serde(default)]
+    pub gateway: Gateway,
+    /// The HTTP API and status page.
+    #[serde(default)]
+    pub api: Api,
+    /// Connections the gateway owns (one per TCP endpoint or serial bus).
+    #[serde(default)]
+    pub sources: Vec<Source>,
+    /// Reusable register maps, inline or `{ file = "maps/x.toml" }`.
+    #[serde(default)]
+    pub device_maps: Vec<DeviceMapEntry>,
+    /// Field devices on those sources.
+    #[serde(default)]
+    pub devices: Vec<Device>,
+    /// Per-channel metadata overrides (label, unit, range, maximum age).
+    #[serde(default)]
+    pub channels: Vec<ChannelOverride>,
+    /// Limit rules.
+    #[serde(default)]
+    pub rules: Vec<LimitRule>,
+    /// Where alarm events are sent.
+    #[serde(default)]
+    pub receivers: Vec<Receiver>,
+    /// Where time series are written.
+    #[serde(default)]
+    pub outputs: Vec<Output>,
+}
+
+/// Identity of the site.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Short id, used as the `site` tag in every point.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Process-wide settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// How long SIGTERM/SIGINT may take to drain queues before the process exits anyway.
+    #[serde(with = "humantime_serde", default = "default_grace")]
+    pub shutdown_grace: Duration,
+    /// Capacity (in batches) of the source → rule-engine channel; when full, sources wait.
+    #[serde(default = "default_sample_queue")]
+    pub sample_queue: usize,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Self {
+            shutdown_grace: default_grace(),
+            sample_queue: default_sample_queue(),
+        }
+    }
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_sample_queue() -> usize {
+    1024
+}
+
+/// HTTP API settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Listen address; `127.0.0.1:8080` by default.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Per-request timeout.
+    #[serde(with = "humantime_serde", default = "default_api_timeout")]
+    pub request_timeout: Duration,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            request_timeout: default_api_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_api_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// A connection owned by the gateway.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Source {
+    /// Modbus TCP: a device or a serial-to-TCP converter carrying several unit ids.
+    ModbusTcp(ModbusTcpSource),
+}
+
+impl Source {
+    /// The source's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Source::ModbusTcp(s) => &s.id,
+        }
+    }
+}
+
+/// Modbus TCP connection settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusTcpSource {
+    /// Referenced by `devices[].source`.
+    pub id: String,
+    /// `host:port`.
+    pub address: String,
+    /// Per-request timeout; after a timeout the connection is re-established.
+    #[serde(with = "humantime_serde", default = "default_modbus_timeout")]
+    pub timeout: Duration,
+    /// Connect timeout.
+    #[serde(with = "humantime_serde", default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Pause between two requests on this connection (slow converters).
+    #[serde(with = "humantime_serde", default)]
+    pub pause: Duration,
+    /// Largest gap (in registers or bits) bridged when coalescing reads.
+    #[serde(default = "default_max_gap")]
+    pub max_gap: u16,
+    /// Cap of the reconnect backoff.
+    #[serde(with = "humantime_serde", default = "default_backoff_max")]
+    pub backoff_max: Duration,
+}
+
+fn default_modbus_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_max_gap() -> u16 {
+    10
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// A device map, inline or loaded from a file relative to the config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum DeviceMapEntry {
+    /// `{ file = "maps/gas.toml" }`.
+    File {
+        /// Path, relative to the configuration file.
+        file: PathBuf,
+    },
+    /// The map itself.
+    Inline(DeviceMap),
+}
+
+/// A field device.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Device id, unique in the site.
+    pub id: String,
+    /// Area (plant section), the first segment of the default channel prefix.
+    pub area: String,
+    /// The connection it hangs on.
+    pub source: String,
+    /// Modbus unit id (slave address).
+    #[serde(default = "default_unit")]
+    pub unit_id: u8,
+    /// A map from `device_maps`, or use `registers` inline.
+    pub map: Option<String>,
+    /// Inline register list (instead of `map`).
+    #[serde(default)]
+    pub registers: Vec<RegisterDef>,
+    /// Added to every address of the map (a model instantiated at another base address).
+    #[serde(default)]
+    pub address_offset: u16,
+    /// 0 if the manual's addresses are the protocol addresses, 1 if they start at 1.
+    #[serde(default)]
+    pub address_base: u8,
+    /// How often to poll.
+    #[serde(with = "humantime_serde", default = "default_poll")]
+    pub poll_interval: Duration,
+    /// Channel id prefix; `{area}.{id}` by default.
+    pub channel_prefix: Option<String>,
+}
+
+fn default_unit() -> u8 {
+    1
+}
+fn default_poll() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// Metadata for one channel; overrides what the device map says.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelOverride {
+    /// Channel id; must be produced by some device.
+    pub id: String,
+    /// Display label (tag number, location).
+    pub label: Option<String>,
+    /// Kind override.
+    pub kind: Option<String>,
+    /// Unit override.
+    pub unit: Option<String>,
+    /// Engineering range override.
+    pub range: Option<[f64; 2]>,
+    /// No good sample within this age makes the channel stale (a fault).
+    #[serde(with = "humantime_serde", default)]
+    pub max_age: Option<Duration>,
+}
+
+/// High/low limit alarms on one channel. A `Bad` or stale reading never clears them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitRule {
+    /// Channel watched.
+    pub channel: String,
+    /// Low-low limit (critical).
+    pub ll: Option<f64>,
+    /// Low limit (high priority).
+    pub l: Option<f64>,
+    /// High limit (high priority); gas level 1.
+    pub h: Option<f64>,
+    /// High-high limit (critical); gas level 2.
+    pub hh: Option<f64>,
+    /// The value must come back this far inside the limit before the alarm clears.
+    #[serde(default)]
+    pub deadband: f64,
+    /// The condition must hold this long before the alarm is raised.
+    #[serde(with = "humantime_serde", default)]
+    pub on_delay: Duration,
+}
+
+/// Where alarm events go.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Receiver {
+    /// HTTP POST of the event as JSON.
+    Webhook(WebhookReceiver),
+}
+
+impl Receiver {
+    /// The receiver's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Receiver::Webhook(w) => &w.id,
+        }
+    }
+}
+
+/// Generic webhook.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookReceiver {
+    /// Receiver id.
+    pub id: String,
+    /// Target URL.
+    pub url: String,
+    /// Bearer token sent as `Authorization`.
+    pub token: Option<SecretRef>,
+    /// Per-attempt timeout.
+    #[serde(with = "humantime_serde", default = "default_http_timeout")]
+    pub timeout: Duration,
+    /// Events held in memory while the receiver is failing; when full the oldest is dropped
+    /// and counted.
+    #[serde(default = "default_receiver_queue")]
+    pub queue_capacity: usize,
+}
+
+fn default_http_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_receiver_queue() -> usize {
+    10_000
+}
+
+/// A time-series output.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Output {
+    /// InfluxDB 1.x `/write` (also accepted by 3.x).
+    InfluxdbV1(InfluxV1Output),
+    /// InfluxDB 2.x `/api/v2/write`.
+    InfluxdbV2(InfluxV2Output),
+}
+
+impl Output {
+    /// The output's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Output::InfluxdbV1(o) => &o.id,
+            Output::InfluxdbV2(o) => &o.id,
+        }
+    }
+    /// Shared batching settings.
+    pub fn batching(&self) -> &Batching {
+        match self {
+            Output::InfluxdbV1(o) => &o.batching,
+            Output::InfluxdbV2(o) => &o.batching,
+        }
+    }
+    /// Base URL.
+    pub fn url(&self) -> &str {
+        match self {
+            Output::InfluxdbV1(o) => &o.url,
+            Output::InfluxdbV2(o) => &o.url,
+        }
+    }
+}
+
+/// InfluxDB v1 API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxV1Output {
+    /// Output id.
+    pub id: String,
+    /// Base URL, e.g. `http://127.0.0.1:8086`.
+    pub url: String,
+    /// Database.
+    pub database: String,
+    /// Retention policy; the database default when absent.
+    pub retention_policy: Option<String>,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<SecretRef>,
+    /// Batching and retry.
+    #[serde(flatten)]
+    pub batching: Batching,
+}
+
+/// InfluxDB v2 API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxV2Output {
+    /// Output id.
+    pub id: String,
+    /// Base URL.
+    pub url: String,
+    /// Organisation.
+    pub org: String,
+    /// Bucket.
+    pub bucket: String,
+    /// API token.
+    pub token: Option<SecretRef>,
+    /// Batching and retry.
+    #[serde(flatten)]
+    pub batching: Batching,
+}
+
+/// Batching shared by time-series outputs.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Batching {
+    /// Points per write request.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// A partial batch is sent after this long.
+    #[serde(with = "humantime_serde", default = "default_flush")]
+    pub flush_interval: Duration,
+    /// Per-request timeout.
+    #[serde(with = "humantime_serde", default = "default_http_timeout")]
+    pub timeout: Duration,
+    /// Points held in memory while the output is down; when full the oldest are dropped and counted.
+    #[serde(default = "default_output_queue")]
+    pub queue_capacity: usize,
+    /// gzip request bodies.
+    #[serde(default = "default_true")]
+    pub gzip: bool,
+}
+
+fn default_batch_size() -> usize {
+    5000
+}
+fn default_flush() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_output_queue() -> usize {
+    1_000_000
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Where a secret comes from; exactly one of `env` or `file`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Environment variable holding the secret.
+    pub env: Option<String>,
+    /// File holding the secret (trailing newline trimmed).
+    pub file: Option<PathBuf>,
+}
+
+impl SecretRef {
+    /// Reads the secret now.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var)
+                .map(Secret)
+                .map_err(|_| format!("environment variable `{var}` is not set")),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_owned()))
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display())),
+            _ => Err("give exactly one of `env` or `file`".into()),
+        }
+    }
+}
+
+/// A resolved secret; its `Debug` and `Display` never show the value.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for building a request.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// An error reading or checking a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown or mistyped field.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// The parser's message, with line, column and key.
+        message: String,
+    },
+    /// Validation found problems.
+    #[error("{path}: {} problem(s)", problems.len())]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+/// Parses TOML text. `base` resolves relative `file` references.
+pub fn parse(text: &str, path: &Path) -> Result<Config, LoadError> {
+    toml::from_str(text).map_err(|e| LoadError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+/// Reads, parses and validates a configuration file. Warnings are returned with the result.
+pub fn load(path: &Path) -> Result<(Resolved, Vec<Problem>), LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let cfg = parse(&text, path)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    validate(&cfg, base).map_err(|problems| LoadError::Invalid {
+        path: path.to_owned(),
+        problems,
+    })
+}

@@ -1,0 +1,599 @@
+//! The validation pass: every problem in one go, each with the path of the offending field.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{
+    Api, Config, DataType, DeviceMap, DeviceMapEntry, Gateway, ModbusTcpSource, Output, Receiver,
+    RegisterDef, SecretRef, Site, Source,
+};
+use crate::config::LimitRule;
+use crate::model::{ChannelId, DeviceId, SourceId, check_id};
+
+/// How bad a problem is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// The configuration cannot be used.
+    Error,
+    /// Usable, but probably not what the site wants.
+    Warning,
+}
+
+/// One finding, with the path of the field it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Error or warning.
+    pub severity: Severity,
+    /// For example `devices[2].registers[5].address`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{sev}: {}: {}", self.path, self.message)
+    }
+}
+
+/// A channel with all defaults applied.
+#[derive(Clone, Debug)]
+pub struct ResolvedChannel {
+    /// Stable id.
+    pub id: ChannelId,
+    /// Producing device.
+    pub device: DeviceId,
+    /// Area.
+    pub area: String,
+    /// Kind (`combustible_gas`, …), `generic` when unset.
+    pub kind: String,
+    /// Engineering unit, empty when unset.
+    pub unit: String,
+    /// Display label.
+    pub label: String,
+    /// Engineering range.
+    pub range: Option<[f64; 2]>,
+    /// Staleness limit.
+    pub max_age: Duration,
+}
+
+/// One point to poll: the map's definition at its protocol address.
+#[derive(Clone, Debug)]
+pub struct ResolvedPoint {
+    /// Channel it feeds.
+    pub channel: ChannelId,
+    /// Register definition.
+    pub def: RegisterDef,
+    /// Zero-based protocol address after address base and offset.
+    pub address: u16,
+}
+
+/// A device ready to poll.
+#[derive(Clone, Debug)]
+pub struct ResolvedDevice {
+    /// Device id.
+    pub id: DeviceId,
+    /// Modbus unit id.
+    pub unit_id: u8,
+    /// Poll interval.
+    pub poll_interval: Duration,
+    /// Points.
+    pub points: Vec<ResolvedPoint>,
+}
+
+/// A connection with its devices.
+#[derive(Clone, Debug)]
+pub struct ResolvedSource {
+    /// Source id.
+    pub id: SourceId,
+    /// Connection settings.
+    pub tcp: ModbusTcpSource,
+    /// Devices on it, polled one request at a time.
+    pub devices: Vec<ResolvedDevice>,
+}
+
+/// A validated configuration with defaults applied.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// Site.
+    pub site: Site,
+    /// Gateway settings.
+    pub gateway: Gateway,
+    /// API settings.
+    pub api: Api,
+    /// Every channel, in configuration order.
+    pub channels: Vec<ResolvedChannel>,
+    /// Sources with their devices.
+    pub sources: Vec<ResolvedSource>,
+    /// Limit rules.
+    pub rules: Vec<LimitRule>,
+    /// Receivers.
+    pub receivers: Vec<Receiver>,
+    /// Outputs.
+    pub outputs: Vec<Output>,
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.0.push(Problem {
+            severity: Severity::Error,
+            path: path.into(),
+            message: msg.into(),
+        });
+    }
+    fn warn(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.0.push(Problem {
+            severity: Severity::Warning,
+            path: path.into(),
+            message: msg.into(),
+        });
+    }
+    fn has_errors(&self) -> bool {
+        self.0.iter().any(|p| p.severity == Severity::Error)
+    }
+}
+
+/// Validates `cfg`; `base` is the directory relative map files are read from.
+/// Returns the resolved configuration and its warnings, or every problem (errors and warnings).
+pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), Vec<Problem>> {
+    let mut p = Problems::default();
+
+    if let Err(e) = check_id(&cfg.site.id, false) {
+        p.err("site.id", e);
+    }
+    if cfg.gateway.sample_queue == 0 {
+        p.err("gateway.sample_queue", "must be at least 1");
+    }
+    if cfg.gateway.shutdown_grace.is_zero() {
+        p.err("gateway.shutdown_grace", "must be longer than 0s");
+    }
+
+    // Sources.
+    let mut sources: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, s) in cfg.sources.iter().enumerate() {
+        let path = format!("sources[{i}]");
+        if let Err(e) = check_id(s.id(), false) {
+            p.err(format!("{path}.id"), e);
+        }
+        if sources.insert(s.id().to_owned(), i).is_some() {
+            p.err(format!("{path}.id"), format!("duplicate source id `{}`", s.id()));
+        }
+        match s {
+            Source::ModbusTcp(t) => {
+                check_host_port(&t.address, &format!("{path}.address"), &mut p);
+                if t.timeout.is_zero() {
+                    p.err(format!("{path}.timeout"), "must be longer than 0s");
+                }
+                if t.connect_timeout.is_zero() {
+                    p.err(format!("{path}.connect_timeout"), "must be longer than 0s");
+                }
+            }
+        }
+    }
+
+    // Device maps.
+    let mut maps: HashMap<String, DeviceMap> = HashMap::new();
+    for (i, entry) in cfg.device_maps.iter().enumerate() {
+        let path = format!("device_maps[{i}]");
+        let map = match entry {
+            DeviceMapEntry::Inline(m) => m.clone(),
+            DeviceMapEntry::File { file } => {
+                let full = base.join(file);
+                match std::fs::read_to_string(&full)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| toml::from_str::<DeviceMap>(&t).map_err(|e| e.to_string()))
+                {
+                    Ok(m) => m,
+                    Err(e) => {
+                        p.err(
+                            format!("{path}.file"),
+                            format!("{}: {}", full.display(), e.trim_end()),
+                        );
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Err(e) = check_id(&map.id, false) {
+            p.err(format!("{path}.id"), e);
+        }
+        check_registers(&map.registers, &path, &mut p);
+        if maps.insert(map.id.clone(), map.clone()).is_some() {
+            p.err(format!("{path}.id"), format!("duplicate device map id `{}`", map.id));
+        }
+    }
+
+    // Devices and their channels.
+    let mut device_ids = HashSet::new();
+    let mut channels: Vec<ResolvedChannel> = Vec::new();
+    let mut channel_index: HashMap<ChannelId, usize> = HashMap::new();
+    let mut per_source: BTreeMap<usize, Vec<ResolvedDevice>> = BTreeMap::new();
+    for (i, d) in cfg.devices.iter().enumerate() {
+        let path = format!("devices[{i}]");
+        if let Err(e) = check_id(&d.id, false) {
+            p.err(format!("{path}.id"), e);
+        }
+        if !device_ids.insert(d.id.clone()) {
+            p.err(format!("{path}.id"), format!("duplicate device id `{}`", d.id));
+        }
+        if let Err(e) = check_id(&d.area, false) {
+            p.err(format!("{path}.area"), e);
+        }
+        let source_idx = sources.get(&d.source).copied();
+        if source_idx.is_none() {
+            p.err(
+                format!("{path}.source"),
+                format!("unknown source `{}`", d.source),
+            );
+        }
+        if d.address_base > 1 {
+            p.err(format!("{path}.address_base"), "must be 0 or 1");
+        }
+        if d.poll_interval.is_zero() {
+            p.err(format!("{path}.poll_interval"), "must be longer than 0s");
+        }
+        let prefix = d
+            .channel_prefix
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", d.area, d.id));
+        if let Some(cp) = &d.channel_prefix {
+            if let Err(e) = check_id(cp, true) {
+                p.err(format!("{path}.channel_prefix"), e);
+            }
+        }
+        let (regs, reg_path): (&[RegisterDef], String) = match (&d.map, d.registers.is_empty()) {
+            (Some(m), true) => match maps.get(m) {
+                Some(map) => (&map.registers, format!("device map `{m}`")),
+                None => {
+                    p.err(format!("{path}.map"), format!("unknown device map `{m}`"));
+                    continue;
+                }
+            },
+            (None, false) => {
+                check_registers(&d.registers, &path, &mut p);
+                (&d.registers, path.clone())
+            }
+            (Some(_), false) => {
+                p.err(
+                    format!("{path}.registers"),
+                    "give either `map` or inline `registers`, not both",
+                );
+                continue;
+            }
+            (None, true) => {
+                p.err(format!("{path}.map"), "give a `map` or inline `registers`");
+                continue;
+            }
+        };
+        let timeout = source_idx
+            .and_then(|s| match &cfg.sources[s] {
+                Source::ModbusTcp(t) => Some(t.timeout),
+            })
+            .unwrap_or(Duration::from_secs(1));
+        let mut points = Vec::new();
+        for (j, r) in regs.iter().enumerate() {
+            let proto = i64::from(r.address) - i64::from(d.address_base) + i64::from(d.address_offset);
+            let end = proto + i64::from(r.width()) - 1;
+            if proto < 0 || end > i64::from(u16::MAX) {
+                p.err(
+                    format!("{path}.address_offset"),
+                    format!(
+                        "register `{}` ({reg_path} registers[{j}]) lands at protocol address {proto}, outside 0..=65535",
+                        r.name
+                    ),
+                );
+                continue;
+            }
+            let id = ChannelId::new(format!("{prefix}.{}", r.name));
+            if let Some(&other) = channel_index.get(&id) {
+                p.err(
+                    format!("{path}.channel_prefix"),
+                    format!(
+                        "channel `{id}` is also produced by device `{}`",
+                        channels[other].device
+                    ),
+                );
+                continue;
+            }
+            channel_index.insert(id.clone(), channels.len());
+            channels.push(ResolvedChannel {
+                id: id.clone(),
+                device: DeviceId::new(&d.id),
+                area: d.area.clone(),
+                kind: r.kind.clone().unwrap_or_else(|| "generic".into()),
+                unit: r.unit.clone().unwrap_or_default(),
+                label: String::new(),
+                range: r.range.or(r.span.as_ref().map(|s| s.eng)),
+                max_age: d.poll_interval * 3 + timeout * 2,
+            });
+            points.push(ResolvedPoint {
+                channel: id,
+                def: r.clone(),
+                address: u16::try_from(proto).unwrap_or(0),
+            });
+        }
+        if let Some(s) = source_idx {
+            per_source.entry(s).or_default().push(ResolvedDevice {
+                id: DeviceId::new(&d.id),
+                unit_id: d.unit_id,
+                poll_interval: d.poll_interval,
+                points,
+            });
+        }
+    }
+
+    // Channel overrides.
+    for (i, c) in cfg.channels.iter().enumerate() {
+        let path = format!("channels[{i}]");
+        let Some(&idx) = channel_index.get(&ChannelId::new(&c.id)) else {
+            p.err(
+                format!("{path}.id"),
+                format!("channel `{}` is not produced by any device", c.id),
+            );
+            continue;
+        };
+        let ch = &mut channels[idx];
+        if let Some(l) = &c.label {
+            ch.label = l.clone();
+        }
+        if let Some(k) = &c.kind {
+            ch.kind = k.clone();
+        }
+        if let Some(u) = &c.unit {
+            ch.unit = u.clone();
+        }
+        if let Some(r) = c.range {
+            if r[0] >= r[1] {
+                p.err(format!("{path}.range"), "first bound must be below the second");
+            }
+            ch.range = Some(r);
+        }
+        if let Some(a) = c.max_age {
+            if a.is_zero() {
+                p.err(format!("{path}.max_age"), "must be longer than 0s");
+            }
+            ch.max_age = a;
+        }
+    }
+
+    // Rules.
+    for (i, r) in cfg.rules.iter().enumerate() {
+        let path = format!("rules[{i}]");
+        let ch = channel_index
+            .get(&ChannelId::new(&r.channel))
+            .map(|&x| &channels[x]);
+        if ch.is_none() {
+            p.err(
+                format!("{path}.channel"),
+                format!("unknown channel `{}`", r.channel),
+            );
+        }
+        let limits: Vec<(&str, f64)> = [("ll", r.ll), ("l", r.l), ("h", r.h), ("hh", r.hh)]
+            .into_iter()
+            .filter_map(|(n, v)| v.map(|v| (n, v)))
+            .collect();
+        if limits.is_empty() {
+            p.err(path.clone(), "give at least one of `ll`, `l`, `h`, `hh`");
+        }
+        for w in limits.windows(2) {
+            if w[0].1 >= w[1].1 {
+                p.err(
+                    format!("{path}.{}", w[1].0),
+                    format!(
+                        "limits must be ordered ll < l < h < hh: {} = {} is not above {} = {}",
+                        w[1].0, w[1].1, w[0].0, w[0].1
+                    ),
+                );
+            }
+        }
+        if !(r.deadband >= 0.0) {
+            p.err(format!("{path}.deadband"), "must be 0 or more");
+        }
+        if let Some(ch) = ch {
+            if ch.kind == "combustible_gas" && ch.unit == "%LEL" {
+                if r.h.is_some_and(|h| h > 25.0) {
+                    p.warn(
+                        format!("{path}.h"),
+                        "level-1 combustible gas alarm above 25 %LEL (GB/T 50493-2019 5.5.2)",
+                    );
+                }
+                if r.hh.is_some_and(|h| h > 50.0) {
+                    p.warn(
+                        format!("{path}.hh"),
+                        "level-2 combustible gas alarm above 50 %LEL (GB/T 50493-2019 5.5.2)",
+                    );
+                }
+            }
+        }
+    }
+
+    // Receivers.
+    let mut ids = HashSet::new();
+    for (i, r) in cfg.receivers.iter().enumerate() {
+        let path = format!("receivers[{i}]");
+        if let Err(e) = check_id(r.id(), false) {
+            p.err(format!("{path}.id"), e);
+        }
+        if !ids.insert(r.id().to_owned()) {
+            p.err(format!("{path}.id"), format!("duplicate receiver id `{}`", r.id()));
+        }
+        match r {
+            Receiver::Webhook(w) => {
+                check_url(&w.url, &format!("{path}.url"), &mut p);
+                check_secret(w.token.as_ref(), &format!("{path}.token"), &mut p);
+                if w.queue_capacity == 0 {
+                    p.err(format!("{path}.queue_capacity"), "must be at least 1");
+                }
+            }
+        }
+    }
+
+    // Outputs.
+    let mut ids = HashSet::new();
+    for (i, o) in cfg.outputs.iter().enumerate() {
+        let path = format!("outputs[{i}]");
+        if let Err(e) = check_id(o.id(), false) {
+            p.err(format!("{path}.id"), e);
+        }
+        if !ids.insert(o.id().to_owned()) {
+            p.err(format!("{path}.id"), format!("duplicate output id `{}`", o.id()));
+        }
+        check_url(o.url(), &format!("{path}.url"), &mut p);
+        let b = o.batching();
+        if b.batch_size == 0 {
+            p.err(format!("{path}.batch_size"), "must be at least 1");
+        }
+        if b.queue_capacity < b.batch_size {
+            p.err(
+                format!("{path}.queue_capacity"),
+                format!("must be at least batch_size ({})", b.batch_size),
+            );
+        }
+        if b.timeout.is_zero() {
+            p.err(format!("{path}.timeout"), "must be longer than 0s");
+        }
+        match o {
+            Output::InfluxdbV1(v1) => {
+                if v1.database.is_empty() {
+                    p.err(format!("{path}.database"), "must not be empty");
+                }
+                check_secret(v1.password.as_ref(), &format!("{path}.password"), &mut p);
+            }
+            Output::InfluxdbV2(v2) => {
+                if v2.org.is_empty() {
+                    p.err(format!("{path}.org"), "must not be empty");
+                }
+                if v2.bucket.is_empty() {
+                    p.err(format!("{path}.bucket"), "must not be empty");
+                }
+                check_secret(v2.token.as_ref(), &format!("{path}.token"), &mut p);
+            }
+        }
+    }
+
+    if p.has_errors() {
+        return Err(p.0);
+    }
+    let mut resolved_sources = Vec::new();
+    for (idx, devices) in per_source {
+        let Source::ModbusTcp(tcp) = &cfg.sources[idx];
+        resolved_sources.push(super::ResolvedSource {
+            id: SourceId::new(&tcp.id),
+            tcp: tcp.clone(),
+            devices,
+        });
+    }
+    Ok((
+        Resolved {
+            site: cfg.site.clone(),
+            gateway: cfg.gateway.clone(),
+            api: cfg.api.clone(),
+            channels,
+            sources: resolved_sources,
+            rules: cfg.rules.clone(),
+            receivers: cfg.receivers.clone(),
+            outputs: cfg.outputs.clone(),
+        },
+        p.0,
+    ))
+}
+
+fn check_registers(regs: &[RegisterDef], path: &str, p: &mut Problems) {
+    let mut names = HashSet::new();
+    // (table, address) -> (register index, bit or None for the whole word)
+    let mut used: HashMap<(super::Table, u32), Vec<(usize, Option<u8>)>> = HashMap::new();
+    for (j, r) in regs.iter().enumerate() {
+        let rp = format!("{path}.registers[{j}]");
+        if let Err(e) = check_id(&r.name, false) {
+            p.err(format!("{rp}.name"), e);
+        }
+        if !names.insert(r.name.as_str()) {
+            p.err(format!("{rp}.name"), format!("duplicate register name `{}`", r.name));
+        }
+        let dt = r.data_type();
+        if r.table.is_bits() && dt != DataType::Bool {
+            p.err(
+                format!("{rp}.type"),
+                format!("{} tables hold single bits: use type `bool`", r.table.as_str()),
+            );
+        }
+        match (r.bit, r.table.is_bits(), dt) {
+            (Some(_), true, _) => p.err(format!("{rp}.bit"), "only for bools inside a register"),
+            (Some(b), false, DataType::Bool) if b > 15 => {
+                p.err(format!("{rp}.bit"), "must be 0..=15");
+            }
+            (Some(_), false, DataType::Bool) => {}
+            (Some(_), false, _) => p.err(format!("{rp}.bit"), "only with type `bool`"),
+            (None, false, DataType::Bool) => {
+                p.err(format!("{rp}.bit"), "a bool in a register needs `bit` (0..=15)");
+            }
+            _ => {}
+        }
+        if r.span.is_some() && (r.scale.is_some() || r.offset.is_some()) {
+            p.err(format!("{rp}.span"), "give either `span` or `scale`/`offset`, not both");
+        }
+        if let Some(s) = &r.span {
+            if s.raw[0] == s.raw[1] {
+                p.err(format!("{rp}.span.raw"), "the two raw bounds must differ");
+            }
+        }
+        if let Some(v) = r.valid {
+            if v[0] >= v[1] {
+                p.err(format!("{rp}.valid"), "first bound must be below the second");
+            }
+        }
+        if let Some(rg) = r.range {
+            if rg[0] >= rg[1] {
+                p.err(format!("{rp}.range"), "first bound must be below the second");
+            }
+        }
+        if u32::from(r.address) + u32::from(r.width()) > 65536 {
+            p.err(format!("{rp}.address"), "the value runs past address 65535");
+        }
+        let bit = if r.table.is_bits() { None } else { r.bit };
+        for k in 0..u32::from(r.width()) {
+            let slot = used.entry((r.table, u32::from(r.address) + k)).or_default();
+            if let Some(&(other, _)) = slot
+                .iter()
+                .find(|(_, ob)| ob.is_none() || bit.is_none() || *ob == bit)
+            {
+                p.err(
+                    format!("{rp}.address"),
+                    format!("overlaps {path}.registers[{other}]"),
+                );
+                break;
+            }
+            slot.push((j, bit));
+        }
+    }
+}
+
+fn check_host_port(addr: &str, path: &str, p: &mut Problems) {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|x| x > 0) => {}
+        _ => p.err(path, format!("`{addr}` is not `host:port`")),
+    }
+}
+
+fn check_url(url: &str, path: &str, p: &mut Problems) {
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+        p.err(path, format!("`{url}` is not an http:// or https:// URL"));
+    }
+}
+
+fn check_secret(s: Option<&SecretRef>, path: &str, p: &mut Problems) {
+    if let Some(s) = s {
+        if s.env.is_some() == s.file.is_some() {
+            p.err(path, "give exactly one of `env` or `file` (secrets are never inline)");
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! hazgate: an edge gateway for industrial safety monitoring.
+//!
+//! # Data flow
+//! ```text
+//! Modbus devices ─▶ sources ─▶ samples ─▶ rules (alarm engine) ─┬─▶ tsdb writers ─▶ InfluxDB
+//!                                                               └─▶ alerts ─▶ receivers
+//!                                   api ◀── snapshots (state, telemetry)
+//! ```
+//!
+//! # Layout
+//! - [`model`]: pure types (ids, samples with quality, alarm events). No I/O.
+//! - [`config`]: TOML structs, the validation pass (every problem with its path) and the resolved view.
+//! - [`sources`]: acquisition tasks; [`sources::modbus`] plans, decodes and polls.
+//! - [`rules`]: the rule engine, the only writer of alarm state and channel snapshots.
+//! - [`alerts`]: routes alarm events to receivers.
+//! - [`tsdb`]: line protocol and InfluxDB writers.
+//! - [`api`]: the axum router (`/healthz`, `/readyz`, `/metrics`, `/api/v1/...`).
+//! - [`app`]: wires the pipeline, supervises tasks, drains on shutdown.
+//! - [`state`], [`telemetry`], [`queue`]: snapshots, metrics and health, the drop-oldest queue.
+//!
+//! See `docs/ARCHITECTURE.md` for the invariants and the data schema.
+
+pub mod alerts;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod model;
+pub mod queue;
+pub mod rules;
+pub mod sources;
+pub mod state;
+pub mod telemetry;
+pub mod tsdb;
+pub mod demo;
+
+/// The commented example configuration printed by `hazgate print-default-config`.
+pub const EXAMPLE_CONFIG: &str = include_str!("../config/example.toml");

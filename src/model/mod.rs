@@ -1,0 +1,244 @@
+//! Pure data types shared by every stage: ids, samples and their quality, alarm events.
+//!
+//! Invariants:
+//! - A [`Sample`] with [`Quality::Bad`] carries no value. A missing reading can never be mistaken
+//!   for a safe one downstream, because there is no number to compare against a limit.
+//! - Ids are newtypes validated at configuration time; nothing here does I/O.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Wraps a string; validity is checked by the configuration pass.
+            pub fn new(s: impl AsRef<str>) -> Self {
+                Self(Arc::from(s.as_ref()))
+            }
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Stable channel id such as `tankfarm.t101.level`: dotted segments of `[a-z0-9_-]`.
+    ChannelId
+);
+id_type!(
+    /// A field device (one Modbus unit, one data unit) as named in the configuration.
+    DeviceId
+);
+id_type!(
+    /// A connection the gateway owns: one TCP socket, one serial bus, one MQTT session.
+    SourceId
+);
+
+/// Checks the shape of an id: non-empty dotted segments of lowercase ASCII letters, digits, `_`, `-`.
+pub fn check_id(s: &str, dotted: bool) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    for seg in s.split('.') {
+        if !dotted && s.contains('.') {
+            return Err(format!("`{s}` must not contain `.`"));
+        }
+        if seg.is_empty() {
+            return Err(format!("`{s}` has an empty segment"));
+        }
+        if let Some(c) = seg
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
+        {
+            return Err(format!(
+                "`{s}` contains `{c}`; use lowercase letters, digits, `_` and `-`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why a sample is not usable as a measurement.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum BadReason {
+    /// The link to the device failed (connect error, timeout, broken connection).
+    Comm { detail: String },
+    /// The device answered with a Modbus exception code.
+    Exception { code: u8 },
+    /// The raw value is outside the configured valid range (for example an open 4–20 mA loop).
+    OutOfRange { raw: f64 },
+    /// The device reported its own fault code.
+    DeviceFault { code: i64 },
+    /// No good sample arrived within the channel's maximum age.
+    Stale,
+    /// The payload could not be decoded.
+    Decode { detail: String },
+}
+
+impl BadReason {
+    /// Short, low-cardinality name used in metrics and the time-series schema.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BadReason::Comm { .. } => "comm",
+            BadReason::Exception { .. } => "exception",
+            BadReason::OutOfRange { .. } => "out_of_range",
+            BadReason::DeviceFault { .. } => "device_fault",
+            BadReason::Stale => "stale",
+            BadReason::Decode { .. } => "decode",
+        }
+    }
+}
+
+impl fmt::Display for BadReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadReason::Comm { detail } => write!(f, "communication failure: {detail}"),
+            BadReason::Exception { code } => write!(f, "device exception code {code}"),
+            BadReason::OutOfRange { raw } => write!(f, "raw value {raw} outside valid range"),
+            BadReason::DeviceFault { code } => write!(f, "device fault code {code}"),
+            BadReason::Stale => f.write_str("no good reading within the channel's maximum age"),
+            BadReason::Decode { detail } => write!(f, "undecodable value: {detail}"),
+        }
+    }
+}
+
+/// A reading: a value, or the reason there is none.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reading {
+    /// A usable engineering value (booleans are 0.0 / 1.0).
+    Good(f64),
+    /// No usable value.
+    Bad(BadReason),
+}
+
+impl Reading {
+    /// The value, when good.
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Reading::Good(v) => Some(*v),
+            Reading::Bad(_) => None,
+        }
+    }
+}
+
+/// One observation of one channel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Which channel.
+    pub channel: ChannelId,
+    /// When it was observed (device time when trusted, else the gateway's receive time).
+    pub ts: SystemTime,
+    /// The value or the reason it is missing.
+    pub reading: Reading,
+}
+
+/// Nanoseconds since the Unix epoch, saturating at 0 for times before it.
+pub fn epoch_nanos(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Alarm severity as configured; higher sorts first in listings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Informational.
+    Low,
+    /// Needs attention this shift.
+    Medium,
+    /// Needs action now.
+    High,
+    /// Danger to life: act immediately.
+    Critical,
+}
+
+/// What happened to an alarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transition {
+    /// The condition became true (after its on-delay).
+    Raised,
+    /// The condition became false (after its off-delay and deadband).
+    Cleared,
+    /// The channel has no usable reading.
+    Fault,
+    /// The channel has usable readings again.
+    FaultCleared,
+}
+
+impl Transition {
+    /// Name used in the time-series schema and notifications.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Transition::Raised => "raised",
+            Transition::Cleared => "cleared",
+            Transition::Fault => "fault",
+            Transition::FaultCleared => "fault_cleared",
+        }
+    }
+}
+
+/// One alarm transition, as published by the rule engine.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AlarmEvent {
+    /// Monotonic per gateway run.
+    pub seq: u64,
+    /// Rule id, e.g. `tankfarm.t101.level:HH`, or `tankfarm.t101.level:fault`.
+    pub alarm: String,
+    /// Channel the alarm watches.
+    pub channel: ChannelId,
+    /// Limit name (`LL`, `L`, `H`, `HH`) or `fault`.
+    pub condition: String,
+    /// Priority of the rule (faults are `high`).
+    pub priority: Priority,
+    /// What happened.
+    pub transition: Transition,
+    /// The value that caused it, when there was one.
+    pub value: Option<f64>,
+    /// The configured limit, for limit alarms.
+    pub limit: Option<f64>,
+    /// Human-readable description.
+    pub message: String,
+    /// When it happened.
+    #[serde(with = "humantime_serde")]
+    pub ts: SystemTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_shapes() {
+        assert!(check_id("tankfarm.t101.level", true).is_ok());
+        assert!(check_id("Tank", true).is_err());
+        assert!(check_id("a..b", true).is_err());
+        assert!(check_id("", true).is_err());
+        assert!(check_id("a.b", false).is_err());
+        assert!(check_id("gd-101_x", false).is_ok());
+    }
+
+    #[test]
+    fn bad_reading_has_no_value() {
+        assert_eq!(Reading::Bad(BadReason::Stale).value(), None);
+        assert_eq!(Reading::Good(1.5).value(), Some(1.5));
+    }
+}

@@ -1,0 +1,157 @@
+//! Snapshots the API reads: channel values (written only by the rule engine), device health
+//! (written by pollers) and component health. Locks are std mutexes held only for copies, never
+//! across an `.await`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, RwLock};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::config::Resolved;
+use crate::model::{ChannelId, DeviceId, Reading, Sample};
+use crate::telemetry::Health;
+
+/// Latest state of one channel.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChannelSnapshot {
+    /// Channel id.
+    pub id: ChannelId,
+    /// Kind.
+    pub kind: String,
+    /// Unit.
+    pub unit: String,
+    /// Area.
+    pub area: String,
+    /// Device.
+    pub device: DeviceId,
+    /// Label.
+    pub label: String,
+    /// Last good value; `null` when the last reading was bad.
+    pub value: Option<f64>,
+    /// Time of the last reading.
+    #[serde(with = "humantime_serde")]
+    pub ts: Option<SystemTime>,
+    /// `good`, `bad`, or `unknown` before the first reading.
+    pub quality: &'static str,
+    /// Why the reading is bad.
+    pub reason: Option<String>,
+    /// Active alarm conditions (`H`, `HH`, `fault`, …).
+    pub alarms: Vec<String>,
+}
+
+/// Health of one polled device.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DeviceHealth {
+    /// Source it hangs on.
+    pub source: String,
+    /// Unit id.
+    pub unit_id: u8,
+    /// Last poll with at least one answer.
+    #[serde(with = "humantime_serde")]
+    pub last_success: Option<SystemTime>,
+    /// Polls without any answer in a row.
+    pub consecutive_failures: u32,
+    /// Latency of the last successful poll.
+    pub latency_ms: Option<f64>,
+    /// Exception answers seen.
+    pub exceptions: u64,
+    /// The last error, if the last poll had one.
+    pub last_error: Option<String>,
+}
+
+/// State shared between the pipeline and the API.
+#[derive(Debug)]
+pub struct SharedState {
+    /// Site id.
+    pub site: String,
+    /// Component readiness.
+    pub health: Health,
+    index: HashMap<ChannelId, usize>,
+    channels: RwLock<Vec<ChannelSnapshot>>,
+    devices: Mutex<BTreeMap<DeviceId, DeviceHealth>>,
+}
+
+impl SharedState {
+    /// Creates the snapshot table for every configured channel.
+    pub fn new(cfg: &Resolved) -> Self {
+        let channels: Vec<ChannelSnapshot> = cfg
+            .channels
+            .iter()
+            .map(|c| ChannelSnapshot {
+                id: c.id.clone(),
+                kind: c.kind.clone(),
+                unit: c.unit.clone(),
+                area: c.area.clone(),
+                device: c.device.clone(),
+                label: c.label.clone(),
+                value: None,
+                ts: None,
+                quality: "unknown",
+                reason: None,
+                alarms: Vec::new(),
+            })
+            .collect();
+        let index = channels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect();
+        Self {
+            site: cfg.site.id.clone(),
+            health: Health::default(),
+            index,
+            channels: RwLock::new(channels),
+            devices: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Records a sample (called by the rule engine only).
+    pub fn record(&self, s: &Sample, alarms: Vec<String>) {
+        let Some(&i) = self.index.get(&s.channel) else {
+            return;
+        };
+        let mut chans = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let c = &mut chans[i];
+        c.ts = Some(s.ts);
+        match &s.reading {
+            Reading::Good(v) => {
+                c.value = Some(*v);
+                c.quality = "good";
+                c.reason = None;
+            }
+            Reading::Bad(r) => {
+                c.value = None;
+                c.quality = "bad";
+                c.reason = Some(r.to_string());
+            }
+        }
+        c.alarms = alarms;
+    }
+
+    /// A copy of every channel.
+    pub fn channels(&self) -> Vec<ChannelSnapshot> {
+        self.channels.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Updates one device's health.
+    pub fn update_device(&self, id: &DeviceId, f: impl FnOnce(&mut DeviceHealth)) {
+        let mut d = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        f(d.entry(id.clone()).or_default());
+    }
+
+    /// A copy of every device's health.
+    pub fn devices(&self) -> BTreeMap<DeviceId, DeviceHealth> {
+        self.devices.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl SharedState {
+    /// Updates only the active alarm list of a channel.
+    pub fn record_alarms(&self, id: &ChannelId, alarms: Vec<String>) {
+        let Some(&i) = self.index.get(id) else {
+            return;
+        };
+        self.channels.write().unwrap_or_else(|e| e.into_inner())[i].alarms = alarms;
+    }
+}

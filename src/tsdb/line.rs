@@ -1,0 +1,189 @@
+//! InfluxDB line protocol encoding of the documented schema (see docs/ARCHITECTURE.md).
+//!
+//! - `reading`: tags `site, area, device, channel, kind, unit`; fields `value` (float, good readings
+//!   only), `quality` (`"good"`/`"bad"`), and for bad readings `reason` and `detail`.
+//! - `alarm_event`: tags `site, area, channel, condition, priority, transition`; fields `alarm`,
+//!   `message`, `seq` (integer), and `value`, `limit` when known.
+//!
+//! Timestamps are nanoseconds since the epoch. Empty tag values are omitted (InfluxDB rejects them).
+
+use std::fmt::Write;
+
+use crate::config::ResolvedChannel;
+use crate::model::{AlarmEvent, Reading, Sample, epoch_nanos};
+
+/// Escapes a measurement name (commas and spaces).
+pub fn escape_measurement(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            ',' | ' ' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+}
+
+/// Escapes a tag key, tag value or field key (commas, equals signs, spaces).
+pub fn escape_key(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            ',' | '=' | ' ' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+    // A trailing backslash would escape the separator that follows.
+    if out.ends_with('\\') && !out.ends_with("\\\\") {
+        out.push('\\');
+    }
+}
+
+/// Escapes a string field value (quotes and backslashes), with its surrounding quotes.
+pub fn escape_string_field(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn tag(out: &mut String, k: &str, v: &str) {
+    if v.is_empty() {
+        return;
+    }
+    out.push(',');
+    escape_key(k, out);
+    out.push('=');
+    escape_key(v, out);
+}
+
+fn float(out: &mut String, v: f64) {
+    // Display for f64 never uses an exponent and round-trips exactly.
+    let _ = write!(out, "{v}");
+}
+
+/// Appends one `reading` line for `s` (with a trailing newline).
+pub fn encode_sample(site: &str, ch: &ResolvedChannel, s: &Sample, out: &mut String) {
+    out.push_str("reading");
+    tag(out, "site", site);
+    tag(out, "area", &ch.area);
+    tag(out, "device", ch.device.as_str());
+    tag(out, "channel", ch.id.as_str());
+    tag(out, "kind", &ch.kind);
+    tag(out, "unit", &ch.unit);
+    out.push(' ');
+    match &s.reading {
+        Reading::Good(v) if v.is_finite() => {
+            out.push_str("value=");
+            float(out, *v);
+            out.push_str(",quality=\"good\"");
+        }
+        Reading::Good(v) => {
+            out.push_str("quality=\"bad\",reason=\"decode\",detail=");
+            escape_string_field(&format!("non-finite value {v}"), out);
+        }
+        Reading::Bad(r) => {
+            out.push_str("quality=\"bad\",reason=");
+            escape_string_field(r.kind(), out);
+            out.push_str(",detail=");
+            escape_string_field(&r.to_string(), out);
+        }
+    }
+    let _ = writeln!(out, " {}", epoch_nanos(s.ts));
+}
+
+/// Appends one `alarm_event` line (with a trailing newline).
+pub fn encode_event(site: &str, area: &str, e: &AlarmEvent, out: &mut String) {
+    out.push_str("alarm_event");
+    tag(out, "site", site);
+    tag(out, "area", area);
+    tag(out, "channel", e.channel.as_str());
+    tag(out, "condition", &e.condition);
+    let prio = format!("{:?}", e.priority).to_lowercase();
+    tag(out, "priority", &prio);
+    tag(out, "transition", e.transition.as_str());
+    out.push_str(" alarm=");
+    escape_string_field(&e.alarm, out);
+    out.push_str(",message=");
+    escape_string_field(&e.message, out);
+    let _ = write!(out, ",seq={}i", e.seq);
+    if let Some(v) = e.value.filter(|v| v.is_finite()) {
+        out.push_str(",value=");
+        float(out, v);
+    }
+    if let Some(v) = e.limit.filter(|v| v.is_finite()) {
+        out.push_str(",limit=");
+        float(out, v);
+    }
+    let _ = writeln!(out, " {}", epoch_nanos(e.ts));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BadReason, ChannelId, DeviceId};
+    use std::time::{Duration, SystemTime};
+
+    fn ch(id: &str, unit: &str) -> ResolvedChannel {
+        ResolvedChannel {
+            id: ChannelId::new(id),
+            device: DeviceId::new("d 1"),
+            area: "tank farm,east".into(),
+            kind: "tank_level".into(),
+            unit: unit.into(),
+            label: String::new(),
+            range: None,
+            max_age: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn escaping_awkward_names() {
+        let mut s = String::new();
+        escape_key("a b,c=d", &mut s);
+        assert_eq!(s, "a\\ b\\,c\\=d");
+        let mut s = String::new();
+        escape_string_field("say \"hi\" \\ 好", &mut s);
+        assert_eq!(s, "\"say \\\"hi\\\" \\\\ 好\"");
+        let mut s = String::new();
+        escape_measurement("m x,y=z", &mut s);
+        assert_eq!(s, "m\\ x\\,y=z");
+    }
+
+    #[test]
+    fn sample_lines() {
+        let ts = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let s = Sample {
+            channel: ChannelId::new("t.t101.level"),
+            ts,
+            reading: Reading::Good(7.25),
+        };
+        let mut out = String::new();
+        encode_sample("site-a", &ch("t.t101.level", "m"), &s, &mut out);
+        assert_eq!(
+            out,
+            "reading,site=site-a,area=tank\\ farm\\,east,device=d\\ 1,channel=t.t101.level,kind=tank_level,unit=m value=7.25,quality=\"good\" 1700000000000000000\n"
+        );
+        let bad = Sample {
+            reading: Reading::Bad(BadReason::Exception { code: 2 }),
+            ..s
+        };
+        let mut out = String::new();
+        encode_sample("site-a", &ch("t.t101.level", ""), &bad, &mut out);
+        assert!(out.contains(",kind=tank_level quality=\"bad\",reason=\"exception\",detail=\"device exception code 2\" 1700000000000000000"), "{out}");
+        assert!(!out.contains("unit="));
+    }
+}
