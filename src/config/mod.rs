@@ -423,14 +423,42 @@ fn default_true() -> bool {
     true
 }
 
-/// Where a secret comes from; exactly one of `env` or `file`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Where a secret comes from; exactly one of `env` or `file`. An inline string is rejected
+/// without echoing it.
+#[derive(Clone, Debug)]
 pub struct SecretRef {
     /// Environment variable holding the secret.
     pub env: Option<String>,
     /// File holding the secret (trailing newline trimmed).
     pub file: Option<PathBuf>,
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            env: Option<String>,
+            file: Option<PathBuf>,
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SecretRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("{ env = \"VAR\" } or { file = \"/path\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
+                Err(E::custom(
+                    "secrets are never written inline: use { env = \"VAR\" } or { file = \"/path\" }",
+                ))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SecretRef, A::Error> {
+                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(SecretRef { env: t.env, file: t.file })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl SecretRef {

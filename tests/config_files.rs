@@ -1,0 +1,164 @@
+//! Every file under config/ is valid, and `check-config` reports every mistake with its path.
+
+use std::path::Path;
+use std::process::Command;
+
+use hazgate::config::{self, DeviceMap, LoadError, Severity};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn every_shipped_config_validates() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root().join("config")).expect("config/ exists") {
+        let p = entry.expect("dir entry").path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            match config::load(&p) {
+                Ok((_, warnings)) => assert!(
+                    warnings.is_empty(),
+                    "{}: unexpected warnings: {warnings:?}",
+                    p.display()
+                ),
+                Err(e) => panic!("{}: {e:?}", p.display()),
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "expected at least example.toml and demo.toml, found {n}");
+    let mut maps = 0;
+    for entry in std::fs::read_dir(root().join("config/maps")).expect("config/maps exists") {
+        let p = entry.expect("dir entry").path();
+        let text = std::fs::read_to_string(&p).expect("readable");
+        let m: DeviceMap = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(!m.registers.is_empty(), "{}: no registers", p.display());
+        maps += 1;
+    }
+    assert!(maps >= 4);
+}
+
+#[test]
+fn example_config_is_what_print_default_config_prints() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .arg("print-default-config")
+        .output()
+        .expect("run hazgate");
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).expect("utf-8");
+    let file = std::fs::read_to_string(root().join("config/example.toml")).expect("example");
+    assert_eq!(printed, file);
+    // And the printed text passes validation on its own (inline maps, no relative files).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("hazgate.toml");
+    std::fs::write(&p, printed).expect("write");
+    let status = Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .args(["check-config", p.to_str().expect("utf-8 path")])
+        .status()
+        .expect("run hazgate");
+    assert!(status.success());
+}
+
+const THREE_MISTAKES: &str = r#"
+[site]
+id = "plant-a"
+
+[[sources]]
+kind = "modbus_tcp"
+id = "bus1"
+address = "127.0.0.1:502"
+
+[[devices]]
+id = "gd1"
+area = "tankfarm"
+source = "bus2"              # mistake 1: unknown source
+unit_id = 1
+[[devices.registers]]
+name = "lel"
+table = "input"
+address = 4
+[[devices.registers]]
+name = "level"
+table = "input"
+address = 3
+type = "f32"                 # mistake 2: overlaps registers[0] at address 4
+
+[[rules]]
+channel = "tankfarm.gd1.lel"
+h = 50
+hh = 25                      # mistake 3: hh below h
+"#;
+
+#[test]
+fn check_config_reports_all_three_mistakes_with_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, THREE_MISTAKES).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .args(["check-config", p.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run hazgate");
+    assert_eq!(out.status.code(), Some(1), "exit status 1 on errors");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "devices[0].source: unknown source `bus2`",
+        "devices[0].registers[1].address: overlaps devices[0].registers[0]",
+        "rules[0].hh: limits must be ordered",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
+}
+
+#[test]
+fn unknown_field_and_inline_secret_are_rejected() {
+    let bad = "[site]\nid = \"a\"\ncolour = \"red\"\n";
+    let e = config::parse(bad, Path::new("x.toml")).expect_err("unknown field");
+    assert!(e.to_string().contains("colour"), "{e}");
+    let inline = r#"
+[site]
+id = "a"
+[[outputs]]
+kind = "influxdb_v2"
+id = "o"
+url = "http://127.0.0.1:8086"
+org = "o"
+bucket = "b"
+token = "s3cret"
+"#;
+    let e = config::parse(inline, Path::new("x.toml")).expect_err("inline secret");
+    assert!(matches!(e, LoadError::Parse { .. }));
+    let msg = e.to_string();
+    assert!(!msg.contains("s3cret"), "the secret leaked into the error: {msg}");
+    assert!(msg.contains("never written inline"), "{msg}");
+}
+
+#[test]
+fn gas_limits_looser_than_the_standard_warn() {
+    let text = r#"
+[site]
+id = "a"
+[[sources]]
+kind = "modbus_tcp"
+id = "s"
+address = "127.0.0.1:502"
+[[devices]]
+id = "gd1"
+area = "x"
+source = "s"
+[[devices.registers]]
+name = "lel"
+table = "input"
+address = 0
+kind = "combustible_gas"
+unit = "%LEL"
+[[rules]]
+channel = "x.gd1.lel"
+h = 30
+hh = 60
+"#;
+    let cfg = config::parse(text, Path::new("x.toml")).expect("parses");
+    let (_, warnings) = config::validate(&cfg, Path::new(".")).expect("valid");
+    let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(paths, ["rules[0].h", "rules[0].hh"]);
+    assert!(warnings.iter().all(|w| w.severity == Severity::Warning));
+}

@@ -1,0 +1,276 @@
+//! Test support: real servers started for one test on free loopback ports with temp dirs.
+//!
+//! Each server is stopped (killed and reaped) when its handle drops, also on panic. A missing
+//! binary fails the test with the install command; nothing is skipped.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A running server process.
+#[derive(Debug)]
+pub struct Server {
+    /// What it is, for messages.
+    pub name: &'static str,
+    /// Its main port on 127.0.0.1.
+    pub port: u16,
+    /// Its state directory (kept for restarts).
+    pub dir: PathBuf,
+    _tmp: Option<TempDir>,
+    child: Option<Child>,
+    cmd: Vec<String>,
+    log: PathBuf,
+}
+
+impl Server {
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same command again (same port and state directory) and waits until ready.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = spawn(&self.cmd, &self.log);
+        self.child = Some(child);
+        let ready = ready_check(self.name, self.port);
+        wait_ready(self.name, &self.log, &mut self.child, ready);
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; callers retry on a lost race).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind an ephemeral port on 127.0.0.1")
+}
+
+/// Finds a binary on PATH or in the sbin directories, or fails with the install command.
+pub fn require_binary(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    for dir in path.split(':').chain(["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"]) {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "`{name}` is not installed; install it with `apt-get install -y {package}` \
+         (scripts/test does this when run as root)"
+    );
+}
+
+fn spawn(cmd: &[String], log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("cannot open server log");
+    let err = out.try_clone().expect("cannot clone log handle");
+    Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd[0]))
+}
+
+/// A blocking HTTP GET on 127.0.0.1; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+fn ready_check(name: &str, port: u16) -> Box<dyn Fn() -> bool> {
+    match name {
+        "influxd" => Box::new(move || matches!(http_get(port, "/ping"), Ok((204, _)))),
+        "victoria-metrics" => Box::new(move || matches!(http_get(port, "/health"), Ok((200, _)))),
+        _ => Box::new(move || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+    }
+}
+
+fn wait_ready(name: &str, log: &Path, child: &mut Option<Child>, ready: Box<dyn Fn() -> bool>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        if let Some(c) = child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                panic!(
+                    "{name} exited with {status} before becoming ready; its log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{name} not ready within 30 s; its log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+fn start(name: &'static str, make: impl Fn(&Path, u16) -> Vec<String>) -> Server {
+    let mut last_log = String::new();
+    for _ in 0..3 {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("hazgate-{name}-"))
+            .tempdir()
+            .expect("cannot create temp dir");
+        let dir = tmp.path().to_owned();
+        let port = free_port();
+        let cmd = make(&dir, port);
+        let log = dir.join("server.log");
+        let mut child = Some(spawn(&cmd, &log));
+        let ready = ready_check(name, port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut exited = false;
+        while Instant::now() < deadline {
+            if ready() {
+                return Server { name, port, dir, _tmp: Some(tmp), child, cmd, log };
+            }
+            if let Some(Ok(Some(_))) = child.as_mut().map(|c| c.try_wait()) {
+                exited = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(mut c) = child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        last_log = std::fs::read_to_string(&log).unwrap_or_default();
+        if !exited {
+            break;
+        }
+        // Exited early: most likely lost a port race; try another port.
+    }
+    panic!("{name} did not start; its last log:\n{last_log}");
+}
+
+/// InfluxDB 1.x (`influxd`, Debian package `influxdb`) with reporting disabled and its own dirs.
+pub fn influxd() -> Server {
+    let bin = require_binary("influxd", "influxdb");
+    start("influxd", |dir, port| {
+        let rpc = free_port();
+        let conf = dir.join("influxdb.conf");
+        let d = dir.display();
+        std::fs::write(
+            &conf,
+            format!(
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+                 [meta]\n  dir = \"{d}/meta\"\n  logging-enabled = false\n\
+                 [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+                 [http]\n  enabled = true\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+                 [monitor]\n  store-enabled = false\n\
+                 [continuous_queries]\n  enabled = false\n"
+            ),
+        )
+        .expect("cannot write influxdb.conf");
+        vec![bin.display().to_string(), "-config".into(), conf.display().to_string()]
+    })
+}
+
+/// VictoriaMetrics (Debian package `victoria-metrics`), which accepts `/api/v2/write`.
+pub fn victoria_metrics() -> Server {
+    let bin = require_binary("victoria-metrics", "victoria-metrics");
+    start("victoria-metrics", |dir, port| {
+        vec![
+            bin.display().to_string(),
+            format!("-httpListenAddr=127.0.0.1:{port}"),
+            format!("-storageDataPath={}/data", dir.display()),
+            "-loggerLevel=ERROR".into(),
+            "-search.latencyOffset=0s".into(),
+        ]
+    })
+}
+
+/// mosquitto (Debian package `mosquitto`) with a generated config: anonymous, persistent.
+pub fn mosquitto() -> Server {
+    let bin = require_binary("mosquitto", "mosquitto");
+    start("mosquitto", |dir, port| {
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {}/\n",
+                dir.display()
+            ),
+        )
+        .expect("cannot write mosquitto.conf");
+        vec![bin.display().to_string(), "-c".into(), conf.display().to_string()]
+    })
+}
+
+/// Runs an InfluxQL statement against `server` and returns the JSON answer.
+pub async fn influxql(server: &Server, db: &str, q: &str) -> serde_json::Value {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let resp = client
+        .post(format!("{}/query", server.url()))
+        .query(&[("db", db), ("q", q), ("epoch", "ns")])
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("InfluxQL `{q}` failed: {e}"));
+    resp.json().await.expect("InfluxQL answer is JSON")
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
