@@ -1,1 +1,239 @@
+//! `hazgate-sim`: a simulated industrial site for hazgate: Modbus TCP devices whose points
+//! follow deterministic signals, with fault primitives for tests, demos and scenarios.
+//!
+//! Module map:
+//! - [`devmap`]: the shared device-map format (`config/maps/*.toml`), own parser.
+//! - [`encode`]: engineering value → raw → register words/bits; exact inverse of the gateway's
+//!   decoder, plus the raw path used to inject out-of-range values and fault codes.
+//! - [`signal`]: seeded signal generators evaluated as `f(simulated time)`.
+//! - [`site`]: the site spec (listeners, devices, maps, signals) and its validation.
+//! - [`control`]: live state and [`SimHandle`] (overrides, silent/exception/delay faults).
+//! - `modbus`: the Modbus TCP service (one listener, many unit ids).
+//!
+//! Entry point: [`start`] / [`start_with_maps`] bind every listener and return a
+//! [`RunningSim`]. [`demo_spec`] is the built-in demo site (`sites/demo.toml`).
+//! No global state: everything lives behind the [`SimHandle`] of one running simulation.
 
+pub mod control;
+pub mod devmap;
+pub mod encode;
+mod modbus;
+pub mod signal;
+pub mod site;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use control::{ControlError, SimHandle};
+pub use devmap::DeviceMap;
+pub use signal::{Signal, SignalKind};
+pub use site::{DeviceSpec, ListenerSpec, SiteError, SiteSpec};
+
+use control::{Device, SimState};
+
+/// The demo site spec, as TOML (`simulator/sites/demo.toml`).
+pub const DEMO_SITE_TOML: &str = include_str!("../sites/demo.toml");
+
+/// The shared device maps compiled into the simulator (`config/maps/*.toml`), as
+/// `(file name, TOML text)`.
+pub const BUILTIN_MAP_FILES: [(&str, &str); 4] = [
+    (
+        "dust-collector.toml",
+        include_str!("../../config/maps/dust-collector.toml"),
+    ),
+    (
+        "gas-4-20ma.toml",
+        include_str!("../../config/maps/gas-4-20ma.toml"),
+    ),
+    (
+        "power-meter.toml",
+        include_str!("../../config/maps/power-meter.toml"),
+    ),
+    (
+        "tank-radar.toml",
+        include_str!("../../config/maps/tank-radar.toml"),
+    ),
+];
+
+/// The built-in device maps, parsed. `map_id` references fall back to these.
+///
+/// # Panics
+/// If an embedded map is invalid (compile-time data; covered by this crate's tests).
+pub fn builtin_maps() -> Vec<DeviceMap> {
+    BUILTIN_MAP_FILES
+        .iter()
+        .map(|(file, text)| {
+            DeviceMap::from_toml_str(text)
+                .unwrap_or_else(|e| panic!("built-in map {file} is invalid: {e}"))
+        })
+        .collect()
+}
+
+/// The demo site: one listener (`rs485-1`, 127.0.0.1:5020) with units 1 `gd101`, 2 `gd102`
+/// (gas-4-20ma), 3 `t101` (tank-radar), 4 `dc1` (dust-collector), 5 `pm1` (power-meter).
+/// Its maps are referenced by `map_id` and resolve to [`builtin_maps`].
+///
+/// # Panics
+/// If the embedded `sites/demo.toml` is invalid (compile-time data; covered by tests).
+pub fn demo_spec() -> SiteSpec {
+    SiteSpec::from_toml_str(DEMO_SITE_TOML)
+        .unwrap_or_else(|e| panic!("built-in demo site is invalid: {e}"))
+}
+
+/// A running simulation.
+#[derive(Debug)]
+pub struct RunningSim {
+    /// Control handle.
+    pub handle: SimHandle,
+    /// `(listener id, bound address)` in spec order.
+    pub listeners: Vec<(String, SocketAddr)>,
+    cancel: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl RunningSim {
+    /// Bound address of a listener.
+    pub fn addr(&self, listener_id: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(id, _)| id == listener_id)
+            .map(|(_, a)| *a)
+    }
+
+    /// Stops all listeners (the token passed to [`start`] is not cancelled).
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits until every listener has stopped (after cancellation, or on the first listener
+    /// error, which stops the others and is returned).
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            let outcome = joined.context("listener task panicked").and_then(|r| r);
+            if let Err(e) = outcome {
+                self.cancel.cancel();
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+}
+
+/// Starts a site whose maps come from files (relative to `base_dir`) or the built-in maps.
+/// See [`start_with_maps`].
+pub async fn start(
+    spec: SiteSpec,
+    base_dir: &Path,
+    cancel: CancellationToken,
+) -> anyhow::Result<RunningSim> {
+    start_with_maps(spec, base_dir, &[], cancel).await
+}
+
+/// Validates `spec`, resolves device maps (`map` files relative to `base_dir`; `map_id` against
+/// `maps`, then the built-in maps), binds every listener and serves until `cancel` (or
+/// [`RunningSim::shutdown`]). Fails if any listener cannot bind; none is left running then.
+pub async fn start_with_maps(
+    spec: SiteSpec,
+    base_dir: &Path,
+    maps: &[DeviceMap],
+    cancel: CancellationToken,
+) -> anyhow::Result<RunningSim> {
+    spec.validate()?;
+    let resolved = spec.resolve_maps(base_dir, maps, &builtin_maps())?;
+    let per_listener: Vec<Vec<Arc<Device>>> = spec
+        .listeners
+        .iter()
+        .zip(&resolved)
+        .map(|(l, maps)| {
+            l.devices
+                .iter()
+                .zip(maps)
+                .map(|(d, map)| Arc::new(Device::new(spec.seed, &d.id, d.unit_id, map, &d.signals)))
+                .collect()
+        })
+        .collect();
+    let state = Arc::new(SimState::new(
+        spec.speed,
+        per_listener.iter().flatten().cloned(),
+    ));
+    let cancel = cancel.child_token();
+    let mut tasks = JoinSet::new();
+    let mut listeners = Vec::new();
+    for (l, devices) in spec.listeners.iter().zip(per_listener) {
+        let service = modbus::SiteService::new(state.clone(), devices);
+        let bound = modbus::bind(&l.listen, service, cancel.clone()).await;
+        let (addr, serve) = match bound {
+            Ok(ok) => ok,
+            Err(e) => {
+                cancel.cancel();
+                return Err(e)
+                    .with_context(|| format!("listener {:?}: binding {}", l.id, l.listen));
+            }
+        };
+        tracing::info!(listener = %l.id, %addr, devices = l.devices.len(), "modbus listener up");
+        let id = l.id.clone();
+        tasks.spawn(async move {
+            serve
+                .await
+                .with_context(|| format!("listener {id:?} on {addr}"))
+        });
+        listeners.push((l.id.clone(), addr));
+    }
+    Ok(RunningSim {
+        handle: SimHandle::new(state),
+        listeners,
+        cancel,
+        tasks,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_spec_matches_the_gateway_demo_ids() {
+        let spec = demo_spec();
+        let units: Vec<(&str, u8, &str)> = spec.listeners[0]
+            .devices
+            .iter()
+            .map(|d| (d.id.as_str(), d.unit_id, d.map_id.as_deref().unwrap()))
+            .collect();
+        assert_eq!(
+            units,
+            [
+                ("gd101", 1, "gas-4-20ma"),
+                ("gd102", 2, "gas-4-20ma"),
+                ("t101", 3, "tank-radar"),
+                ("dc1", 4, "dust-collector"),
+                ("pm1", 5, "power-meter"),
+            ]
+        );
+        let maps = spec
+            .resolve_maps(Path::new("."), &[], &builtin_maps())
+            .unwrap();
+        assert_eq!(maps[0].len(), 5);
+    }
+
+    #[test]
+    fn builtin_maps_match_the_map_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/maps");
+        let mut on_disk = DeviceMap::load_dir(&dir).unwrap();
+        let mut builtin = builtin_maps();
+        on_disk.sort_by(|a, b| a.id.cmp(&b.id));
+        builtin.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(
+            on_disk, builtin,
+            "add new config/maps files to BUILTIN_MAP_FILES"
+        );
+    }
+}

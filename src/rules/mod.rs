@@ -37,7 +37,11 @@ struct Limit {
 
 impl Limit {
     fn violated(&self, v: f64) -> bool {
-        if self.high { v >= self.limit } else { v <= self.limit }
+        if self.high {
+            v >= self.limit
+        } else {
+            v <= self.limit
+        }
     }
     fn cleared(&self, v: f64) -> bool {
         if self.high {
@@ -90,7 +94,11 @@ impl Engine {
                 chans[i].limits.extend(compile(r));
             }
         }
-        Self { chans, index, seq: 0 }
+        Self {
+            chans,
+            index,
+            seq: 0,
+        }
     }
 
     /// Channel metadata.
@@ -116,6 +124,10 @@ impl Engine {
         v
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one event constructor for every transition kind"
+    )]
     fn event(
         &mut self,
         i: usize,
@@ -155,7 +167,16 @@ impl Engine {
                 if self.chans[i].fault.is_none() {
                     self.chans[i].fault = Some(text.clone());
                     let msg = format!("{} fault: {text}", self.chans[i].meta.id);
-                    out.push(self.event(i, "fault", Priority::High, Transition::Fault, None, None, msg, s.ts));
+                    out.push(self.event(
+                        i,
+                        "fault",
+                        Priority::High,
+                        Transition::Fault,
+                        None,
+                        None,
+                        msg,
+                        s.ts,
+                    ));
                 } else {
                     self.chans[i].fault = Some(text);
                 }
@@ -171,7 +192,16 @@ impl Engine {
                 c.last_value = Some(v);
                 if c.fault.take().is_some() {
                     let msg = format!("{} reading again", c.meta.id);
-                    out.push(self.event(i, "fault", Priority::High, Transition::FaultCleared, Some(v), None, msg, s.ts));
+                    out.push(self.event(
+                        i,
+                        "fault",
+                        Priority::High,
+                        Transition::FaultCleared,
+                        Some(v),
+                        None,
+                        msg,
+                        s.ts,
+                    ));
                 }
                 out.extend(self.eval_limits(i, v, now, s.ts));
             }
@@ -213,7 +243,16 @@ impl Engine {
                     ),
                     _ => format!("{id} {} alarm cleared: {v} {unit}", l.condition),
                 };
-                self.event(i, l.condition, l.priority, t, Some(v), Some(l.limit), msg, ts)
+                self.event(
+                    i,
+                    l.condition,
+                    l.priority,
+                    t,
+                    Some(v),
+                    Some(l.limit),
+                    msg,
+                    ts,
+                )
             })
             .collect()
     }
@@ -324,7 +363,10 @@ pub async fn run(
         }
         for e in &events {
             state.record_alarms(&e.channel, engine.active(&e.channel));
-            let area = engine.channel(&e.channel).map(|c| c.area.clone()).unwrap_or_default();
+            let area = engine
+                .channel(&e.channel)
+                .map(|c| c.area.clone())
+                .unwrap_or_default();
             let mut l = String::with_capacity(200);
             encode_event(&site, &area, e, &mut l);
             lines.push(l);
@@ -338,7 +380,9 @@ pub async fn run(
                 _ => info!(alarm = %e.alarm, seq = e.seq, "{}", e.message),
             }
         }
-        metrics.channels_bad.set(i64::try_from(engine.faults()).unwrap_or(i64::MAX));
+        metrics
+            .channels_bad
+            .set(i64::try_from(engine.faults()).unwrap_or(i64::MAX));
         if !lines.is_empty() {
             match sinks.outputs.as_slice() {
                 [] => {}
@@ -370,7 +414,10 @@ mod tests {
 
     fn cfg(rule: LimitRule) -> Resolved {
         Resolved {
-            site: Site { id: "s".into(), name: String::new() },
+            site: Site {
+                id: "s".into(),
+                name: String::new(),
+            },
             gateway: Gateway::default(),
             api: Api::default(),
             channels: vec![ResolvedChannel {
@@ -403,7 +450,11 @@ mod tests {
     }
 
     fn good(v: f64) -> Sample {
-        Sample { channel: ChannelId::new("a.gd1.lel"), ts: SystemTime::UNIX_EPOCH, reading: Reading::Good(v) }
+        Sample {
+            channel: ChannelId::new("a.gd1.lel"),
+            ts: SystemTime::UNIX_EPOCH,
+            reading: Reading::Good(v),
+        }
     }
 
     fn bad() -> Sample {
@@ -415,7 +466,9 @@ mod tests {
     }
 
     fn summary(ev: &[AlarmEvent]) -> Vec<(String, Transition)> {
-        ev.iter().map(|e| (e.condition.clone(), e.transition)).collect()
+        ev.iter()
+            .map(|e| (e.condition.clone(), e.transition))
+            .collect()
     }
 
     #[test]
@@ -437,7 +490,8 @@ mod tests {
         ];
         for (i, (s, want)) in table.into_iter().enumerate() {
             let got = summary(&e.on_sample(&s, t0));
-            let want: Vec<(String, Transition)> = want.into_iter().map(|(c, t)| (c.to_owned(), t)).collect();
+            let want: Vec<(String, Transition)> =
+                want.into_iter().map(|(c, t)| (c.to_owned(), t)).collect();
             assert_eq!(got, want, "step {i}");
         }
     }
@@ -448,7 +502,10 @@ mod tests {
         let mut e = Engine::new(&cfg(rule()), t0);
         e.on_sample(&good(30.0), t0);
         e.on_sample(&bad(), t0);
-        assert_eq!(e.active(&ChannelId::new("a.gd1.lel")), vec!["H".to_owned(), "fault".to_owned()]);
+        assert_eq!(
+            e.active(&ChannelId::new("a.gd1.lel")),
+            vec!["H".to_owned(), "fault".to_owned()]
+        );
     }
 
     #[test]
@@ -466,6 +523,9 @@ mod tests {
         let (samples, ev) = e.tick(t0 + Duration::from_secs(16), SystemTime::UNIX_EPOCH);
         assert_eq!(samples.len(), 1);
         assert_eq!(summary(&ev), vec![("fault".to_owned(), Transition::Fault)]);
-        assert!(e.active(&ChannelId::new("a.gd1.lel")).contains(&"H".to_owned()));
+        assert!(
+            e.active(&ChannelId::new("a.gd1.lel"))
+                .contains(&"H".to_owned())
+        );
     }
 }

@@ -33,8 +33,8 @@ pub fn plan(points: &[ResolvedPoint], max_gap: u16) -> Vec<Read> {
                 && start <= last_end + u32::from(max_gap)
                 && end.max(last_end) - u32::from(last.start) <= u32::from(table.max_per_request());
             if fits {
-                last.count = u16::try_from(end.max(last_end) - u32::from(last.start))
-                    .unwrap_or(u16::MAX);
+                last.count =
+                    u16::try_from(end.max(last_end) - u32::from(last.start)).unwrap_or(u16::MAX);
                 last.points.push(i);
                 continue;
             }
@@ -47,77 +47,6 @@ pub fn plan(points: &[ResolvedPoint], max_gap: u16) -> Vec<Read> {
         });
     }
     reads
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{ByteOrder, DataType, RegisterDef};
-    use crate::model::ChannelId;
-
-    fn pt(table: Table, address: u16, dt: DataType) -> ResolvedPoint {
-        ResolvedPoint {
-            channel: ChannelId::new(format!("a.d.p{address}")),
-            address,
-            def: RegisterDef {
-                name: format!("p{address}"),
-                table,
-                address,
-                data_type: Some(dt),
-                bit: if dt == DataType::Bool && !table.is_bits() { Some(0) } else { None },
-                order: ByteOrder::ABCD,
-                kind: None,
-                unit: None,
-                scale: None,
-                offset: None,
-                span: None,
-                valid: None,
-                fault_codes: vec![],
-                decimals: None,
-                range: None,
-            },
-        }
-    }
-
-    #[test]
-    fn coalesces_within_gap_and_splits_tables() {
-        let pts = vec![
-            pt(Table::Holding, 10, DataType::F32),
-            pt(Table::Holding, 0, DataType::U16),
-            pt(Table::Holding, 40, DataType::U16),
-            pt(Table::Input, 0, DataType::U16),
-            pt(Table::Coil, 5, DataType::Bool),
-            pt(Table::Coil, 1999, DataType::Bool),
-            pt(Table::Coil, 2100, DataType::Bool),
-        ];
-        let reads = plan(&pts, 10);
-        let summary: Vec<(Table, u16, u16)> = reads.iter().map(|r| (r.table, r.start, r.count)).collect();
-        assert_eq!(
-            summary,
-            vec![
-                (Table::Coil, 5, 1),
-                (Table::Coil, 1999, 1),
-                (Table::Coil, 2100, 1),
-                (Table::Holding, 0, 12),
-                (Table::Holding, 40, 1),
-                (Table::Input, 0, 1),
-            ]
-        );
-    }
-
-    #[test]
-    fn respects_125_register_limit() {
-        let pts: Vec<_> = (0..130).map(|a| pt(Table::Input, a, DataType::U16)).collect();
-        let reads = plan(&pts, 0);
-        assert_eq!(reads.len(), 2);
-        assert_eq!(reads[0].count, 125);
-        assert_eq!(reads[1].start, 125);
-        assert_eq!(reads[1].count, 5);
-        // A multi-word value never straddles two requests.
-        let pts: Vec<_> = (0..63).map(|a| pt(Table::Input, a * 2, DataType::F32)).collect();
-        let reads = plan(&pts, 0);
-        assert!(reads.iter().all(|r| r.count <= 125 && r.count % 2 == 0));
-    }
 }
 
 /// Human-readable request plan of every source, for `hazgate plan`.
@@ -160,4 +89,84 @@ pub fn describe(cfg: &crate::config::Resolved) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ByteOrder, DataType, RegisterDef};
+    use crate::model::ChannelId;
+
+    fn pt(table: Table, address: u16, dt: DataType) -> ResolvedPoint {
+        ResolvedPoint {
+            channel: ChannelId::new(format!("a.d.p{address}")),
+            address,
+            def: RegisterDef {
+                name: format!("p{address}"),
+                table,
+                address,
+                data_type: Some(dt),
+                bit: if dt == DataType::Bool && !table.is_bits() {
+                    Some(0)
+                } else {
+                    None
+                },
+                order: ByteOrder::ABCD,
+                kind: None,
+                unit: None,
+                scale: None,
+                offset: None,
+                span: None,
+                valid: None,
+                fault_codes: vec![],
+                decimals: None,
+                range: None,
+            },
+        }
+    }
+
+    #[test]
+    fn coalesces_within_gap_and_splits_tables() {
+        let pts = vec![
+            pt(Table::Holding, 10, DataType::F32),
+            pt(Table::Holding, 0, DataType::U16),
+            pt(Table::Holding, 40, DataType::U16),
+            pt(Table::Input, 0, DataType::U16),
+            pt(Table::Coil, 5, DataType::Bool),
+            pt(Table::Coil, 1999, DataType::Bool),
+            pt(Table::Coil, 2100, DataType::Bool),
+        ];
+        let reads = plan(&pts, 10);
+        let summary: Vec<(Table, u16, u16)> =
+            reads.iter().map(|r| (r.table, r.start, r.count)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (Table::Coil, 5, 1),
+                (Table::Coil, 1999, 1),
+                (Table::Coil, 2100, 1),
+                (Table::Holding, 0, 12),
+                (Table::Holding, 40, 1),
+                (Table::Input, 0, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn respects_125_register_limit() {
+        let pts: Vec<_> = (0..130)
+            .map(|a| pt(Table::Input, a, DataType::U16))
+            .collect();
+        let reads = plan(&pts, 0);
+        assert_eq!(reads.len(), 2);
+        assert_eq!(reads[0].count, 125);
+        assert_eq!(reads[1].start, 125);
+        assert_eq!(reads[1].count, 5);
+        // A multi-word value never straddles two requests.
+        let pts: Vec<_> = (0..63)
+            .map(|a| pt(Table::Input, a * 2, DataType::F32))
+            .collect();
+        let reads = plan(&pts, 0);
+        assert!(reads.iter().all(|r| r.count <= 125 && r.count % 2 == 0));
+    }
 }

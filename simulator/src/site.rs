@@ -1,0 +1,288 @@
+//! The site spec: which Modbus TCP listeners to open, which devices (unit ids) answer behind
+//! each, their device maps and the signal driving each point.
+//!
+//! ```toml
+//! seed = 1            # default 0; all randomness derives from it
+//! speed = 1.0         # simulated seconds per real second, default 1
+//!
+//! [[listeners]]
+//! id = "rs485-1"
+//! listen = "127.0.0.1:5020"     # default "127.0.0.1:0" (any free port)
+//!
+//! [[listeners.devices]]
+//! id = "gd101"                  # unique in the site; the SimHandle addresses devices by it
+//! unit_id = 1                   # 1..=255, unique per listener
+//! map = "../config/maps/gas-4-20ma.toml"   # relative to the spec file, or:
+//! # map_id = "gas-4-20ma"       # a map supplied programmatically or built in
+//! signals.lel = { sine = { base = 12, amplitude = 18, period = "90s" }, noise = 0.3 }
+//! ```
+//!
+//! Signal shapes are documented in [`crate::signal`]. Points without a signal hold engineering
+//! 0 (clamped into their `range`/span), or the low end of `valid` if that raw value is invalid.
+//!
+//! Invariants checked by [`SiteSpec::validate`] (parsing runs it): at least one listener,
+//! unique listener ids, unique device ids across the site, unique non-zero unit ids per
+//! listener, exactly one of `map`/`map_id`, `speed` finite and > 0. Map references and signal
+//! names are checked when the site is resolved against its maps (at start).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::devmap::{DeviceMap, MapError};
+use crate::signal::Signal;
+
+/// Errors from loading, validating or resolving a site spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    /// The spec file could not be read.
+    #[error("reading site spec {path}: {source}")]
+    Io {
+        /// File that failed.
+        path: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// Malformed TOML or a wrongly typed/unknown field.
+    #[error("parsing site spec: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A referenced device map failed to load.
+    #[error(transparent)]
+    Map(#[from] MapError),
+    /// The spec violates an invariant (see the module docs).
+    #[error("invalid site spec: {0}")]
+    Invalid(String),
+}
+
+/// A simulated site.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSpec {
+    /// Master seed for all random signals.
+    #[serde(default)]
+    pub seed: u64,
+    /// Simulated seconds per real second.
+    #[serde(default = "one")]
+    pub speed: f64,
+    /// Modbus TCP listeners (e.g. one per serial-to-TCP converter).
+    pub listeners: Vec<ListenerSpec>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn any_port() -> String {
+    "127.0.0.1:0".into()
+}
+
+/// One Modbus TCP listener and the unit ids behind it.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSpec {
+    /// Listener id, reported with the bound address.
+    pub id: String,
+    /// Address to bind, `host:port`; port 0 picks a free port.
+    #[serde(default = "any_port")]
+    pub listen: String,
+    /// Devices answering on this listener.
+    #[serde(default)]
+    pub devices: Vec<DeviceSpec>,
+}
+
+/// One simulated device.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSpec {
+    /// Device id, unique in the site.
+    pub id: String,
+    /// Modbus unit id (slave id).
+    pub unit_id: u8,
+    /// Map file, relative to the spec file's directory.
+    pub map: Option<PathBuf>,
+    /// Id of a map supplied programmatically or built in.
+    pub map_id: Option<String>,
+    /// Signal per register name.
+    #[serde(default)]
+    pub signals: BTreeMap<String, Signal>,
+}
+
+impl SiteSpec {
+    /// Parses and validates a spec.
+    pub fn from_toml_str(text: &str) -> Result<Self, SiteError> {
+        let spec: SiteSpec = toml::from_str(text)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Reads, parses and validates a spec file. Relative `map` paths resolve against its
+    /// directory (pass `path.parent()` as `base_dir` to [`crate::start`]).
+    pub fn load(path: &Path) -> Result<Self, SiteError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SiteError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Checks the structural invariants (see the module docs). Call again after editing a
+    /// spec in code; [`crate::start`] does.
+    pub fn validate(&self) -> Result<(), SiteError> {
+        let bad = |m: String| Err(SiteError::Invalid(m));
+        if !self.speed.is_finite() || self.speed <= 0.0 {
+            return bad(format!("speed must be > 0, got {}", self.speed));
+        }
+        if self.listeners.is_empty() {
+            return bad("no listeners".into());
+        }
+        let mut listener_ids = HashSet::new();
+        let mut device_ids = HashSet::new();
+        for l in &self.listeners {
+            if !listener_ids.insert(&l.id) {
+                return bad(format!("duplicate listener id {:?}", l.id));
+            }
+            let mut units = HashSet::new();
+            for d in &l.devices {
+                if !device_ids.insert(&d.id) {
+                    return bad(format!("duplicate device id {:?}", d.id));
+                }
+                if d.unit_id == 0 {
+                    return bad(format!("device {:?}: unit_id 0 is broadcast", d.id));
+                }
+                if !units.insert(d.unit_id) {
+                    return bad(format!(
+                        "listener {:?}: unit_id {} used twice",
+                        l.id, d.unit_id
+                    ));
+                }
+                if d.map.is_some() == d.map_id.is_some() {
+                    return bad(format!(
+                        "device {:?}: set exactly one of `map` and `map_id`",
+                        d.id
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves every device's map (files under `base_dir`, then `maps`, then `builtin` by id)
+    /// and checks that every signal names a register of it. Returns maps in listener/device
+    /// order.
+    pub(crate) fn resolve_maps(
+        &self,
+        base_dir: &Path,
+        maps: &[DeviceMap],
+        builtin: &[DeviceMap],
+    ) -> Result<Vec<Vec<Arc<DeviceMap>>>, SiteError> {
+        let mut files: HashMap<PathBuf, Arc<DeviceMap>> = HashMap::new();
+        let mut out = Vec::new();
+        for l in &self.listeners {
+            let mut row = Vec::new();
+            for d in &l.devices {
+                let map = match (&d.map, &d.map_id) {
+                    (Some(path), _) => {
+                        let path = base_dir.join(path);
+                        match files.get(&path) {
+                            Some(m) => m.clone(),
+                            None => {
+                                let m = Arc::new(DeviceMap::load(&path)?);
+                                files.insert(path, m.clone());
+                                m
+                            }
+                        }
+                    }
+                    (None, Some(id)) => maps
+                        .iter()
+                        .chain(builtin)
+                        .find(|m| &m.id == id)
+                        .map(|m| Arc::new(m.clone()))
+                        .ok_or_else(|| {
+                            SiteError::Invalid(format!("device {:?}: unknown map_id {id:?}", d.id))
+                        })?,
+                    (None, None) => {
+                        return Err(SiteError::Invalid(format!("device {:?}: no map", d.id)));
+                    }
+                };
+                if let Some(name) = d.signals.keys().find(|n| map.register(n).is_none()) {
+                    return Err(SiteError::Invalid(format!(
+                        "device {:?}: map {:?} has no register {name:?}",
+                        d.id, map.id
+                    )));
+                }
+                row.push(map);
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+        [[listeners]]
+        id = "a"
+        [[listeners.devices]]
+        id = "d1"
+        unit_id = 1
+        map_id = "m"
+        signals.x = { constant = 3 }
+    "#;
+
+    fn map() -> DeviceMap {
+        DeviceMap::from_toml_str("id='m'\n[[registers]]\nname='x'\ntable='input'\naddress=0")
+            .unwrap()
+    }
+
+    #[test]
+    fn defaults_and_resolution() {
+        let s = SiteSpec::from_toml_str(OK).unwrap();
+        assert_eq!((s.seed, s.speed), (0, 1.0));
+        assert_eq!(s.listeners[0].listen, "127.0.0.1:0");
+        let maps = s.resolve_maps(Path::new("."), &[map()], &[]).unwrap();
+        assert_eq!(maps[0][0].id, "m");
+        assert!(s.resolve_maps(Path::new("."), &[], &[]).is_err());
+        let bad_signal = OK.replace("signals.x", "signals.y");
+        let s = SiteSpec::from_toml_str(&bad_signal).unwrap();
+        let err = s.resolve_maps(Path::new("."), &[], &[map()]).unwrap_err();
+        assert!(err.to_string().contains("no register \"y\""), "{err}");
+    }
+
+    #[test]
+    fn map_paths_are_relative_to_base_dir() {
+        let text = OK
+            .replace("map_id = \"m\"", "map = \"../config/maps/gas-4-20ma.toml\"")
+            .replace("signals.x", "signals.lel");
+        let s = SiteSpec::from_toml_str(&text).unwrap();
+        let maps = s
+            .resolve_maps(Path::new(env!("CARGO_MANIFEST_DIR")), &[], &[])
+            .unwrap();
+        assert_eq!(maps[0][0].id, "gas-4-20ma");
+    }
+
+    #[test]
+    fn rejects_invalid_specs() {
+        let dup_unit = format!("{OK}\n[[listeners.devices]]\nid='d2'\nunit_id=1\nmap_id='m'\n");
+        let dup_dev = format!(
+            "{OK}\n[[listeners]]\nid='b'\n[[listeners.devices]]\nid='d1'\nunit_id=1\nmap_id='m'\n"
+        );
+        for (text, needle) in [
+            (dup_unit.as_str(), "used twice"),
+            (dup_dev.as_str(), "duplicate device"),
+            ("listeners = []", "no listeners"),
+            (&format!("speed = 0\n{OK}"), "speed"),
+            (&OK.replace("unit_id = 1", "unit_id = 0"), "broadcast"),
+            (&OK.replace("map_id = \"m\"", ""), "exactly one"),
+            (&OK.replace("map_id", "mapid"), "unknown field"),
+        ] {
+            let err = SiteSpec::from_toml_str(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err} should contain {needle}");
+        }
+    }
+}
