@@ -94,11 +94,25 @@ pub fn to_reading(raw: Raw, def: &RegisterDef) -> Reading {
     } else {
         x * def.scale.unwrap_or(1.0) + def.offset.unwrap_or(0.0)
     };
-    if let Some(d) = def.decimals {
+    // Without explicit decimals, a linear scale such as 0.1 implies its own resolution; rounding
+    // to it removes binary floating-point noise (24.900000000000002 -> 24.9).
+    let decimals = def.decimals.or_else(|| def.scale.map(scale_decimals));
+    if let Some(d) = decimals {
         let m = 10f64.powi(i32::from(d));
         v = (v * m).round() / m;
     }
     Reading::Good(v)
+}
+
+/// Decimal places a linear scale resolves (0.1 -> 1, 0.25 -> 2, 10 -> 0), at most 6.
+fn scale_decimals(scale: f64) -> u8 {
+    let mut d = 0u8;
+    let mut x = scale.abs();
+    while d < 6 && (x - x.round()).abs() > 1e-9 {
+        x *= 10.0;
+        d += 1;
+    }
+    d
 }
 
 #[cfg(test)]
@@ -269,6 +283,10 @@ mod tests {
         d.offset = Some(-10.0);
         d.fault_codes = vec![0xFFFF];
         assert_eq!(to_reading(Raw::Int(250), &d), Reading::Good(15.0));
+        // No float noise from the 0.1 scale.
+        assert_eq!(to_reading(Raw::Int(349), &d), Reading::Good(24.9));
+        assert_eq!(scale_decimals(0.25), 2);
+        assert_eq!(scale_decimals(10.0), 0);
         assert_eq!(
             to_reading(Raw::Int(0xFFFF), &d),
             Reading::Bad(BadReason::DeviceFault { code: 0xFFFF })
