@@ -354,3 +354,49 @@ where
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_source_is_restarted_and_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let runs = Arc::new(AtomicU32::new(0));
+        let r = runs.clone();
+        let h = supervise(
+            "source t".into(),
+            metrics.clone(),
+            CancellationToken::new(),
+            move || {
+                let r = r.clone();
+                async move {
+                    if r.fetch_add(1, Ordering::SeqCst) < 2 {
+                        panic!("injected failure");
+                    }
+                }
+            },
+        );
+        tokio::time::timeout(Duration::from_secs(600), h)
+            .await
+            .expect("supervisor ends when the task returns normally")
+            .expect("supervisor itself does not panic");
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert!(
+            metrics
+                .encode()
+                .contains("hazgate_task_restarts_total{task=\"source t\"} 2"),
+            "{}",
+            metrics.encode()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dying_critical_task_stops_the_gateway() {
+        let fatal = CancellationToken::new();
+        let h = critical(tokio::spawn(async { panic!("injected") }), "engine", &fatal);
+        h.await.expect("watcher");
+        assert!(fatal.is_cancelled());
+    }
+}
