@@ -1,8 +1,10 @@
 //! The HTTP API. [`app`] builds the router so tests can call it without a socket.
 //!
 //! Stable paths: `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /api/v1/channels`,
-//! `GET /api/v1/devices`.
+//! `GET /api/v1/devices`, `GET /api/v1/stream` (Server-Sent Events), `GET /api/v1/openapi.json`,
+//! and the status page at `/` (assets embedded in the binary, nothing from a CDN).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +12,8 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
@@ -29,7 +32,32 @@ pub struct ApiState {
 
 /// The router.
 pub fn app(s: ApiState, request_timeout: Duration) -> Router {
+    // The event stream is long-lived: it is not under the request timeout.
+    let events = Router::new().route("/api/v1/stream", get(stream));
     Router::new()
+        .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route(
+            "/assets/status.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    STATUS_JS,
+                )
+            }),
+        )
+        .route(
+            "/assets/status.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    STATUS_CSS,
+                )
+            }),
+        )
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -39,7 +67,37 @@ pub fn app(s: ApiState, request_timeout: Duration) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+        .merge(events)
         .with_state(s)
+}
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const STATUS_JS: &str = include_str!("assets/status.js");
+const STATUS_CSS: &str = include_str!("assets/status.css");
+/// The OpenAPI document; a test keeps it in step with the routes.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every second, the channel snapshot when it changed (event `channels`); a keep-alive comment
+/// otherwise. A slow client simply sees fewer updates: nothing is queued per client.
+async fn stream(
+    State(s): State<ApiState>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let ticks = tokio::time::interval(Duration::from_secs(1));
+    let st = futures_util::stream::unfold(
+        (ticks, s, String::new()),
+        |(mut ticks, s, last)| async move {
+            loop {
+                ticks.tick().await;
+                let body =
+                    json!({ "site": s.state.site, "channels": s.state.channels() }).to_string();
+                if body != last {
+                    let ev = Event::default().event("channels").data(body.clone());
+                    return Some((Ok(ev), (ticks, s, body)));
+                }
+            }
+        },
+    );
+    Sse::new(st).keep_alive(KeepAlive::default())
 }
 
 async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {

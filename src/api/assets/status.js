@@ -1,0 +1,79 @@
+// hazgate status page: live channel values, device health and active alarms.
+// Served from the binary; no external resources.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+
+function fmtValue(c) {
+  if (c.value === null || c.value === undefined) return "—";
+  const v = Math.abs(c.value) >= 100 ? c.value.toFixed(1) : Number(c.value.toPrecision(4));
+  return `${v} ${esc(c.unit)}`;
+}
+
+function channelClass(c) {
+  const limits = (c.alarms || []).filter((a) => a !== "fault");
+  if (limits.length) return "alarm";
+  if (c.quality === "bad" || (c.alarms || []).includes("fault")) return "fault";
+  if (c.quality === "good") return "ok";
+  return "unknown";
+}
+
+function renderChannels(data) {
+  $("#site").textContent = data.site || "";
+  const byArea = new Map();
+  for (const c of data.channels) {
+    if (!byArea.has(c.area)) byArea.set(c.area, []);
+    byArea.get(c.area).push(c);
+  }
+  let html = "";
+  let alarms = 0, faults = 0;
+  for (const [area, chans] of byArea) {
+    html += `<div class="area"><h3>${esc(area)}</h3><div class="grid">`;
+    for (const c of chans) {
+      const cls = channelClass(c);
+      if (cls === "alarm") alarms++;
+      if (cls === "fault") faults++;
+      const state = cls === "alarm" ? `ALARM ${esc(c.alarms.filter((a) => a !== "fault").join(" "))}`
+        : cls === "fault" ? `FAULT: ${esc(c.reason || "fault")}` : cls === "ok" ? "normal" : "no reading yet";
+      html += `<div class="card ${cls}" data-channel="${esc(c.id)}">
+        <div class="id">${esc(c.label || c.id)}</div>
+        <div class="value">${fmtValue(c)}</div>
+        <div class="state">${state}</div></div>`;
+    }
+    html += "</div></div>";
+  }
+  $("#areas").innerHTML = html;
+  $("#summary").textContent = `${data.channels.length} channels · ${alarms} in alarm · ${faults} in fault`;
+}
+
+function renderDevices(data) {
+  const rows = Object.entries(data.devices || {}).map(([id, d]) => {
+    const cls = d.consecutive_failures > 0 ? "fault" : "";
+    return `<tr class="${cls}"><td>${esc(id)}</td><td>${esc(d.source)}</td><td>${esc(d.unit_id)}</td>
+      <td>${esc(d.last_success || "never")}</td><td>${esc(d.consecutive_failures)}</td>
+      <td>${d.latency_ms == null ? "—" : d.latency_ms.toFixed(1) + " ms"}</td><td>${esc(d.last_error || "")}</td></tr>`;
+  });
+  $("#devices tbody").innerHTML = rows.join("");
+}
+
+async function refreshDevices() {
+  try {
+    const r = await fetch("/api/v1/devices");
+    if (r.ok) renderDevices(await r.json());
+  } catch (_) { /* shown by the connection indicator */ }
+}
+
+function connect() {
+  const es = new EventSource("/api/v1/stream");
+  es.addEventListener("channels", (e) => {
+    $("#conn").textContent = "live";
+    renderChannels(JSON.parse(e.data));
+  });
+  es.onerror = () => { $("#conn").textContent = "reconnecting…"; };
+}
+
+connect();
+refreshDevices();
+setInterval(refreshDevices, 5000);
+if (window.hazgateAlarms) window.hazgateAlarms.start();
