@@ -24,7 +24,7 @@
 //! - Memory queue: when it holds `queue_capacity` lines, pushing drops the oldest line
 //!   (`hazgate_points_dropped{reason="queue_full"}`). The rule engine never waits on an output.
 //! - Spool full: the oldest segments are dropped (`reason="spool_full"`), logged at ERROR, and
-//!   the component `output ID spool` is not ready until the spool is below 90 % again. A spool
+//!   the component `output ID spool` is not ready until the spool is below half its size again. A spool
 //!   write error also marks it not ready and the batch falls back to the memory path.
 //! - Responses: 2xx = delivered; 429, 5xx, 404 (database missing), timeouts and connection
 //!   errors are retried with backoff (honouring `Retry-After`); 401/403 mark the output unhealthy
@@ -321,7 +321,7 @@ impl Writer {
                         self.drop_points("spool_full", dropped);
                         error!(output = %self.id(), dropped, "spool full: oldest points dropped");
                         self.state.health.fail(&component, format!("spool full ({}): oldest points dropped", ByteSize(max)));
-                    } else if bytes < max / 10 * 9 {
+                    } else if bytes < max / 2 {
                         self.state.health.ok(&component);
                     }
                     match permit {
