@@ -142,11 +142,15 @@ pub fn push_with_precision(line: &str, p: Precision, out: &mut Vec<u8>) {
         return;
     }
     let body = line.strip_suffix('\n').unwrap_or(line);
-    match body.rsplit_once(' ').and_then(|(head, ts)| Some((head, ts.parse::<i64>().ok()?))) {
+    match body
+        .rsplit_once(' ')
+        .and_then(|(head, ts)| Some((head, ts.parse::<i64>().ok()?)))
+    {
         Some((head, ns)) => {
             out.extend_from_slice(head.as_bytes());
             out.push(b' ');
-            let _ = std::io::Write::write_fmt(out, format_args!("{}\n", ns.div_euclid(p.divisor())));
+            let _ =
+                std::io::Write::write_fmt(out, format_args!("{}\n", ns.div_euclid(p.divisor())));
         }
         // Not one of ours (no timestamp): sent as it is, the server stamps it.
         None => out.extend_from_slice(line.as_bytes()),

@@ -63,7 +63,12 @@ impl ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
         for (u, n) in UNITS {
             if self.0 >= n && self.0 % n == 0 {
                 return write!(f, "{}{u}", self.0 / n);
@@ -98,7 +103,9 @@ impl FromStr for ByteSize {
             "TiB" => 1 << 40,
             _ => return Err(ByteSizeError(s.to_owned())),
         };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(|| ByteSizeError(s.to_owned()))
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| ByteSizeError(s.to_owned()))
     }
 }
 
@@ -176,7 +183,14 @@ mod tests {
 
     #[test]
     fn byte_sizes() {
-        let ok = [("2GiB", 2u64 << 30), ("512 MiB", 512 << 20), ("1GB", 1_000_000_000), ("100", 100), ("7B", 7), ("64KiB", 65536)];
+        let ok = [
+            ("2GiB", 2u64 << 30),
+            ("512 MiB", 512 << 20),
+            ("1GB", 1_000_000_000),
+            ("100", 100),
+            ("7B", 7),
+            ("64KiB", 65536),
+        ];
         for (s, n) in ok {
             assert_eq!(s.parse::<ByteSize>().map(|b| b.0).ok(), Some(n), "{s}");
         }

@@ -172,7 +172,10 @@ impl Spool {
             dirty: false,
             reader: None,
         };
-        let mut report = OpenReport { segments: firsts.len(), ..OpenReport::default() };
+        let mut report = OpenReport {
+            segments: firsts.len(),
+            ..OpenReport::default()
+        };
         for (i, &first) in firsts.iter().enumerate() {
             let newest = i + 1 == firsts.len();
             let path = seg_path(&dir, first);
@@ -190,7 +193,14 @@ impl Spool {
                 if len > MAX_RECORD || seq != expect || end > size {
                     break;
                 }
-                s.records.insert(seq, RecMeta { seg: first, offset: off, points });
+                s.records.insert(
+                    seq,
+                    RecMeta {
+                        seg: first,
+                        offset: off,
+                        points,
+                    },
+                );
                 s.points += u64::from(points);
                 unacked += 1;
                 expect += 1;
@@ -208,12 +218,23 @@ impl Spool {
             }
             s.bytes += off;
             s.next_seq = s.next_seq.max(expect);
-            s.segments.insert(first, Segment { path, bytes: off, last: expect.wrapping_sub(1), unacked });
+            s.segments.insert(
+                first,
+                Segment {
+                    path,
+                    bytes: off,
+                    last: expect.wrapping_sub(1),
+                    unacked,
+                },
+            );
         }
         // Records acknowledged before a clean shutdown.
         let acked_path = dir.join(ACKED_FILE);
         if let Ok(text) = fs::read_to_string(&acked_path) {
-            for seq in text.split_whitespace().filter_map(|t| t.parse::<u64>().ok()) {
+            for seq in text
+                .split_whitespace()
+                .filter_map(|t| t.parse::<u64>().ok())
+            {
                 s.forget(seq);
             }
             fs::remove_file(&acked_path)?;
@@ -256,11 +277,16 @@ impl Spool {
         let len = u32::try_from(payload.len())
             .ok()
             .filter(|&l| l <= MAX_RECORD)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "batch too large for the spool"))?;
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "batch too large for the spool")
+            })?;
         let rec_len = (HEADER + payload.len()) as u64;
         let dropped = self.make_room(rec_len)?;
         let roll = match &self.active {
-            Some((first, _)) => self.segments.get(first).is_none_or(|s| s.bytes >= self.cfg.segment_size.bytes()),
+            Some((first, _)) => self
+                .segments
+                .get(first)
+                .is_none_or(|s| s.bytes >= self.cfg.segment_size.bytes()),
             None => true,
         };
         if roll {
@@ -272,7 +298,15 @@ impl Spool {
                 f.sync_all()?;
                 File::open(&self.dir)?.sync_all()?;
             }
-            self.segments.insert(first, Segment { path, bytes: 0, last: first.wrapping_sub(1), unacked: 0 });
+            self.segments.insert(
+                first,
+                Segment {
+                    path,
+                    bytes: 0,
+                    last: first.wrapping_sub(1),
+                    unacked: 0,
+                },
+            );
             self.active = Some((first, f));
         }
         let Some((first, f)) = self.active.as_mut() else {
@@ -286,7 +320,10 @@ impl Spool {
         buf.extend_from_slice(&seq.to_le_bytes());
         buf.extend_from_slice(&crc(len, points, seq, payload).to_le_bytes());
         buf.extend_from_slice(payload);
-        let seg = self.segments.get_mut(&first).ok_or_else(|| io::Error::other("active segment missing"))?;
+        let seg = self
+            .segments
+            .get_mut(&first)
+            .ok_or_else(|| io::Error::other("active segment missing"))?;
         if let Err(e) = f.write_all(&buf) {
             // Cut a partial record off so nothing ever follows it.
             let _ = f.set_len(seg.bytes);
@@ -299,7 +336,14 @@ impl Spool {
         self.bytes += rec_len;
         self.points += u64::from(points);
         self.next_seq += 1;
-        self.records.insert(seq, RecMeta { seg: first, offset, points });
+        self.records.insert(
+            seq,
+            RecMeta {
+                seg: first,
+                offset,
+                points,
+            },
+        );
         if claim {
             self.claimed.insert(seq);
         }
@@ -316,12 +360,21 @@ impl Spool {
         let mut dropped = 0;
         let active = self.active.as_ref().map(|(f, _)| *f);
         while self.bytes + need > self.cfg.max_size.bytes() {
-            let Some((&first, _)) = self.segments.iter().next() else { break };
+            let Some((&first, _)) = self.segments.iter().next() else {
+                break;
+            };
             if Some(first) == active {
                 break;
             }
-            let seg = self.segments.remove(&first).ok_or_else(|| io::Error::other("segment vanished"))?;
-            let seqs: Vec<u64> = self.records.range(first..=seg.last).map(|(s, _)| *s).collect();
+            let seg = self
+                .segments
+                .remove(&first)
+                .ok_or_else(|| io::Error::other("segment vanished"))?;
+            let seqs: Vec<u64> = self
+                .records
+                .range(first..=seg.last)
+                .map(|(s, _)| *s)
+                .collect();
             for seq in seqs {
                 if let Some(m) = self.records.remove(&seq) {
                     self.points -= u64::from(m.points);
@@ -368,7 +421,10 @@ impl Spool {
 
     /// Syncs if the policy is `interval` and the interval has passed.
     pub fn maybe_sync(&mut self) -> io::Result<()> {
-        if self.cfg.fsync == FsyncPolicy::Interval && self.dirty && self.last_sync.elapsed() >= self.cfg.fsync_interval {
+        if self.cfg.fsync == FsyncPolicy::Interval
+            && self.dirty
+            && self.last_sync.elapsed() >= self.cfg.fsync_interval
+        {
             self.sync()?;
         }
         Ok(())
@@ -383,7 +439,8 @@ impl Spool {
     pub fn next_backlog(&mut self) -> io::Result<Backlog> {
         let mut out = Backlog::default();
         loop {
-            let Some((&seq, &meta)) = self.records.iter().find(|(s, _)| !self.claimed.contains(s)) else {
+            let Some((&seq, &meta)) = self.records.iter().find(|(s, _)| !self.claimed.contains(s))
+            else {
                 return Ok(out);
             };
             match self.read_record(seq, meta)? {
@@ -407,7 +464,9 @@ impl Spool {
             let path = seg_path(&self.dir, meta.seg);
             self.reader = Some((meta.seg, File::open(path)?));
         }
-        let Some((_, f)) = self.reader.as_mut() else { return Ok(None) };
+        let Some((_, f)) = self.reader.as_mut() else {
+            return Ok(None);
+        };
         f.seek(SeekFrom::Start(meta.offset))?;
         let mut hdr = [0u8; HEADER];
         f.read_exact(&mut hdr)?;
@@ -420,14 +479,20 @@ impl Spool {
         if crc(len, points, hseq, &payload) != sum {
             return Ok(None);
         }
-        let Ok(text) = String::from_utf8(payload) else { return Ok(None) };
-        Ok(Some(text.split_inclusive('\n').map(str::to_owned).collect()))
+        let Ok(text) = String::from_utf8(payload) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            text.split_inclusive('\n').map(str::to_owned).collect(),
+        ))
     }
 
     /// Marks a record acknowledged; deletes its segment when nothing in it is left to send.
     pub fn ack(&mut self, seq: u64) -> io::Result<()> {
         self.claimed.remove(&seq);
-        let Some(meta) = self.records.get(&seq).copied() else { return Ok(()) };
+        let Some(meta) = self.records.get(&seq).copied() else {
+            return Ok(());
+        };
         self.forget(seq);
         let done = self.segments.get(&meta.seg).is_some_and(|s| s.unacked == 0);
         if done {
@@ -464,7 +529,12 @@ impl Spool {
     }
 
     fn gc_empty(&mut self) -> io::Result<()> {
-        let empty: Vec<u64> = self.segments.iter().filter(|(_, s)| s.unacked == 0).map(|(f, _)| *f).collect();
+        let empty: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(_, s)| s.unacked == 0)
+            .map(|(f, _)| *f)
+            .collect();
         for f in empty {
             self.delete_segment(f)?;
         }
@@ -512,7 +582,10 @@ impl Spool {
         }
         let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
         let mut buf = String::new();
-        let msg: String = message.chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
+        let msg: String = message
+            .chars()
+            .map(|c| if c == '\n' { ' ' } else { c })
+            .collect();
         buf.push_str("# ");
         buf.push_str(&msg);
         buf.push('\n');
@@ -592,7 +665,10 @@ mod tests {
         assert_eq!(claimed.seq, 1);
         s.close().expect("close");
         let (mut s, rep) = Spool::open(cfg(t.path(), 1 << 20, 1 << 20)).expect("reopen");
-        assert_eq!(rep.records, 4, "the acked record is not replayed; the claimed one is");
+        assert_eq!(
+            rep.records, 4,
+            "the acked record is not replayed; the claimed one is"
+        );
         let lines = drain(&mut s);
         assert_eq!(lines.first().map(String::as_str), Some("m v=1i 1\n"));
         // Sequence numbers continue after a reopen.
@@ -654,11 +730,17 @@ mod tests {
         s.ack(0).expect("ack");
         let b = s.next_backlog().expect("read");
         assert_eq!(b.corrupt_points, 2, "record 1 fails its checksum");
-        assert_eq!(b.record.map(|r| r.lines), Some(vec!["m v=2i 2\n".to_owned(), "m w=2i 2\n".to_owned()]));
+        assert_eq!(
+            b.record.map(|r| r.lines),
+            Some(vec!["m v=2i 2\n".to_owned(), "m w=2i 2\n".to_owned()])
+        );
         // Appending after the cut continues cleanly.
         s.append(&batch(7), 2, false).expect("append");
         s.ack(2).expect("ack");
         let lines = drain(&mut s);
-        assert_eq!(lines, vec!["m v=7i 7\n".to_owned(), "m w=7i 7\n".to_owned()]);
+        assert_eq!(
+            lines,
+            vec!["m v=7i 7\n".to_owned(), "m w=7i 7\n".to_owned()]
+        );
     }
 }

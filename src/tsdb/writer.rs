@@ -67,7 +67,11 @@ pub struct OutputQueue {
 impl OutputQueue {
     /// Creates a queue for output `id`.
     pub fn new(id: &str, capacity: usize, metrics: Arc<Metrics>) -> Self {
-        Self { id: id.to_owned(), q: DropOldest::new(capacity), metrics }
+        Self {
+            id: id.to_owned(),
+            q: DropOldest::new(capacity),
+            metrics,
+        }
     }
 
     /// Appends encoded lines (each ending in `\n`); never blocks, drops the oldest when full.
@@ -110,7 +114,11 @@ impl OutputQueue {
 #[derive(Debug)]
 enum Attempt {
     Delivered,
-    Retry { reason: String, after: Option<Duration>, auth: bool },
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+        auth: bool,
+    },
     /// 400/422: some point is invalid.
     Invalid(String),
     /// 413: the batch is too large.
@@ -138,7 +146,10 @@ enum Delivery {
 type SharedSpool = Arc<Mutex<Spool>>;
 
 /// Runs `f` on the spool in a blocking thread.
-async fn on_spool<R: Send + 'static>(spool: &SharedSpool, f: impl FnOnce(&mut Spool) -> io::Result<R> + Send + 'static) -> io::Result<R> {
+async fn on_spool<R: Send + 'static>(
+    spool: &SharedSpool,
+    f: impl FnOnce(&mut Spool) -> io::Result<R> + Send + 'static,
+) -> io::Result<R> {
     let spool = spool.clone();
     tokio::task::spawn_blocking(move || {
         let mut s = spool.lock().unwrap_or_else(|e| e.into_inner());
@@ -172,7 +183,14 @@ impl Writer {
             .timeout(output.batching().timeout)
             .connect_timeout(output.batching().timeout.min(Duration::from_secs(5)))
             .build()?;
-        Ok(Self { output, secret, client, queue, state, metrics })
+        Ok(Self {
+            output,
+            secret,
+            client,
+            queue,
+            state,
+            metrics,
+        })
     }
 
     fn id(&self) -> &str {
@@ -190,8 +208,14 @@ impl Writer {
 
     fn spool_gauges(&self, points: u64, bytes: u64) {
         let l = labels([("output", self.id())]);
-        self.metrics.spool_points.get_or_create(&l).set(i64::try_from(points).unwrap_or(i64::MAX));
-        self.metrics.spool_bytes.get_or_create(&l).set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.metrics
+            .spool_points
+            .get_or_create(&l)
+            .set(i64::try_from(points).unwrap_or(i64::MAX));
+        self.metrics
+            .spool_bytes
+            .get_or_create(&l)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Runs until the queue is closed and everything is delivered, or `deadline` fires.
@@ -237,18 +261,28 @@ impl Writer {
                         warn!(output = %id, points, "output not drained before shutdown: points kept in the spool for the next start");
                     }
                 }
-                Err(e) => error!(output = %id, error = %e, "cannot close the spool cleanly; acknowledged points may be sent again"),
+                Err(e) => {
+                    error!(output = %id, error = %e, "cannot close the spool cleanly; acknowledged points may be sent again")
+                }
             }
         }
     }
 
     fn spool_unusable(&self, reason: &str) {
         error!(output = %self.id(), %reason, "spool unusable: points are kept in memory only");
-        self.state.health.fail(&format!("output {} spool", self.id()), reason.to_owned());
+        self.state
+            .health
+            .fail(&format!("output {} spool", self.id()), reason.to_owned());
     }
 
     /// Forms batches from the memory queue and spools or hands them over.
-    async fn intake(&self, spool: Option<&SharedSpool>, live: mpsc::Sender<Batch>, backlog: &Notify, deadline: &CancellationToken) {
+    async fn intake(
+        &self,
+        spool: Option<&SharedSpool>,
+        live: mpsc::Sender<Batch>,
+        backlog: &Notify,
+        deadline: &CancellationToken,
+    ) {
         let b = self.output.batching().clone();
         loop {
             // Wait for a full batch, the flush interval, close or the deadline.
@@ -298,7 +332,14 @@ impl Writer {
 
     /// Spools `lines` and/or hands them to the sender. Returns false when the deadline fired
     /// and the batch could not be kept (no spool): its points are counted as lost.
-    async fn hand_off(&self, spool: Option<&SharedSpool>, live: &mpsc::Sender<Batch>, backlog: &Notify, lines: Vec<String>, deadline: &CancellationToken) -> bool {
+    async fn hand_off(
+        &self,
+        spool: Option<&SharedSpool>,
+        live: &mpsc::Sender<Batch>,
+        backlog: &Notify,
+        lines: Vec<String>,
+        deadline: &CancellationToken,
+    ) -> bool {
         if let Some(spool) = spool {
             let permit = live.try_reserve().ok();
             let claim = permit.is_some();
@@ -307,7 +348,12 @@ impl Writer {
                 payload.extend_from_slice(l.as_bytes());
             }
             let points = u32::try_from(lines.len()).unwrap_or(u32::MAX);
-            let max = self.output.batching().spool.as_ref().map_or(u64::MAX, |c| c.max_size.bytes());
+            let max = self
+                .output
+                .batching()
+                .spool
+                .as_ref()
+                .map_or(u64::MAX, |c| c.max_size.bytes());
             let r = on_spool(spool, move |s| {
                 let (seq, dropped) = s.append(&payload, points, claim)?;
                 Ok((seq, dropped, s.points(), s.bytes()))
@@ -320,19 +366,27 @@ impl Writer {
                     if dropped > 0 {
                         self.drop_points("spool_full", dropped);
                         error!(output = %self.id(), dropped, "spool full: oldest points dropped");
-                        self.state.health.fail(&component, format!("spool full ({}): oldest points dropped", ByteSize(max)));
+                        self.state.health.fail(
+                            &component,
+                            format!("spool full ({}): oldest points dropped", ByteSize(max)),
+                        );
                     } else if bytes < max / 2 {
                         self.state.health.ok(&component);
                     }
                     match permit {
-                        Some(p) => p.send(Batch { seq: Some(seq), lines }),
+                        Some(p) => p.send(Batch {
+                            seq: Some(seq),
+                            lines,
+                        }),
                         None => backlog.notify_one(),
                     }
                     return true;
                 }
                 Err(e) => {
                     error!(output = %self.id(), error = %e, "spool write failed: batch kept in memory only");
-                    self.state.health.fail(&component, format!("spool write failed: {e}"));
+                    self.state
+                        .health
+                        .fail(&component, format!("spool write failed: {e}"));
                     if let Some(p) = permit {
                         p.send(Batch { seq: None, lines });
                         return true;
@@ -361,7 +415,14 @@ impl Writer {
 
     /// Picks the next batch: live and backlog alternate. `None` when everything is sent
     /// (intake finished and spool empty) or the deadline fired.
-    async fn next_batch(&self, spool: Option<&SharedSpool>, live: &mut mpsc::Receiver<Batch>, backlog: &Notify, prefer_live: &mut bool, deadline: &CancellationToken) -> Option<Batch> {
+    async fn next_batch(
+        &self,
+        spool: Option<&SharedSpool>,
+        live: &mut mpsc::Receiver<Batch>,
+        backlog: &Notify,
+        prefer_live: &mut bool,
+        deadline: &CancellationToken,
+    ) -> Option<Batch> {
         let mut live_closed = false;
         loop {
             if deadline.is_cancelled() {
@@ -383,12 +444,18 @@ impl Writer {
                             self.drop_points("spool_corrupt", b.corrupt_points);
                             if let Some(r) = b.record {
                                 *prefer_live = true;
-                                return Some(Batch { seq: Some(r.seq), lines: r.lines });
+                                return Some(Batch {
+                                    seq: Some(r.seq),
+                                    lines: r.lines,
+                                });
                             }
                         }
                         Err(e) => {
                             error!(output = %self.id(), error = %e, "cannot read the spool");
-                            self.state.health.fail(&format!("output {} spool", self.id()), format!("spool read failed: {e}"));
+                            self.state.health.fail(
+                                &format!("output {} spool", self.id()),
+                                format!("spool read failed: {e}"),
+                            );
                             tokio::select! {
                                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
                                 () = deadline.cancelled() => return None,
@@ -413,17 +480,30 @@ impl Writer {
     }
 
     /// Sends batches until the intake is done and the spool is empty, or the deadline fires.
-    async fn sender(&self, spool: Option<&SharedSpool>, mut live: mpsc::Receiver<Batch>, backlog: &Notify, deadline: &CancellationToken) {
+    async fn sender(
+        &self,
+        spool: Option<&SharedSpool>,
+        mut live: mpsc::Receiver<Batch>,
+        backlog: &Notify,
+        deadline: &CancellationToken,
+    ) {
         let mut prefer_live = true;
         let mut written: u64 = 0;
-        while let Some(batch) = self.next_batch(spool, &mut live, backlog, &mut prefer_live, deadline).await {
+        while let Some(batch) = self
+            .next_batch(spool, &mut live, backlog, &mut prefer_live, deadline)
+            .await
+        {
             match self.deliver(&batch.lines, spool, deadline).await {
                 Delivery::Done => {
                     written += batch.lines.len() as u64;
                     if let (Some(spool), Some(seq)) = (spool, batch.seq) {
-                        match on_spool(spool, move |s| s.ack(seq).map(|()| (s.points(), s.bytes()))).await {
+                        match on_spool(spool, move |s| s.ack(seq).map(|()| (s.points(), s.bytes())))
+                            .await
+                        {
                             Ok((p, b)) => self.spool_gauges(p, b),
-                            Err(e) => warn!(output = %self.id(), error = %e, "cannot delete a delivered spool segment"),
+                            Err(e) => {
+                                warn!(output = %self.id(), error = %e, "cannot delete a delivered spool segment")
+                            }
                         }
                     }
                 }
@@ -449,10 +529,16 @@ impl Writer {
 
     /// Delivers one batch: retries what may succeed later, splits what the server refuses as
     /// invalid or too large, quarantines single points it still refuses.
-    async fn deliver(&self, lines: &[String], spool: Option<&SharedSpool>, deadline: &CancellationToken) -> Delivery {
+    async fn deliver(
+        &self,
+        lines: &[String],
+        spool: Option<&SharedSpool>,
+        deadline: &CancellationToken,
+    ) -> Delivery {
         let id = self.id().to_owned();
         let component = format!("output {id}");
-        let mut todo: Vec<Range<usize>> = vec![0..lines.len()];
+        let mut todo: Vec<Range<usize>> = Vec::with_capacity(32);
+        todo.push(0..lines.len());
         let mut attempt: u32 = 0;
         let mut split_logged = false;
         while let Some(r) = todo.last().cloned() {
@@ -495,9 +581,17 @@ impl Writer {
                     todo.pop();
                     self.quarantine(&lines[r], "rejected", &msg, spool).await;
                 }
-                Attempt::Retry { reason, after, auth } => {
+                Attempt::Retry {
+                    reason,
+                    after,
+                    auth,
+                } => {
                     let wait = after.unwrap_or_else(|| {
-                        crate::sources::backoff(attempt, Duration::from_millis(500), Duration::from_secs(30))
+                        crate::sources::backoff(
+                            attempt,
+                            Duration::from_millis(500),
+                            Duration::from_secs(30),
+                        )
                     });
                     attempt = attempt.saturating_add(1);
                     if auth {
@@ -517,14 +611,29 @@ impl Writer {
     }
 
     /// Counts, logs and keeps points the server refused.
-    async fn quarantine(&self, lines: &[String], reason: &'static str, msg: &str, spool: Option<&SharedSpool>) {
+    async fn quarantine(
+        &self,
+        lines: &[String],
+        reason: &'static str,
+        msg: &str,
+        spool: Option<&SharedSpool>,
+    ) {
         self.drop_points(reason, lines.len() as u64);
-        let first: String = lines.first().map(|l| l.trim_end().chars().take(300).collect()).unwrap_or_default();
+        let first: String = lines
+            .first()
+            .map(|l| l.trim_end().chars().take(300).collect())
+            .unwrap_or_default();
         match spool {
             Some(spool) => {
                 let owned = lines.to_vec();
                 let m = msg.to_owned();
-                let file = spool.lock().map(|s| s.dir().join(QUARANTINE_FILE)).unwrap_or_default();
+                let file = self
+                    .output
+                    .batching()
+                    .spool
+                    .as_ref()
+                    .map(|c| c.dir.join(QUARANTINE_FILE))
+                    .unwrap_or_default();
                 if let Err(e) = on_spool(spool, move |s| s.quarantine(&owned, &m)).await {
                     error!(output = %self.id(), error = %e, "cannot write the quarantine file");
                 }
@@ -554,7 +663,10 @@ impl Writer {
         }
         let req = match &self.output {
             Output::InfluxdbV1(o) => {
-                let mut q = vec![("db", o.database.as_str()), ("precision", precision.as_str())];
+                let mut q = vec![
+                    ("db", o.database.as_str()),
+                    ("precision", precision.as_str()),
+                ];
                 if let Some(rp) = &o.retention_policy {
                     q.push(("rp", rp));
                 }
@@ -568,7 +680,11 @@ impl Writer {
                 r
             }
             Output::InfluxdbV2(o) => {
-                let q = [("org", o.org.as_str()), ("bucket", o.bucket.as_str()), ("precision", precision.as_str())];
+                let q = [
+                    ("org", o.org.as_str()),
+                    ("bucket", o.bucket.as_str()),
+                    ("precision", precision.as_str()),
+                ];
                 let mut r = self
                     .client
                     .post(format!("{}/api/v2/write", o.url.trim_end_matches('/')))
@@ -579,7 +695,9 @@ impl Writer {
                 r
             }
         };
-        let mut req = req.header("Content-Type", "text/plain; charset=utf-8").body(body);
+        let mut req = req
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .body(body);
         if gzip {
             req = req.header("Content-Encoding", "gzip");
         }
@@ -613,13 +731,32 @@ impl Writer {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(300)));
         let text = resp.text().await.unwrap_or_default();
-        let msg: String = format!("HTTP {status}: {}", text.trim()).chars().take(500).collect();
+        let msg: String = format!("HTTP {status}: {}", text.trim())
+            .chars()
+            .take(500)
+            .collect();
         match status {
-            StatusCode::TOO_MANY_REQUESTS => Attempt::Retry { reason: msg, after: retry_after, auth: false },
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Attempt::Retry { reason: msg, after: None, auth: true },
-            s if s.is_server_error() => Attempt::Retry { reason: msg, after: retry_after, auth: false },
+            StatusCode::TOO_MANY_REQUESTS => Attempt::Retry {
+                reason: msg,
+                after: retry_after,
+                auth: false,
+            },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Attempt::Retry {
+                reason: msg,
+                after: None,
+                auth: true,
+            },
+            s if s.is_server_error() => Attempt::Retry {
+                reason: msg,
+                after: retry_after,
+                auth: false,
+            },
             // InfluxDB 1.x answers 404 "database not found": keep the data until it is created.
-            StatusCode::NOT_FOUND => Attempt::Retry { reason: msg, after: None, auth: false },
+            StatusCode::NOT_FOUND => Attempt::Retry {
+                reason: msg,
+                after: None,
+                auth: false,
+            },
             StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Attempt::Invalid(msg),
             StatusCode::PAYLOAD_TOO_LARGE => Attempt::TooLarge(msg),
             _ => Attempt::Rejected(msg),
