@@ -29,7 +29,8 @@ pub struct Metrics {
     pub channels_bad: Gauge,
     /// Points accepted by an output's server, by output.
     pub points_written: Family<Labels, Counter>,
-    /// Points dropped, by output and reason (`queue_full`, `rejected`, `shutdown`).
+    /// Points dropped, by output and reason (`queue_full`, `rejected`, `invalid`, `shutdown`,
+    /// `spool_full`, `spool_corrupt`).
     pub points_dropped: Family<Labels, Counter>,
     /// Failed write attempts, by output and status.
     pub write_errors: Family<Labels, Counter>,
@@ -39,6 +40,10 @@ pub struct Metrics {
     pub deliveries: Family<Labels, Counter>,
     /// Supervised task restarts after a panic, by task.
     pub task_restarts: Family<Labels, Counter>,
+    /// Points waiting in an output's disk spool, by output.
+    pub spool_points: Family<Labels, Gauge>,
+    /// Bytes in an output's disk spool, by output.
+    pub spool_bytes: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -109,6 +114,18 @@ impl Metrics {
             "Supervised task restarts after a panic",
             task_restarts.clone(),
         );
+        let spool_points = Family::<Labels, Gauge>::default();
+        registry.register(
+            "spool_points",
+            "Points waiting in an output's disk spool",
+            spool_points.clone(),
+        );
+        let spool_bytes = Family::<Labels, Gauge>::default();
+        registry.register(
+            "spool_bytes",
+            "Bytes in an output's disk spool",
+            spool_bytes.clone(),
+        );
         Self {
             registry,
             samples,
@@ -122,6 +139,8 @@ impl Metrics {
             output_queue,
             deliveries,
             task_restarts,
+            spool_points,
+            spool_bytes,
         }
     }
 

@@ -408,6 +408,12 @@ pub struct Batching {
     /// gzip request bodies.
     #[serde(default = "default_true")]
     pub gzip: bool,
+    /// Timestamp precision sent to this output (`ns`, `us`, `ms`, `s`).
+    #[serde(default)]
+    pub precision: crate::tsdb::options::Precision,
+    /// Disk spool (store-and-forward); memory only when absent.
+    #[serde(default)]
+    pub spool: Option<crate::tsdb::options::SpoolConfig>,
 }
 
 fn default_batch_size() -> usize {

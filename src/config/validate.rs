@@ -455,6 +455,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
 
     // Outputs.
     let mut ids = HashSet::new();
+    let mut spool_dirs = HashSet::new();
     for (i, o) in cfg.outputs.iter().enumerate() {
         let path = format!("outputs[{i}]");
         if let Err(e) = check_id(o.id(), false) {
@@ -479,6 +480,37 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         }
         if b.timeout.is_zero() {
             p.err(format!("{path}.timeout"), "must be longer than 0s");
+        }
+        if let Some(sp) = &b.spool {
+            if sp.dir.as_os_str().is_empty() {
+                p.err(format!("{path}.spool.dir"), "must not be empty");
+            } else if !spool_dirs.insert(sp.dir.clone()) {
+                p.err(
+                    format!("{path}.spool.dir"),
+                    "another output already spools there (one directory per output)",
+                );
+            }
+            if sp.segment_size.bytes() < 4096 {
+                p.err(
+                    format!("{path}.spool.segment_size"),
+                    "must be at least 4KiB",
+                );
+            }
+            if sp.max_size.bytes() < sp.segment_size.bytes().saturating_mul(2) {
+                p.err(
+                    format!("{path}.spool.max_size"),
+                    format!(
+                        "must hold at least two segments (2 × segment_size = {})",
+                        crate::tsdb::options::ByteSize(sp.segment_size.bytes().saturating_mul(2))
+                    ),
+                );
+            }
+            if sp.fsync_interval.is_zero() {
+                p.err(
+                    format!("{path}.spool.fsync_interval"),
+                    "must be longer than 0s",
+                );
+            }
         }
         match o {
             Output::InfluxdbV1(v1) => {

@@ -5,10 +5,13 @@
 //! - `alarm_event`: tags `site, area, channel, condition, priority, transition`; fields `alarm`,
 //!   `message`, `seq` (integer), and `value`, `limit` when known.
 //!
-//! Timestamps are nanoseconds since the epoch. Empty tag values are omitted (InfluxDB rejects them).
+//! Timestamps are encoded once in nanoseconds since the epoch; each output converts them to its
+//! configured precision with [`push_with_precision`] when it builds a request body. Empty tag
+//! values are omitted (InfluxDB rejects them).
 
 use std::fmt::Write;
 
+use super::options::Precision;
 use crate::config::ResolvedChannel;
 use crate::model::{AlarmEvent, Reading, Sample, epoch_nanos};
 
@@ -131,6 +134,29 @@ pub fn encode_event(site: &str, area: &str, e: &AlarmEvent, out: &mut String) {
     let _ = writeln!(out, " {}", epoch_nanos(e.ts));
 }
 
+/// Appends `line` (ending in `\n`, trailing nanosecond timestamp) to `out` with its timestamp
+/// converted to `p` (floored, so a point never moves into the next tick).
+pub fn push_with_precision(line: &str, p: Precision, out: &mut Vec<u8>) {
+    if p == Precision::Ns {
+        out.extend_from_slice(line.as_bytes());
+        return;
+    }
+    let body = line.strip_suffix('\n').unwrap_or(line);
+    match body
+        .rsplit_once(' ')
+        .and_then(|(head, ts)| Some((head, ts.parse::<i64>().ok()?)))
+    {
+        Some((head, ns)) => {
+            out.extend_from_slice(head.as_bytes());
+            out.push(b' ');
+            let _ =
+                std::io::Write::write_fmt(out, format_args!("{}\n", ns.div_euclid(p.divisor())));
+        }
+        // Not one of ours (no timestamp): sent as it is, the server stamps it.
+        None => out.extend_from_slice(line.as_bytes()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +174,25 @@ mod tests {
             range: None,
             max_age: Duration::from_secs(5),
         }
+    }
+
+    #[test]
+    fn precision_conversion() {
+        let line = "m,t=a\\ b f=\"x y\" 1700000000123456789\n";
+        let cases = [
+            (Precision::Ns, "m,t=a\\ b f=\"x y\" 1700000000123456789\n"),
+            (Precision::Us, "m,t=a\\ b f=\"x y\" 1700000000123456\n"),
+            (Precision::Ms, "m,t=a\\ b f=\"x y\" 1700000000123\n"),
+            (Precision::S, "m,t=a\\ b f=\"x y\" 1700000000\n"),
+        ];
+        for (p, want) in cases {
+            let mut out = Vec::new();
+            push_with_precision(line, p, &mut out);
+            assert_eq!(String::from_utf8(out).ok().as_deref(), Some(want), "{p:?}");
+        }
+        let mut out = Vec::new();
+        push_with_precision("m v=1 -1500000000\n", Precision::S, &mut out);
+        assert_eq!(out, b"m v=1 -2\n", "floored before 1970 too");
     }
 
     #[test]

@@ -1,22 +1,56 @@
 //! One writer per output: a bounded in-memory queue of encoded lines, batched by size and time,
-//! written with a timeout and retried with backoff.
+//! optionally made durable in a disk spool (store-and-forward), written with a timeout and
+//! retried with backoff.
 //!
-//! Queue policy: when the queue holds `queue_capacity` lines, pushing drops the oldest line and
-//! counts it (`hazgate_points_dropped{reason="queue_full"}`). The rule engine never waits on an
-//! output. Response handling: 2xx = delivered; 429, 5xx, timeouts and connection errors are
-//! retried (honouring `Retry-After`); 401/403 mark the output unhealthy and are retried (data is
-//! kept); other 4xx responses reject the batch, which is logged with the server's message and
-//! counted (`reason="rejected"`). On shutdown the writer keeps flushing until the queue is empty
-//! or the drain deadline fires; what is left then is logged and counted (`reason="shutdown"`).
+//! # Shape
+//! ```text
+//! engine ──push──▶ OutputQueue (drop-oldest) ──▶ intake ──▶ live slot (1 batch) ──▶ sender ──▶ HTTP
+//!                                                  │                                  ▲
+//!                                                  └──▶ spool (disk, every batch) ──────┘ backlog
+//! ```
+//! - The **intake** forms a batch every `flush_interval` or `batch_size` points, whatever the
+//!   sender is doing. With a spool, every batch is appended to the spool first (write-ahead) and
+//!   then handed to the sender through a one-batch live slot if the slot is free; otherwise it
+//!   stays in the spool as backlog. So at any time, unspooled data is only what is in the memory
+//!   queue: at most one flush interval (plus, for power loss, the fsync policy's lag).
+//! - The **sender** alternates between the live slot and the oldest backlog record, so live data
+//!   keeps flowing while an outage is replayed, and the backlog is replayed in order. A record is
+//!   acknowledged in the spool (and its segment deleted when complete) only after the server
+//!   accepted it.
+//! - Without a spool, the intake waits for the sender (the memory queue absorbs outages).
+//! - Spool file I/O runs in `spawn_blocking`, never on the async runtime.
+//!
+//! # Policies
+//! - Memory queue: when it holds `queue_capacity` lines, pushing drops the oldest line
+//!   (`hazgate_points_dropped{reason="queue_full"}`). The rule engine never waits on an output.
+//! - Spool full: the oldest segments are dropped (`reason="spool_full"`), logged at ERROR, and
+//!   the component `output ID spool` is not ready until the spool is below half its size again. A spool
+//!   write error also marks it not ready and the batch falls back to the memory path.
+//! - Responses: 2xx = delivered; 429, 5xx, 404 (database missing), timeouts and connection
+//!   errors are retried with backoff (honouring `Retry-After`); 401/403 mark the output unhealthy
+//!   and are retried (data is kept). 400/422 and 413 split the batch in halves until the
+//!   offending points are alone; a single point still refused is quarantined: counted
+//!   (`reason="invalid"`), logged at ERROR with the server's message, and appended to the
+//!   spool's `quarantine.lp`. Other 4xx answers quarantine the whole batch (`reason="rejected"`).
+//!   One bad point never blocks the rest.
+//! - Shutdown: after `close()` the intake moves every queued line into a batch; the writer keeps
+//!   sending until everything is delivered or the drain deadline fires. With a spool, what is
+//!   left stays spooled for the next start (logged at WARN); without one it is counted
+//!   (`reason="shutdown"`) and logged at ERROR.
 
-use std::io::Write;
-use std::sync::Arc;
+use std::io::{self, Write};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::line::push_with_precision;
+use super::options::ByteSize;
+use super::spool::{QUARANTINE_FILE, Spool};
 use crate::config::{Output, Secret};
 use crate::queue::DropOldest;
 use crate::state::SharedState;
@@ -85,7 +119,44 @@ enum Attempt {
         after: Option<Duration>,
         auth: bool,
     },
+    /// 400/422: some point is invalid.
+    Invalid(String),
+    /// 413: the batch is too large.
+    TooLarge(String),
+    /// Any other 4xx.
     Rejected(String),
+}
+
+/// A batch on its way to the sender; `seq` is its spool record, if spooled.
+#[derive(Debug)]
+struct Batch {
+    seq: Option<u64>,
+    lines: Vec<String>,
+}
+
+/// How delivering a batch ended.
+#[derive(Debug)]
+enum Delivery {
+    /// Every point was accepted or quarantined.
+    Done,
+    /// The drain deadline fired; this many points were not delivered.
+    Deadline(usize),
+}
+
+type SharedSpool = Arc<Mutex<Spool>>;
+
+/// Runs `f` on the spool in a blocking thread.
+async fn on_spool<R: Send + 'static>(
+    spool: &SharedSpool,
+    f: impl FnOnce(&mut Spool) -> io::Result<R> + Send + 'static,
+) -> io::Result<R> {
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut s = spool.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s)
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(format!("spool task failed: {e}"))))
 }
 
 /// A writer for one output.
@@ -122,74 +193,393 @@ impl Writer {
         })
     }
 
-    /// Runs until the queue is closed and drained, or `deadline` fires.
+    fn id(&self) -> &str {
+        self.output.id()
+    }
+
+    fn drop_points(&self, reason: &str, n: u64) {
+        if n > 0 {
+            self.metrics
+                .points_dropped
+                .get_or_create(&labels([("output", self.id()), ("reason", reason)]))
+                .inc_by(n);
+        }
+    }
+
+    fn spool_gauges(&self, points: u64, bytes: u64) {
+        let l = labels([("output", self.id())]);
+        self.metrics
+            .spool_points
+            .get_or_create(&l)
+            .set(i64::try_from(points).unwrap_or(i64::MAX));
+        self.metrics
+            .spool_bytes
+            .get_or_create(&l)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Runs until the queue is closed and everything is delivered, or `deadline` fires.
     pub async fn run(self, deadline: CancellationToken) {
-        let id = self.output.id().to_owned();
-        let component = format!("output {id}");
-        let b = self.output.batching().clone();
-        let mut inflight: Vec<String> = Vec::new();
-        let mut attempt: u32 = 0;
-        let mut written: u64 = 0;
-        loop {
-            if inflight.is_empty() {
-                // Wait for a full batch, the flush interval, or close.
-                let flush_at = tokio::time::Instant::now() + b.flush_interval;
-                loop {
-                    let (len, closed) = self.queue.len();
-                    if len >= b.batch_size || closed {
-                        break;
+        let id = self.id().to_owned();
+        let spool = match self.output.batching().spool.clone() {
+            None => None,
+            Some(cfg) => {
+                let dir = cfg.dir.clone();
+                match tokio::task::spawn_blocking(move || Spool::open(cfg)).await {
+                    Ok(Ok((s, report))) => {
+                        if report.records > 0 {
+                            info!(output = %id, points = report.points, batches = report.records, dir = %dir.display(), "replaying points spooled before the last stop");
+                        }
+                        if report.truncated_bytes > 0 {
+                            warn!(output = %id, bytes = report.truncated_bytes, "spool had a torn or corrupt tail: cut off");
+                        }
+                        self.spool_gauges(s.points(), s.bytes());
+                        Some(Arc::new(Mutex::new(s)))
                     }
-                    tokio::select! {
-                        () = self.queue.q.notified() => {}
-                        () = tokio::time::sleep_until(flush_at) => break,
-                        () = deadline.cancelled() => break,
+                    Ok(Err(e)) => {
+                        self.spool_unusable(&format!("cannot open spool {}: {e}", dir.display()));
+                        None
+                    }
+                    Err(e) => {
+                        self.spool_unusable(&format!("cannot open spool {}: {e}", dir.display()));
+                        None
                     }
                 }
+            }
+        };
+        let (live_tx, live_rx) = mpsc::channel::<Batch>(1);
+        let backlog = Notify::new();
+        let ((), ()) = tokio::join!(
+            self.intake(spool.as_ref(), live_tx, &backlog, &deadline),
+            self.sender(spool.as_ref(), live_rx, &backlog, &deadline),
+        );
+        if let Some(spool) = spool {
+            match on_spool(&spool, |s| s.close().map(|()| (s.points(), s.bytes()))).await {
+                Ok((points, bytes)) => {
+                    self.spool_gauges(points, bytes);
+                    if points > 0 {
+                        warn!(output = %id, points, "output not drained before shutdown: points kept in the spool for the next start");
+                    }
+                }
+                Err(e) => {
+                    error!(output = %id, error = %e, "cannot close the spool cleanly; acknowledged points may be sent again")
+                }
+            }
+        }
+    }
+
+    fn spool_unusable(&self, reason: &str) {
+        error!(output = %self.id(), %reason, "spool unusable: points are kept in memory only");
+        self.state
+            .health
+            .fail(&format!("output {} spool", self.id()), reason.to_owned());
+    }
+
+    /// Forms batches from the memory queue and spools or hands them over.
+    async fn intake(
+        &self,
+        spool: Option<&SharedSpool>,
+        live: mpsc::Sender<Batch>,
+        backlog: &Notify,
+        deadline: &CancellationToken,
+    ) {
+        let b = self.output.batching().clone();
+        loop {
+            // Wait for a full batch, the flush interval, close or the deadline.
+            let flush_at = tokio::time::Instant::now() + b.flush_interval;
+            loop {
+                let (len, closed) = self.queue.len();
+                if len >= b.batch_size || closed || deadline.is_cancelled() {
+                    break;
+                }
+                tokio::select! {
+                    () = self.queue.q.notified() => {}
+                    () = tokio::time::sleep_until(flush_at) => break,
+                    () = deadline.cancelled() => break,
+                }
+            }
+            // Take everything that is there, batch by batch.
+            let closed = loop {
                 let (batch, closed) = self.queue.take(b.batch_size);
                 if batch.is_empty() {
-                    if closed || deadline.is_cancelled() {
-                        info!(output = %id, written, "output drained");
-                        return;
-                    }
-                    continue;
+                    break closed;
                 }
-                inflight = batch;
+                let full = batch.len() == b.batch_size;
+                if !self.hand_off(spool, &live, backlog, batch, deadline).await {
+                    // Deadline without a spool: what is still queued is lost.
+                    let (left, _) = self.queue.len();
+                    let _ = self.queue.take(left);
+                    self.drop_points("shutdown", left as u64);
+                    if left > 0 {
+                        error!(output = %self.id(), lost = left, "shutdown grace period over: queued points not delivered");
+                    }
+                    return;
+                }
+                if !full && !deadline.is_cancelled() {
+                    break false;
+                }
+            };
+            if let Some(spool) = spool {
+                if let Err(e) = on_spool(spool, Spool::maybe_sync).await {
+                    warn!(output = %self.id(), error = %e, "spool fsync failed");
+                }
             }
-            if deadline.is_cancelled() {
-                let (left, _) = self.queue.len();
-                let lost = left + inflight.len();
-                self.metrics
-                    .points_dropped
-                    .get_or_create(&labels([("output", &id), ("reason", "shutdown")]))
-                    .inc_by(lost as u64);
-                error!(output = %id, lost, "shutdown grace period over: points not delivered");
+            if closed || deadline.is_cancelled() {
                 return;
             }
+        }
+    }
+
+    /// Spools `lines` and/or hands them to the sender. Returns false when the deadline fired
+    /// and the batch could not be kept (no spool): its points are counted as lost.
+    async fn hand_off(
+        &self,
+        spool: Option<&SharedSpool>,
+        live: &mpsc::Sender<Batch>,
+        backlog: &Notify,
+        lines: Vec<String>,
+        deadline: &CancellationToken,
+    ) -> bool {
+        if let Some(spool) = spool {
+            let permit = live.try_reserve().ok();
+            let claim = permit.is_some();
+            let mut payload = Vec::with_capacity(lines.iter().map(String::len).sum());
+            for l in &lines {
+                payload.extend_from_slice(l.as_bytes());
+            }
+            let points = u32::try_from(lines.len()).unwrap_or(u32::MAX);
+            let max = self
+                .output
+                .batching()
+                .spool
+                .as_ref()
+                .map_or(u64::MAX, |c| c.max_size.bytes());
+            let r = on_spool(spool, move |s| {
+                let (seq, dropped) = s.append(&payload, points, claim)?;
+                Ok((seq, dropped, s.points(), s.bytes()))
+            })
+            .await;
+            let component = format!("output {} spool", self.id());
+            match r {
+                Ok((seq, dropped, points, bytes)) => {
+                    self.spool_gauges(points, bytes);
+                    if dropped > 0 {
+                        self.drop_points("spool_full", dropped);
+                        error!(output = %self.id(), dropped, "spool full: oldest points dropped");
+                        self.state.health.fail(
+                            &component,
+                            format!("spool full ({}): oldest points dropped", ByteSize(max)),
+                        );
+                    } else if bytes < max / 2 {
+                        self.state.health.ok(&component);
+                    }
+                    match permit {
+                        Some(p) => p.send(Batch {
+                            seq: Some(seq),
+                            lines,
+                        }),
+                        None => backlog.notify_one(),
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    error!(output = %self.id(), error = %e, "spool write failed: batch kept in memory only");
+                    self.state
+                        .health
+                        .fail(&component, format!("spool write failed: {e}"));
+                    if let Some(p) = permit {
+                        p.send(Batch { seq: None, lines });
+                        return true;
+                    }
+                }
+            }
+        }
+        let n = lines.len();
+        tokio::select! {
+            r = live.send(Batch { seq: None, lines }) => {
+                if r.is_err() {
+                    // The sender is gone (deadline): nothing will send these.
+                    self.drop_points("shutdown", n as u64);
+                    error!(output = %self.id(), lost = n, "shutdown grace period over: points not delivered");
+                    return false;
+                }
+                true
+            }
+            () = deadline.cancelled() => {
+                self.drop_points("shutdown", n as u64);
+                error!(output = %self.id(), lost = n, "shutdown grace period over: points not delivered");
+                false
+            }
+        }
+    }
+
+    /// Picks the next batch: live and backlog alternate. `None` when everything is sent
+    /// (intake finished and spool empty) or the deadline fired.
+    async fn next_batch(
+        &self,
+        spool: Option<&SharedSpool>,
+        live: &mut mpsc::Receiver<Batch>,
+        backlog: &Notify,
+        prefer_live: &mut bool,
+        deadline: &CancellationToken,
+    ) -> Option<Batch> {
+        let mut live_closed = false;
+        loop {
+            if deadline.is_cancelled() {
+                return None;
+            }
+            for from_live in [*prefer_live, !*prefer_live] {
+                if from_live {
+                    match live.try_recv() {
+                        Ok(b) => {
+                            *prefer_live = false;
+                            return Some(b);
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => live_closed = true,
+                        Err(mpsc::error::TryRecvError::Empty) => {}
+                    }
+                } else if let Some(spool) = spool {
+                    match on_spool(spool, Spool::next_backlog).await {
+                        Ok(b) => {
+                            self.drop_points("spool_corrupt", b.corrupt_points);
+                            if let Some(r) = b.record {
+                                *prefer_live = true;
+                                return Some(Batch {
+                                    seq: Some(r.seq),
+                                    lines: r.lines,
+                                });
+                            }
+                        }
+                        Err(e) => {
+                            error!(output = %self.id(), error = %e, "cannot read the spool");
+                            self.state.health.fail(
+                                &format!("output {} spool", self.id()),
+                                format!("spool read failed: {e}"),
+                            );
+                            tokio::select! {
+                                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                () = deadline.cancelled() => return None,
+                            }
+                        }
+                    }
+                }
+            }
+            if live_closed {
+                // Intake is done; the backlog was just found empty.
+                return None;
+            }
+            tokio::select! {
+                b = live.recv() => match b {
+                    Some(b) => return Some(b),
+                    None => live_closed = true,
+                },
+                () = backlog.notified() => {}
+                () = deadline.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Sends batches until the intake is done and the spool is empty, or the deadline fires.
+    async fn sender(
+        &self,
+        spool: Option<&SharedSpool>,
+        mut live: mpsc::Receiver<Batch>,
+        backlog: &Notify,
+        deadline: &CancellationToken,
+    ) {
+        let mut prefer_live = true;
+        let mut written: u64 = 0;
+        while let Some(batch) = self
+            .next_batch(spool, &mut live, backlog, &mut prefer_live, deadline)
+            .await
+        {
+            match self.deliver(&batch.lines, spool, deadline).await {
+                Delivery::Done => {
+                    written += batch.lines.len() as u64;
+                    if let (Some(spool), Some(seq)) = (spool, batch.seq) {
+                        match on_spool(spool, move |s| s.ack(seq).map(|()| (s.points(), s.bytes())))
+                            .await
+                        {
+                            Ok((p, b)) => self.spool_gauges(p, b),
+                            Err(e) => {
+                                warn!(output = %self.id(), error = %e, "cannot delete a delivered spool segment")
+                            }
+                        }
+                    }
+                }
+                Delivery::Deadline(unsent) => {
+                    if spool.is_none() || batch.seq.is_none() {
+                        self.drop_points("shutdown", unsent as u64);
+                        error!(output = %self.id(), lost = unsent, "shutdown grace period over: points not delivered");
+                    }
+                    break;
+                }
+            }
+        }
+        // Anything still in the live slot: spooled already, or lost.
+        live.close();
+        while let Ok(b) = live.try_recv() {
+            if spool.is_none() || b.seq.is_none() {
+                self.drop_points("shutdown", b.lines.len() as u64);
+                error!(output = %self.id(), lost = b.lines.len(), "shutdown grace period over: points not delivered");
+            }
+        }
+        info!(output = %self.id(), written, "output writer stopped");
+    }
+
+    /// Delivers one batch: retries what may succeed later, splits what the server refuses as
+    /// invalid or too large, quarantines single points it still refuses.
+    async fn deliver(
+        &self,
+        lines: &[String],
+        spool: Option<&SharedSpool>,
+        deadline: &CancellationToken,
+    ) -> Delivery {
+        let id = self.id().to_owned();
+        let component = format!("output {id}");
+        let mut todo: Vec<Range<usize>> = Vec::with_capacity(32);
+        todo.push(0..lines.len());
+        let mut attempt: u32 = 0;
+        let mut split_logged = false;
+        while let Some(r) = todo.last().cloned() {
+            if r.is_empty() {
+                todo.pop();
+                continue;
+            }
             let outcome = tokio::select! {
-                r = self.write(&inflight) => r,
-                () = deadline.cancelled() => continue,
+                a = self.write(&lines[r.clone()]) => a,
+                () = deadline.cancelled() => return Delivery::Deadline(todo.iter().map(ExactSizeIterator::len).sum()),
             };
             match outcome {
                 Attempt::Delivered => {
-                    written += inflight.len() as u64;
+                    todo.pop();
                     self.metrics
                         .points_written
                         .get_or_create(&labels([("output", &id)]))
-                        .inc_by(inflight.len() as u64);
-                    inflight.clear();
+                        .inc_by(r.len() as u64);
                     if attempt > 0 {
                         info!(output = %id, "output recovered");
                     }
                     attempt = 0;
                     self.state.health.ok(&component);
                 }
+                Attempt::Invalid(msg) | Attempt::TooLarge(msg) if r.len() > 1 => {
+                    todo.pop();
+                    let mid = r.start + r.len() / 2;
+                    todo.push(mid..r.end);
+                    todo.push(r.start..mid);
+                    if !split_logged {
+                        warn!(output = %id, points = lines.len(), server = %msg, "batch refused: splitting it to isolate the offending points");
+                        split_logged = true;
+                    }
+                }
+                Attempt::Invalid(msg) | Attempt::TooLarge(msg) => {
+                    todo.pop();
+                    self.quarantine(&lines[r], "invalid", &msg, spool).await;
+                }
                 Attempt::Rejected(msg) => {
-                    self.metrics
-                        .points_dropped
-                        .get_or_create(&labels([("output", &id), ("reason", "rejected")]))
-                        .inc_by(inflight.len() as u64);
-                    error!(output = %id, points = inflight.len(), server = %msg, "batch rejected by the server: points dropped");
-                    inflight.clear();
+                    todo.pop();
+                    self.quarantine(&lines[r], "rejected", &msg, spool).await;
                 }
                 Attempt::Retry {
                     reason,
@@ -212,18 +602,55 @@ impl Writer {
                     self.state.health.fail(&component, reason);
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        () = deadline.cancelled() => {}
+                        () = deadline.cancelled() => return Delivery::Deadline(todo.iter().map(ExactSizeIterator::len).sum()),
                     }
                 }
+            }
+        }
+        Delivery::Done
+    }
+
+    /// Counts, logs and keeps points the server refused.
+    async fn quarantine(
+        &self,
+        lines: &[String],
+        reason: &'static str,
+        msg: &str,
+        spool: Option<&SharedSpool>,
+    ) {
+        self.drop_points(reason, lines.len() as u64);
+        let first: String = lines
+            .first()
+            .map(|l| l.trim_end().chars().take(300).collect())
+            .unwrap_or_default();
+        match spool {
+            Some(spool) => {
+                let owned = lines.to_vec();
+                let m = msg.to_owned();
+                let file = self
+                    .output
+                    .batching()
+                    .spool
+                    .as_ref()
+                    .map(|c| c.dir.join(QUARANTINE_FILE))
+                    .unwrap_or_default();
+                if let Err(e) = on_spool(spool, move |s| s.quarantine(&owned, &m)).await {
+                    error!(output = %self.id(), error = %e, "cannot write the quarantine file");
+                }
+                error!(output = %self.id(), points = lines.len(), server = %msg, line = %first, file = %file.display(), "points refused by the server: quarantined");
+            }
+            None => {
+                error!(output = %self.id(), points = lines.len(), server = %msg, line = %first, "points refused by the server: dropped (no spool to quarantine them in)");
             }
         }
     }
 
     async fn write(&self, lines: &[String]) -> Attempt {
         let id = self.output.id();
+        let precision = self.output.batching().precision;
         let mut body: Vec<u8> = Vec::with_capacity(lines.iter().map(String::len).sum());
         for l in lines {
-            body.extend_from_slice(l.as_bytes());
+            push_with_precision(l, precision, &mut body);
         }
         let gzip = self.output.batching().gzip;
         if gzip {
@@ -236,7 +663,10 @@ impl Writer {
         }
         let req = match &self.output {
             Output::InfluxdbV1(o) => {
-                let mut q = vec![("db", o.database.as_str()), ("precision", "ns")];
+                let mut q = vec![
+                    ("db", o.database.as_str()),
+                    ("precision", precision.as_str()),
+                ];
                 if let Some(rp) = &o.retention_policy {
                     q.push(("rp", rp));
                 }
@@ -253,7 +683,7 @@ impl Writer {
                 let q = [
                     ("org", o.org.as_str()),
                     ("bucket", o.bucket.as_str()),
-                    ("precision", "ns"),
+                    ("precision", precision.as_str()),
                 ];
                 let mut r = self
                     .client
@@ -327,6 +757,8 @@ impl Writer {
                 after: None,
                 auth: false,
             },
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Attempt::Invalid(msg),
+            StatusCode::PAYLOAD_TOO_LARGE => Attempt::TooLarge(msg),
             _ => Attempt::Rejected(msg),
         }
     }

@@ -40,6 +40,26 @@ impl Server {
         }
     }
 
+    /// Stops the process gracefully (SIGTERM, through the `kill` command) and waits for it;
+    /// SIGKILL after 30 s. For servers that lose acknowledged data on SIGKILL
+    /// (VictoriaMetrics keeps recent samples in memory).
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Starts the same command again (same port and state directory) and waits until ready.
     pub fn restart(&mut self) {
         self.kill();
