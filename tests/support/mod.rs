@@ -130,9 +130,31 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         Duration::from_secs(2),
     )?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    // Read until the body announced by Content-Length is complete, or the peer closes.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..h]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_some_and(|n| buf.len() >= h + 4 + n) {
+                break;
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(e),
+        }
+    }
+    let buf = String::from_utf8_lossy(&buf).into_owned();
     let status = buf
         .split_whitespace()
         .nth(1)
@@ -149,6 +171,7 @@ fn ready_check(name: &str, port: u16) -> Box<dyn Fn() -> bool> {
     match name {
         "influxd" => Box::new(move || matches!(http_get(port, "/ping"), Ok((204, _)))),
         "victoria-metrics" => Box::new(move || matches!(http_get(port, "/health"), Ok((200, _)))),
+        "chromedriver" => Box::new(move || matches!(http_get(port, "/status"), Ok((200, _)))),
         _ => Box::new(move || TcpStream::connect(("127.0.0.1", port)).is_ok()),
     }
 }
@@ -314,5 +337,175 @@ where
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// ChromeDriver (Debian package `chromium-driver`) driving Debian's headless Chromium.
+pub fn chromedriver() -> Server {
+    let bin = require_binary("chromedriver", "chromium-driver");
+    require_binary("chromium", "chromium");
+    start("chromedriver", |_dir, port| {
+        vec![
+            bin.display().to_string(),
+            format!("--port={port}"),
+            "--allowed-ips=127.0.0.1".into(),
+        ]
+    })
+}
+
+/// A minimal WebDriver client (W3C protocol over HTTP) for one headless Chromium session.
+#[derive(Debug)]
+pub struct Browser {
+    base: String,
+    client: reqwest::Client,
+    _profile: TempDir,
+}
+
+impl Browser {
+    /// Opens a headless Chromium session through `driver`.
+    pub async fn open(driver: &Server) -> Browser {
+        let profile = tempfile::tempdir().expect("profile dir");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--disable-dev-shm-usage", "--window-size=1024,900",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }
+        }}});
+        let r: serde_json::Value = client
+            .post(format!("{}/session", driver.url()))
+            .json(&caps)
+            .send()
+            .await
+            .expect("new session")
+            .json()
+            .await
+            .expect("session json");
+        let id = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {r}"))
+            .to_owned();
+        Browser {
+            base: format!("{}/session/{id}", driver.url()),
+            client,
+            _profile: profile,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: serde_json::Value = req
+            .send()
+            .await
+            .expect("webdriver call")
+            .json()
+            .await
+            .expect("webdriver json");
+        if v["value"]["error"].is_string() {
+            panic!("webdriver {path}: {v}");
+        }
+        v["value"].clone()
+    }
+
+    /// Navigates to `url`.
+    pub async fn goto(&self, url: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/url",
+            Some(serde_json::json!({ "url": url })),
+        )
+        .await;
+    }
+
+    /// Element ids matching a CSS selector (possibly none).
+    pub async fn find_all(&self, css: &str) -> Vec<String> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/elements",
+                Some(serde_json::json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_object()?.values().next()?.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Visible text of an element.
+    pub async fn text(&self, element: &str) -> String {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{element}/text"),
+            None,
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    /// An attribute of an element.
+    pub async fn attr(&self, element: &str, name: &str) -> String {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{element}/attribute/{name}"),
+            None,
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    /// Clicks an element.
+    pub async fn click(&self, element: &str) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/click"),
+            Some(serde_json::json!({})),
+        )
+        .await;
+    }
+
+    /// Types into an element.
+    pub async fn type_text(&self, element: &str, text: &str) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/value"),
+            Some(serde_json::json!({ "text": text })),
+        )
+        .await;
+    }
+
+    /// Saves a PNG screenshot.
+    pub async fn screenshot(&self, path: &Path) {
+        use base64::Engine as _;
+        let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or_default())
+            .expect("screenshot is base64");
+        std::fs::write(path, png).expect("write screenshot");
+    }
+
+    /// Ends the session.
+    pub async fn close(self) {
+        let _ = self.client.delete(&self.base).send().await;
     }
 }

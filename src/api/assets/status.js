@@ -44,7 +44,23 @@ function renderChannels(data) {
     html += "</div></div>";
   }
   $("#areas").innerHTML = html;
+  if (!window.hazgateAlarms) renderAlarmsFromChannels(data.channels);
   $("#summary").textContent = `${data.channels.length} channels · ${alarms} in alarm · ${faults} in fault`;
+}
+
+// Active conditions straight from the channel snapshot (used when the alarm API is not served).
+function renderAlarmsFromChannels(channels) {
+  const rows = [];
+  for (const c of channels) {
+    for (const a of c.alarms || []) {
+      const cls = a === "fault" ? "fault" : "alarm";
+      rows.push(`<tr class="${cls}" data-alarm="${esc(c.id)}:${esc(a)}"><td>${a === "HH" || a === "LL" ? "critical" : "high"}</td>
+        <td>${esc(c.label || c.id)} ${esc(a)}</td><td>${a === "fault" ? esc(c.reason || "fault") : "active"}</td>
+        <td>${fmtValue(c)}</td><td>${esc(c.ts || "")}</td><td></td></tr>`);
+    }
+  }
+  $("#alarms tbody").innerHTML = rows.join("");
+  $("#alarms-empty").hidden = rows.length > 0;
 }
 
 function renderDevices(data) {
