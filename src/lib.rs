@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod model;
 pub mod queue;
 pub mod rules;
@@ -31,7 +32,6 @@ pub mod sources;
 pub mod state;
 pub mod telemetry;
 pub mod tsdb;
-pub mod demo;
 
 /// The commented example configuration printed by `hazgate print-default-config`.
 pub const EXAMPLE_CONFIG: &str = include_str!("../config/example.toml");

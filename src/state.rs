@@ -70,6 +70,8 @@ pub struct SharedState {
     index: HashMap<ChannelId, usize>,
     channels: RwLock<Vec<ChannelSnapshot>>,
     devices: Mutex<BTreeMap<DeviceId, DeviceHealth>>,
+    /// The alarm engine's board and command channel, set once at start (`/api/v1/alarms`).
+    pub alarms: std::sync::OnceLock<crate::rules::AlarmsHandle>,
 }
 
 impl SharedState {
@@ -103,6 +105,7 @@ impl SharedState {
             index,
             channels: RwLock::new(channels),
             devices: Mutex::new(BTreeMap::new()),
+            alarms: std::sync::OnceLock::new(),
         }
     }
 
@@ -131,7 +134,10 @@ impl SharedState {
 
     /// A copy of every channel.
     pub fn channels(&self) -> Vec<ChannelSnapshot> {
-        self.channels.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Updates one device's health.
@@ -142,7 +148,10 @@ impl SharedState {
 
     /// A copy of every device's health.
     pub fn devices(&self) -> BTreeMap<DeviceId, DeviceHealth> {
-        self.devices.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

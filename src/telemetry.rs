@@ -39,6 +39,12 @@ pub struct Metrics {
     pub deliveries: Family<Labels, Counter>,
     /// Supervised task restarts after a panic, by task.
     pub task_restarts: Family<Labels, Counter>,
+    /// 1 while an alarm flood is in progress.
+    pub alarm_flood: Gauge,
+    /// Times an alarm started chattering.
+    pub alarm_chattering: Counter,
+    /// Failed alarm journal writes.
+    pub journal_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -109,6 +115,24 @@ impl Metrics {
             "Supervised task restarts after a panic",
             task_restarts.clone(),
         );
+        let alarm_flood = Gauge::default();
+        registry.register(
+            "alarm_flood",
+            "1 while an alarm flood is in progress",
+            alarm_flood.clone(),
+        );
+        let alarm_chattering = Counter::default();
+        registry.register(
+            "alarm_chattering",
+            "Times an alarm started chattering",
+            alarm_chattering.clone(),
+        );
+        let journal_errors = Counter::default();
+        registry.register(
+            "alarm_journal_errors",
+            "Failed alarm journal writes",
+            journal_errors.clone(),
+        );
         Self {
             registry,
             samples,
@@ -122,6 +146,9 @@ impl Metrics {
             output_queue,
             deliveries,
             task_restarts,
+            alarm_flood,
+            alarm_chattering,
+            journal_errors,
         }
     }
 

@@ -1,7 +1,9 @@
 //! The HTTP API. [`app`] builds the router so tests can call it without a socket.
 //!
 //! Stable paths: `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /api/v1/channels`,
-//! `GET /api/v1/devices`.
+//! `GET /api/v1/devices`, and the alarm routes of [`alarms`].
+
+pub mod alarms;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,22 +37,35 @@ pub fn app(s: ApiState, request_timeout: Duration) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/channels", get(channels))
         .route("/api/v1/devices", get(devices))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .merge(alarms::router())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .with_state(s)
 }
 
 async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
     let reasons = s.state.health.not_ready();
     if reasons.is_empty() {
-        (StatusCode::OK, Json(json!({ "ready": true, "reasons": [] })))
+        (
+            StatusCode::OK,
+            Json(json!({ "ready": true, "reasons": [] })),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "reasons": reasons })))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reasons": reasons })),
+        )
     }
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
 }
