@@ -124,22 +124,19 @@ pub async fn open(cfg: &Resolved, now: Instant) -> Result<(Engine, AlarmsHandle)
     let mut history = VecDeque::new();
     let journal = match &a.journal_dir {
         Some(dir) => {
-            let dir2 = dir.clone();
-            let cap = a.history_in_memory;
-            let replayed = tokio::task::spawn_blocking(move || Journal::replay(&dir2, cap))
-                .await
-                .map_err(|e| OpenError::Journal {
-                    dir: dir.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?
-                .map_err(|source| OpenError::Journal {
-                    dir: dir.clone(),
-                    source,
-                })?;
-            let gone = engine.restore(&replayed);
-            if !gone.is_empty() {
-                warn!(alarms = ?gone, "journaled alarms are no longer configured; their state is dropped");
-            }
+            let (dir2, cfg2) = (dir.clone(), cfg.clone());
+            let (e, j, replayed) =
+                tokio::task::spawn_blocking(move || recover(&cfg2, now, &dir2, SystemTime::now()))
+                    .await
+                    .map_err(|e| OpenError::Journal {
+                        dir: dir.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?
+                    .map_err(|source| OpenError::Journal {
+                        dir: dir.clone(),
+                        source,
+                    })?;
+            engine = e;
             if replayed.damaged > 0 {
                 error!(damaged = replayed.damaged, dir = %dir.display(), "alarm journal lines failed their checksum and were skipped");
             }
@@ -150,20 +147,6 @@ pub async fn open(cfg: &Resolved, now: Instant) -> Result<(Engine, AlarmsHandle)
                 .count();
             info!(dir = %dir.display(), segments = replayed.segments, seq = replayed.seq, not_normal, mode = replayed.mode.mode.as_str(), "alarm journal replayed");
             history = replayed.history;
-            let cp = engine.checkpoint();
-            let (dir2, retention) = (dir.clone(), a.retention);
-            let j = tokio::task::spawn_blocking(move || {
-                Journal::create(&dir2, &cp, retention, SystemTime::now())
-            })
-            .await
-            .map_err(|e| OpenError::Journal {
-                dir: dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?
-            .map_err(|source| OpenError::Journal {
-                dir: dir.clone(),
-                source,
-            })?;
             Some(j)
         }
         None => {
@@ -193,6 +176,37 @@ pub async fn open(cfg: &Resolved, now: Instant) -> Result<(Engine, AlarmsHandle)
             tokens: Arc::new(tokens),
         },
     ))
+}
+
+/// Builds the engine and restores it from the journal in `dir`, then starts a new journal
+/// segment with a checkpoint. Blocking: call it off the async runtime.
+pub fn recover(
+    cfg: &Resolved,
+    now: Instant,
+    dir: &std::path::Path,
+    wall: SystemTime,
+) -> std::io::Result<(Engine, Journal, journal::Replayed)> {
+    let mut engine = Engine::new(cfg, now);
+    let replayed = Journal::replay(dir, cfg.alarms.history_in_memory)?;
+    let gone = engine.restore(&replayed);
+    if !gone.is_empty() {
+        warn!(alarms = ?gone, "journaled alarms are no longer configured; their state is dropped");
+    }
+    let j = Journal::create(dir, &engine.checkpoint(), cfg.alarms.retention, wall)?;
+    Ok((engine, j, replayed))
+}
+
+/// The journal records of a batch of events: each with its alarm's lifecycle after the batch
+/// (and the site mode for site-mode events).
+pub fn records(engine: &Engine, events: &[AlarmEvent]) -> Vec<Record> {
+    events
+        .iter()
+        .map(|e| Record::Event {
+            event: e.clone(),
+            life: engine.life(&e.alarm).cloned(),
+            mode: (e.transition == Transition::SiteMode).then(|| engine.mode().clone()),
+        })
+        .collect()
 }
 
 /// Where the engine sends its results.
@@ -225,14 +239,7 @@ async fn persist(
     };
     let wall = SystemTime::now();
     let checkpoint = j.should_rotate(wall).then(|| engine.checkpoint());
-    let records: Vec<Record> = events
-        .iter()
-        .map(|e| Record::Event {
-            event: e.clone(),
-            life: engine.life(&e.alarm).cloned(),
-            mode: (e.transition == Transition::SiteMode).then(|| engine.mode().clone()),
-        })
-        .collect();
+    let records = records(engine, events);
     let res = tokio::task::spawn_blocking(move || {
         let r = if records.is_empty() {
             Ok(())
