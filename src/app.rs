@@ -117,18 +117,8 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
             .map(|s| s.resolve())
             .transpose()
             .map_err(|message| RunError::Secret { path, message })?;
-        let q = Arc::new(OutputQueue::new(
-            o.id(),
-            o.batching().queue_capacity,
-            metrics.clone(),
-        ));
-        writers.push(Writer::new(
-            o.clone(),
-            secret,
-            q.clone(),
-            state.clone(),
-            metrics.clone(),
-        )?);
+        let q = Arc::new(OutputQueue::new(o.id(), o.batching().queue_capacity, metrics.clone()));
+        writers.push(Writer::new(o.clone(), secret, q.clone(), state.clone(), metrics.clone())?);
         queues.push(q);
     }
     let mut receivers = Vec::new();
@@ -139,10 +129,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
             .as_ref()
             .map(|s| s.resolve())
             .transpose()
-            .map_err(|message| RunError::Secret {
-                path: format!("receivers[{i}].token"),
-                message,
-            })?;
+            .map_err(|message| RunError::Secret { path: format!("receivers[{i}].token"), message })?;
         receivers.push(ReceiverTask::new(r, token, &cfg.site.id, metrics.clone())?);
     }
 
@@ -152,14 +139,8 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
 
     let listener = TcpListener::bind(cfg.api.listen)
         .await
-        .map_err(|source| RunError::Bind {
-            addr: cfg.api.listen,
-            source,
-        })?;
-    let api_addr = listener.local_addr().map_err(|source| RunError::Bind {
-        addr: cfg.api.listen,
-        source,
-    })?;
+        .map_err(|source| RunError::Bind { addr: cfg.api.listen, source })?;
+    let api_addr = listener.local_addr().map_err(|source| RunError::Bind { addr: cfg.api.listen, source })?;
 
     let stop = CancellationToken::new();
     let fatal = CancellationToken::new();
@@ -174,49 +155,21 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     let mut drains: Vec<(String, JoinHandle<()>)> = Vec::new();
     for w in writers {
         let name = "writer".to_owned();
-        drains.push((
-            name,
-            critical(
-                tokio::spawn(w.run(drain_deadline.clone())),
-                "writer",
-                &fatal,
-            ),
-        ));
+        drains.push((name, critical(tokio::spawn(w.run(drain_deadline.clone())), "writer", &fatal)));
     }
     let mut rqueues = Vec::new();
     for r in receivers {
-        rqueues.push((
-            cfg.receivers
-                .iter()
-                .map(|r| r.id().to_owned())
-                .nth(rqueues.len())
-                .unwrap_or_default(),
-            r.queue(),
-        ));
-        drains.push((
-            "receiver".into(),
-            critical(
-                tokio::spawn(r.run(drain_deadline.clone())),
-                "receiver",
-                &fatal,
-            ),
-        ));
+        rqueues.push((cfg.receivers.iter().map(|r| r.id().to_owned()).nth(rqueues.len()).unwrap_or_default(), r.queue()));
+        drains.push(("receiver".into(), critical(tokio::spawn(r.run(drain_deadline.clone())), "receiver", &fatal)));
     }
-    let router = critical(
-        tokio::spawn(alerts::route(alert_rx, rqueues, metrics.clone())),
-        "alert router",
-        &fatal,
-    );
+    let router = critical(tokio::spawn(alerts::route(alert_rx, rqueues, metrics.clone())), "alert router", &fatal);
 
     // The rule engine.
     let engine = critical(
         tokio::spawn(rules::run(
             engine,
             sample_rx,
-            Sinks {
-                outputs: queues,
-                alerts: alert_tx,
-            },
+            Sinks { outputs: queues, alerts: alert_tx },
             state.clone(),
             metrics.clone(),
         )),
@@ -229,37 +182,15 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     for src in cfg.sources.clone() {
         let name = format!("source {}", src.id);
         state.health.fail(&name, "not connected yet");
-        let (tx, st, m, c) = (
-            sample_tx.clone(),
-            state.clone(),
-            metrics.clone(),
-            sources_cancel.clone(),
-        );
-        source_tasks.push(supervise(
-            name,
-            metrics.clone(),
-            sources_cancel.clone(),
-            move || {
-                sources::modbus::run_source(
-                    src.clone(),
-                    tx.clone(),
-                    st.clone(),
-                    m.clone(),
-                    c.clone(),
-                )
-            },
-        ));
+        let (tx, st, m, c) = (sample_tx.clone(), state.clone(), metrics.clone(), sources_cancel.clone());
+        source_tasks.push(supervise(name, metrics.clone(), sources_cancel.clone(), move || {
+            sources::modbus::run_source(src.clone(), tx.clone(), st.clone(), m.clone(), c.clone())
+        }));
     }
     drop(sample_tx);
 
     // The API.
-    let app = api::app(
-        ApiState {
-            state: state.clone(),
-            metrics: metrics.clone(),
-        },
-        cfg.api.request_timeout,
-    );
+    let app = api::app(ApiState { state: state.clone(), metrics: metrics.clone() }, cfg.api.request_timeout);
     let api_stop2 = api_stop.clone();
     let api = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
@@ -305,14 +236,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         Ok(())
     });
 
-    Ok(Running {
-        api_addr,
-        state,
-        metrics,
-        stop,
-        fatal,
-        done,
-    })
+    Ok(Running { api_addr, state, metrics, stop, fatal, done })
 }
 
 /// Watches a task that cannot be restarted: if it panics, the gateway is stopped.
@@ -327,12 +251,7 @@ fn critical(h: JoinHandle<()>, name: &'static str, fatal: &CancellationToken) ->
 }
 
 /// Runs a restartable task; restarts it with backoff after a panic, until `cancel` fires.
-fn supervise<F, Fut>(
-    name: String,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-    make: F,
-) -> JoinHandle<()>
+fn supervise<F, Fut>(name: String, metrics: Arc<Metrics>, cancel: CancellationToken, make: F) -> JoinHandle<()>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -343,12 +262,8 @@ where
             match tokio::spawn(make()).await {
                 Ok(()) => return,
                 Err(e) => {
-                    metrics
-                        .task_restarts
-                        .get_or_create(&labels([("task", &name)]))
-                        .inc();
-                    let wait =
-                        sources::backoff(restarts, Duration::from_secs(1), Duration::from_secs(60));
+                    metrics.task_restarts.get_or_create(&labels([("task", &name)])).inc();
+                    let wait = sources::backoff(restarts, Duration::from_secs(1), Duration::from_secs(60));
                     restarts = restarts.saturating_add(1);
                     error!(task = %name, error = %e, restart_in = ?wait, "task died; restarting");
                     tokio::select! {

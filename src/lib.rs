@@ -24,7 +24,6 @@ pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod config;
-pub mod demo;
 pub mod model;
 pub mod queue;
 pub mod rules;
@@ -32,6 +31,7 @@ pub mod sources;
 pub mod state;
 pub mod telemetry;
 pub mod tsdb;
+pub mod demo;
 
 /// The commented example configuration printed by `hazgate print-default-config`.
 pub const EXAMPLE_CONFIG: &str = include_str!("../config/example.toml");

@@ -17,11 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hazgate::config::{self, LoadError, Severity};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "hazgate",
-    version,
-    about = "Edge gateway for industrial safety monitoring"
-)]
+#[command(name = "hazgate", version, about = "Edge gateway for industrial safety monitoring")]
 struct Cli {
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "HAZGATE_LOG_FORMAT")]
@@ -78,9 +74,7 @@ enum Command {
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().flatten_event(true).init(),
@@ -114,26 +108,13 @@ fn main() -> ExitCode {
                 Err(e) => return report_load_error(&e),
             };
             runtime(async move {
-                let running = hazgate::app::start(cfg)
-                    .await
-                    .map_err(|e| (3, e.to_string()))?;
-                running
-                    .run_until(shutdown_signal())
-                    .await
-                    .map_err(|e| (4, e.to_string()))
+                let running = hazgate::app::start(cfg).await.map_err(|e| (3, e.to_string()))?;
+                running.run_until(shutdown_signal()).await.map_err(|e| (4, e.to_string()))
             })
         }
-        Command::Demo {
-            listen,
-            influx_url,
-            influx_db,
-        } => runtime(async move {
+        Command::Demo { listen, influx_url, influx_db } => runtime(async move {
             hazgate::demo::run(
-                hazgate::demo::DemoOptions {
-                    listen,
-                    influx_url,
-                    influx_db,
-                },
+                hazgate::demo::DemoOptions { listen, influx_url, influx_db },
                 shutdown_signal(),
             )
             .await
@@ -142,10 +123,7 @@ fn main() -> ExitCode {
 }
 
 fn runtime(fut: impl Future<Output = Result<(), (u8, String)>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hazgate: cannot start the async runtime: {e}");
@@ -178,11 +156,7 @@ fn check_config(files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
 fn print_load_error(e: &LoadError) {
@@ -191,10 +165,7 @@ fn print_load_error(e: &LoadError) {
             for p in problems {
                 println!("{}: {p}", path.display());
             }
-            let errors = problems
-                .iter()
-                .filter(|p| p.severity == Severity::Error)
-                .count();
+            let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
             println!("{}: {errors} error(s)", path.display());
         }
         other => println!("{other}"),

@@ -26,10 +26,7 @@ impl<T> DropOldest<T> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            inner: Mutex::new(Inner {
-                items: VecDeque::new(),
-                closed: false,
-            }),
+            inner: Mutex::new(Inner { items: VecDeque::new(), closed: false }),
             notify: Notify::new(),
         }
     }

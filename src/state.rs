@@ -134,10 +134,7 @@ impl SharedState {
 
     /// A copy of every channel.
     pub fn channels(&self) -> Vec<ChannelSnapshot> {
-        self.channels
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.channels.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Updates one device's health.
@@ -148,10 +145,7 @@ impl SharedState {
 
     /// A copy of every device's health.
     pub fn devices(&self) -> BTreeMap<DeviceId, DeviceHealth> {
-        self.devices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.devices.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

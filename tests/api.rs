@@ -49,42 +49,25 @@ async fn get(s: &ApiState, path: &str) -> (StatusCode, String) {
         .await
         .expect("infallible");
     let status = resp.status();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .expect("body");
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]
 async fn endpoints() {
     let (st, metrics) = state();
-    let s = ApiState {
-        state: st.clone(),
-        metrics: metrics.clone(),
-    };
+    let s = ApiState { state: st.clone(), metrics: metrics.clone() };
     assert_eq!(get(&s, "/healthz").await.0, StatusCode::OK);
     assert_eq!(get(&s, "/readyz").await.0, StatusCode::OK);
-    st.health
-        .fail("source bus", "cannot connect to 127.0.0.1:1502: refused");
+    st.health.fail("source bus", "cannot connect to 127.0.0.1:1502: refused");
     let (code, body) = get(&s, "/readyz").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("source bus: cannot connect"), "{body}");
 
     let ts = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    st.record(&Sample { channel: ChannelId::new("a.gd1.lel"), ts, reading: Reading::Good(12.5) }, vec![]);
     st.record(
-        &Sample {
-            channel: ChannelId::new("a.gd1.lel"),
-            ts,
-            reading: Reading::Good(12.5),
-        },
-        vec![],
-    );
-    st.record(
-        &Sample {
-            channel: ChannelId::new("a.gd1.o2"),
-            ts,
-            reading: Reading::Bad(BadReason::Exception { code: 2 }),
-        },
+        &Sample { channel: ChannelId::new("a.gd1.o2"), ts, reading: Reading::Bad(BadReason::Exception { code: 2 }) },
         vec!["fault".into()],
     );
     let (code, body) = get(&s, "/api/v1/channels").await;
@@ -97,10 +80,7 @@ async fn endpoints() {
     assert_eq!(chans[0]["quality"], "good");
     assert_eq!(chans[0]["unit"], "%LEL");
     assert_eq!(chans[0]["ts"], "2023-11-14T22:13:20Z");
-    assert!(
-        chans[1]["value"].is_null(),
-        "a bad reading shows no value: {body}"
-    );
+    assert!(chans[1]["value"].is_null(), "a bad reading shows no value: {body}");
     assert_eq!(chans[1]["quality"], "bad");
     assert_eq!(chans[1]["alarms"][0], "fault");
 

@@ -26,10 +26,7 @@ fn every_shipped_config_validates() {
             n += 1;
         }
     }
-    assert!(
-        n >= 2,
-        "expected at least example.toml and demo.toml, found {n}"
-    );
+    assert!(n >= 2, "expected at least example.toml and demo.toml, found {n}");
     let mut maps = 0;
     for entry in std::fs::read_dir(root().join("config/maps")).expect("config/maps exists") {
         let p = entry.expect("dir entry").path();
@@ -131,10 +128,7 @@ token = "s3cret"
     let e = config::parse(inline, Path::new("x.toml")).expect_err("inline secret");
     assert!(matches!(e, LoadError::Parse { .. }));
     let msg = e.to_string();
-    assert!(
-        !msg.contains("s3cret"),
-        "the secret leaked into the error: {msg}"
-    );
+    assert!(!msg.contains("s3cret"), "the secret leaked into the error: {msg}");
     assert!(msg.contains("never written inline"), "{msg}");
 }
 

@@ -39,17 +39,11 @@ fn lines(ch: &ResolvedChannel, n: usize, t0: SystemTime) -> Vec<String> {
     (0..n)
         .map(|i| {
             let reading = if i == 3 {
-                Reading::Bad(BadReason::Comm {
-                    detail: "no answer \"unit 3\"".into(),
-                })
+                Reading::Bad(BadReason::Comm { detail: "no answer \"unit 3\"".into() })
             } else {
                 Reading::Good(i as f64 + 0.5)
             };
-            let s = Sample {
-                channel: ch.id.clone(),
-                ts: t0 + Duration::from_millis(i as u64),
-                reading,
-            };
+            let s = Sample { channel: ch.id.clone(), ts: t0 + Duration::from_millis(i as u64), reading };
             let mut l = String::new();
             encode_sample("s", ch, &s, &mut l);
             l
@@ -57,18 +51,9 @@ fn lines(ch: &ResolvedChannel, n: usize, t0: SystemTime) -> Vec<String> {
         .collect()
 }
 
-async fn run_writer(
-    cfg: &config::Resolved,
-    queue: Arc<OutputQueue>,
-    metrics: Arc<Metrics>,
-) -> (
-    Arc<SharedState>,
-    tokio::task::JoinHandle<()>,
-    CancellationToken,
-) {
+async fn run_writer(cfg: &config::Resolved, queue: Arc<OutputQueue>, metrics: Arc<Metrics>) -> (Arc<SharedState>, tokio::task::JoinHandle<()>, CancellationToken) {
     let state = Arc::new(SharedState::new(cfg));
-    let w =
-        Writer::new(cfg.outputs[0].clone(), None, queue, state.clone(), metrics).expect("writer");
+    let w = Writer::new(cfg.outputs[0].clone(), None, queue, state.clone(), metrics).expect("writer");
     let deadline = CancellationToken::new();
     let h = tokio::spawn(w.run(deadline.clone()));
     (state, h, deadline)

@@ -48,12 +48,7 @@ pub struct ReceiverTask {
 
 impl ReceiverTask {
     /// Builds the task for a configured receiver.
-    pub fn new(
-        r: &Receiver,
-        token: Option<Secret>,
-        site: &str,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, reqwest::Error> {
+    pub fn new(r: &Receiver, token: Option<Secret>, site: &str, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
         let Receiver::Webhook(w) = r;
         Ok(Self {
             id: w.id.clone(),
@@ -98,21 +93,11 @@ impl ReceiverTask {
             match self.deliver(&ev).await {
                 Ok(()) => {
                     attempt = 0;
-                    self.metrics
-                        .deliveries
-                        .get_or_create(&labels([("receiver", &self.id), ("result", "delivered")]))
-                        .inc();
+                    self.metrics.deliveries.get_or_create(&labels([("receiver", &self.id), ("result", "delivered")])).inc();
                 }
                 Err(e) => {
-                    self.metrics
-                        .deliveries
-                        .get_or_create(&labels([("receiver", &self.id), ("result", "failed")]))
-                        .inc();
-                    let wait = crate::sources::backoff(
-                        attempt,
-                        Duration::from_millis(500),
-                        Duration::from_secs(60),
-                    );
+                    self.metrics.deliveries.get_or_create(&labels([("receiver", &self.id), ("result", "failed")])).inc();
+                    let wait = crate::sources::backoff(attempt, Duration::from_millis(500), Duration::from_secs(60));
                     attempt = attempt.saturating_add(1);
                     warn!(receiver = %self.id, alarm = %ev.alarm, seq = ev.seq, error = %e, retry_in = ?wait, "alarm delivery failed; will retry");
                     self.queue.requeue_front(vec![ev]);
@@ -126,11 +111,7 @@ impl ReceiverTask {
     }
 
     async fn deliver(&self, ev: &AlarmEvent) -> Result<(), String> {
-        let body = WebhookBody {
-            schema: "hazgate.alarm.v1",
-            site: &self.site,
-            event: ev,
-        };
+        let body = WebhookBody { schema: "hazgate.alarm.v1", site: &self.site, event: ev };
         let mut req = self
             .client
             .post(&self.cfg.url)
@@ -159,10 +140,7 @@ pub async fn route(
         for (id, q) in &queues {
             let (dropped, _) = q.push([ev.clone()]);
             if dropped > 0 {
-                metrics
-                    .deliveries
-                    .get_or_create(&labels([("receiver", id), ("result", "dropped")]))
-                    .inc_by(dropped);
+                metrics.deliveries.get_or_create(&labels([("receiver", id), ("result", "dropped")])).inc_by(dropped);
                 error!(receiver = %id, dropped, "receiver queue full: oldest alarm events dropped");
             }
         }

@@ -38,34 +38,22 @@ pub fn app(s: ApiState, request_timeout: Duration) -> Router {
         .route("/api/v1/channels", get(channels))
         .route("/api/v1/devices", get(devices))
         .merge(alarms::router())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .with_state(s)
 }
 
 async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
     let reasons = s.state.health.not_ready();
     if reasons.is_empty() {
-        (
-            StatusCode::OK,
-            Json(json!({ "ready": true, "reasons": [] })),
-        )
+        (StatusCode::OK, Json(json!({ "ready": true, "reasons": [] })))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "reasons": reasons })),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "reasons": reasons })))
     }
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         s.metrics.encode(),
     )
 }

@@ -592,14 +592,14 @@ pub fn check(
             ("rise_per_min", r.rise_per_min),
             ("fall_per_min", r.fall_per_min),
         ] {
-            if v.is_some_and(|v| !(v > 0.0)) {
+            if v.is_some_and(|v| v.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)) {
                 p.err(
                     format!("{path}.{f}"),
                     "must be above 0 (a speed in units per minute)",
                 );
             }
         }
-        if !(r.deadband >= 0.0) {
+        if r.deadband.is_nan() || r.deadband < 0.0 {
             p.err(format!("{path}.deadband"), "must be 0 or more");
         }
         if r.window < Duration::from_secs(2) {

@@ -486,15 +486,9 @@ impl<'de> Deserialize<'de> for SecretRef {
                     "secrets are never written inline: use { env = \"VAR\" } or { file = \"/path\" }",
                 ))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<SecretRef, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SecretRef, A::Error> {
                 let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(SecretRef {
-                    env: t.env,
-                    file: t.file,
-                })
+                Ok(SecretRef { env: t.env, file: t.file })
             }
         }
         d.deserialize_any(V)

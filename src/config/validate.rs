@@ -167,10 +167,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             p.err(format!("{path}.id"), e);
         }
         if sources.insert(s.id().to_owned(), i).is_some() {
-            p.err(
-                format!("{path}.id"),
-                format!("duplicate source id `{}`", s.id()),
-            );
+            p.err(format!("{path}.id"), format!("duplicate source id `{}`", s.id()));
         }
         match s {
             Source::ModbusTcp(t) => {
@@ -213,10 +210,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         }
         check_registers(&map.registers, &path, &mut p);
         if maps.insert(map.id.clone(), map.clone()).is_some() {
-            p.err(
-                format!("{path}.id"),
-                format!("duplicate device map id `{}`", map.id),
-            );
+            p.err(format!("{path}.id"), format!("duplicate device map id `{}`", map.id));
         }
     }
 
@@ -231,10 +225,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             p.err(format!("{path}.id"), e);
         }
         if !device_ids.insert(d.id.clone()) {
-            p.err(
-                format!("{path}.id"),
-                format!("duplicate device id `{}`", d.id),
-            );
+            p.err(format!("{path}.id"), format!("duplicate device id `{}`", d.id));
         }
         if let Err(e) = check_id(&d.area, false) {
             p.err(format!("{path}.area"), e);
@@ -292,8 +283,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             .unwrap_or(Duration::from_secs(1));
         let mut points = Vec::new();
         for (j, r) in regs.iter().enumerate() {
-            let proto =
-                i64::from(r.address) - i64::from(d.address_base) + i64::from(d.address_offset);
+            let proto = i64::from(r.address) - i64::from(d.address_base) + i64::from(d.address_offset);
             let end = proto + i64::from(r.width()) - 1;
             if proto < 0 || end > i64::from(u16::MAX) {
                 p.err(
@@ -365,10 +355,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         }
         if let Some(r) = c.range {
             if r[0] >= r[1] {
-                p.err(
-                    format!("{path}.range"),
-                    "first bound must be below the second",
-                );
+                p.err(format!("{path}.range"), "first bound must be below the second");
             }
             ch.range = Some(r);
         }
@@ -444,10 +431,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             p.err(format!("{path}.id"), e);
         }
         if !ids.insert(r.id().to_owned()) {
-            p.err(
-                format!("{path}.id"),
-                format!("duplicate receiver id `{}`", r.id()),
-            );
+            p.err(format!("{path}.id"), format!("duplicate receiver id `{}`", r.id()));
         }
         match r {
             Receiver::Webhook(w) => {
@@ -468,10 +452,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             p.err(format!("{path}.id"), e);
         }
         if !ids.insert(o.id().to_owned()) {
-            p.err(
-                format!("{path}.id"),
-                format!("duplicate output id `{}`", o.id()),
-            );
+            p.err(format!("{path}.id"), format!("duplicate output id `{}`", o.id()));
         }
         check_url(o.url(), &format!("{path}.url"), &mut p);
         let b = o.batching();
@@ -544,19 +525,13 @@ fn check_registers(regs: &[RegisterDef], path: &str, p: &mut Problems) {
             p.err(format!("{rp}.name"), e);
         }
         if !names.insert(r.name.as_str()) {
-            p.err(
-                format!("{rp}.name"),
-                format!("duplicate register name `{}`", r.name),
-            );
+            p.err(format!("{rp}.name"), format!("duplicate register name `{}`", r.name));
         }
         let dt = r.data_type();
         if r.table.is_bits() && dt != DataType::Bool {
             p.err(
                 format!("{rp}.type"),
-                format!(
-                    "{} tables hold single bits: use type `bool`",
-                    r.table.as_str()
-                ),
+                format!("{} tables hold single bits: use type `bool`", r.table.as_str()),
             );
         }
         match (r.bit, r.table.is_bits(), dt) {
@@ -567,18 +542,12 @@ fn check_registers(regs: &[RegisterDef], path: &str, p: &mut Problems) {
             (Some(_), false, DataType::Bool) => {}
             (Some(_), false, _) => p.err(format!("{rp}.bit"), "only with type `bool`"),
             (None, false, DataType::Bool) => {
-                p.err(
-                    format!("{rp}.bit"),
-                    "a bool in a register needs `bit` (0..=15)",
-                );
+                p.err(format!("{rp}.bit"), "a bool in a register needs `bit` (0..=15)");
             }
             _ => {}
         }
         if r.span.is_some() && (r.scale.is_some() || r.offset.is_some()) {
-            p.err(
-                format!("{rp}.span"),
-                "give either `span` or `scale`/`offset`, not both",
-            );
+            p.err(format!("{rp}.span"), "give either `span` or `scale`/`offset`, not both");
         }
         if let Some(s) = &r.span {
             if s.raw[0] == s.raw[1] {
@@ -587,18 +556,12 @@ fn check_registers(regs: &[RegisterDef], path: &str, p: &mut Problems) {
         }
         if let Some(v) = r.valid {
             if v[0] >= v[1] {
-                p.err(
-                    format!("{rp}.valid"),
-                    "first bound must be below the second",
-                );
+                p.err(format!("{rp}.valid"), "first bound must be below the second");
             }
         }
         if let Some(rg) = r.range {
             if rg[0] >= rg[1] {
-                p.err(
-                    format!("{rp}.range"),
-                    "first bound must be below the second",
-                );
+                p.err(format!("{rp}.range"), "first bound must be below the second");
             }
         }
         if u32::from(r.address) + u32::from(r.width()) > 65536 {
@@ -638,10 +601,7 @@ fn check_url(url: &str, path: &str, p: &mut Problems) {
 fn check_secret(s: Option<&SecretRef>, path: &str, p: &mut Problems) {
     if let Some(s) = s {
         if s.env.is_some() == s.file.is_some() {
-            p.err(
-                path,
-                "give exactly one of `env` or `file` (secrets are never inline)",
-            );
+            p.err(path, "give exactly one of `env` or `file` (secrets are never inline)");
         }
     }
 }

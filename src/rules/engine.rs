@@ -637,7 +637,6 @@ impl Engine {
         (0..self.alarms.len()).map(|a| self.view_at(a)).collect()
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
         a: usize,
@@ -705,6 +704,10 @@ impl Engine {
         });
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one private helper; a struct would only rename the arguments"
+    )]
     fn emit_system(
         &mut self,
         alarm: &str,

@@ -802,7 +802,8 @@ mod tests {
     #[test]
     fn evaluation_table_with_unknowns() {
         use Val::*;
-        let rows: Vec<(&str, Vec<(&str, f64)>, Val)> = vec![
+        type Row<'a> = (&'a str, Vec<(&'a str, f64)>, Val);
+        let rows: Vec<Row<'_>> = vec![
             ("a.x > 3", vec![("a.x", 4.0)], Bool(true)),
             ("a.x > 3", vec![], Unknown),
             ("a.x > 3 and b.y", vec![("a.x", 1.0)], Bool(false)), // false and unknown

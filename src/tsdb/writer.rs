@@ -33,11 +33,7 @@ pub struct OutputQueue {
 impl OutputQueue {
     /// Creates a queue for output `id`.
     pub fn new(id: &str, capacity: usize, metrics: Arc<Metrics>) -> Self {
-        Self {
-            id: id.to_owned(),
-            q: DropOldest::new(capacity),
-            metrics,
-        }
+        Self { id: id.to_owned(), q: DropOldest::new(capacity), metrics }
     }
 
     /// Appends encoded lines (each ending in `\n`); never blocks, drops the oldest when full.
@@ -80,11 +76,7 @@ impl OutputQueue {
 #[derive(Debug)]
 enum Attempt {
     Delivered,
-    Retry {
-        reason: String,
-        after: Option<Duration>,
-        auth: bool,
-    },
+    Retry { reason: String, after: Option<Duration>, auth: bool },
     Rejected(String),
 }
 
@@ -112,14 +104,7 @@ impl Writer {
             .timeout(output.batching().timeout)
             .connect_timeout(output.batching().timeout.min(Duration::from_secs(5)))
             .build()?;
-        Ok(Self {
-            output,
-            secret,
-            client,
-            queue,
-            state,
-            metrics,
-        })
+        Ok(Self { output, secret, client, queue, state, metrics })
     }
 
     /// Runs until the queue is closed and drained, or `deadline` fires.
@@ -191,17 +176,9 @@ impl Writer {
                     error!(output = %id, points = inflight.len(), server = %msg, "batch rejected by the server: points dropped");
                     inflight.clear();
                 }
-                Attempt::Retry {
-                    reason,
-                    after,
-                    auth,
-                } => {
+                Attempt::Retry { reason, after, auth } => {
                     let wait = after.unwrap_or_else(|| {
-                        crate::sources::backoff(
-                            attempt,
-                            Duration::from_millis(500),
-                            Duration::from_secs(30),
-                        )
+                        crate::sources::backoff(attempt, Duration::from_millis(500), Duration::from_secs(30))
                     });
                     attempt = attempt.saturating_add(1);
                     if auth {
@@ -250,11 +227,7 @@ impl Writer {
                 r
             }
             Output::InfluxdbV2(o) => {
-                let q = [
-                    ("org", o.org.as_str()),
-                    ("bucket", o.bucket.as_str()),
-                    ("precision", "ns"),
-                ];
+                let q = [("org", o.org.as_str()), ("bucket", o.bucket.as_str()), ("precision", "ns")];
                 let mut r = self
                     .client
                     .post(format!("{}/api/v2/write", o.url.trim_end_matches('/')))
@@ -265,9 +238,7 @@ impl Writer {
                 r
             }
         };
-        let mut req = req
-            .header("Content-Type", "text/plain; charset=utf-8")
-            .body(body);
+        let mut req = req.header("Content-Type", "text/plain; charset=utf-8").body(body);
         if gzip {
             req = req.header("Content-Encoding", "gzip");
         }
@@ -301,32 +272,13 @@ impl Writer {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(300)));
         let text = resp.text().await.unwrap_or_default();
-        let msg: String = format!("HTTP {status}: {}", text.trim())
-            .chars()
-            .take(500)
-            .collect();
+        let msg: String = format!("HTTP {status}: {}", text.trim()).chars().take(500).collect();
         match status {
-            StatusCode::TOO_MANY_REQUESTS => Attempt::Retry {
-                reason: msg,
-                after: retry_after,
-                auth: false,
-            },
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Attempt::Retry {
-                reason: msg,
-                after: None,
-                auth: true,
-            },
-            s if s.is_server_error() => Attempt::Retry {
-                reason: msg,
-                after: retry_after,
-                auth: false,
-            },
+            StatusCode::TOO_MANY_REQUESTS => Attempt::Retry { reason: msg, after: retry_after, auth: false },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Attempt::Retry { reason: msg, after: None, auth: true },
+            s if s.is_server_error() => Attempt::Retry { reason: msg, after: retry_after, auth: false },
             // InfluxDB 1.x answers 404 "database not found": keep the data until it is created.
-            StatusCode::NOT_FOUND => Attempt::Retry {
-                reason: msg,
-                after: None,
-                auth: false,
-            },
+            StatusCode::NOT_FOUND => Attempt::Retry { reason: msg, after: None, auth: false },
             _ => Attempt::Rejected(msg),
         }
     }

@@ -72,10 +72,7 @@ pub fn free_port() -> u16 {
 /// Finds a binary on PATH or in the sbin directories, or fails with the install command.
 pub fn require_binary(name: &str, package: &str) -> PathBuf {
     let path = std::env::var("PATH").unwrap_or_default();
-    for dir in path
-        .split(':')
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"])
-    {
+    for dir in path.split(':').chain(["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"]) {
         let p = Path::new(dir).join(name);
         if p.is_file() {
             return p;
@@ -118,10 +115,7 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Ok((status, body))
 }
 
@@ -172,15 +166,7 @@ fn start(name: &'static str, make: impl Fn(&Path, u16) -> Vec<String>) -> Server
         let mut exited = false;
         while Instant::now() < deadline {
             if ready() {
-                return Server {
-                    name,
-                    port,
-                    dir,
-                    _tmp: Some(tmp),
-                    child,
-                    cmd,
-                    log,
-                };
+                return Server { name, port, dir, _tmp: Some(tmp), child, cmd, log };
             }
             if let Some(Ok(Some(_))) = child.as_mut().map(|c| c.try_wait()) {
                 exited = true;
@@ -220,11 +206,7 @@ pub fn influxd() -> Server {
             ),
         )
         .expect("cannot write influxdb.conf");
-        vec![
-            bin.display().to_string(),
-            "-config".into(),
-            conf.display().to_string(),
-        ]
+        vec![bin.display().to_string(), "-config".into(), conf.display().to_string()]
     })
 }
 
@@ -256,11 +238,7 @@ pub fn mosquitto() -> Server {
             ),
         )
         .expect("cannot write mosquitto.conf");
-        vec![
-            bin.display().to_string(),
-            "-c".into(),
-            conf.display().to_string(),
-        ]
+        vec![bin.display().to_string(), "-c".into(), conf.display().to_string()]
     })
 }
 

@@ -174,69 +174,27 @@ mod tests {
         ];
         for order in orders {
             let cases: Vec<(DataType, Vec<u8>, Raw)> = vec![
-                (
-                    DataType::U16,
-                    0xBEEFu16.to_be_bytes().to_vec(),
-                    Raw::Int(0xBEEF),
-                ),
-                (
-                    DataType::I16,
-                    (-1234i16).to_be_bytes().to_vec(),
-                    Raw::Int(-1234),
-                ),
-                (
-                    DataType::U32,
-                    4_000_000_000u32.to_be_bytes().to_vec(),
-                    Raw::Int(4_000_000_000),
-                ),
-                (
-                    DataType::I32,
-                    (-70_000i32).to_be_bytes().to_vec(),
-                    Raw::Int(-70_000),
-                ),
-                (
-                    DataType::F32,
-                    12.5f32.to_be_bytes().to_vec(),
-                    Raw::Float(12.5),
-                ),
-                (
-                    DataType::U64,
-                    u64::MAX.to_be_bytes().to_vec(),
-                    Raw::Int(i128::from(u64::MAX)),
-                ),
-                (
-                    DataType::I64,
-                    (-5_000_000_000i64).to_be_bytes().to_vec(),
-                    Raw::Int(-5_000_000_000),
-                ),
-                (
-                    DataType::F64,
-                    (-0.125f64).to_be_bytes().to_vec(),
-                    Raw::Float(-0.125),
-                ),
+                (DataType::U16, 0xBEEFu16.to_be_bytes().to_vec(), Raw::Int(0xBEEF)),
+                (DataType::I16, (-1234i16).to_be_bytes().to_vec(), Raw::Int(-1234)),
+                (DataType::U32, 4_000_000_000u32.to_be_bytes().to_vec(), Raw::Int(4_000_000_000)),
+                (DataType::I32, (-70_000i32).to_be_bytes().to_vec(), Raw::Int(-70_000)),
+                (DataType::F32, 12.5f32.to_be_bytes().to_vec(), Raw::Float(12.5)),
+                (DataType::U64, u64::MAX.to_be_bytes().to_vec(), Raw::Int(i128::from(u64::MAX))),
+                (DataType::I64, (-5_000_000_000i64).to_be_bytes().to_vec(), Raw::Int(-5_000_000_000)),
+                (DataType::F64, (-0.125f64).to_be_bytes().to_vec(), Raw::Float(-0.125)),
             ];
             for (dt, be, want) in cases {
                 let words = encode(&be, order);
                 assert_eq!(words.len(), usize::from(dt.words()));
-                assert_eq!(
-                    decode_words(&words, dt, order, None),
-                    want,
-                    "{dt:?} {order:?}"
-                );
+                assert_eq!(decode_words(&words, dt, order, None), want, "{dt:?} {order:?}");
             }
         }
     }
 
     #[test]
     fn bit_in_register() {
-        assert_eq!(
-            decode_words(&[0b1000], DataType::Bool, ByteOrder::ABCD, Some(3)),
-            Raw::Int(1)
-        );
-        assert_eq!(
-            decode_words(&[0b1000], DataType::Bool, ByteOrder::ABCD, Some(2)),
-            Raw::Int(0)
-        );
+        assert_eq!(decode_words(&[0b1000], DataType::Bool, ByteOrder::ABCD, Some(3)), Raw::Int(1));
+        assert_eq!(decode_words(&[0b1000], DataType::Bool, ByteOrder::ABCD, Some(2)), Raw::Int(0));
     }
 
     #[test]

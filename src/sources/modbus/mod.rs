@@ -100,10 +100,7 @@ pub async fn run_source(
                 d.next_due = now + d.dev.poll_interval;
             }
             let samples = if d.skip_until.is_some_and(|t| now < t) {
-                bad_all(
-                    &d.dev,
-                    &format!("backing off after {} failed polls", d.fails),
-                )
+                bad_all(&d.dev, &format!("backing off after {} failed polls", d.fails))
             } else if ctx.is_none() && now < reconnect_at {
                 bad_all(&d.dev, "not connected (waiting to reconnect)")
             } else {
@@ -124,10 +121,7 @@ pub async fn run_source(
                             connect_attempt = connect_attempt.saturating_add(1);
                             reconnect_at = Instant::now() + wait;
                             warn!(source = %src.id, address = %src.tcp.address, error = %e, retry_in = ?wait, "cannot connect");
-                            state.health.fail(
-                                &component,
-                                format!("cannot connect to {}: {e}", src.tcp.address),
-                            );
+                            state.health.fail(&component, format!("cannot connect to {}: {e}", src.tcp.address));
                         }
                     }
                 }
@@ -148,15 +142,8 @@ pub async fn run_source(
                 }
             };
             for s in &samples {
-                let q = if s.reading.value().is_some() {
-                    "good"
-                } else {
-                    "bad"
-                };
-                metrics
-                    .samples
-                    .get_or_create(&labels([("source", &src_label), ("quality", q)]))
-                    .inc();
+                let q = if s.reading.value().is_some() { "good" } else { "bad" };
+                metrics.samples.get_or_create(&labels([("source", &src_label), ("quality", q)])).inc();
             }
             if tx.capacity() == 0 {
                 metrics.sample_queue_full.inc();
@@ -276,11 +263,7 @@ async fn poll_device(
                             detail: format!("short response: {} words", words.len()),
                         }),
                     };
-                    out.push(Sample {
-                        channel: p.channel.clone(),
-                        ts,
-                        reading,
-                    });
+                    out.push(Sample { channel: p.channel.clone(), ts, reading });
                 }
             }
             ReadOutcome::Exception(code) => {
@@ -311,9 +294,7 @@ async fn poll_device(
                     out.push(Sample {
                         channel: d.dev.points[pi].channel.clone(),
                         ts,
-                        reading: Reading::Bad(BadReason::Comm {
-                            detail: detail.clone(),
-                        }),
+                        reading: Reading::Bad(BadReason::Comm { detail: detail.clone() }),
                     });
                 }
             }
@@ -357,9 +338,7 @@ fn bad_all(dev: &ResolvedDevice, detail: &str) -> Vec<Sample> {
         .map(|p| Sample {
             channel: p.channel.clone(),
             ts,
-            reading: Reading::Bad(BadReason::Comm {
-                detail: detail.to_owned(),
-            }),
+            reading: Reading::Bad(BadReason::Comm { detail: detail.to_owned() }),
         })
         .collect()
 }

@@ -33,8 +33,8 @@ pub fn plan(points: &[ResolvedPoint], max_gap: u16) -> Vec<Read> {
                 && start <= last_end + u32::from(max_gap)
                 && end.max(last_end) - u32::from(last.start) <= u32::from(table.max_per_request());
             if fits {
-                last.count =
-                    u16::try_from(end.max(last_end) - u32::from(last.start)).unwrap_or(u16::MAX);
+                last.count = u16::try_from(end.max(last_end) - u32::from(last.start))
+                    .unwrap_or(u16::MAX);
                 last.points.push(i);
                 continue;
             }
@@ -64,11 +64,7 @@ mod tests {
                 table,
                 address,
                 data_type: Some(dt),
-                bit: if dt == DataType::Bool && !table.is_bits() {
-                    Some(0)
-                } else {
-                    None
-                },
+                bit: if dt == DataType::Bool && !table.is_bits() { Some(0) } else { None },
                 order: ByteOrder::ABCD,
                 kind: None,
                 unit: None,
@@ -95,8 +91,7 @@ mod tests {
             pt(Table::Coil, 2100, DataType::Bool),
         ];
         let reads = plan(&pts, 10);
-        let summary: Vec<(Table, u16, u16)> =
-            reads.iter().map(|r| (r.table, r.start, r.count)).collect();
+        let summary: Vec<(Table, u16, u16)> = reads.iter().map(|r| (r.table, r.start, r.count)).collect();
         assert_eq!(
             summary,
             vec![
@@ -112,18 +107,14 @@ mod tests {
 
     #[test]
     fn respects_125_register_limit() {
-        let pts: Vec<_> = (0..130)
-            .map(|a| pt(Table::Input, a, DataType::U16))
-            .collect();
+        let pts: Vec<_> = (0..130).map(|a| pt(Table::Input, a, DataType::U16)).collect();
         let reads = plan(&pts, 0);
         assert_eq!(reads.len(), 2);
         assert_eq!(reads[0].count, 125);
         assert_eq!(reads[1].start, 125);
         assert_eq!(reads[1].count, 5);
         // A multi-word value never straddles two requests.
-        let pts: Vec<_> = (0..63)
-            .map(|a| pt(Table::Input, a * 2, DataType::F32))
-            .collect();
+        let pts: Vec<_> = (0..63).map(|a| pt(Table::Input, a * 2, DataType::F32)).collect();
         let reads = plan(&pts, 0);
         assert!(reads.iter().all(|r| r.count <= 125 && r.count % 2 == 0));
     }
