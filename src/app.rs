@@ -31,7 +31,7 @@ use tracing::{error, info};
 use crate::alerts::{self, ReceiverTask};
 use crate::api::{self, ApiState};
 use crate::config::{Output, Receiver, Resolved};
-use crate::rules::{self, Engine, Sinks};
+use crate::rules::{self, Sinks};
 use crate::sources;
 use crate::state::SharedState;
 use crate::telemetry::{Metrics, labels};
@@ -59,6 +59,9 @@ pub enum RunError {
     /// An HTTP client could not be built.
     #[error("cannot build HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The alarm engine could not start (journal directory, API tokens).
+    #[error("{0}")]
+    Alarms(#[from] rules::OpenError),
     /// A task that cannot be restarted died.
     #[error("task `{0}` died; the gateway stopped")]
     TaskDied(String),
@@ -143,6 +146,10 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         receivers.push(ReceiverTask::new(r, token, &cfg.site.id, metrics.clone())?);
     }
 
+    // The alarm engine: API tokens, journal replay (before anything is spawned).
+    let (engine, alarms) = rules::open(&cfg, tokio::time::Instant::now().into_std()).await?;
+    let _ = state.alarms.set(alarms);
+
     let listener = TcpListener::bind(cfg.api.listen)
         .await
         .map_err(|source| RunError::Bind {
@@ -202,7 +209,6 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     );
 
     // The rule engine.
-    let engine = Engine::new(&cfg, tokio::time::Instant::now().into_std());
     let engine = critical(
         tokio::spawn(rules::run(
             engine,

@@ -70,6 +70,8 @@ pub struct SharedState {
     index: HashMap<ChannelId, usize>,
     channels: RwLock<Vec<ChannelSnapshot>>,
     devices: Mutex<BTreeMap<DeviceId, DeviceHealth>>,
+    /// The alarm engine's board and command channel, set once at start (`/api/v1/alarms`).
+    pub alarms: std::sync::OnceLock<crate::rules::AlarmsHandle>,
 }
 
 impl SharedState {
@@ -103,6 +105,7 @@ impl SharedState {
             index,
             channels: RwLock::new(channels),
             devices: Mutex::new(BTreeMap::new()),
+            alarms: std::sync::OnceLock::new(),
         }
     }
 

@@ -44,6 +44,12 @@ pub struct Metrics {
     pub spool_points: Family<Labels, Gauge>,
     /// Bytes in an output's disk spool, by output.
     pub spool_bytes: Family<Labels, Gauge>,
+    /// 1 while an alarm flood is in progress.
+    pub alarm_flood: Gauge,
+    /// Times an alarm started chattering.
+    pub alarm_chattering: Counter,
+    /// Failed alarm journal writes.
+    pub journal_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -126,6 +132,24 @@ impl Metrics {
             "Bytes in an output's disk spool",
             spool_bytes.clone(),
         );
+        let alarm_flood = Gauge::default();
+        registry.register(
+            "alarm_flood",
+            "1 while an alarm flood is in progress",
+            alarm_flood.clone(),
+        );
+        let alarm_chattering = Counter::default();
+        registry.register(
+            "alarm_chattering",
+            "Times an alarm started chattering",
+            alarm_chattering.clone(),
+        );
+        let journal_errors = Counter::default();
+        registry.register(
+            "alarm_journal_errors",
+            "Failed alarm journal writes",
+            journal_errors.clone(),
+        );
         Self {
             registry,
             samples,
@@ -141,6 +165,9 @@ impl Metrics {
             task_restarts,
             spool_points,
             spool_bytes,
+            alarm_flood,
+            alarm_chattering,
+            journal_errors,
         }
     }
 

@@ -2,7 +2,10 @@
 //!
 //! Stable paths: `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /api/v1/channels`,
 //! `GET /api/v1/devices`, `GET /api/v1/stream` (Server-Sent Events), `GET /api/v1/openapi.json`,
-//! and the status page at `/` (assets embedded in the binary, nothing from a CDN).
+//! the alarm routes of [`alarms`], and the status page at `/` (assets embedded in the binary,
+//! nothing from a CDN).
+
+pub mod alarms;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -63,6 +66,7 @@ pub fn app(s: ApiState, request_timeout: Duration) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/channels", get(channels))
         .route("/api/v1/devices", get(devices))
+        .merge(alarms::router())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,

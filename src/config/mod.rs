@@ -8,6 +8,7 @@
 //! - Everything downstream reads [`Resolved`], never the raw structs, so defaults are applied in
 //!   exactly one place.
 
+pub mod alarms;
 pub mod devmap;
 mod validate;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use alarms::Alarms;
 pub use devmap::{ByteOrder, DataType, DeviceMap, RegisterDef, Span, Table};
 pub use validate::{
     Problem, Resolved, ResolvedChannel, ResolvedDevice, ResolvedPoint, ResolvedSource, Severity,
@@ -57,6 +59,9 @@ pub struct Config {
     /// Where time series are written.
     #[serde(default)]
     pub outputs: Vec<Output>,
+    /// Alarm engine: journal, API tokens, schedule, rate/discrete/composite rules.
+    #[serde(default)]
+    pub alarms: Alarms,
 }
 
 /// Identity of the site.
@@ -271,6 +276,35 @@ pub struct LimitRule {
     /// The condition must hold this long before the alarm is raised.
     #[serde(with = "humantime_serde", default)]
     pub on_delay: Duration,
+    /// Deadband as a percentage of the channel's range (instead of `deadband`).
+    #[serde(default)]
+    pub deadband_pct: Option<f64>,
+    /// The condition must be gone this long before the alarm clears.
+    #[serde(with = "humantime_serde", default)]
+    pub off_delay: Duration,
+    /// Per-limit priorities; defaults: `ll`/`hh` critical, `l`/`h` high.
+    #[serde(default)]
+    pub priority: LimitPriorities,
+    /// Latch until a person resets; default: true on `combustible_gas` and `toxic_gas` channels.
+    #[serde(default)]
+    pub latch: Option<bool>,
+    /// Site modes in which these alarms are suppressed by design.
+    #[serde(default)]
+    pub suppress_in: Vec<crate::model::SiteMode>,
+}
+
+/// Priorities of the four limits of a [`LimitRule`].
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitPriorities {
+    /// Low-low.
+    pub ll: Option<crate::model::Priority>,
+    /// Low.
+    pub l: Option<crate::model::Priority>,
+    /// High.
+    pub h: Option<crate::model::Priority>,
+    /// High-high.
+    pub hh: Option<crate::model::Priority>,
 }
 
 /// Where alarm events go.

@@ -117,6 +117,8 @@ pub struct Resolved {
     pub receivers: Vec<Receiver>,
     /// Outputs.
     pub outputs: Vec<Output>,
+    /// Alarm engine settings and rules beyond limits (validated).
+    pub alarms: super::Alarms,
 }
 
 #[derive(Default)]
@@ -429,6 +431,11 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         }
     }
 
+    // Alarm options of limit rules and the [alarms] section.
+    let by_id: HashMap<ChannelId, &ResolvedChannel> =
+        channels.iter().map(|c| (c.id.clone(), c)).collect();
+    p.0.extend(super::alarms::check(&cfg.alarms, &cfg.rules, &by_id));
+
     // Receivers.
     let mut ids = HashSet::new();
     for (i, r) in cfg.receivers.iter().enumerate() {
@@ -553,6 +560,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             rules: cfg.rules.clone(),
             receivers: cfg.receivers.clone(),
             outputs: cfg.outputs.clone(),
+            alarms: cfg.alarms.clone(),
         },
         p.0,
     ))

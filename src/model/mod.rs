@@ -171,7 +171,7 @@ pub enum Priority {
 }
 
 /// What happened to an alarm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transition {
     /// The condition became true (after its on-delay).
@@ -182,6 +182,30 @@ pub enum Transition {
     Fault,
     /// The channel has usable readings again.
     FaultCleared,
+    /// A person acknowledged the alarm ("I have seen it").
+    Acknowledged,
+    /// A person reset a latched alarm whose condition had returned ("it is over").
+    Reset,
+    /// A person shelved the alarm for a limited time.
+    Shelved,
+    /// The shelf ended (by a person, or by expiry: `by` is `system`).
+    Unshelved,
+    /// A person took the alarm out of service (with a reason).
+    OutOfService,
+    /// A person returned the alarm to service.
+    ReturnedToService,
+    /// The site mode suppresses the alarm (suppressed by design).
+    Suppressed,
+    /// The site mode no longer suppresses the alarm.
+    Unsuppressed,
+    /// The site mode changed (`alarm` is `site:mode`).
+    SiteMode,
+    /// More than the flood threshold of activations in the flood window (`alarm` is `site:flood`).
+    Flood,
+    /// The flood is over.
+    FloodEnded,
+    /// One alarm activated at least the chattering threshold within the chattering window.
+    Chattering,
 }
 
 impl Transition {
@@ -192,20 +216,86 @@ impl Transition {
             Transition::Cleared => "cleared",
             Transition::Fault => "fault",
             Transition::FaultCleared => "fault_cleared",
+            Transition::Acknowledged => "acknowledged",
+            Transition::Reset => "reset",
+            Transition::Shelved => "shelved",
+            Transition::Unshelved => "unshelved",
+            Transition::OutOfService => "out_of_service",
+            Transition::ReturnedToService => "returned_to_service",
+            Transition::Suppressed => "suppressed",
+            Transition::Unsuppressed => "unsuppressed",
+            Transition::SiteMode => "site_mode",
+            Transition::Flood => "flood",
+            Transition::FloodEnded => "flood_ended",
+            Transition::Chattering => "chattering",
         }
     }
 }
 
+/// The ISA-18.2 state of an alarm, as shown to people.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmState {
+    /// Condition false, nothing to acknowledge or reset.
+    #[default]
+    Normal,
+    /// Condition true, not yet acknowledged.
+    ActiveUnacknowledged,
+    /// Condition true, acknowledged.
+    ActiveAcknowledged,
+    /// Condition false again, the activation not yet acknowledged.
+    ReturnedUnacknowledged,
+    /// A latching alarm whose condition is false again: stays until a person resets it.
+    Latched,
+    /// Shelved by a person for a limited time.
+    Shelved,
+    /// Suppressed by design (the site mode).
+    Suppressed,
+    /// Out of service (reason, person, time recorded).
+    OutOfService,
+}
+
+impl AlarmState {
+    /// Name used in listings.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AlarmState::Normal => "normal",
+            AlarmState::ActiveUnacknowledged => "active_unacknowledged",
+            AlarmState::ActiveAcknowledged => "active_acknowledged",
+            AlarmState::ReturnedUnacknowledged => "returned_unacknowledged",
+            AlarmState::Latched => "latched",
+            AlarmState::Shelved => "shelved",
+            AlarmState::Suppressed => "suppressed",
+            AlarmState::OutOfService => "out_of_service",
+        }
+    }
+}
+
+/// The class of an alarm: process conditions, instrument faults, and gateway-level events are
+/// kept apart in every output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmClass {
+    /// A process condition (limit, rate, discrete, composite, schedule).
+    #[default]
+    Process,
+    /// No usable reading (Bad quality or stale).
+    Fault,
+    /// Site-level events: site mode, flood, chattering.
+    System,
+}
+
 /// One alarm transition, as published by the rule engine.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AlarmEvent {
-    /// Monotonic per gateway run.
+    /// Monotonic; with an alarm journal, across restarts too.
     pub seq: u64,
     /// Rule id, e.g. `tankfarm.t101.level:HH`, or `tankfarm.t101.level:fault`.
     pub alarm: String,
     /// Channel the alarm watches.
     pub channel: ChannelId,
-    /// Limit name (`LL`, `L`, `H`, `HH`) or `fault`.
+    /// Limit name (`LL`, `L`, `H`, `HH`), `ROC+`/`ROC-`, a discrete alarm's name, `fault`, or a
+    /// composite rule's id.
     pub condition: String,
     /// Priority of the rule (faults are `high`).
     pub priority: Priority,
@@ -220,6 +310,57 @@ pub struct AlarmEvent {
     /// When it happened.
     #[serde(with = "humantime_serde")]
     pub ts: SystemTime,
+    /// Process, fault or system.
+    #[serde(default)]
+    pub class: AlarmClass,
+    /// Channel kind (`toxic_gas`, `combustible_gas`, …) used for ordering; `composite` or
+    /// `system` for alarms over several channels or none.
+    #[serde(default)]
+    pub kind: String,
+    /// The alarm's ISA-18.2 state after this transition.
+    #[serde(default)]
+    pub state: AlarmState,
+    /// Who did it, for actions by people (`system` for expiries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// The person's comment or reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// The site's operating mode, set by a person through the API (with who and why). Alarms can be
+/// suppressed by design in some modes, and rules can test the mode (`mode("suspended")`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteMode {
+    /// Production as usual.
+    #[default]
+    Normal,
+    /// Production suspended (for example under a rectification order, 停产整顿).
+    Suspended,
+    /// Maintenance work in progress.
+    Maintenance,
+}
+
+impl SiteMode {
+    /// Name used in the API and in expressions.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SiteMode::Normal => "normal",
+            SiteMode::Suspended => "suspended",
+            SiteMode::Maintenance => "maintenance",
+        }
+    }
+
+    /// Parses a mode name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "normal" => Some(SiteMode::Normal),
+            "suspended" => Some(SiteMode::Suspended),
+            "maintenance" => Some(SiteMode::Maintenance),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,320 +1,212 @@
 //! The rule engine: the only writer of alarm state and of the channel snapshot.
 //!
-//! This first engine evaluates limit rules (LL/L/H/HH with deadband and on-delay) and fault
-//! alarms (Bad quality or stale data, a class of their own). Invariants:
-//! - a Bad or stale reading never clears a limit alarm and never counts as normal;
-//! - a fault on one channel never delays another channel (evaluation is per sample, no I/O);
-//! - alarms never wait on InfluxDB: outputs take lines without blocking; alarm events go to the
-//!   alert router through a bounded channel on which the engine waits (alarms are never dropped).
+//! # Layout
+//! - [`limits`]: detectors (LL/L/H/HH with deadband, rate of change, discrete) and the
+//!   on/off-delay filter.
+//! - [`expr`]: the expression language of composite and schedule rules.
+//! - [`schedule`]: the site calendar (windows, weekends, holidays in the site's time zone).
+//! - [`lifecycle`]: the ISA-18.2 lifecycle (acknowledge, latch and reset, shelve, suppress, out of
+//!   service) as a pure state machine.
+//! - [`engine`]: [`Engine`], pure (time is passed in): samples, ticks and commands in, ordered
+//!   events out.
+//! - [`journal`]: the durable, fsync'd journal of every transition, replayed on start.
+//! - [`board`]: the snapshot and command handle the API uses.
 //!
-//! [`Engine`] is pure (time is passed in); [`run`] is the task around it.
+//! Invariants:
+//! - a Bad or stale reading never clears a process alarm and never counts as normal; it raises
+//!   the channel's `fault` alarm, a class of its own;
+//! - a fault on one channel never delays another channel (evaluation is per sample, no I/O);
+//! - every transition gets a sequence number, is written and fsync'd to the journal (off the
+//!   async runtime) and only then published: to the snapshot, the outputs and the alert router;
+//! - alarms never wait on InfluxDB: outputs take lines without blocking; alarm events go to the
+//!   alert router through a bounded channel on which the engine waits (alarms are never
+//!   dropped). Transitions of a shelved, suppressed or out-of-service alarm are journaled and
+//!   written to the time series but not sent to the alert router (that is what those states
+//!   are for); actions and site events always are.
+//! - if the journal cannot be written, alarms are still published (never withheld), the error
+//!   is logged at ERROR, counted (`hazgate_alarm_journal_errors_total`) and `/readyz` reports it.
+//!
+//! [`run`] is the task around the engine; [`open`] builds the engine with its journal, command
+//! channel and API handle.
 
-use std::collections::HashMap;
+pub mod board;
+pub mod engine;
+pub mod expr;
+pub mod journal;
+pub mod lifecycle;
+pub mod limits;
+pub mod schedule;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::config::{LimitRule, Resolved, ResolvedChannel};
-use crate::model::{AlarmEvent, BadReason, ChannelId, Priority, Reading, Sample, Transition};
+pub use board::{AlarmsHandle, Board, CommandMsg, HistoryFilter, Token};
+pub use engine::{Action, AlarmView, Command, CommandError, Engine, order};
+
+use crate::config::Resolved;
+use crate::config::alarms::sha256_hex;
+use crate::model::{AlarmEvent, AlarmState, Sample, Transition};
 use crate::state::SharedState;
 use crate::telemetry::{Metrics, labels};
 use crate::tsdb::line::{encode_event, encode_sample};
 use crate::tsdb::writer::OutputQueue;
+use journal::{Journal, Record};
 
-#[derive(Debug, Clone)]
-struct Limit {
-    condition: &'static str,
-    limit: f64,
-    high: bool,
-    deadband: f64,
-    on_delay: Duration,
-    priority: Priority,
-    active: bool,
-    pending_since: Option<Instant>,
-}
-
-impl Limit {
-    fn violated(&self, v: f64) -> bool {
-        if self.high {
-            v >= self.limit
-        } else {
-            v <= self.limit
-        }
-    }
-    fn cleared(&self, v: f64) -> bool {
-        if self.high {
-            v < self.limit - self.deadband
-        } else {
-            v > self.limit + self.deadband
-        }
-    }
-}
-
+/// The engine's I/O side, attached by [`open`].
 #[derive(Debug)]
-struct ChannelRt {
-    meta: ResolvedChannel,
-    limits: Vec<Limit>,
-    last_value: Option<f64>,
-    last_good: Instant,
-    fault: Option<String>,
+pub struct Io {
+    commands: mpsc::Receiver<CommandMsg>,
+    journal: Option<Journal>,
+    board: Arc<Board>,
 }
 
-/// Alarm state for every channel.
-#[derive(Debug)]
-pub struct Engine {
-    chans: Vec<ChannelRt>,
-    index: HashMap<ChannelId, usize>,
-    seq: u64,
-}
-
-impl Engine {
-    /// Builds the engine; every channel starts "last good at `now`" so that a channel that never
-    /// reports becomes stale after its maximum age.
-    pub fn new(cfg: &Resolved, now: Instant) -> Self {
-        let mut chans: Vec<ChannelRt> = cfg
-            .channels
-            .iter()
-            .map(|c| ChannelRt {
-                meta: c.clone(),
-                limits: Vec::new(),
-                last_value: None,
-                last_good: now,
-                fault: None,
-            })
-            .collect();
-        let index: HashMap<ChannelId, usize> = chans
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.meta.id.clone(), i))
-            .collect();
-        for r in &cfg.rules {
-            if let Some(&i) = index.get(&ChannelId::new(&r.channel)) {
-                chans[i].limits.extend(compile(r));
-            }
-        }
-        Self {
-            chans,
-            index,
-            seq: 0,
-        }
-    }
-
-    /// Channel metadata.
-    pub fn channel(&self, id: &ChannelId) -> Option<&ResolvedChannel> {
-        self.index.get(id).map(|&i| &self.chans[i].meta)
-    }
-
-    /// Active conditions of a channel (for the snapshot).
-    pub fn active(&self, id: &ChannelId) -> Vec<String> {
-        let Some(&i) = self.index.get(id) else {
-            return Vec::new();
-        };
-        let c = &self.chans[i];
-        let mut v: Vec<String> = c
-            .limits
-            .iter()
-            .filter(|l| l.active)
-            .map(|l| l.condition.to_owned())
-            .collect();
-        if c.fault.is_some() {
-            v.push("fault".into());
-        }
-        v
-    }
-
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one event constructor for every transition kind"
-    )]
-    fn event(
-        &mut self,
-        i: usize,
-        condition: &str,
-        priority: Priority,
-        transition: Transition,
-        value: Option<f64>,
-        limit: Option<f64>,
+/// Why the alarm engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The journal directory could not be read or written.
+    #[error("alarms.journal_dir: {dir}: {source}")]
+    Journal {
+        /// Directory.
+        dir: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// An API token could not be read.
+    #[error("{path}: {message}")]
+    Token {
+        /// Config path.
+        path: String,
+        /// What went wrong.
         message: String,
-        ts: SystemTime,
-    ) -> AlarmEvent {
-        self.seq += 1;
-        let ch = &self.chans[i].meta;
-        AlarmEvent {
-            seq: self.seq,
-            alarm: format!("{}:{condition}", ch.id),
-            channel: ch.id.clone(),
-            condition: condition.to_owned(),
-            priority,
-            transition,
-            value,
-            limit,
-            message,
-            ts,
-        }
-    }
-
-    /// Steps on one sample.
-    pub fn on_sample(&mut self, s: &Sample, now: Instant) -> Vec<AlarmEvent> {
-        let Some(&i) = self.index.get(&s.channel) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        match &s.reading {
-            Reading::Bad(reason) => {
-                let text = reason.to_string();
-                if self.chans[i].fault.is_none() {
-                    self.chans[i].fault = Some(text.clone());
-                    let msg = format!("{} fault: {text}", self.chans[i].meta.id);
-                    out.push(self.event(
-                        i,
-                        "fault",
-                        Priority::High,
-                        Transition::Fault,
-                        None,
-                        None,
-                        msg,
-                        s.ts,
-                    ));
-                } else {
-                    self.chans[i].fault = Some(text);
-                }
-                // Bad readings never clear or raise limit alarms; pending on-delays restart.
-                for l in &mut self.chans[i].limits {
-                    l.pending_since = None;
-                }
-            }
-            Reading::Good(v) => {
-                let v = *v;
-                let c = &mut self.chans[i];
-                c.last_good = now;
-                c.last_value = Some(v);
-                if c.fault.take().is_some() {
-                    let msg = format!("{} reading again", c.meta.id);
-                    out.push(self.event(
-                        i,
-                        "fault",
-                        Priority::High,
-                        Transition::FaultCleared,
-                        Some(v),
-                        None,
-                        msg,
-                        s.ts,
-                    ));
-                }
-                out.extend(self.eval_limits(i, v, now, s.ts));
-            }
-        }
-        out
-    }
-
-    fn eval_limits(&mut self, i: usize, v: f64, now: Instant, ts: SystemTime) -> Vec<AlarmEvent> {
-        let mut fired = Vec::new();
-        for (k, l) in self.chans[i].limits.iter_mut().enumerate() {
-            if !l.active {
-                if l.violated(v) {
-                    let since = *l.pending_since.get_or_insert(now);
-                    if now.duration_since(since) >= l.on_delay {
-                        l.active = true;
-                        l.pending_since = None;
-                        fired.push((k, Transition::Raised));
-                    }
-                } else {
-                    l.pending_since = None;
-                }
-            } else if l.cleared(v) {
-                l.active = false;
-                fired.push((k, Transition::Cleared));
-            }
-        }
-        let unit = self.chans[i].meta.unit.clone();
-        let id = self.chans[i].meta.id.clone();
-        fired
-            .into_iter()
-            .map(|(k, t)| {
-                let l = self.chans[i].limits[k].clone();
-                let msg = match t {
-                    Transition::Raised => format!(
-                        "{id} {} alarm: {v} {unit} {} limit {} {unit}",
-                        l.condition,
-                        if l.high { "at or above" } else { "at or below" },
-                        l.limit
-                    ),
-                    _ => format!("{id} {} alarm cleared: {v} {unit}", l.condition),
-                };
-                self.event(
-                    i,
-                    l.condition,
-                    l.priority,
-                    t,
-                    Some(v),
-                    Some(l.limit),
-                    msg,
-                    ts,
-                )
-            })
-            .collect()
-    }
-
-    /// Time passes: completes on-delays and marks stale channels. Returns stale samples to record
-    /// and the events raised.
-    pub fn tick(&mut self, now: Instant, wall: SystemTime) -> (Vec<Sample>, Vec<AlarmEvent>) {
-        let mut samples = Vec::new();
-        let mut events = Vec::new();
-        for i in 0..self.chans.len() {
-            let c = &self.chans[i];
-            let stale = now.duration_since(c.last_good) > c.meta.max_age;
-            if stale && c.fault.is_none() {
-                let s = Sample {
-                    channel: c.meta.id.clone(),
-                    ts: wall,
-                    reading: Reading::Bad(BadReason::Stale),
-                };
-                events.extend(self.on_sample(&s, now));
-                samples.push(s);
-            } else if c.fault.is_none() {
-                if let Some(v) = c.last_value {
-                    if c.limits.iter().any(|l| l.pending_since.is_some()) {
-                        events.extend(self.eval_limits(i, v, now, wall));
-                    }
-                }
-            }
-        }
-        (samples, events)
-    }
-
-    /// Channels currently in fault.
-    pub fn faults(&self) -> usize {
-        self.chans.iter().filter(|c| c.fault.is_some()).count()
-    }
+    },
 }
 
-fn compile(r: &LimitRule) -> Vec<Limit> {
-    let mk = |condition, limit: f64, high, priority| Limit {
-        condition,
-        limit,
-        high,
-        deadband: r.deadband,
-        on_delay: r.on_delay,
-        priority,
-        active: false,
-        pending_since: None,
+/// Builds the engine: resolves API tokens, replays the journal (when `alarms.journal_dir` is
+/// set) and starts a new journal segment with a checkpoint; returns the engine (with its I/O
+/// attached, for [`run`]) and the handle the API uses.
+pub async fn open(cfg: &Resolved, now: Instant) -> Result<(Engine, AlarmsHandle), OpenError> {
+    let a = &cfg.alarms;
+    let mut tokens = Vec::new();
+    for (i, t) in a.tokens.iter().enumerate() {
+        let digest = match (&t.sha256, &t.token) {
+            (Some(h), _) => sha256_hex(h).ok_or_else(|| OpenError::Token {
+                path: format!("alarms.tokens[{i}].sha256"),
+                message: "must be 64 hex digits".into(),
+            })?,
+            (None, Some(s)) => {
+                let secret = s.resolve().map_err(|message| OpenError::Token {
+                    path: format!("alarms.tokens[{i}].token"),
+                    message,
+                })?;
+                Sha256::digest(secret.expose().as_bytes()).into()
+            }
+            (None, None) => {
+                return Err(OpenError::Token {
+                    path: format!("alarms.tokens[{i}]"),
+                    message: "no token".into(),
+                });
+            }
+        };
+        tokens.push(Token {
+            name: t.name.clone(),
+            role: t.role,
+            digest,
+        });
+    }
+
+    let mut engine = Engine::new(cfg, now);
+    let mut history = VecDeque::new();
+    let journal = match &a.journal_dir {
+        Some(dir) => {
+            let (dir2, cfg2) = (dir.clone(), cfg.clone());
+            let (e, j, replayed) =
+                tokio::task::spawn_blocking(move || recover(&cfg2, now, &dir2, SystemTime::now()))
+                    .await
+                    .map_err(|e| OpenError::Journal {
+                        dir: dir.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?
+                    .map_err(|source| OpenError::Journal {
+                        dir: dir.clone(),
+                        source,
+                    })?;
+            engine = e;
+            if replayed.damaged > 0 {
+                error!(damaged = replayed.damaged, dir = %dir.display(), "alarm journal lines failed their checksum and were skipped");
+            }
+            let not_normal = engine
+                .views()
+                .iter()
+                .filter(|v| v.state != AlarmState::Normal)
+                .count();
+            info!(dir = %dir.display(), segments = replayed.segments, seq = replayed.seq, not_normal, mode = replayed.mode.mode.as_str(), "alarm journal replayed");
+            history = replayed.history;
+            Some(j)
+        }
+        None => {
+            warn!(
+                "alarms.journal_dir is not set: alarm state (latched, acknowledged, shelved) will not survive a restart"
+            );
+            None
+        }
     };
-    let mut v = Vec::new();
-    if let Some(x) = r.hh {
-        v.push(mk("HH", x, true, Priority::Critical));
+    let board = Arc::new(Board::new(
+        engine.views(),
+        history,
+        a.history_in_memory,
+        engine.mode().clone(),
+    ));
+    let (tx, rx) = mpsc::channel(64);
+    engine.io = Some(Io {
+        commands: rx,
+        journal,
+        board: board.clone(),
+    });
+    Ok((
+        engine,
+        AlarmsHandle {
+            board,
+            commands: tx,
+            tokens: Arc::new(tokens),
+        },
+    ))
+}
+
+/// Builds the engine and restores it from the journal in `dir`, then starts a new journal
+/// segment with a checkpoint. Blocking: call it off the async runtime.
+pub fn recover(
+    cfg: &Resolved,
+    now: Instant,
+    dir: &std::path::Path,
+    wall: SystemTime,
+) -> std::io::Result<(Engine, Journal, journal::Replayed)> {
+    let mut engine = Engine::new(cfg, now);
+    let replayed = Journal::replay(dir, cfg.alarms.history_in_memory)?;
+    let gone = engine.restore(&replayed);
+    if !gone.is_empty() {
+        warn!(alarms = ?gone, "journaled alarms are no longer configured; their state is dropped");
     }
-    if let Some(x) = r.h {
-        v.push(mk("H", x, true, Priority::High));
-    }
-    if let Some(x) = r.l {
-        v.push(mk("L", x, false, Priority::High));
-    }
-    if let Some(x) = r.ll {
-        v.push(mk("LL", x, false, Priority::Critical));
-    }
-    v
+    let j = Journal::create(dir, &engine.checkpoint(), cfg.alarms.retention, wall)?;
+    Ok((engine, j, replayed))
+}
+
+/// The journal records of a batch of events: each with its alarm's lifecycle after the batch
+/// (and the site mode for site-mode events).
+pub fn records(engine: &Engine, events: &[AlarmEvent]) -> Vec<Record> {
+    events
+        .iter()
+        .map(|e| Record::Event {
+            event: e.clone(),
+            life: engine.life(&e.alarm).cloned(),
+            mode: (e.transition == Transition::SiteMode).then(|| engine.mode().clone()),
+        })
+        .collect()
 }
 
 /// Where the engine sends its results.
@@ -326,6 +218,82 @@ pub struct Sinks {
     pub alerts: mpsc::Sender<AlarmEvent>,
 }
 
+async fn next_command(io: &mut Option<Io>) -> Option<CommandMsg> {
+    match io {
+        Some(io) => io.commands.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes a batch to the journal (off the runtime) before it is published. Never withholds the
+/// batch: a failure is logged, counted and reported in `/readyz`.
+async fn persist(
+    io: &mut Io,
+    engine: &Engine,
+    events: &[AlarmEvent],
+    state: &SharedState,
+    metrics: &Metrics,
+) {
+    let Some(mut j) = io.journal.take() else {
+        return;
+    };
+    let wall = SystemTime::now();
+    let checkpoint = j.should_rotate(wall).then(|| engine.checkpoint());
+    let records = records(engine, events);
+    let res = tokio::task::spawn_blocking(move || {
+        let r = if records.is_empty() {
+            Ok(())
+        } else {
+            j.append(&records)
+        };
+        let rot = checkpoint.map(|cp| j.rotate(&cp, wall));
+        (j, r, rot)
+    })
+    .await;
+    match res {
+        Ok((j, r, rot)) => {
+            io.journal = Some(j);
+            if let Err(e) = r {
+                metrics.journal_errors.inc();
+                state
+                    .health
+                    .fail("alarm journal", format!("cannot write: {e}"));
+                error!(error = %e, events = events.len(), "alarm journal write failed; the events are published anyway");
+            } else {
+                state.health.ok("alarm journal");
+            }
+            if let Some(Err(e)) = rot {
+                metrics.journal_errors.inc();
+                error!(error = %e, "alarm journal rotation failed; still appending to the current segment");
+            }
+        }
+        Err(e) => {
+            metrics.journal_errors.inc();
+            state.health.fail(
+                "alarm journal",
+                "the journal writer panicked; alarm state is no longer persisted",
+            );
+            error!(error = %e, "alarm journal writer panicked; alarm state is no longer persisted");
+        }
+    }
+}
+
+fn annunciated(e: &AlarmEvent) -> bool {
+    let hidden = matches!(
+        e.state,
+        AlarmState::Shelved | AlarmState::Suppressed | AlarmState::OutOfService
+    );
+    !(hidden
+        && matches!(
+            e.transition,
+            Transition::Raised
+                | Transition::Cleared
+                | Transition::Fault
+                | Transition::FaultCleared
+                | Transition::Chattering
+        ))
+}
+
 /// Runs the engine until the sample channel closes, then closes the outputs.
 pub async fn run(
     mut engine: Engine,
@@ -335,10 +303,12 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) {
     let site = state.site.clone();
+    let mut io = engine.io.take();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let (samples, events) = tokio::select! {
+        let mut reply = None;
+        let (samples, mut events) = tokio::select! {
             batch = rx.recv() => match batch {
                 Some(b) => {
                     let now = tokio::time::Instant::now().into_std();
@@ -351,7 +321,25 @@ pub async fn run(
                 None => break,
             },
             _ = tick.tick() => engine.tick(tokio::time::Instant::now().into_std(), SystemTime::now()),
+            Some(msg) = next_command(&mut io) => {
+                match engine.command(&msg.cmd, tokio::time::Instant::now().into_std(), SystemTime::now()) {
+                    Ok(ev) => {
+                        reply = Some((msg.reply, ev.clone()));
+                        (Vec::new(), ev)
+                    }
+                    Err(e) => {
+                        let _ = msg.reply.send(Err(e));
+                        continue;
+                    }
+                }
+            }
         };
+        order(&mut events);
+        if let Some(io) = io.as_mut() {
+            if !events.is_empty() {
+                persist(io, &engine, &events, &state, &metrics).await;
+            }
+        }
         let mut lines = Vec::with_capacity(samples.len() + events.len());
         for s in &samples {
             state.record(s, engine.active(&s.channel));
@@ -361,7 +349,9 @@ pub async fn run(
                 lines.push(l);
             }
         }
+        let mut touched = BTreeSet::new();
         for e in &events {
+            touched.insert(e.alarm.clone());
             state.record_alarms(&e.channel, engine.active(&e.channel));
             let area = engine
                 .channel(&e.channel)
@@ -375,9 +365,31 @@ pub async fn run(
                 .get_or_create(&labels([("transition", e.transition.as_str())]))
                 .inc();
             match e.transition {
-                Transition::Raised => warn!(alarm = %e.alarm, seq = e.seq, "{}", e.message),
-                Transition::Fault => warn!(alarm = %e.alarm, seq = e.seq, "{}", e.message),
-                _ => info!(alarm = %e.alarm, seq = e.seq, "{}", e.message),
+                Transition::Flood => {
+                    metrics.alarm_flood.set(1);
+                    warn!(alarm = %e.alarm, seq = e.seq, "{}", e.message);
+                }
+                Transition::FloodEnded => {
+                    metrics.alarm_flood.set(0);
+                    info!(alarm = %e.alarm, seq = e.seq, "{}", e.message);
+                }
+                Transition::Chattering => {
+                    metrics.alarm_chattering.inc();
+                    warn!(alarm = %e.alarm, seq = e.seq, "{}", e.message);
+                }
+                Transition::Raised | Transition::Fault => {
+                    warn!(alarm = %e.alarm, seq = e.seq, state = e.state.as_str(), "{}", e.message)
+                }
+                _ => {
+                    info!(alarm = %e.alarm, seq = e.seq, state = e.state.as_str(), "{}", e.message)
+                }
+            }
+        }
+        if let Some(io) = io.as_ref() {
+            if !events.is_empty() {
+                let views = touched.iter().filter_map(|id| engine.view(id)).collect();
+                io.board
+                    .update(views, &events, engine.mode(), engine.flood());
             }
         }
         metrics
@@ -394,7 +406,14 @@ pub async fn run(
                 }
             }
         }
+        if let Some((tx, ev)) = reply {
+            // The command's events are journaled: answer the person now.
+            let _ = tx.send(Ok(ev));
+        }
         for e in events {
+            if !annunciated(&e) {
+                continue;
+            }
             if sinks.alerts.send(e).await.is_err() {
                 error!("alert router is gone: alarm events cannot be delivered");
             }
@@ -410,7 +429,9 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::config::{Api, Gateway, Site};
+    use crate::config::{LimitRule, ResolvedChannel};
     use crate::model::DeviceId;
+    use crate::model::{BadReason, ChannelId, Reading};
 
     fn cfg(rule: LimitRule) -> Resolved {
         Resolved {
@@ -434,6 +455,7 @@ mod tests {
             rules: vec![rule],
             receivers: vec![],
             outputs: vec![],
+            alarms: crate::config::Alarms::default(),
         }
     }
 
@@ -446,6 +468,11 @@ mod tests {
             hh: Some(50.0),
             deadband: 2.0,
             on_delay: Duration::ZERO,
+            deadband_pct: None,
+            off_delay: Duration::ZERO,
+            priority: crate::config::LimitPriorities::default(),
+            latch: Some(false),
+            suppress_in: vec![],
         }
     }
 

@@ -1,0 +1,649 @@
+//! The `[alarms]` section: journal, API tokens, schedule (time zone, windows, holidays), flood
+//! and chattering thresholds, and the rule kinds beyond limits (rate of change, discrete,
+//! composite). [`check`] validates it, and the alarm options of `[[rules]]`, with paths.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::validate::{Problem, ResolvedChannel, Severity};
+use super::{LimitRule, SecretRef};
+use crate::model::{ChannelId, Priority, SiteMode, check_id};
+use crate::rules::expr::Expr;
+
+/// Alarm engine settings and rules beyond limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alarms {
+    /// Directory of the alarm journal (every transition, fsync'd before it is published).
+    /// Without it alarm state does not survive a restart (logged at start).
+    pub journal_dir: Option<PathBuf>,
+    /// How long journal segments are kept (at least 90 days by default).
+    #[serde(with = "humantime_serde", default = "default_retention")]
+    pub retention: Duration,
+    /// Events kept in memory for `/api/v1/alarms/history` and audit trails (the journal keeps
+    /// everything within the retention).
+    #[serde(default = "default_history")]
+    pub history_in_memory: usize,
+    /// Longest shelf a person may set.
+    #[serde(with = "humantime_serde", default = "default_max_shelve")]
+    pub max_shelve: Duration,
+    /// More than this many activations within `flood_window` is an alarm flood.
+    #[serde(default = "default_flood_threshold")]
+    pub flood_threshold: usize,
+    /// Window of the flood count.
+    #[serde(with = "humantime_serde", default = "default_flood_window")]
+    pub flood_window: Duration,
+    /// This many activations of one alarm within `chatter_window` is chattering.
+    #[serde(default = "default_chatter_threshold")]
+    pub chatter_threshold: usize,
+    /// Window of the chattering count.
+    #[serde(with = "humantime_serde", default = "default_chatter_window")]
+    pub chatter_window: Duration,
+    /// Time zone, windows and holidays for schedule rules.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Bearer tokens for `/api/v1/alarms`.
+    #[serde(default)]
+    pub tokens: Vec<ApiToken>,
+    /// Rate-of-change alarms.
+    #[serde(default)]
+    pub rate: Vec<RateRule>,
+    /// Alarms on boolean channels.
+    #[serde(default)]
+    pub discrete: Vec<DiscreteRule>,
+    /// Alarms on expressions over several channels, the schedule and the site mode.
+    #[serde(default)]
+    pub composite: Vec<CompositeRule>,
+}
+
+impl Default for Alarms {
+    fn default() -> Self {
+        Self {
+            journal_dir: None,
+            retention: default_retention(),
+            history_in_memory: default_history(),
+            max_shelve: default_max_shelve(),
+            flood_threshold: default_flood_threshold(),
+            flood_window: default_flood_window(),
+            chatter_threshold: default_chatter_threshold(),
+            chatter_window: default_chatter_window(),
+            schedule: Schedule::default(),
+            tokens: Vec::new(),
+            rate: Vec::new(),
+            discrete: Vec::new(),
+            composite: Vec::new(),
+        }
+    }
+}
+
+fn default_retention() -> Duration {
+    Duration::from_secs(90 * 86_400)
+}
+fn default_history() -> usize {
+    10_000
+}
+fn default_max_shelve() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_flood_threshold() -> usize {
+    10
+}
+fn default_flood_window() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_chatter_threshold() -> usize {
+    3
+}
+fn default_chatter_window() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// The site's calendar.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// IANA time zone, e.g. `Asia/Shanghai`.
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+    /// Days that are weekend days (`mon` … `sun`).
+    #[serde(default = "default_weekend")]
+    pub weekend: Vec<String>,
+    /// Holidays as `YYYY-MM-DD` in the site's time zone.
+    #[serde(default)]
+    pub holidays: Vec<String>,
+    /// Named daily time windows (`window("night")` in expressions).
+    #[serde(default)]
+    pub windows: Vec<TimeWindow>,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            timezone: default_tz(),
+            weekend: default_weekend(),
+            holidays: Vec::new(),
+            windows: Vec::new(),
+        }
+    }
+}
+
+fn default_tz() -> String {
+    "UTC".into()
+}
+fn default_weekend() -> Vec<String> {
+    vec!["sat".into(), "sun".into()]
+}
+
+/// A daily window in local time; `end` before `start` crosses midnight.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeWindow {
+    /// Name used in expressions.
+    pub name: String,
+    /// `HH:MM`, inclusive.
+    pub start: String,
+    /// `HH:MM`, exclusive.
+    pub end: String,
+    /// Days on which the window starts (`mon` … `sun`); every day when empty.
+    #[serde(default)]
+    pub days: Vec<String>,
+}
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read alarm lists, history and audit trails.
+    Viewer,
+    /// Also act: acknowledge, reset, shelve, take out of service, set the site mode.
+    Operator,
+}
+
+/// A bearer token for the alarm API: its SHA-256 (hex) or the token itself from a secret.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who holds it; recorded as `by` on every action.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 of the token, 64 hex digits (`printf %s TOKEN | sha256sum`).
+    pub sha256: Option<String>,
+    /// Or the token from an environment variable or file.
+    pub token: Option<SecretRef>,
+}
+
+/// A rate-of-change alarm on one channel.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateRule {
+    /// Channel watched.
+    pub channel: String,
+    /// Alarm name (`{channel}:{name}`).
+    #[serde(default = "default_rate_name")]
+    pub name: String,
+    /// Alarm when rising at least this fast (units per minute).
+    pub rise_per_min: Option<f64>,
+    /// Alarm when falling at least this fast (units per minute).
+    pub fall_per_min: Option<f64>,
+    /// Hysteresis on the rate (units per minute).
+    #[serde(default)]
+    pub deadband: f64,
+    /// Window the rate is measured over.
+    #[serde(with = "humantime_serde", default = "default_rate_window")]
+    pub window: Duration,
+    /// Priority.
+    #[serde(default = "default_priority")]
+    pub priority: Priority,
+    /// Delay before raising.
+    #[serde(with = "humantime_serde", default)]
+    pub on_delay: Duration,
+    /// Delay before clearing.
+    #[serde(with = "humantime_serde", default)]
+    pub off_delay: Duration,
+    /// Latch until reset; default: true on gas channels.
+    pub latch: Option<bool>,
+    /// Site modes that suppress this alarm.
+    #[serde(default)]
+    pub suppress_in: Vec<SiteMode>,
+}
+
+fn default_rate_name() -> String {
+    "ROC".into()
+}
+fn default_rate_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_priority() -> Priority {
+    Priority::High
+}
+fn default_true() -> bool {
+    true
+}
+
+/// An alarm on a boolean channel (spark detected, rotary valve fault, collector stopped).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscreteRule {
+    /// Channel watched.
+    pub channel: String,
+    /// Alarm name (`{channel}:{name}`).
+    pub name: String,
+    /// The channel state that is the alarm.
+    #[serde(default = "default_true")]
+    pub active_when: bool,
+    /// Priority.
+    #[serde(default = "default_priority")]
+    pub priority: Priority,
+    /// Delay before raising.
+    #[serde(with = "humantime_serde", default)]
+    pub on_delay: Duration,
+    /// Delay before clearing.
+    #[serde(with = "humantime_serde", default)]
+    pub off_delay: Duration,
+    /// Latch until reset; default: true on gas channels.
+    pub latch: Option<bool>,
+    /// Site modes that suppress this alarm.
+    #[serde(default)]
+    pub suppress_in: Vec<SiteMode>,
+    /// Text for notifications.
+    pub message: Option<String>,
+}
+
+/// An alarm on an expression (see `rules::expr` for the language).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompositeRule {
+    /// Alarm id.
+    pub id: String,
+    /// The condition.
+    pub expr: String,
+    /// Priority.
+    #[serde(default = "default_priority")]
+    pub priority: Priority,
+    /// Kind used for ordering (`toxic_gas`, `combustible_gas`, …); `composite` by default.
+    pub kind: Option<String>,
+    /// Area tag for outputs.
+    #[serde(default)]
+    pub area: String,
+    /// Text for notifications.
+    pub message: Option<String>,
+    /// Delay before raising (in addition to any `for` in the expression).
+    #[serde(with = "humantime_serde", default)]
+    pub on_delay: Duration,
+    /// Delay before clearing.
+    #[serde(with = "humantime_serde", default)]
+    pub off_delay: Duration,
+    /// Latch until reset.
+    #[serde(default)]
+    pub latch: bool,
+    /// Site modes that suppress this alarm.
+    #[serde(default)]
+    pub suppress_in: Vec<SiteMode>,
+}
+
+/// Alarm names used by limit and fault alarms.
+pub const RESERVED: [&str; 5] = ["LL", "L", "H", "HH", "fault"];
+
+/// Whether a channel kind is a gas whose alarms latch by default.
+pub fn is_gas(kind: &str) -> bool {
+    matches!(kind, "combustible_gas" | "toxic_gas")
+}
+
+fn parse_day(s: &str) -> Option<chrono::Weekday> {
+    use chrono::Weekday::*;
+    Some(match s {
+        "mon" => Mon,
+        "tue" => Tue,
+        "wed" => Wed,
+        "thu" => Thu,
+        "fri" => Fri,
+        "sat" => Sat,
+        "sun" => Sun,
+        _ => return None,
+    })
+}
+
+/// Parses a weekday name (`mon` … `sun`).
+pub fn weekday(s: &str) -> Option<chrono::Weekday> {
+    parse_day(s)
+}
+
+/// Parses `HH:MM`.
+pub fn time_of_day(s: &str) -> Option<chrono::NaiveTime> {
+    chrono::NaiveTime::parse_from_str(s, "%H:%M").ok()
+}
+
+/// Parses `YYYY-MM-DD`.
+pub fn date(s: &str) -> Option<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+/// Decodes 64 hex digits.
+pub fn sha256_hex(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let hi = char::from(pair[0]).to_digit(16)?;
+        let lo = char::from(pair[1]).to_digit(16)?;
+        out[i] = u8::try_from(hi * 16 + lo).ok()?;
+    }
+    Some(out)
+}
+
+struct P(Vec<Problem>);
+
+impl P {
+    fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.0.push(Problem {
+            severity: Severity::Error,
+            path: path.into(),
+            message: msg.into(),
+        });
+    }
+    fn warn(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.0.push(Problem {
+            severity: Severity::Warning,
+            path: path.into(),
+            message: msg.into(),
+        });
+    }
+}
+
+/// Checks `[alarms]` and the alarm options of `[[rules]]` (limit order, delays and the basic
+/// channel checks stay in the main pass).
+pub fn check(
+    a: &Alarms,
+    rules: &[LimitRule],
+    channels: &HashMap<ChannelId, &ResolvedChannel>,
+) -> Vec<Problem> {
+    let mut p = P(Vec::new());
+    let mut ids: HashSet<String> = HashSet::new();
+
+    for (i, r) in rules.iter().enumerate() {
+        let path = format!("rules[{i}]");
+        let ch = channels.get(&ChannelId::new(&r.channel));
+        if ch.is_some() && !ids.insert(format!("{}:rules", r.channel)) {
+            p.err(
+                format!("{path}.channel"),
+                format!(
+                    "a second limit rule for `{}`: put all its limits in one rule",
+                    r.channel
+                ),
+            );
+        }
+        if let Some(pct) = r.deadband_pct {
+            if r.deadband != 0.0 {
+                p.err(
+                    format!("{path}.deadband_pct"),
+                    "give either `deadband` or `deadband_pct`, not both",
+                );
+            }
+            if !(0.0..=50.0).contains(&pct) {
+                p.err(
+                    format!("{path}.deadband_pct"),
+                    "must be between 0 and 50 (% of span)",
+                );
+            }
+            if ch.is_some_and(|c| c.range.is_none()) {
+                p.err(
+                    format!("{path}.deadband_pct"),
+                    format!(
+                        "channel `{}` has no range to take a percentage of",
+                        r.channel
+                    ),
+                );
+            }
+        }
+        if let Some(ch) = ch {
+            if ch.kind == "toxic_gas" && ch.unit == "%OEL" {
+                if r.h.is_some_and(|h| h > 100.0) {
+                    p.warn(
+                        format!("{path}.h"),
+                        "level-1 toxic gas alarm above 100 % OEL (GB/T 50493-2019 5.5.2)",
+                    );
+                }
+                if r.hh.is_some_and(|h| h > 200.0) {
+                    p.warn(
+                        format!("{path}.hh"),
+                        "level-2 toxic gas alarm above 200 % OEL (GB/T 50493-2019 5.5.2)",
+                    );
+                }
+            }
+        }
+    }
+
+    if let Some(d) = &a.journal_dir {
+        if d.as_os_str().is_empty() {
+            p.err("alarms.journal_dir", "must not be empty");
+        }
+    }
+    if a.retention < Duration::from_secs(86_400) {
+        p.err("alarms.retention", "must be at least 1 day");
+    } else if a.retention < Duration::from_secs(30 * 86_400) {
+        p.warn("alarms.retention", "alarm records are kept less than 30 days (major hazard source rules ask for at least 30)");
+    }
+    if a.history_in_memory == 0 {
+        p.err("alarms.history_in_memory", "must be at least 1");
+    }
+    if a.max_shelve.is_zero() {
+        p.err("alarms.max_shelve", "must be longer than 0s");
+    }
+    if a.flood_threshold == 0 {
+        p.err("alarms.flood_threshold", "must be at least 1");
+    }
+    if a.flood_window.is_zero() {
+        p.err("alarms.flood_window", "must be longer than 0s");
+    }
+    if a.chatter_threshold < 2 {
+        p.err("alarms.chatter_threshold", "must be at least 2");
+    }
+    if a.chatter_window.is_zero() {
+        p.err("alarms.chatter_window", "must be longer than 0s");
+    }
+
+    // Schedule.
+    let s = &a.schedule;
+    if s.timezone.parse::<chrono_tz::Tz>().is_err() {
+        p.err(
+            "alarms.schedule.timezone",
+            format!(
+                "unknown time zone `{}` (use an IANA name such as Asia/Shanghai)",
+                s.timezone
+            ),
+        );
+    }
+    for (i, d) in s.weekend.iter().enumerate() {
+        if parse_day(d).is_none() {
+            p.err(
+                format!("alarms.schedule.weekend[{i}]"),
+                format!("`{d}` is not one of mon tue wed thu fri sat sun"),
+            );
+        }
+    }
+    for (i, d) in s.holidays.iter().enumerate() {
+        if date(d).is_none() {
+            p.err(
+                format!("alarms.schedule.holidays[{i}]"),
+                format!("`{d}` is not a YYYY-MM-DD date"),
+            );
+        }
+    }
+    let mut windows = HashSet::new();
+    for (i, w) in s.windows.iter().enumerate() {
+        let path = format!("alarms.schedule.windows[{i}]");
+        if let Err(e) = check_id(&w.name, false) {
+            p.err(format!("{path}.name"), e);
+        }
+        if !windows.insert(w.name.as_str()) {
+            p.err(
+                format!("{path}.name"),
+                format!("duplicate window `{}`", w.name),
+            );
+        }
+        let (st, en) = (time_of_day(&w.start), time_of_day(&w.end));
+        if st.is_none() {
+            p.err(
+                format!("{path}.start"),
+                format!("`{}` is not HH:MM", w.start),
+            );
+        }
+        if en.is_none() {
+            p.err(format!("{path}.end"), format!("`{}` is not HH:MM", w.end));
+        }
+        if st.is_some() && st == en {
+            p.err(
+                format!("{path}.end"),
+                "start and end are equal: the window would be empty",
+            );
+        }
+        for (j, d) in w.days.iter().enumerate() {
+            if parse_day(d).is_none() {
+                p.err(
+                    format!("{path}.days[{j}]"),
+                    format!("`{d}` is not one of mon tue wed thu fri sat sun"),
+                );
+            }
+        }
+    }
+
+    // Tokens.
+    let mut names = HashSet::new();
+    let mut hashes = HashSet::new();
+    for (i, t) in a.tokens.iter().enumerate() {
+        let path = format!("alarms.tokens[{i}]");
+        if t.name.trim().is_empty() {
+            p.err(format!("{path}.name"), "must not be empty");
+        }
+        if !names.insert(t.name.as_str()) {
+            p.err(
+                format!("{path}.name"),
+                format!("duplicate token name `{}`", t.name),
+            );
+        }
+        match (&t.sha256, &t.token) {
+            (Some(h), None) => match sha256_hex(h) {
+                Some(b) => {
+                    if !hashes.insert(b) {
+                        p.err(format!("{path}.sha256"), "the same token is given twice");
+                    }
+                }
+                None => p.err(
+                    format!("{path}.sha256"),
+                    "must be 64 hex digits (printf %s TOKEN | sha256sum)",
+                ),
+            },
+            (None, Some(s)) => {
+                if s.env.is_some() == s.file.is_some() {
+                    p.err(
+                        format!("{path}.token"),
+                        "give exactly one of `env` or `file` (secrets are never inline)",
+                    );
+                }
+            }
+            _ => p.err(path, "give exactly one of `sha256` or `token`"),
+        }
+    }
+
+    // Rate and discrete alarms.
+    let mut check_name = |p: &mut P, path: &str, channel: &str, name: &str| {
+        if RESERVED.contains(&name) {
+            p.err(
+                format!("{path}.name"),
+                format!("`{name}` is reserved for limit and fault alarms"),
+            );
+        } else if name.is_empty() || name.contains([':', ' ', '/']) {
+            p.err(
+                format!("{path}.name"),
+                "must be non-empty without `:`, `/` or spaces",
+            );
+        } else if !ids.insert(format!("{channel}:{name}")) {
+            p.err(
+                format!("{path}.name"),
+                format!("alarm `{channel}:{name}` is defined twice"),
+            );
+        }
+    };
+    let check_common = |p: &mut P, path: &str, channel: &str| -> Option<()> {
+        if channels.contains_key(&ChannelId::new(channel)) {
+            Some(())
+        } else {
+            p.err(
+                format!("{path}.channel"),
+                format!("unknown channel `{channel}`"),
+            );
+            None
+        }
+    };
+    for (i, r) in a.rate.iter().enumerate() {
+        let path = format!("alarms.rate[{i}]");
+        check_common(&mut p, &path, &r.channel);
+        check_name(&mut p, &path, &r.channel, &r.name);
+        if r.rise_per_min.is_none() && r.fall_per_min.is_none() {
+            p.err(path.clone(), "give `rise_per_min`, `fall_per_min` or both");
+        }
+        for (f, v) in [
+            ("rise_per_min", r.rise_per_min),
+            ("fall_per_min", r.fall_per_min),
+        ] {
+            if v.is_some_and(|v| v.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)) {
+                p.err(
+                    format!("{path}.{f}"),
+                    "must be above 0 (a speed in units per minute)",
+                );
+            }
+        }
+        if r.deadband.is_nan() || r.deadband < 0.0 {
+            p.err(format!("{path}.deadband"), "must be 0 or more");
+        }
+        if r.window < Duration::from_secs(2) {
+            p.err(format!("{path}.window"), "must be at least 2s");
+        }
+    }
+    for (i, r) in a.discrete.iter().enumerate() {
+        let path = format!("alarms.discrete[{i}]");
+        check_common(&mut p, &path, &r.channel);
+        check_name(&mut p, &path, &r.channel, &r.name);
+    }
+
+    // Composite alarms.
+    for (i, r) in a.composite.iter().enumerate() {
+        let path = format!("alarms.composite[{i}]");
+        if let Err(e) = check_id(&r.id, false) {
+            p.err(format!("{path}.id"), e);
+        }
+        if !ids.insert(format!("rule:{}", r.id)) {
+            p.err(
+                format!("{path}.id"),
+                format!("duplicate composite id `{}`", r.id),
+            );
+        }
+        match Expr::parse(&r.expr) {
+            Ok(e) => {
+                for c in &e.channels {
+                    if !channels.contains_key(&ChannelId::new(c)) {
+                        p.err(format!("{path}.expr"), format!("unknown channel `{c}`"));
+                    }
+                }
+                for w in &e.windows {
+                    if !windows.contains(w.as_str()) {
+                        p.err(
+                            format!("{path}.expr"),
+                            format!(
+                                "unknown window `{w}` (define it in [[alarms.schedule.windows]])"
+                            ),
+                        );
+                    }
+                }
+            }
+            Err(e) => p.err(format!("{path}.expr"), e.to_string()),
+        }
+    }
+    p.0
+}

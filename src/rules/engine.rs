@@ -1,0 +1,1125 @@
+//! The pure alarm engine: every alarm's detector, delay filter and lifecycle, stepped on samples,
+//! on time and on people's commands. No I/O: time is passed in, events are returned.
+//!
+//! Invariants:
+//! - A Bad or stale reading raises the channel's `fault` alarm and feeds no detector: it never
+//!   clears a process alarm, never counts as normal, and an expression reading the channel
+//!   becomes unknown (the alarm holds).
+//! - Work per sample is bounded by the channel's own alarms and the composites that read it; a
+//!   fault on one channel never delays another.
+//! - The events of one call are ordered: higher priority first, at the same priority toxic gas
+//!   before combustible gas before other kinds; sequence numbers follow that order.
+//! - Only the engine changes alarm state; commands are validated and refused with a reason.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::expr::{Env, Expr, Timers};
+use super::journal::{ModeState, Record, Replayed};
+use super::lifecycle::{Ctx, Input, Life, OutOfService, Refused, Shelf};
+use super::limits::{Delay, Discrete, Limit, Rate};
+use super::schedule::{Calendar, Flags};
+use crate::config::alarms::is_gas;
+use crate::config::{Resolved, ResolvedChannel};
+use crate::model::{
+    AlarmClass, AlarmEvent, AlarmState, BadReason, ChannelId, Priority, Reading, Sample, SiteMode,
+    Transition,
+};
+
+#[derive(Debug)]
+enum Det {
+    Limit(Limit),
+    Rate(Rate),
+    Discrete(Discrete),
+    Composite,
+    Fault,
+}
+
+#[derive(Debug)]
+struct AlarmRt {
+    id: String,
+    condition: String,
+    channel: ChannelId,
+    chan: Option<usize>,
+    area: String,
+    class: AlarmClass,
+    kind: String,
+    priority: Priority,
+    latching: bool,
+    suppress_in: Vec<SiteMode>,
+    det: Det,
+    raw: bool,
+    delay: Delay,
+    life: Life,
+    limit: Option<f64>,
+    unit: String,
+    message: Option<String>,
+    value: Option<f64>,
+    activations: VecDeque<Instant>,
+    chattering: bool,
+    since: Option<SystemTime>,
+}
+
+#[derive(Debug)]
+struct ChannelRt {
+    meta: ResolvedChannel,
+    alarms: Vec<usize>,
+    fault: usize,
+    deps: Vec<usize>,
+    value: Option<f64>,
+    last_good: Instant,
+    bad: Option<String>,
+}
+
+#[derive(Debug)]
+struct CompRt {
+    alarm: usize,
+    expr: Expr,
+    timers: Timers,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    max_shelve: Duration,
+    flood_threshold: usize,
+    flood_window: Duration,
+    chatter_threshold: usize,
+    chatter_window: Duration,
+}
+
+/// An action by a person on one alarm.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Acknowledge.
+    Ack,
+    /// Reset a latched alarm.
+    Reset,
+    /// Shelve for this long (at most `alarms.max_shelve`).
+    Shelve {
+        /// How long.
+        duration: Duration,
+    },
+    /// End a shelf.
+    Unshelve,
+    /// Take out of service.
+    OutOfService {
+        /// Why (required).
+        reason: String,
+    },
+    /// Return to service.
+    Return,
+}
+
+/// A command to the engine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// An action on one alarm.
+    Act {
+        /// Alarm id.
+        alarm: String,
+        /// What.
+        action: Action,
+        /// Who.
+        by: String,
+        /// Comment.
+        comment: String,
+    },
+    /// Set the site mode.
+    SetMode {
+        /// The new mode.
+        mode: SiteMode,
+        /// Who.
+        by: String,
+        /// Why (required).
+        reason: String,
+    },
+}
+
+/// Why a command was not carried out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No such alarm.
+    #[error("unknown alarm `{0}`")]
+    UnknownAlarm(String),
+    /// The lifecycle refused it.
+    #[error("{0}")]
+    Refused(#[from] Refused),
+    /// The request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// An alarm as listed by the API.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlarmView {
+    /// Alarm id.
+    pub id: String,
+    /// Channel (or `rule.{id}` for composites).
+    pub channel: ChannelId,
+    /// Condition name.
+    pub condition: String,
+    /// Process, fault or system.
+    pub class: AlarmClass,
+    /// Kind used for ordering.
+    pub kind: String,
+    /// Area.
+    pub area: String,
+    /// Priority.
+    pub priority: Priority,
+    /// ISA-18.2 state.
+    pub state: AlarmState,
+    /// The process condition is true now.
+    pub condition_active: bool,
+    /// Awaits acknowledgement.
+    pub unacknowledged: bool,
+    /// Awaits reset.
+    pub latched: bool,
+    /// Shelf, when shelved.
+    pub shelf: Option<Shelf>,
+    /// Out-of-service record.
+    pub out_of_service: Option<OutOfService>,
+    /// Suppressed by the site mode.
+    pub suppressed: bool,
+    /// Activated at least the chattering threshold within the chattering window.
+    pub chattering: bool,
+    /// Latest value seen by the alarm.
+    pub value: Option<f64>,
+    /// Limit, for limit alarms.
+    pub limit: Option<f64>,
+    /// Unit.
+    pub unit: String,
+    /// Time of the latest transition.
+    #[serde(with = "humantime_serde")]
+    pub since: Option<SystemTime>,
+}
+
+/// Ordering rank of a kind: toxic before combustible before others, at the same priority.
+pub fn kind_rank(kind: &str) -> u8 {
+    match kind {
+        "toxic_gas" => 0,
+        "combustible_gas" => 1,
+        "oxygen" => 2,
+        "system" => 4,
+        _ => 3,
+    }
+}
+
+/// Orders a batch of events (higher priority first, then toxic before combustible) and
+/// renumbers their sequence numbers in that order. Events of one alarm keep their order.
+pub fn order(events: &mut [AlarmEvent]) {
+    if events.len() < 2 {
+        return;
+    }
+    let mut seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    events.sort_by_key(|e| (std::cmp::Reverse(e.priority), kind_rank(&e.kind)));
+    for (e, s) in events.iter_mut().zip(seqs) {
+        e.seq = s;
+    }
+}
+
+struct EnvRef<'a> {
+    chans: &'a [ChannelRt],
+    mode: SiteMode,
+    flags: &'a Flags,
+}
+
+impl Env for EnvRef<'_> {
+    fn value(&self, i: usize) -> Option<f64> {
+        self.chans[i].value
+    }
+    fn mode(&self) -> SiteMode {
+        self.mode
+    }
+    fn window(&self, i: usize) -> bool {
+        self.flags.windows.get(i).copied().unwrap_or(false)
+    }
+    fn weekend(&self) -> bool {
+        self.flags.weekend
+    }
+    fn holiday(&self) -> bool {
+        self.flags.holiday
+    }
+}
+
+/// Alarm state for every channel and rule.
+#[derive(Debug)]
+pub struct Engine {
+    chans: Vec<ChannelRt>,
+    index: HashMap<ChannelId, usize>,
+    alarms: Vec<AlarmRt>,
+    by_id: HashMap<String, usize>,
+    comps: Vec<CompRt>,
+    calendar: Calendar,
+    flags: Flags,
+    flags_at: Option<u64>,
+    mode: ModeState,
+    seq: u64,
+    settings: Settings,
+    recent: VecDeque<Instant>,
+    flood: bool,
+    pub(super) io: Option<super::Io>,
+}
+
+fn new_alarm(
+    id: String,
+    condition: String,
+    ch: Option<(usize, &ResolvedChannel)>,
+    det: Det,
+) -> AlarmRt {
+    AlarmRt {
+        id,
+        condition,
+        channel: ch.map_or_else(|| ChannelId::new("site"), |(_, c)| c.id.clone()),
+        chan: ch.map(|(i, _)| i),
+        area: ch.map(|(_, c)| c.area.clone()).unwrap_or_default(),
+        class: AlarmClass::Process,
+        kind: ch.map_or_else(|| "composite".to_owned(), |(_, c)| c.kind.clone()),
+        priority: Priority::High,
+        latching: false,
+        suppress_in: Vec::new(),
+        det,
+        raw: false,
+        delay: Delay::default(),
+        life: Life::default(),
+        limit: None,
+        unit: ch.map(|(_, c)| c.unit.clone()).unwrap_or_default(),
+        message: None,
+        value: None,
+        activations: VecDeque::new(),
+        chattering: false,
+        since: None,
+    }
+}
+
+impl Engine {
+    /// Builds the engine from a validated configuration; every channel starts "last good at
+    /// `now`" so that a channel that never reports becomes stale after its maximum age.
+    pub fn new(cfg: &Resolved, now: Instant) -> Self {
+        let a = &cfg.alarms;
+        let mut chans: Vec<ChannelRt> = Vec::with_capacity(cfg.channels.len());
+        let mut alarms: Vec<AlarmRt> = Vec::new();
+        for (i, c) in cfg.channels.iter().enumerate() {
+            let mut f = new_alarm(
+                format!("{}:fault", c.id),
+                "fault".into(),
+                Some((i, c)),
+                Det::Fault,
+            );
+            f.class = AlarmClass::Fault;
+            alarms.push(f);
+            chans.push(ChannelRt {
+                meta: c.clone(),
+                alarms: Vec::new(),
+                fault: alarms.len() - 1,
+                deps: Vec::new(),
+                value: None,
+                last_good: now,
+                bad: None,
+            });
+        }
+        let index: HashMap<ChannelId, usize> = chans
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.meta.id.clone(), i))
+            .collect();
+
+        let add =
+            |chans: &mut Vec<ChannelRt>, alarms: &mut Vec<AlarmRt>, ci: usize, mut al: AlarmRt| {
+                al.delay.out = false;
+                alarms.push(al);
+                chans[ci].alarms.push(alarms.len() - 1);
+            };
+
+        for r in &cfg.rules {
+            let Some(&ci) = index.get(&ChannelId::new(&r.channel)) else {
+                continue;
+            };
+            let meta = chans[ci].meta.clone();
+            let deadband = match (r.deadband_pct, meta.range) {
+                (Some(p), Some([lo, hi])) => (hi - lo).abs() * p / 100.0,
+                _ => r.deadband,
+            };
+            let latching = r.latch.unwrap_or_else(|| is_gas(&meta.kind));
+            let limits = [
+                (
+                    "HH",
+                    r.hh,
+                    true,
+                    r.priority.hh.unwrap_or(Priority::Critical),
+                ),
+                ("H", r.h, true, r.priority.h.unwrap_or(Priority::High)),
+                ("L", r.l, false, r.priority.l.unwrap_or(Priority::High)),
+                (
+                    "LL",
+                    r.ll,
+                    false,
+                    r.priority.ll.unwrap_or(Priority::Critical),
+                ),
+            ];
+            for (name, lim, high, prio) in limits {
+                let Some(limit) = lim else { continue };
+                let mut al = new_alarm(
+                    format!("{}:{name}", meta.id),
+                    name.into(),
+                    Some((ci, &meta)),
+                    Det::Limit(Limit {
+                        limit,
+                        high,
+                        deadband,
+                    }),
+                );
+                al.priority = prio;
+                al.latching = latching;
+                al.suppress_in = r.suppress_in.clone();
+                al.delay = Delay::new(r.on_delay, r.off_delay, false);
+                al.limit = Some(limit);
+                add(&mut chans, &mut alarms, ci, al);
+            }
+        }
+        for r in &a.rate {
+            let Some(&ci) = index.get(&ChannelId::new(&r.channel)) else {
+                continue;
+            };
+            let meta = chans[ci].meta.clone();
+            let mut al = new_alarm(
+                format!("{}:{}", meta.id, r.name),
+                r.name.clone(),
+                Some((ci, &meta)),
+                Det::Rate(Rate::new(
+                    r.rise_per_min,
+                    r.fall_per_min,
+                    r.deadband,
+                    r.window,
+                )),
+            );
+            al.priority = r.priority;
+            al.latching = r.latch.unwrap_or_else(|| is_gas(&meta.kind));
+            al.suppress_in = r.suppress_in.clone();
+            al.delay = Delay::new(r.on_delay, r.off_delay, false);
+            al.limit = r.rise_per_min.or(r.fall_per_min);
+            al.unit = format!("{}/min", meta.unit);
+            add(&mut chans, &mut alarms, ci, al);
+        }
+        for r in &a.discrete {
+            let Some(&ci) = index.get(&ChannelId::new(&r.channel)) else {
+                continue;
+            };
+            let meta = chans[ci].meta.clone();
+            let mut al = new_alarm(
+                format!("{}:{}", meta.id, r.name),
+                r.name.clone(),
+                Some((ci, &meta)),
+                Det::Discrete(Discrete {
+                    active_when: r.active_when,
+                }),
+            );
+            al.priority = r.priority;
+            al.latching = r.latch.unwrap_or_else(|| is_gas(&meta.kind));
+            al.suppress_in = r.suppress_in.clone();
+            al.delay = Delay::new(r.on_delay, r.off_delay, false);
+            al.message = r.message.clone();
+            add(&mut chans, &mut alarms, ci, al);
+        }
+        let calendar = Calendar::new(&a.schedule);
+        let mut comps = Vec::new();
+        for r in &a.composite {
+            let Ok(mut expr) = Expr::parse(&r.expr) else {
+                // Impossible after validation; refuse loudly rather than run without the rule.
+                tracing::error!(rule = %r.id, "composite rule does not parse; it was not checked by validation");
+                continue;
+            };
+            if expr
+                .channels
+                .iter()
+                .any(|c| !index.contains_key(&ChannelId::new(c)))
+            {
+                tracing::error!(rule = %r.id, "composite rule reads an unknown channel; it was not checked by validation");
+                continue;
+            }
+            let ch_of = |c: &str| index.get(&ChannelId::new(c)).copied().unwrap_or(0);
+            let win_of = |w: &str| calendar.window_index(w).unwrap_or(usize::MAX);
+            expr.bind(&ch_of, &win_of);
+            let mut al = new_alarm(r.id.clone(), r.id.clone(), None, Det::Composite);
+            al.channel = ChannelId::new(format!("rule.{}", r.id));
+            al.area = r.area.clone();
+            al.kind = r.kind.clone().unwrap_or_else(|| "composite".into());
+            al.priority = r.priority;
+            al.latching = r.latch;
+            al.suppress_in = r.suppress_in.clone();
+            al.delay = Delay::new(r.on_delay, r.off_delay, false);
+            al.message = Some(
+                r.message
+                    .clone()
+                    .unwrap_or_else(|| format!("{}: {}", r.id, r.expr)),
+            );
+            alarms.push(al);
+            let k = comps.len();
+            for c in &expr.channels {
+                if let Some(&ci) = index.get(&ChannelId::new(c)) {
+                    chans[ci].deps.push(k);
+                }
+            }
+            let timers = expr.timers();
+            comps.push(CompRt {
+                alarm: alarms.len() - 1,
+                expr,
+                timers,
+            });
+        }
+        let by_id = alarms
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id.clone(), i))
+            .collect();
+        Self {
+            chans,
+            index,
+            alarms,
+            by_id,
+            comps,
+            calendar,
+            flags: Flags::default(),
+            flags_at: None,
+            mode: ModeState::default(),
+            seq: 0,
+            settings: Settings {
+                max_shelve: a.max_shelve,
+                flood_threshold: a.flood_threshold,
+                flood_window: a.flood_window,
+                chatter_threshold: a.chatter_threshold,
+                chatter_window: a.chatter_window,
+            },
+            recent: VecDeque::new(),
+            flood: false,
+            io: None,
+        }
+    }
+
+    /// Restores alarm lifecycles, the site mode and the sequence number from a journal replay.
+    /// Returns the ids of journaled alarms that are no longer configured.
+    pub fn restore(&mut self, r: &Replayed) -> Vec<String> {
+        let mut gone = Vec::new();
+        for (id, life) in &r.alarms {
+            match self.by_id.get(id) {
+                Some(&a) => {
+                    let al = &mut self.alarms[a];
+                    al.life = life.clone();
+                    al.raw = life.cond;
+                    al.delay.out = life.cond;
+                    al.delay.pending = None;
+                    if al.class == AlarmClass::Fault && life.cond {
+                        if let Some(c) = al.chan {
+                            self.chans[c].bad = Some("fault before restart".into());
+                        }
+                    }
+                }
+                None => gone.push(id.clone()),
+            }
+        }
+        self.mode = r.mode.clone();
+        self.seq = self.seq.max(r.seq);
+        // The configuration may have changed which modes suppress an alarm: follow it now (the
+        // start-up checkpoint records the result).
+        let mode = self.mode.mode;
+        for al in &mut self.alarms {
+            al.life.suppressed = al.suppress_in.contains(&mode);
+        }
+        gone.sort();
+        gone
+    }
+
+    /// A checkpoint of every alarm that is not normal, and the site mode.
+    pub fn checkpoint(&self) -> Record {
+        Record::Checkpoint {
+            seq: self.seq,
+            alarms: self
+                .alarms
+                .iter()
+                .filter(|a| a.life != Life::default())
+                .map(|a| (a.id.clone(), a.life.clone()))
+                .collect(),
+            mode: self.mode.clone(),
+        }
+    }
+
+    /// Channel metadata.
+    pub fn channel(&self, id: &ChannelId) -> Option<&ResolvedChannel> {
+        self.index.get(id).map(|&i| &self.chans[i].meta)
+    }
+
+    /// Conditions of a channel that are active or latched (for the channel snapshot).
+    pub fn active(&self, id: &ChannelId) -> Vec<String> {
+        let Some(&i) = self.index.get(id) else {
+            return Vec::new();
+        };
+        let c = &self.chans[i];
+        let mut v: Vec<String> = c
+            .alarms
+            .iter()
+            .map(|&a| &self.alarms[a])
+            .filter(|a| a.life.cond || a.life.latched)
+            .map(|a| a.condition.clone())
+            .collect();
+        if self.alarms[c.fault].life.cond {
+            v.push("fault".into());
+        }
+        v
+    }
+
+    /// Channels currently in fault.
+    pub fn faults(&self) -> usize {
+        self.chans
+            .iter()
+            .filter(|c| self.alarms[c.fault].life.cond)
+            .count()
+    }
+
+    /// The lifecycle of an alarm.
+    pub fn life(&self, alarm: &str) -> Option<&Life> {
+        self.by_id.get(alarm).map(|&a| &self.alarms[a].life)
+    }
+
+    /// The site mode.
+    pub fn mode(&self) -> &ModeState {
+        &self.mode
+    }
+
+    /// Whether an alarm flood is in progress.
+    pub fn flood(&self) -> bool {
+        self.flood
+    }
+
+    /// The last sequence number used.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Number of alarms (every kind, faults included).
+    pub fn alarm_count(&self) -> usize {
+        self.alarms.len()
+    }
+
+    /// The API view of one alarm.
+    pub fn view(&self, alarm: &str) -> Option<AlarmView> {
+        self.by_id.get(alarm).map(|&a| self.view_at(a))
+    }
+
+    fn view_at(&self, a: usize) -> AlarmView {
+        let al = &self.alarms[a];
+        AlarmView {
+            id: al.id.clone(),
+            channel: al.channel.clone(),
+            condition: al.condition.clone(),
+            class: al.class,
+            kind: al.kind.clone(),
+            area: al.area.clone(),
+            priority: al.priority,
+            state: al.life.state(),
+            condition_active: al.life.cond,
+            unacknowledged: al.life.unacked,
+            latched: al.life.latched,
+            shelf: al.life.shelf.clone(),
+            out_of_service: al.life.oos.clone(),
+            suppressed: al.life.suppressed,
+            chattering: al.chattering,
+            value: al.value,
+            limit: al.limit,
+            unit: al.unit.clone(),
+            since: al.since,
+        }
+    }
+
+    /// Every alarm's view.
+    pub fn views(&self) -> Vec<AlarmView> {
+        (0..self.alarms.len()).map(|a| self.view_at(a)).collect()
+    }
+
+    fn emit(
+        &mut self,
+        a: usize,
+        t: Transition,
+        wall: SystemTime,
+        by: Option<&str>,
+        comment: Option<&str>,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        self.seq += 1;
+        let al = &mut self.alarms[a];
+        al.since = Some(wall);
+        let (t, message) = match (al.class, t) {
+            (AlarmClass::Fault, Transition::Raised) => (
+                Transition::Fault,
+                format!(
+                    "{} fault: {}",
+                    al.channel,
+                    al.chan
+                        .and_then(|c| self.chans[c].bad.clone())
+                        .unwrap_or_default()
+                ),
+            ),
+            (AlarmClass::Fault, Transition::Cleared) => (
+                Transition::FaultCleared,
+                format!("{} reading again", al.channel),
+            ),
+            (_, Transition::Raised) => (t, raised_message(al)),
+            (_, Transition::Cleared) => (
+                t,
+                match al.value {
+                    Some(v) if al.chan.is_some() => format!("{} cleared: {v} {}", al.id, al.unit),
+                    _ => format!("{} cleared", al.id),
+                },
+            ),
+            (_, t) => {
+                let who = by.unwrap_or("system");
+                (
+                    t,
+                    match comment.filter(|c| !c.is_empty()) {
+                        Some(c) => {
+                            format!("{} {} by {who}: {c}", al.id, t.as_str().replace('_', " "))
+                        }
+                        None => format!("{} {} by {who}", al.id, t.as_str().replace('_', " ")),
+                    },
+                )
+            }
+        };
+        out.push(AlarmEvent {
+            seq: self.seq,
+            alarm: al.id.clone(),
+            channel: al.channel.clone(),
+            condition: al.condition.clone(),
+            priority: al.priority,
+            transition: t,
+            value: al.value,
+            limit: al.limit,
+            message,
+            ts: wall,
+            class: al.class,
+            kind: al.kind.clone(),
+            state: al.life.state(),
+            by: by.map(str::to_owned),
+            comment: comment.filter(|c| !c.is_empty()).map(str::to_owned),
+        });
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one private helper; a struct would only rename the arguments"
+    )]
+    fn emit_system(
+        &mut self,
+        alarm: &str,
+        t: Transition,
+        priority: Priority,
+        message: String,
+        wall: SystemTime,
+        by: Option<&str>,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        self.seq += 1;
+        out.push(AlarmEvent {
+            seq: self.seq,
+            alarm: alarm.into(),
+            channel: ChannelId::new("site"),
+            condition: alarm.trim_start_matches("site:").into(),
+            priority,
+            transition: t,
+            value: None,
+            limit: None,
+            message,
+            ts: wall,
+            class: AlarmClass::System,
+            kind: "system".into(),
+            state: AlarmState::Normal,
+            by: by.map(str::to_owned),
+            comment: None,
+        });
+    }
+
+    /// The process condition of alarm `a` (after delays) is now `cond`.
+    fn set_cond(
+        &mut self,
+        a: usize,
+        cond: bool,
+        now: Instant,
+        wall: SystemTime,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        let al = &mut self.alarms[a];
+        let ctx = Ctx {
+            latching: al.latching,
+            now: wall,
+            by: "system",
+            comment: "",
+        };
+        let Ok(Some(t)) = al.life.step(&Input::Condition(cond), &ctx) else {
+            return;
+        };
+        let counted = cond && al.class == AlarmClass::Process && !al.life.hidden();
+        self.emit(a, t, wall, None, None, out);
+        if counted {
+            self.activation(a, now, wall, out);
+        }
+    }
+
+    fn activation(&mut self, a: usize, now: Instant, wall: SystemTime, out: &mut Vec<AlarmEvent>) {
+        let s = self.settings.clone();
+        prune(&mut self.recent, now, s.flood_window);
+        self.recent.push_back(now);
+        if !self.flood && self.recent.len() > s.flood_threshold {
+            self.flood = true;
+            let msg = format!(
+                "alarm flood: {} activations within {}",
+                self.recent.len(),
+                humantime::format_duration(s.flood_window)
+            );
+            self.emit_system(
+                "site:flood",
+                Transition::Flood,
+                Priority::High,
+                msg,
+                wall,
+                None,
+                out,
+            );
+        }
+        let al = &mut self.alarms[a];
+        prune(&mut al.activations, now, s.chatter_window);
+        al.activations.push_back(now);
+        if !al.chattering && al.activations.len() >= s.chatter_threshold {
+            al.chattering = true;
+            let n = al.activations.len();
+            self.emit(a, Transition::Chattering, wall, None, None, out);
+            if let Some(e) = out.last_mut() {
+                e.message = format!(
+                    "{} chattering: {n} activations within {}",
+                    e.alarm,
+                    humantime::format_duration(s.chatter_window)
+                );
+            }
+        }
+    }
+
+    fn wall_flags(&mut self, wall: SystemTime) {
+        let secs = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.flags_at != Some(secs) {
+            self.flags = self.calendar.flags(wall);
+            self.flags_at = Some(secs);
+        }
+    }
+
+    fn eval_comp(&mut self, k: usize, now: Instant, wall: SystemTime, out: &mut Vec<AlarmEvent>) {
+        self.wall_flags(wall);
+        let env = EnvRef {
+            chans: &self.chans,
+            mode: self.mode.mode,
+            flags: &self.flags,
+        };
+        let c = &mut self.comps[k];
+        let v = c.expr.eval(&env, &mut c.timers, now).truth();
+        let a = c.alarm;
+        let al = &mut self.alarms[a];
+        match v {
+            Some(raw) => {
+                al.raw = raw;
+                if let Some(cond) = al.delay.feed(raw, now) {
+                    self.set_cond(a, cond, now, wall, out);
+                }
+            }
+            None => al.delay.hold(),
+        }
+    }
+
+    /// Steps on one sample.
+    pub fn on_sample(&mut self, s: &Sample, now: Instant) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        let Some(&i) = self.index.get(&s.channel) else {
+            return out;
+        };
+        let wall = s.ts;
+        match &s.reading {
+            Reading::Bad(reason) => {
+                let was_good = self.chans[i].value.is_some();
+                self.chans[i].value = None;
+                self.chans[i].bad = Some(reason.to_string());
+                let f = self.chans[i].fault;
+                if !self.alarms[f].life.cond {
+                    self.set_cond(f, true, now, wall, &mut out);
+                }
+                for k in 0..self.chans[i].alarms.len() {
+                    let a = self.chans[i].alarms[k];
+                    self.alarms[a].delay.hold();
+                }
+                if was_good {
+                    for k in 0..self.chans[i].deps.len() {
+                        let d = self.chans[i].deps[k];
+                        self.eval_comp(d, now, wall, &mut out);
+                    }
+                }
+            }
+            Reading::Good(v) => {
+                let v = *v;
+                let c = &mut self.chans[i];
+                c.value = Some(v);
+                c.last_good = now;
+                c.bad = None;
+                let f = c.fault;
+                if self.alarms[f].life.cond {
+                    self.alarms[f].value = Some(v);
+                    self.set_cond(f, false, now, wall, &mut out);
+                }
+                for k in 0..self.chans[i].alarms.len() {
+                    let a = self.chans[i].alarms[k];
+                    let al = &mut self.alarms[a];
+                    al.value = Some(v);
+                    let raw = match &mut al.det {
+                        Det::Limit(l) => Some(l.eval(al.raw, v)),
+                        Det::Rate(r) => {
+                            let x = r.eval(al.raw, now, v);
+                            if let Some(rate) = r.rate(now, v) {
+                                al.value = Some(rate);
+                            }
+                            x
+                        }
+                        Det::Discrete(d) => Some(d.eval(v)),
+                        Det::Composite | Det::Fault => None,
+                    };
+                    if let Some(raw) = raw {
+                        al.raw = raw;
+                        if let Some(cond) = al.delay.feed(raw, now) {
+                            self.set_cond(a, cond, now, wall, &mut out);
+                        }
+                    }
+                }
+                for k in 0..self.chans[i].deps.len() {
+                    let d = self.chans[i].deps[k];
+                    self.eval_comp(d, now, wall, &mut out);
+                }
+            }
+        }
+        order(&mut out);
+        out
+    }
+
+    /// Time passes: completes delays, marks stale channels, expires shelves, evaluates timed
+    /// expressions and ends floods. Returns the stale samples to record and the events.
+    pub fn tick(&mut self, now: Instant, wall: SystemTime) -> (Vec<Sample>, Vec<AlarmEvent>) {
+        let mut samples = Vec::new();
+        let mut out = Vec::new();
+        for i in 0..self.chans.len() {
+            let c = &self.chans[i];
+            if c.bad.is_none() && now.saturating_duration_since(c.last_good) > c.meta.max_age {
+                let s = Sample {
+                    channel: c.meta.id.clone(),
+                    ts: wall,
+                    reading: Reading::Bad(BadReason::Stale),
+                };
+                out.extend(self.on_sample(&s, now));
+                samples.push(s);
+            }
+        }
+        let s = self.settings.clone();
+        for a in 0..self.alarms.len() {
+            let al = &mut self.alarms[a];
+            if al.delay.pending.is_some() && al.chan.is_some_and(|c| self.chans[c].value.is_some())
+            {
+                if let Some(cond) = al.delay.feed(al.raw, now) {
+                    self.set_cond(a, cond, now, wall, &mut out);
+                }
+            }
+            let al = &mut self.alarms[a];
+            if al.life.shelf.is_some() {
+                let ctx = Ctx {
+                    latching: al.latching,
+                    now: wall,
+                    by: "system",
+                    comment: "",
+                };
+                if let Ok(Some(t)) = al.life.step(&Input::Tick, &ctx) {
+                    self.emit(a, t, wall, Some("system"), Some("shelf expired"), &mut out);
+                }
+            }
+            let al = &mut self.alarms[a];
+            if al.chattering {
+                prune(&mut al.activations, now, s.chatter_window);
+                if al.activations.len() < s.chatter_threshold {
+                    al.chattering = false;
+                }
+            }
+        }
+        for k in 0..self.comps.len() {
+            self.eval_comp(k, now, wall, &mut out);
+        }
+        prune(&mut self.recent, now, s.flood_window);
+        if self.flood && self.recent.len() <= s.flood_threshold {
+            self.flood = false;
+            let msg = format!(
+                "alarm flood over: {} activations within {}",
+                self.recent.len(),
+                humantime::format_duration(s.flood_window)
+            );
+            self.emit_system(
+                "site:flood",
+                Transition::FloodEnded,
+                Priority::High,
+                msg,
+                wall,
+                None,
+                &mut out,
+            );
+        }
+        order(&mut out);
+        (samples, out)
+    }
+
+    /// Carries out a command from a person.
+    pub fn command(
+        &mut self,
+        cmd: &Command,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Vec<AlarmEvent>, CommandError> {
+        let mut out = Vec::new();
+        match cmd {
+            Command::Act {
+                alarm,
+                action,
+                by,
+                comment,
+            } => {
+                let &a = self
+                    .by_id
+                    .get(alarm)
+                    .ok_or_else(|| CommandError::UnknownAlarm(alarm.clone()))?;
+                let input = match action {
+                    Action::Ack => Input::Ack,
+                    Action::Reset => Input::Reset,
+                    Action::Shelve { duration } => {
+                        if duration.is_zero() || *duration > self.settings.max_shelve {
+                            return Err(CommandError::Invalid(format!(
+                                "a shelf lasts more than 0s and at most {}",
+                                humantime::format_duration(self.settings.max_shelve)
+                            )));
+                        }
+                        Input::Shelve {
+                            until: wall + *duration,
+                        }
+                    }
+                    Action::Unshelve => Input::Unshelve,
+                    Action::OutOfService { reason } => {
+                        if reason.trim().is_empty() {
+                            return Err(CommandError::Invalid(
+                                "taking an alarm out of service needs a reason".into(),
+                            ));
+                        }
+                        Input::OutOfService {
+                            reason: reason.clone(),
+                        }
+                    }
+                    Action::Return => Input::Return,
+                };
+                let al = &mut self.alarms[a];
+                let ctx = Ctx {
+                    latching: al.latching,
+                    now: wall,
+                    by,
+                    comment,
+                };
+                if let Some(t) = al.life.step(&input, &ctx)? {
+                    let c = match action {
+                        Action::OutOfService { reason } if comment.is_empty() => reason.as_str(),
+                        _ => comment.as_str(),
+                    };
+                    self.emit(a, t, wall, Some(by), Some(c), &mut out);
+                }
+            }
+            Command::SetMode { mode, by, reason } => {
+                if reason.trim().is_empty() {
+                    return Err(CommandError::Invalid(
+                        "changing the site mode needs a reason".into(),
+                    ));
+                }
+                let old = self.mode.mode;
+                self.mode = ModeState {
+                    mode: *mode,
+                    by: by.clone(),
+                    reason: reason.clone(),
+                    since: Some(wall),
+                };
+                let msg = format!(
+                    "site mode {} -> {} by {by}: {reason}",
+                    old.as_str(),
+                    mode.as_str()
+                );
+                self.emit_system(
+                    "site:mode",
+                    Transition::SiteMode,
+                    Priority::Low,
+                    msg,
+                    wall,
+                    Some(by),
+                    &mut out,
+                );
+                if let Some(e) = out.last_mut() {
+                    e.comment = Some(reason.clone());
+                }
+                for a in 0..self.alarms.len() {
+                    let al = &mut self.alarms[a];
+                    if al.suppress_in.is_empty() && !al.life.suppressed {
+                        continue;
+                    }
+                    let on = al.suppress_in.contains(mode);
+                    let ctx = Ctx {
+                        latching: al.latching,
+                        now: wall,
+                        by,
+                        comment: reason,
+                    };
+                    if let Ok(Some(t)) = al.life.step(&Input::Suppress(on), &ctx) {
+                        self.emit(a, t, wall, Some(by), Some(reason), &mut out);
+                    }
+                }
+                for k in 0..self.comps.len() {
+                    self.eval_comp(k, now, wall, &mut out);
+                }
+            }
+        }
+        order(&mut out);
+        Ok(out)
+    }
+}
+
+fn raised_message(al: &AlarmRt) -> String {
+    if let Some(m) = &al.message {
+        return m.clone();
+    }
+    match (&al.det, al.value) {
+        (Det::Limit(l), Some(v)) => format!(
+            "{} {} alarm: {v} {} {} limit {} {}",
+            al.channel,
+            al.condition,
+            al.unit,
+            if l.high { "at or above" } else { "at or below" },
+            l.limit,
+            al.unit
+        ),
+        (Det::Rate(_), Some(r)) => format!(
+            "{} {} alarm: changing at {r:.3} {}",
+            al.channel, al.condition, al.unit
+        ),
+        _ => format!("{} {} alarm", al.channel, al.condition),
+    }
+}
+
+fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
+    while q
+        .front()
+        .is_some_and(|&t| now.saturating_duration_since(t) >= window)
+    {
+        q.pop_front();
+    }
+}

@@ -1,0 +1,214 @@
+//! The site's calendar for schedule rules: named daily windows, weekends and holidays, all in
+//! the site's time zone (daylight-saving aware through chrono-tz). Pure: the wall time is passed
+//! in.
+//!
+//! Window edges: `start` is inside, `end` is outside. A window whose end is before its start
+//! crosses midnight and belongs to the day it starts on (a `days = ["fri"]` night window covers
+//! Friday 22:00 to Saturday 06:00).
+
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Utc, Weekday};
+use chrono_tz::Tz;
+
+use crate::config::alarms::{Schedule, date, time_of_day, weekday};
+
+#[derive(Clone, Debug)]
+struct Window {
+    name: String,
+    start: NaiveTime,
+    end: NaiveTime,
+    days: Vec<Weekday>,
+}
+
+/// Calendar flags at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// One per window, in configuration order.
+    pub windows: Vec<bool>,
+    /// Today is a weekend day.
+    pub weekend: bool,
+    /// Today is on the holiday list.
+    pub holiday: bool,
+}
+
+/// The compiled calendar.
+#[derive(Clone, Debug)]
+pub struct Calendar {
+    tz: Tz,
+    windows: Vec<Window>,
+    weekend: Vec<Weekday>,
+    holidays: HashSet<NaiveDate>,
+}
+
+impl Calendar {
+    /// Compiles a validated schedule (invalid entries, impossible after validation, are
+    /// skipped).
+    pub fn new(s: &Schedule) -> Self {
+        Self {
+            tz: s.timezone.parse().unwrap_or(Tz::UTC),
+            windows: s
+                .windows
+                .iter()
+                .filter_map(|w| {
+                    Some(Window {
+                        name: w.name.clone(),
+                        start: time_of_day(&w.start)?,
+                        end: time_of_day(&w.end)?,
+                        days: w.days.iter().filter_map(|d| weekday(d)).collect(),
+                    })
+                })
+                .collect(),
+            weekend: s.weekend.iter().filter_map(|d| weekday(d)).collect(),
+            holidays: s.holidays.iter().filter_map(|d| date(d)).collect(),
+        }
+    }
+
+    /// Index of a window by name.
+    pub fn window_index(&self, name: &str) -> Option<usize> {
+        self.windows.iter().position(|w| w.name == name)
+    }
+
+    /// The flags at `wall`.
+    pub fn flags(&self, wall: SystemTime) -> Flags {
+        let local = DateTime::<Utc>::from(wall).with_timezone(&self.tz);
+        let (day, t) = (local.weekday(), local.time());
+        let windows = self
+            .windows
+            .iter()
+            .map(|w| {
+                let on = |d: Weekday| w.days.is_empty() || w.days.contains(&d);
+                if w.start < w.end {
+                    t >= w.start && t < w.end && on(day)
+                } else {
+                    (t >= w.start && on(day)) || (t < w.end && on(day.pred()))
+                }
+            })
+            .collect();
+        Flags {
+            windows,
+            weekend: self.weekend.contains(&day),
+            holiday: self.holidays.contains(&local.date_naive()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::alarms::TimeWindow;
+    use chrono::TimeZone;
+
+    fn at(tz: Tz, y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> SystemTime {
+        SystemTime::from(
+            tz.with_ymd_and_hms(y, mo, d, h, mi, s)
+                .single()
+                .expect("valid local time"),
+        )
+    }
+
+    #[test]
+    fn windows_weekends_holidays_at_their_edges() {
+        let sched = Schedule {
+            timezone: "Asia/Shanghai".into(),
+            weekend: vec!["sat".into(), "sun".into()],
+            holidays: vec!["2026-10-01".into()],
+            windows: vec![
+                TimeWindow {
+                    name: "night".into(),
+                    start: "22:00".into(),
+                    end: "06:00".into(),
+                    days: vec![],
+                },
+                TimeWindow {
+                    name: "fri-night".into(),
+                    start: "22:00".into(),
+                    end: "06:00".into(),
+                    days: vec!["fri".into()],
+                },
+                TimeWindow {
+                    name: "lunch".into(),
+                    start: "12:00".into(),
+                    end: "13:00".into(),
+                    days: vec![],
+                },
+            ],
+        };
+        let c = Calendar::new(&sched);
+        let sh = chrono_tz::Asia::Shanghai;
+        // 2026-09-25 is a Friday.
+        let rows = [
+            (
+                at(sh, 2026, 9, 25, 21, 59, 59),
+                [false, false, false],
+                false,
+                false,
+            ),
+            (
+                at(sh, 2026, 9, 25, 22, 0, 0),
+                [true, true, false],
+                false,
+                false,
+            ),
+            (
+                at(sh, 2026, 9, 26, 5, 59, 59),
+                [true, true, false],
+                true,
+                false,
+            ), // Saturday morning
+            (
+                at(sh, 2026, 9, 26, 6, 0, 0),
+                [false, false, false],
+                true,
+                false,
+            ),
+            (
+                at(sh, 2026, 9, 26, 23, 0, 0),
+                [true, false, false],
+                true,
+                false,
+            ), // Saturday night
+            (
+                at(sh, 2026, 9, 28, 12, 0, 0),
+                [false, false, true],
+                false,
+                false,
+            ),
+            (
+                at(sh, 2026, 9, 28, 13, 0, 0),
+                [false, false, false],
+                false,
+                false,
+            ),
+            (
+                at(sh, 2026, 10, 1, 0, 0, 0),
+                [true, false, false],
+                false,
+                true,
+            ),
+            (
+                at(sh, 2026, 9, 30, 23, 59, 59),
+                [true, false, false],
+                false,
+                false,
+            ),
+        ];
+        for (i, (t, w, weekend, holiday)) in rows.into_iter().enumerate() {
+            let f = c.flags(t);
+            assert_eq!(
+                f,
+                Flags {
+                    windows: w.to_vec(),
+                    weekend,
+                    holiday
+                },
+                "row {i}"
+            );
+        }
+        // The same UTC instant is a different local day: 2026-09-30T16:00Z is 1 October 00:00
+        // in Shanghai.
+        let utc = at(chrono_tz::UTC, 2026, 9, 30, 16, 0, 0);
+        assert!(c.flags(utc).holiday);
+    }
+}

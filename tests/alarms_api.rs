@@ -1,0 +1,431 @@
+//! `/api/v1/alarms` against a running engine task with a journal: 401 vs 403, listing order,
+//! actions through the engine, refusals, history, audit trail, site mode, and a restart that
+//! keeps a latched alarm latched.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use hazgate::api::{ApiState, app};
+use hazgate::config::{self, Resolved};
+use hazgate::model::{AlarmEvent, ChannelId, Reading, Sample, Transition};
+use hazgate::rules::{self, Sinks};
+use hazgate::state::SharedState;
+use hazgate::telemetry::Metrics;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+const OP: &str = "op-secret";
+const VIEWER: &str = "viewer-secret";
+
+fn cfg(journal: &Path) -> Resolved {
+    let text = format!(
+        r#"
+[site]
+id = "s"
+[[sources]]
+kind = "modbus_tcp"
+id = "bus"
+address = "127.0.0.1:1502"
+[[devices]]
+id = "d"
+area = "a"
+source = "bus"
+[[devices.registers]]
+name = "lel"
+table = "input"
+address = 0
+kind = "combustible_gas"
+unit = "%LEL"
+[[devices.registers]]
+name = "tox"
+table = "input"
+address = 1
+kind = "toxic_gas"
+unit = "ppm"
+[[devices.registers]]
+name = "level"
+table = "input"
+address = 2
+kind = "tank_level"
+unit = "m"
+[[rules]]
+channel = "a.d.lel"
+h = 25
+hh = 50
+[[rules]]
+channel = "a.d.tox"
+h = 10
+hh = 20
+[[rules]]
+channel = "a.d.level"
+h = 10
+hh = 11
+[alarms]
+journal_dir = "{}"
+[[alarms.tokens]]
+name = "shift-lead"
+role = "operator"
+sha256 = "1404ccb7e370497229e0478ebfe329b1067563cb646826f6ef685a04d02431de"
+[[alarms.tokens]]
+name = "dashboard"
+role = "viewer"
+sha256 = "f6aa3a0aabbb721b4aa7763a987a47688a702b1bcf4850cb4ba5bdab26f9cc4b"
+"#,
+        journal.display()
+    );
+    let cfg = config::parse(&text, Path::new("t.toml")).expect("parses");
+    config::validate(&cfg, Path::new(".")).expect("valid").0
+}
+
+struct Gw {
+    api: ApiState,
+    tx: Option<mpsc::Sender<Vec<Sample>>>,
+    alerts: mpsc::Receiver<AlarmEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(c: &Resolved) -> Gw {
+    let state = Arc::new(SharedState::new(c));
+    let metrics = Arc::new(Metrics::new());
+    let (engine, handle) = rules::open(c, tokio::time::Instant::now().into_std())
+        .await
+        .expect("open");
+    state.alarms.set(handle).expect("set once");
+    let (tx, rx) = mpsc::channel(16);
+    let (atx, arx) = mpsc::channel(1024);
+    let task = tokio::spawn(rules::run(
+        engine,
+        rx,
+        Sinks {
+            outputs: vec![],
+            alerts: atx,
+        },
+        state.clone(),
+        metrics.clone(),
+    ));
+    Gw {
+        api: ApiState { state, metrics },
+        tx: Some(tx),
+        alerts: arx,
+        task,
+    }
+}
+
+impl Gw {
+    async fn send(&self, vals: &[(&str, f64)]) {
+        let b = vals
+            .iter()
+            .map(|(c, v)| Sample {
+                channel: ChannelId::new(*c),
+                ts: SystemTime::now(),
+                reading: Reading::Good(*v),
+            })
+            .collect();
+        self.tx
+            .as_ref()
+            .expect("running")
+            .send(b)
+            .await
+            .expect("engine alive");
+    }
+    async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, bool) {
+        let mut r = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => r
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => r.body(Body::empty()),
+        }
+        .expect("request");
+        let resp = app(self.api.clone(), Duration::from_secs(5))
+            .oneshot(req)
+            .await
+            .expect("infallible");
+        let status = resp.status();
+        let www = resp.headers().contains_key(header::WWW_AUTHENTICATE);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            www,
+        )
+    }
+    async fn stop(mut self) {
+        self.tx.take();
+        self.task.await.expect("engine task ends cleanly");
+    }
+}
+
+async fn wait_for(g: &Gw, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v, _) = g.req("GET", "/api/v1/alarms", Some(VIEWER), None).await;
+        if f(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["alarms"]
+        .as_array()
+        .expect("alarms")
+        .iter()
+        .map(|a| a["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn alarm_api_end_to_end() {
+    tokio::time::timeout(Duration::from_secs(60), scenario())
+        .await
+        .expect("test timed out");
+}
+
+async fn scenario() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cfg(dir.path());
+    let mut g = start(&c).await;
+
+    // Authentication: 401 without or with an unknown token (with WWW-Authenticate), 403 for a
+    // viewer acting.
+    let (code, body, www) = g.req("GET", "/api/v1/alarms", None, None).await;
+    assert_eq!((code, www), (StatusCode::UNAUTHORIZED, true), "{body}");
+    let (code, _, _) = g.req("GET", "/api/v1/alarms", Some("guess"), None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, body, _) = g
+        .req("POST", "/api/v1/alarms/a.d.lel:H/ack", Some(VIEWER), None)
+        .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    let (code, _, _) = g
+        .req("POST", "/api/v1/alarms/a.d.lel:H/ack", None, None)
+        .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+
+    // Three alarms at once: critical first; at the same priority toxic before combustible.
+    g.send(&[("a.d.lel", 30.0), ("a.d.tox", 12.0), ("a.d.level", 11.5)])
+        .await;
+    let v = wait_for(&g, "three alarms", |v| {
+        v["alarms"].as_array().is_some_and(|a| a.len() >= 4)
+    })
+    .await;
+    assert_eq!(
+        ids(&v),
+        ["a.d.level:HH", "a.d.tox:H", "a.d.lel:H", "a.d.level:H"]
+    );
+    assert_eq!(v["alarms"][2]["state"], "active_unacknowledged");
+    // Notifications go out in the same order.
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(g.alerts.recv().await.expect("event").alarm);
+    }
+    assert_eq!(
+        got,
+        ["a.d.level:HH", "a.d.tox:H", "a.d.lel:H", "a.d.level:H"]
+    );
+
+    // Actions go through the engine and record who.
+    let (code, body, _) = g
+        .req(
+            "POST",
+            "/api/v1/alarms/a.d.lel:H/ack",
+            Some(OP),
+            Some(json!({"comment": "going to look"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["alarm"]["state"], "active_acknowledged");
+    assert_eq!(body["events"][0]["by"], "shift-lead");
+    assert_eq!(body["events"][0]["comment"], "going to look");
+    let (code, body, _) = g
+        .req("POST", "/api/v1/alarms/a.d.lel:H/reset", Some(OP), None)
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("still active")
+    );
+    let (code, _, _) = g
+        .req("POST", "/api/v1/alarms/a.d.lel:H/shelve", Some(OP), None)
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, _, _) = g
+        .req("POST", "/api/v1/alarms/nope:H/ack", Some(OP), None)
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, _, _) = g
+        .req("POST", "/api/v1/alarms/a.d.lel:H/dance", Some(OP), None)
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    // The gas alarm latches when the value returns; the tank alarm does not.
+    g.send(&[("a.d.lel", 1.0), ("a.d.level", 5.0)]).await;
+    wait_for(&g, "lel latched", |v| {
+        v["alarms"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["id"] == "a.d.lel:H" && x["state"] == "latched")
+        })
+    })
+    .await;
+
+    // History with filters and the audit trail.
+    let (code, body, _) = g
+        .req(
+            "GET",
+            "/api/v1/alarms/history?alarm=a.d.lel:H",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let tr: Vec<&str> = body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["transition"].as_str().expect("t"))
+        .collect();
+    assert_eq!(tr, ["raised", "acknowledged", "cleared"]);
+    let (_, body, _) = g
+        .req(
+            "GET",
+            "/api/v1/alarms/history?transition=raised&limit=2",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(body["events"].as_array().expect("events").len(), 2);
+    let (code, body, _) = g
+        .req(
+            "GET",
+            "/api/v1/alarms/history?since=yesterday",
+            Some(VIEWER),
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    let (code, body, _) = g
+        .req("GET", "/api/v1/alarms/a.d.lel:H/audit", Some(VIEWER), None)
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(body["alarm"]["latched"], true);
+    assert_eq!(body["events"][1]["by"], "shift-lead");
+
+    // Site mode with who and why.
+    let (code, _, _) = g
+        .req(
+            "POST",
+            "/api/v1/alarms/site-mode",
+            Some(VIEWER),
+            Some(json!({"mode": "suspended", "reason": "x"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let (code, _, _) = g
+        .req(
+            "POST",
+            "/api/v1/alarms/site-mode",
+            Some(OP),
+            Some(json!({"mode": "suspended"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "a reason is required");
+    let (code, body, _) = g
+        .req(
+            "POST",
+            "/api/v1/alarms/site-mode",
+            Some(OP),
+            Some(json!({"mode": "suspended", "reason": "order 17"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (_, body, _) = g
+        .req("GET", "/api/v1/alarms/site-mode", Some(VIEWER), None)
+        .await;
+    assert_eq!(
+        (
+            body["mode"].as_str(),
+            body["by"].as_str(),
+            body["reason"].as_str()
+        ),
+        (Some("suspended"), Some("shift-lead"), Some("order 17"))
+    );
+
+    // Shelved alarms are journaled but not annunciated.
+    let (code, _, _) = g
+        .req(
+            "POST",
+            "/api/v1/alarms/a.d.tox:HH/shelve",
+            Some(OP),
+            Some(json!({"duration": "30m"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    g.send(&[("a.d.tox", 25.0)]).await;
+    wait_for(&g, "tox HH raised while shelved", |v| {
+        v["alarms"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["id"] == "a.d.tox:HH" && x["condition_active"] == true)
+        })
+    })
+    .await;
+    let mut annunciated = Vec::new();
+    while let Ok(e) = g.alerts.try_recv() {
+        annunciated.push((e.alarm, e.transition));
+    }
+    assert!(
+        annunciated.contains(&("a.d.tox:HH".to_owned(), Transition::Shelved)),
+        "{annunciated:?}"
+    );
+    assert!(
+        !annunciated.contains(&("a.d.tox:HH".to_owned(), Transition::Raised)),
+        "{annunciated:?}"
+    );
+    g.stop().await;
+
+    // A restart (no clean shutdown matters: every batch was fsync'd): still latched, mode kept.
+    let g = start(&c).await;
+    let (_, body, _) = g
+        .req("GET", "/api/v1/alarms/a.d.lel:H", Some(VIEWER), None)
+        .await;
+    assert_eq!(body["state"], "latched", "{body}");
+    let (_, body, _) = g
+        .req("GET", "/api/v1/alarms/site-mode", Some(VIEWER), None)
+        .await;
+    assert_eq!(body["mode"], "suspended");
+    let (_, body, _) = g
+        .req("GET", "/api/v1/alarms/a.d.lel:H/audit", Some(VIEWER), None)
+        .await;
+    assert_eq!(
+        body["events"].as_array().expect("events").len(),
+        3,
+        "history replayed: {body}"
+    );
+    let (code, body, _) = g
+        .req("POST", "/api/v1/alarms/a.d.lel:H/reset", Some(OP), None)
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["alarm"]["state"], "normal");
+    g.stop().await;
+}
