@@ -46,6 +46,19 @@ pub struct DemoOptions {
     pub influx_url: Option<String>,
     /// Database for the InfluxDB output.
     pub influx_db: String,
+    /// An operator token for acknowledging alarms on the status page (`demo-operator`).
+    pub operator_token: Option<String>,
+}
+
+/// A fresh random operator token for one demo run.
+pub fn random_token() -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
 }
 
 /// Builds the demo configuration for a simulator at `sim`.
@@ -69,6 +82,17 @@ pub fn demo_config(sim: SocketAddr, o: &DemoOptions) -> Result<Resolved, String>
         t.address = sim.to_string();
     }
     cfg.api.listen = o.listen;
+    if let Some(token) = &o.operator_token {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(token.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        cfg.alarms.tokens.push(config::alarms::ApiToken {
+            name: "demo-operator".into(),
+            role: config::alarms::Role::Operator,
+            sha256: Some(hex),
+            token: None,
+        });
+    }
     if let Some(url) = &o.influx_url {
         cfg.outputs.push(Output::InfluxdbV1(InfluxV1Output {
             id: "demo-influx".into(),
@@ -92,7 +116,11 @@ pub fn demo_config(sim: SocketAddr, o: &DemoOptions) -> Result<Resolved, String>
 }
 
 /// Runs the demo until `shutdown`; errors carry the exit status.
-pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(), (u8, String)> {
+pub async fn run(
+    mut o: DemoOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), (u8, String)> {
+    let token = o.operator_token.get_or_insert_with(random_token).clone();
     let cancel = CancellationToken::new();
     let mut spec = hazgate_sim::demo_spec();
     for l in &mut spec.listeners {
@@ -116,10 +144,12 @@ pub async fn run(o: DemoOptions, shutdown: impl Future<Output = ()>) -> Result<(
     let base = format!("http://{}", running.api_addr);
     info!(simulator = %sim_addr, api = %base, "demo running");
     println!("hazgate demo is running (Ctrl-C to stop)");
+    println!("  status page:  {base}/");
     println!("  live values:  {base}/api/v1/channels");
     println!("  devices:      {base}/api/v1/devices");
     println!("  readiness:    {base}/readyz");
     println!("  metrics:      {base}/metrics");
+    println!("  operator token for acknowledging alarms (this run only): {token}");
     if let Some(url) = &o.influx_url {
         println!(
             "  time series:  {url} database `{}` (measurements `reading`, `alarm_event`)",

@@ -135,6 +135,7 @@ fn main() -> ExitCode {
                     listen,
                     influx_url,
                     influx_db,
+                    operator_token: None,
                 },
                 shutdown_signal(),
             )

@@ -75,6 +75,7 @@ async fn every_dashboard_query_returns_data() {
             listen: "127.0.0.1:0".parse().expect("addr"),
             influx_url: Some(influx.url()),
             influx_db: "hazgate".into(),
+            operator_token: None,
         };
         let cfg = hazgate::demo::demo_config(sim.listeners[0].1, &opts).expect("config");
         let gw = hazgate::app::start(cfg).await.expect("gateway");

@@ -204,6 +204,7 @@ async fn demo_config_runs_against_the_demo_site() {
             listen: "127.0.0.1:0".parse().expect("addr"),
             influx_url: None,
             influx_db: "hazgate".into(),
+            operator_token: None,
         };
         let cfg = hazgate::demo::demo_config(sim.listeners[0].1, &opts).expect("demo config");
         let gw = hazgate::app::start(cfg).await.expect("starts");

@@ -28,6 +28,7 @@ async fn status_page_shows_values_alarms_and_faults() {
             listen: "127.0.0.1:0".parse().expect("addr"),
             influx_url: None,
             influx_db: "hazgate".into(),
+            operator_token: Some("demo-test-token".into()),
         };
         let gw = hazgate::app::start(
             hazgate::demo::demo_config(sim.listeners[0].1, &opts).expect("config"),
@@ -91,6 +92,73 @@ async fn status_page_shows_values_alarms_and_faults() {
             listed.contains(&"tankfarm.gd102.lel:fault".to_owned()),
             "{listed:?}"
         );
+        // With the operator token, the alarm engine's list appears with an Acknowledge button;
+        // clicking it reaches the engine and shows in the alarm's audit trail.
+        let token_input = browser.find_all("#token").await.pop().expect("token input");
+        browser.type_text(&token_input, "demo-test-token\n").await;
+        let note = browser
+            .find_all("#user-note")
+            .await
+            .pop()
+            .expect("comment input");
+        browser.type_text(&note, "checked on site").await;
+        let ack = support::eventually(
+            Duration::from_secs(15),
+            "an Acknowledge button for gd101:H",
+            || async {
+                browser
+                    .find_all("tr[data-alarm=\"tankfarm.gd101.lel:H\"] button[data-act=\"ack\"]")
+                    .await
+                    .pop()
+            },
+        )
+        .await;
+        browser.click(&ack).await;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let audit_url = format!(
+            "http://{}/api/v1/alarms/tankfarm.gd101.lel:H/audit",
+            gw.api_addr
+        );
+        let audit = support::eventually(
+            Duration::from_secs(15),
+            "the acknowledgement in the audit trail",
+            || {
+                let (client, url) = (client.clone(), audit_url.clone());
+                async move {
+                    let v: serde_json::Value = client
+                        .get(&url)
+                        .bearer_auth("demo-test-token")
+                        .send()
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()?;
+                    let acked = v["events"]
+                        .as_array()?
+                        .iter()
+                        .any(|e| e["by"] == "demo-operator" && e["comment"] == "checked on site");
+                    acked.then_some(v)
+                }
+            },
+        )
+        .await;
+        assert_eq!(audit["alarm"]["unacknowledged"], false, "{audit}");
+        support::eventually(
+            Duration::from_secs(10),
+            "the button gone after acknowledging",
+            || async {
+                browser
+                    .find_all("tr[data-alarm=\"tankfarm.gd101.lel:H\"] button[data-act=\"ack\"]")
+                    .await
+                    .is_empty()
+                    .then_some(())
+            },
+        )
+        .await;
         let devices = browser.find_all("#devices tbody tr").await;
         assert_eq!(devices.len(), 5, "every device listed");
         let shot = std::env::temp_dir().join("hazgate-status-page.png");

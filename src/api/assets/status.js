@@ -11,6 +11,12 @@ function fmtValue(c) {
   return `${v} ${esc(c.unit)}`;
 }
 
+function fmtTime(ts) {
+  if (!ts) return "";
+  const d = new Date(ts);
+  return isNaN(d) ? esc(ts) : esc(d.toLocaleString());
+}
+
 function channelClass(c) {
   const limits = (c.alarms || []).filter((a) => a !== "fault");
   if (limits.length) return "alarm";
@@ -56,7 +62,7 @@ function renderAlarmsFromChannels(channels) {
       const cls = a === "fault" ? "fault" : "alarm";
       rows.push(`<tr class="${cls}" data-alarm="${esc(c.id)}:${esc(a)}"><td>${a === "HH" || a === "LL" ? "critical" : "high"}</td>
         <td>${esc(c.label || c.id)} ${esc(a)}</td><td>${a === "fault" ? esc(c.reason || "fault") : "active"}</td>
-        <td>${fmtValue(c)}</td><td>${esc(c.ts || "")}</td><td></td></tr>`);
+        <td>${fmtValue(c)}</td><td>${fmtTime(c.ts)}</td><td></td></tr>`);
     }
   }
   $("#alarms tbody").innerHTML = rows.join("");
@@ -67,7 +73,7 @@ function renderDevices(data) {
   const rows = Object.entries(data.devices || {}).map(([id, d]) => {
     const cls = d.consecutive_failures > 0 ? "fault" : "";
     return `<tr class="${cls}"><td>${esc(id)}</td><td>${esc(d.source)}</td><td>${esc(d.unit_id)}</td>
-      <td>${esc(d.last_success || "never")}</td><td>${esc(d.consecutive_failures)}</td>
+      <td>${d.last_success ? fmtTime(d.last_success) : "never"}</td><td>${esc(d.consecutive_failures)}</td>
       <td>${d.latency_ms == null ? "—" : d.latency_ms.toFixed(1) + " ms"}</td><td>${esc(d.last_error || "")}</td></tr>`;
   });
   $("#devices tbody").innerHTML = rows.join("");
@@ -89,7 +95,66 @@ function connect() {
   es.onerror = () => { $("#conn").textContent = "reconnecting…"; };
 }
 
+// Alarms from the alarm engine (needs a viewer or operator token): acknowledge and reset.
+const alarms = {
+  token() { return sessionStorage.getItem("hazgate-token") || ""; },
+  async call(method, path, body) {
+    const r = await fetch(path, {
+      method,
+      headers: { "Authorization": `Bearer ${this.token()}`, "Content-Type": "application/json" },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const data = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(data.error || `HTTP ${r.status}`);
+    return data;
+  },
+  async refresh() {
+    if (!this.token()) return;
+    try {
+      const data = await this.call("GET", "/api/v1/alarms");
+      window.hazgateAlarms = this;
+      $("#alarm-error").textContent = "";
+      const rows = (data.alarms || []).map((a) => {
+        const cls = a.class === "fault" ? "fault" : "alarm";
+        const value = a.value == null ? "—" : `${Number(a.value.toPrecision(4))} ${esc(a.unit)}`;
+        const ack = a.unacknowledged ? `<button data-act="ack">Acknowledge</button>` : "";
+        const reset = a.latched && !a.condition_active ? `<button data-act="reset">Reset</button>` : "";
+        return `<tr class="${cls}" data-alarm="${esc(a.id)}"><td>${esc(a.priority)}</td><td>${esc(a.id)}</td>
+          <td>${esc(a.state)}</td><td>${value}</td><td>${fmtTime(a.since)}</td><td>${ack}${reset}</td></tr>`;
+      });
+      $("#alarms tbody").innerHTML = rows.join("");
+      $("#alarms-empty").hidden = rows.length > 0;
+      const m = data.site_mode || {};
+      const mode = typeof m === "string" ? m : (m.mode || "normal");
+      $("#mode").textContent = mode === "normal" ? "" : `site mode: ${mode}${m.by ? ` (set by ${m.by})` : ""}`;
+    } catch (e) {
+      $("#alarm-error").textContent = `Alarms: ${e.message}`;
+    }
+  },
+  async act(id, action) {
+    try {
+      await this.call("POST", `/api/v1/alarms/${encodeURIComponent(id)}/${action}`, { comment: $("#user-note").value || undefined });
+      $("#alarm-error").textContent = "";
+    } catch (e) {
+      $("#alarm-error").textContent = `${action} ${id}: ${e.message}`;
+    }
+    this.refresh();
+  },
+};
+
+$("#token").value = alarms.token();
+$("#token").addEventListener("change", () => {
+  sessionStorage.setItem("hazgate-token", $("#token").value.trim());
+  alarms.refresh();
+});
+$("#alarms").addEventListener("click", (ev) => {
+  const b = ev.target.closest("button[data-act]");
+  if (!b) return;
+  alarms.act(b.closest("tr").dataset.alarm, b.dataset.act);
+});
+
 connect();
 refreshDevices();
+alarms.refresh();
 setInterval(refreshDevices, 5000);
-if (window.hazgateAlarms) window.hazgateAlarms.start();
+setInterval(() => alarms.refresh(), 2000);
