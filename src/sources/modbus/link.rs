@@ -4,15 +4,21 @@
 //! Invariants:
 //! - every connect and every request is bounded by a timeout (tokio-modbus has none of its own);
 //! - on RTU framing there is no transaction id, so after a timeout or a garbled answer the caller
-//!   drops the context and reopens with `drain = true`: the fresh stream is read and discarded
-//!   until it has been quiet for `timing.drain` (capped), and a serial port's input buffer is
-//!   flushed, before the next request is written. A reply later than that quiet window can still
-//!   arrive during a later request; the client then rejects it only if its unit id, function code
-//!   or length differ (documented limit of RTU itself).
+//!   drops the context and reopens with `drain = true`: the stream is read and discarded until it
+//!   has been quiet for `timing.drain` (capped), and a serial port's input buffer is flushed,
+//!   before the next request is written. A reply later than that quiet window can still arrive
+//!   during a later request; the client then rejects it only if its unit id, function code or
+//!   length differ (a limit of RTU itself, which has no transaction id).
+//! - a serial port stays open across timeouts (closing and reopening a port cannot make a late
+//!   reply vanish; draining does); it is reopened after a transport error (unplugged adapter).
+//!   It is opened exclusively (TIOCEXCL), so a second process cannot share the bus by mistake.
 
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_modbus::client::{Context, Reader, rtu, tcp};
 use tokio_modbus::{ExceptionCode, Slave};
@@ -34,7 +40,91 @@ pub enum ReadOutcome {
     LinkError(String),
 }
 
-/// Opens the link. `drain`: discard stale bytes first (RTU framing, after a timeout or error).
+/// Opens contexts on one link; keeps a serial port open across contexts.
+#[derive(Debug)]
+pub struct Connector {
+    link: ModbusLink,
+    timing: ModbusTiming,
+    port: Option<SharedPort>,
+}
+
+impl Connector {
+    /// A connector for `link`; nothing is opened yet.
+    pub fn new(link: ModbusLink, timing: ModbusTiming) -> Self {
+        Connector {
+            link,
+            timing,
+            port: None,
+        }
+    }
+
+    /// Forgets the open serial port (after a transport error): the next [`Connector::open`]
+    /// reopens it. The port closes when the last context using it is dropped.
+    pub fn reset(&mut self) {
+        self.port = None;
+    }
+
+    /// A new client context. `drain`: discard stale bytes first (RTU framing, after a timeout or
+    /// error).
+    pub async fn open(&mut self, drain: bool) -> Result<Context, String> {
+        if let ModbusLink::Rtu(line) = &self.link {
+            let port = match &self.port {
+                Some(p) => p.clone(),
+                None => {
+                    let p = SharedPort(Arc::new(Mutex::new(open_serial(line)?)));
+                    self.port = Some(p.clone());
+                    p
+                }
+            };
+            if drain {
+                let mut reader = port.clone();
+                drain_quiet(&mut reader, self.timing.drain, drain_cap(&self.timing)).await;
+                use tokio_serial::SerialPort as _;
+                let _ = port.lock().clear(tokio_serial::ClearBuffer::Input);
+            }
+            return Ok(rtu::attach_slave(port, Slave(1)));
+        }
+        connect(&self.link, &self.timing, drain).await
+    }
+}
+
+/// A serial port shared by successive client contexts (the lock is held only inside a poll).
+#[derive(Clone, Debug)]
+struct SharedPort(Arc<Mutex<tokio_serial::SerialStream>>);
+
+impl SharedPort {
+    fn lock(&self) -> std::sync::MutexGuard<'_, tokio_serial::SerialStream> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl AsyncRead for SharedPort {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.lock()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SharedPort {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.lock()).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.lock()).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.lock()).poll_shutdown(cx)
+    }
+}
+
+/// Opens a TCP or RTU-over-TCP link (a serial link opens a fresh port; prefer [`Connector`]).
 pub async fn connect(
     link: &ModbusLink,
     timing: &ModbusTiming,
@@ -59,12 +149,7 @@ pub async fn connect(
             Ok(rtu::attach_slave(stream, Slave(1)))
         }
         ModbusLink::Rtu(line) => {
-            let mut port = open_serial(line)?;
-            if drain {
-                drain_quiet(&mut port, timing.drain, drain_cap(timing)).await;
-                use tokio_serial::SerialPort as _;
-                let _ = port.clear(tokio_serial::ClearBuffer::Input);
-            }
+            let port = open_serial(line)?;
             Ok(rtu::attach_slave(port, Slave(1)))
         }
     }

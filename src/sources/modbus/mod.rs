@@ -93,6 +93,7 @@ pub async fn run_source(
         })
         .collect();
     let mut ctx: Option<Context> = None;
+    let mut connector = link::Connector::new(src.link.clone(), src.timing.clone());
     let mut connect_attempt: u32 = 0;
     let mut reconnect_at = now;
     // RTU framing: the next open must drain stale bytes (set after a timeout or link error).
@@ -146,7 +147,7 @@ pub async fn run_source(
                     )
                 } else {
                     if ctx.is_none() {
-                        match link::connect(&src.link, &src.timing, drain_next).await {
+                        match connector.open(drain_next).await {
                             Ok(c) => {
                                 info!(source = %src.id, link = %link_desc, "connected");
                                 state.health.ok(&component);
@@ -182,12 +183,15 @@ pub async fn run_source(
                                 &src_label,
                             )
                             .await;
-                            if !polled.link_ok {
+                            if let Some(fail) = polled.link_failure {
                                 // Drop the connection: a late reply must never answer a later
                                 // request.
                                 ctx = None;
                                 reconnect_at = Instant::now();
                                 drain_next = src.link.is_rtu();
+                                if fail == LinkFailure::Error {
+                                    connector.reset();
+                                }
                             }
                             update_health(
                                 &state,
@@ -315,10 +319,18 @@ fn update_health(
     });
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkFailure {
+    /// No answer in time: drain (RTU) or reconnect (TCP).
+    Timeout,
+    /// Transport or protocol error: reopen.
+    Error,
+}
+
 struct Polled {
     samples: Vec<Sample>,
-    /// The link is still usable.
-    link_ok: bool,
+    /// Why the link must be re-established, if it must.
+    link_failure: Option<LinkFailure>,
     /// At least one request was answered (data or exception).
     any_ok: bool,
 }
@@ -335,9 +347,10 @@ async fn poll_reads(
     ctx.set_slave(Slave(dev.unit_id));
     let timeout = src.timing.timeout;
     let mut out = Vec::with_capacity(reads.iter().map(|r| r.points.len()).sum());
-    let mut link_ok = true;
+    let mut link_failure = None;
     let mut any_ok = false;
     for (i, read) in reads.iter().enumerate() {
+        let link_ok = link_failure.is_none();
         if i > 0 && !src.timing.pause.is_zero() {
             tokio::time::sleep(src.timing.pause).await;
         }
@@ -394,6 +407,13 @@ async fn poll_reads(
                 }
             }
             ReadOutcome::Timeout | ReadOutcome::LinkError(_) => {
+                if link_ok {
+                    link_failure = Some(if matches!(outcome, ReadOutcome::Timeout) {
+                        LinkFailure::Timeout
+                    } else {
+                        LinkFailure::Error
+                    });
+                }
                 let detail = match outcome {
                     ReadOutcome::LinkError(e) => e,
                     _ => format!(
@@ -405,7 +425,6 @@ async fn poll_reads(
                         read.count
                     ),
                 };
-                link_ok = false;
                 for &pi in &read.points {
                     out.push(Sample {
                         channel: dev.points[pi].channel.clone(),
@@ -420,7 +439,7 @@ async fn poll_reads(
     }
     Polled {
         samples: out,
-        link_ok,
+        link_failure,
         any_ok,
     }
 }
