@@ -139,7 +139,7 @@ pub async fn run_source(
                         &d.groups[gi].reads,
                         &format!("backing off after {} failed polls", d.fails),
                     )
-                } else if ctx.is_none() && now < reconnect_at {
+                } else if ctx.is_none() && Instant::now() < reconnect_at {
                     bad_reads(
                         &d.dev,
                         &d.groups[gi].reads,
