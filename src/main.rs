@@ -117,8 +117,8 @@ struct ProbeArgs {
     count: u16,
     /// The value shown on the detector's display; matching interpretations are marked.
     #[arg(long, allow_hyphen_values = true)]
-    expect: Option<f64>,
-    /// Absolute tolerance for --expect (default 0.5 % of it).
+    expect: Option<String>,
+    /// Absolute tolerance for --expect (default: half a unit of its last digit, 0.005 for 7.31).
     #[arg(long)]
     tolerance: Option<f64>,
     /// Scale factors tried on integer types, comma-separated.
@@ -176,6 +176,19 @@ fn probe(a: ProbeArgs) -> ExitCode {
         }
         (None, None, None) => unreachable!("clap requires one link argument"),
     };
+    let expect = match a.expect.as_deref().map(str::parse::<f64>) {
+        None => None,
+        Some(Ok(v)) if v.is_finite() => Some(v),
+        Some(_) => {
+            eprintln!("hazgate probe: --expect must be a number");
+            return ExitCode::from(2);
+        }
+    };
+    let tolerance = a.tolerance.or_else(|| {
+        a.expect
+            .as_deref()
+            .map(hazgate::sources::modbus::probe::display_tolerance)
+    });
     let req = hazgate::sources::modbus::probe::ProbeRequest {
         link,
         timing: ModbusTiming {
@@ -194,8 +207,8 @@ fn probe(a: ProbeArgs) -> ExitCode {
         },
         address: a.address,
         count: a.count,
-        expect: a.expect,
-        tolerance: a.tolerance,
+        expect,
+        tolerance,
         scales: a.scales,
     };
     runtime(async move {

@@ -155,12 +155,23 @@ pub fn interpretations(words: &[u16], first: u16, address: u16, count: u16) -> V
     out
 }
 
+/// Tolerance implied by how a display value is written: half a unit of its last digit
+/// (`"7.31"` → 0.005, `"12"` → 0.5).
+pub fn display_tolerance(text: &str) -> f64 {
+    let decimals = text
+        .split_once('.')
+        .map(|(_, f)| f.chars().take_while(char::is_ascii_digit).count())
+        .unwrap_or(0);
+    0.5 * 10f64.powi(-i32::try_from(decimals).unwrap_or(0))
+}
+
 /// The default tolerance for `expect`.
 pub fn default_tolerance(expect: f64) -> f64 {
     (expect.abs() * 0.005).max(0.001)
 }
 
-/// Interpretations within `tolerance` of `expect`; integers are also tried with each scale.
+/// Interpretations within `tolerance` of `expect`, closest first; integers are also tried with
+/// each scale.
 pub fn matches(
     interps: &[Interpretation],
     expect: f64,
@@ -180,6 +191,11 @@ pub fn matches(
             out.push(Match { interp: *i, scale });
         }
     }
+    out.sort_by(|a, b| {
+        let ea = (a.interp.value * a.scale - expect).abs();
+        let eb = (b.interp.value * b.scale - expect).abs();
+        ea.total_cmp(&eb)
+    });
     out
 }
 
@@ -269,7 +285,7 @@ pub fn render(req: &ProbeRequest, first: u16, words: &[u16]) -> String {
                  or the value may need a span (e.g. 4-20 mA) rather than a scale"
             );
         } else {
-            let _ = writeln!(s, "{} match(es) for {e} ± {t}:", found.len());
+            let _ = writeln!(s, "{} match(es) for {e} ± {t}, closest first:", found.len());
             for m in &found {
                 let scale = if m.scale == 1.0 {
                     String::new()
@@ -408,6 +424,13 @@ mod tests {
                 .iter()
                 .any(|m| m.interp.data_type == DataType::U32 && m.interp.order == ByteOrder::DCBA)
         );
+    }
+
+    #[test]
+    fn tolerance_follows_the_digits_on_the_display() {
+        assert_eq!(display_tolerance("12"), 0.5);
+        assert!((display_tolerance("7.31") - 0.005).abs() < 1e-12);
+        assert!((display_tolerance("-0.5") - 0.05).abs() < 1e-12);
     }
 
     #[test]
