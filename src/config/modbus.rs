@@ -227,3 +227,126 @@ impl ModbusRtuSource {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{ModbusLink, Parity, parse, validate};
+
+    const BASE: &str = r#"
+[site]
+id = "s"
+[[device_maps]]
+id = "m"
+[[device_maps.registers]]
+name = "a"
+table = "input"
+address = 0
+[[device_maps.registers]]
+name = "b"
+table = "input"
+address = 1
+"#;
+
+    fn check(extra: &str) -> Result<crate::config::Resolved, Vec<String>> {
+        let text = format!("{BASE}{extra}");
+        let cfg = parse(&text, Path::new("t.toml")).map_err(|e| vec![e.to_string()])?;
+        validate(&cfg, Path::new("."))
+            .map(|(r, _)| r)
+            .map_err(|p| p.iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn rtu_source_resolves_without_opening_the_port() {
+        let r = check(
+            r#"
+[[sources]]
+kind = "modbus_rtu"
+id = "bus"
+port = "/dev/does-not-exist"
+parity = "even"
+stop_bits = 2
+[[devices]]
+id = "d"
+area = "x"
+source = "bus"
+map = "m"
+poll_interval = "2s"
+[[channels]]
+id = "x.d.b"
+poll_interval = "30s"
+"#,
+        )
+        .expect("valid");
+        let src = &r.sources[0];
+        match &src.link {
+            ModbusLink::Rtu(l) => {
+                assert_eq!(
+                    (l.baud_rate, l.parity, l.data_bits, l.stop_bits),
+                    (9600, Parity::Even, 8, 2)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(src.timing.drain, std::time::Duration::from_millis(100));
+        let iv: Vec<u64> = src.devices[0]
+            .points
+            .iter()
+            .map(|p| p.poll_interval.as_secs())
+            .collect();
+        assert_eq!(iv, vec![2, 30]);
+        // The overridden channel's staleness follows its own interval.
+        let ch = r
+            .channels
+            .iter()
+            .find(|c| c.id.as_str() == "x.d.b")
+            .expect("channel");
+        assert!(
+            ch.max_age >= std::time::Duration::from_secs(90),
+            "{:?}",
+            ch.max_age
+        );
+    }
+
+    #[test]
+    fn rtu_mistakes_are_reported_with_paths() {
+        let errs = check(
+            r#"
+[[sources]]
+kind = "modbus_rtu"
+id = "bus"
+port = ""
+baud_rate = 5
+data_bits = 9
+stop_bits = 3
+timeout = "0s"
+[[channels]]
+id = "nope.x.y"
+poll_interval = "1s"
+"#,
+        )
+        .expect_err("invalid");
+        for needle in [
+            "sources[0].port",
+            "sources[0].baud_rate",
+            "sources[0].data_bits",
+            "sources[0].stop_bits",
+            "sources[0].timeout",
+            "channels[0].id",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.contains(needle)),
+                "{needle} in {errs:#?}"
+            );
+        }
+        let errs = check(
+            "[[sources]]\nkind = \"modbus_rtu\"\nid = \"b\"\nport = \"/dev/x\"\nparity = \"mark\"\n",
+        )
+        .expect_err("bad parity");
+        assert!(
+            errs[0].contains("parity") || errs[0].contains("mark"),
+            "{errs:?}"
+        );
+    }
+}
