@@ -112,3 +112,27 @@ async fn probe_marks_the_matching_interpretations() {
     .await
     .expect("test timed out");
 }
+
+#[test]
+fn plan_shows_links_and_interval_groups() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .args(["plan", "--config", example])
+        .output()
+        .expect("hazgate runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("source rs485-2 (modbus rtu /dev/ttyUSB0 9600 8N1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("source converter-1 (modbus tcp 192.0.2.10:502"),
+        "{text}"
+    );
+    // t101's level overridden to 5 s in [[channels]].
+    assert!(
+        text.contains("every 5s:\n      holding 0..1 (2): level@0"),
+        "{text}"
+    );
+}

@@ -103,11 +103,12 @@ pub fn describe(cfg: &crate::config::Resolved) -> String {
             let groups = groups(&d.points, src.timing.max_gap);
             let _ = writeln!(
                 s,
-                "  device {} unit {}: {} point(s) in {} request(s) per cycle",
+                "  device {} unit {}: {} point(s) in {} request(s), {} interval group(s)",
                 d.id,
                 d.unit_id,
                 d.points.len(),
-                groups.iter().map(|g| g.reads.len()).sum::<usize>()
+                groups.iter().map(|g| g.reads.len()).sum::<usize>(),
+                groups.len()
             );
             for g in &groups {
                 let _ = writeln!(s, "    every {:?}:", g.interval);
