@@ -78,8 +78,9 @@ pub fn demo_config(sim: SocketAddr, o: &DemoOptions) -> Result<Resolved, String>
         }
     }
     for s in &mut cfg.sources {
-        let Source::ModbusTcp(t) = s;
-        t.address = sim.to_string();
+        if let Source::ModbusTcp(t) = s {
+            t.address = sim.to_string();
+        }
     }
     cfg.api.listen = o.listen;
     if let Some(token) = &o.operator_token {

@@ -8,6 +8,7 @@
 //! | 2 | bad command-line usage |
 //! | 3 | start-up failed (address in use, secret unreadable, simulator could not start) |
 //! | 4 | a task that cannot be restarted died; the gateway drained and stopped |
+//! | 5 | `probe`: the device could not be reached or refused the read |
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +62,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Read a register range from one Modbus device and show it in every type, word order and
+    /// address base, marking the interpretations that match the detector's display (`--expect`).
+    Probe(ProbeArgs),
     /// Run the gateway against the built-in simulated site.
     Demo {
         /// Where the API and status page listen.
@@ -73,6 +77,147 @@ enum Command {
         #[arg(long, default_value = "hazgate", env = "HAZGATE_INFLUX_DB")]
         influx_db: String,
     },
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("link").required(true).args(["tcp", "rtu_over_tcp", "serial"])))]
+struct ProbeArgs {
+    /// Modbus TCP device or gateway, `host:port`.
+    #[arg(long)]
+    tcp: Option<String>,
+    /// RTU frames through a transparent serial-to-TCP converter, `host:port`.
+    #[arg(long)]
+    rtu_over_tcp: Option<String>,
+    /// Modbus RTU on this serial port, e.g. /dev/ttyUSB0.
+    #[arg(long)]
+    serial: Option<String>,
+    /// Serial baud rate.
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    /// Serial parity.
+    #[arg(long, value_enum, default_value_t = ParityArg::None)]
+    parity: ParityArg,
+    /// Serial data bits (7 or 8).
+    #[arg(long, default_value_t = 8)]
+    data_bits: u8,
+    /// Serial stop bits (1 or 2).
+    #[arg(long, default_value_t = 1)]
+    stop_bits: u8,
+    /// Unit id (slave address).
+    #[arg(long, default_value_t = 1)]
+    unit: u8,
+    /// Table: holding, input, coil or discrete.
+    #[arg(long, value_enum, default_value_t = TableArg::Holding)]
+    table: TableArg,
+    /// First address as printed in the device manual.
+    #[arg(long)]
+    address: u16,
+    /// Number of addresses to show.
+    #[arg(long, default_value_t = 10)]
+    count: u16,
+    /// The value shown on the detector's display; matching interpretations are marked.
+    #[arg(long, allow_hyphen_values = true)]
+    expect: Option<String>,
+    /// Absolute tolerance for --expect (default: half a unit of its last digit, 0.005 for 7.31).
+    #[arg(long)]
+    tolerance: Option<f64>,
+    /// Scale factors tried on integer types, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,0.1,0.01,0.001")]
+    scales: Vec<f64>,
+    /// Per-request timeout.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ParityArg {
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TableArg {
+    Holding,
+    Input,
+    Coil,
+    Discrete,
+}
+
+fn probe(a: ProbeArgs) -> ExitCode {
+    use hazgate::config::{ModbusLink, ModbusTiming, Parity, SerialLine, Table};
+    use std::time::Duration;
+    let connect_timeout = a.timeout.max(Duration::from_secs(1));
+    let link = match (a.tcp, a.rtu_over_tcp, a.serial) {
+        (Some(address), _, _) => ModbusLink::Tcp {
+            address,
+            connect_timeout,
+        },
+        (_, Some(address), _) => ModbusLink::RtuOverTcp {
+            address,
+            connect_timeout,
+        },
+        (_, _, Some(port)) => {
+            if !matches!(a.data_bits, 7 | 8) || !matches!(a.stop_bits, 1 | 2) {
+                eprintln!("hazgate probe: --data-bits must be 7 or 8 and --stop-bits 1 or 2");
+                return ExitCode::from(2);
+            }
+            ModbusLink::Rtu(SerialLine {
+                port,
+                baud_rate: a.baud,
+                parity: match a.parity {
+                    ParityArg::None => Parity::None,
+                    ParityArg::Even => Parity::Even,
+                    ParityArg::Odd => Parity::Odd,
+                },
+                data_bits: a.data_bits,
+                stop_bits: a.stop_bits,
+            })
+        }
+        (None, None, None) => unreachable!("clap requires one link argument"),
+    };
+    let expect = match a.expect.as_deref().map(str::parse::<f64>) {
+        None => None,
+        Some(Ok(v)) if v.is_finite() => Some(v),
+        Some(_) => {
+            eprintln!("hazgate probe: --expect must be a number");
+            return ExitCode::from(2);
+        }
+    };
+    let tolerance = a.tolerance.or_else(|| {
+        a.expect
+            .as_deref()
+            .map(hazgate::sources::modbus::probe::display_tolerance)
+    });
+    let req = hazgate::sources::modbus::probe::ProbeRequest {
+        link,
+        timing: ModbusTiming {
+            timeout: a.timeout,
+            pause: Duration::ZERO,
+            max_gap: 0,
+            backoff_max: Duration::from_secs(1),
+            drain: Duration::ZERO,
+        },
+        unit: a.unit,
+        table: match a.table {
+            TableArg::Holding => Table::Holding,
+            TableArg::Input => Table::Input,
+            TableArg::Coil => Table::Coil,
+            TableArg::Discrete => Table::Discrete,
+        },
+        address: a.address,
+        count: a.count,
+        expect,
+        tolerance,
+        scales: a.scales,
+    };
+    runtime(async move {
+        let out = hazgate::sources::modbus::probe::run(&req)
+            .await
+            .map_err(|e| (5, format!("probe: {e}")))?;
+        print!("{out}");
+        Ok(())
+    })
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -125,6 +270,7 @@ fn main() -> ExitCode {
                     .map_err(|e| (4, e.to_string()))
             })
         }
+        Command::Probe(args) => probe(args),
         Command::Demo {
             listen,
             influx_url,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -50,6 +51,16 @@ pub struct Metrics {
     pub alarm_chattering: Counter,
     /// Failed alarm journal writes.
     pub journal_errors: Counter,
+    /// Modbus polls per device and result (`ok`, `failed`, `skipped` while backed off).
+    pub modbus_device_polls: Family<Labels, Counter>,
+    /// Consecutive failed polls, by device.
+    pub modbus_device_failures: Family<Labels, Gauge>,
+    /// Exception answers, by device.
+    pub modbus_device_exceptions: Family<Labels, Counter>,
+    /// Duration of the device's last successful poll in seconds, by device.
+    pub modbus_device_latency: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// Unix time of the device's last successful poll, by device.
+    pub modbus_device_last_success: Family<Labels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -150,8 +161,43 @@ impl Metrics {
             "Failed alarm journal writes",
             journal_errors.clone(),
         );
+        let modbus_device_polls = Family::<Labels, Counter>::default();
+        registry.register(
+            "modbus_device_polls",
+            "Modbus device polls by device and result",
+            modbus_device_polls.clone(),
+        );
+        let modbus_device_failures = Family::<Labels, Gauge>::default();
+        registry.register(
+            "modbus_device_consecutive_failures",
+            "Consecutive failed polls of a Modbus device",
+            modbus_device_failures.clone(),
+        );
+        let modbus_device_exceptions = Family::<Labels, Counter>::default();
+        registry.register(
+            "modbus_device_exceptions",
+            "Modbus exception answers by device",
+            modbus_device_exceptions.clone(),
+        );
+        let modbus_device_latency = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "modbus_device_latency_seconds",
+            "Duration of the last successful poll of a Modbus device",
+            modbus_device_latency.clone(),
+        );
+        let modbus_device_last_success = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "modbus_device_last_success_timestamp_seconds",
+            "Unix time of the last successful poll of a Modbus device",
+            modbus_device_last_success.clone(),
+        );
         Self {
             registry,
+            modbus_device_polls,
+            modbus_device_failures,
+            modbus_device_exceptions,
+            modbus_device_latency,
+            modbus_device_last_success,
             samples,
             modbus_requests,
             sample_queue_full,

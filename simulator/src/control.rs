@@ -7,7 +7,10 @@
 //!
 //! Device faults model what a gateway sees on a bus: `silent` (no answer at all), a forced
 //! Modbus exception for every request, and a response delay. Faults are applied by the Modbus
-//! service in that order: silent, then delay, then exception.
+//! service in that order: silent, then delay, then exception. Two more act on the Modbus TCP
+//! connection when the answer is written: `wrong_transaction_id` (the answer's MBAP transaction id
+//! is altered, as a confused converter does) and `drop_connection` (the connection is closed
+//! instead of answering).
 //!
 //! Locks are `std::sync::Mutex`es never held across an `.await`; a poisoned lock is recovered
 //! (state is plain data, always consistent between statements).
@@ -70,6 +73,8 @@ struct Faults {
     silent: bool,
     exception: Option<u8>,
     delay: Duration,
+    wrong_transaction_id: bool,
+    drop_connection: bool,
     overrides: HashMap<usize, Override>,
 }
 
@@ -79,6 +84,13 @@ pub(crate) struct RequestFaults {
     pub silent: bool,
     pub exception: Option<u8>,
     pub delay: Duration,
+}
+
+/// Faults applied to a Modbus TCP answer as it is written.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct WireFaults {
+    pub wrong_transaction_id: bool,
+    pub drop_connection: bool,
 }
 
 /// One simulated device.
@@ -143,6 +155,14 @@ impl Device {
             silent: f.silent,
             exception: f.exception,
             delay: f.delay,
+        }
+    }
+
+    pub(crate) fn wire_faults(&self) -> WireFaults {
+        let f = lock(&self.faults);
+        WireFaults {
+            wrong_transaction_id: f.wrong_transaction_id,
+            drop_connection: f.drop_connection,
         }
     }
 
@@ -381,6 +401,23 @@ impl SimHandle {
     pub fn set_delay(&self, device: &str, delay: Duration) -> Result<(), ControlError> {
         self.with_faults(device, |_, f| {
             f.delay = delay;
+            Ok(())
+        })
+    }
+
+    /// Answers with a wrong MBAP transaction id (Modbus TCP listeners only), or correctly again.
+    pub fn set_wrong_transaction_id(&self, device: &str, on: bool) -> Result<(), ControlError> {
+        self.with_faults(device, |_, f| {
+            f.wrong_transaction_id = on;
+            Ok(())
+        })
+    }
+
+    /// Closes the connection instead of answering (Modbus TCP listeners only), or answers again.
+    /// The other units behind the same listener lose the connection too, as on a converter.
+    pub fn set_drop_connection(&self, device: &str, on: bool) -> Result<(), ControlError> {
+        self.with_faults(device, |_, f| {
+            f.drop_connection = on;
             Ok(())
         })
     }

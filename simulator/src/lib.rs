@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub use control::{ControlError, SimHandle};
 pub use devmap::DeviceMap;
 pub use signal::{Signal, SignalKind};
-pub use site::{DeviceSpec, ListenerSpec, SiteError, SiteSpec};
+pub use site::{DeviceSpec, ListenerSpec, Protocol, SiteError, SiteSpec};
 
 use control::{Device, SimState};
 
@@ -90,8 +90,11 @@ pub fn demo_spec() -> SiteSpec {
 pub struct RunningSim {
     /// Control handle.
     pub handle: SimHandle,
-    /// `(listener id, bound address)` in spec order.
+    /// `(listener id, bound address)` of the TCP listeners (`tcp`, `rtu_over_tcp`) in spec
+    /// order.
     pub listeners: Vec<(String, SocketAddr)>,
+    /// `(listener id, serial device the gateway opens)` of the `rtu_pty` and `rtu` listeners.
+    pub serial_ports: Vec<(String, String)>,
     cancel: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -103,6 +106,14 @@ impl RunningSim {
             .iter()
             .find(|(id, _)| id == listener_id)
             .map(|(_, a)| *a)
+    }
+
+    /// The serial device path of an `rtu_pty` or `rtu` listener.
+    pub fn serial_port(&self, listener_id: &str) -> Option<&str> {
+        self.serial_ports
+            .iter()
+            .find(|(id, _)| id == listener_id)
+            .map(|(_, p)| p.as_str())
     }
 
     /// Stops all listeners (the token passed to [`start`] is not cancelled).
@@ -126,6 +137,8 @@ impl RunningSim {
         result
     }
 }
+
+type BoxedServe = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
 
 /// Starts a site whose maps come from files (relative to `base_dir`) or the built-in maps.
 /// See [`start_with_maps`].
@@ -167,9 +180,53 @@ pub async fn start_with_maps(
     let cancel = cancel.child_token();
     let mut tasks = JoinSet::new();
     let mut listeners = Vec::new();
+    let mut serial_ports = Vec::new();
     for (l, devices) in spec.listeners.iter().zip(per_listener) {
         let service = modbus::SiteService::new(state.clone(), devices);
-        let bound = modbus::bind(&l.listen, service, cancel.clone()).await;
+        if matches!(l.protocol, Protocol::RtuPty | Protocol::Rtu) {
+            let opened = match (&l.protocol, &l.serial) {
+                (Protocol::Rtu, Some(path)) => {
+                    tokio_serial::SerialStream::open(&tokio_serial::new(path, 9600))
+                        .map(|p| (p, None, path.clone()))
+                        .with_context(|| format!("listener {:?}: opening {path}", l.id))
+                }
+                _ => tokio_serial::SerialStream::pair()
+                    .context("creating a pseudo-terminal pair")
+                    .and_then(|(master, slave)| {
+                        use tokio_serial::SerialPort as _;
+                        let path = slave.name().context("the pseudo-terminal has no path")?;
+                        Ok((master, Some(slave), path))
+                    })
+                    .with_context(|| format!("listener {:?}", l.id)),
+            };
+            let (port, keep, path) = match opened {
+                Ok(ok) => ok,
+                Err(e) => {
+                    cancel.cancel();
+                    return Err(e);
+                }
+            };
+            tracing::info!(listener = %l.id, %path, devices = l.devices.len(), "modbus rtu listener up");
+            let id = l.id.clone();
+            let c = cancel.clone();
+            let p = path.clone();
+            tasks.spawn(async move {
+                modbus::serve_rtu(port, keep, service, c)
+                    .await
+                    .with_context(|| format!("listener {id:?} on {p}"))
+            });
+            serial_ports.push((l.id.clone(), path));
+            continue;
+        }
+        let bound = if l.protocol == Protocol::RtuOverTcp {
+            modbus::bind_rtu_over_tcp(&l.listen, service, cancel.clone())
+                .await
+                .map(|(a, f)| (a, Box::pin(f) as BoxedServe))
+        } else {
+            modbus::bind(&l.listen, service, cancel.clone())
+                .await
+                .map(|(a, f)| (a, Box::pin(f) as BoxedServe))
+        };
         let (addr, serve) = match bound {
             Ok(ok) => ok,
             Err(e) => {
@@ -190,6 +247,7 @@ pub async fn start_with_maps(
     Ok(RunningSim {
         handle: SimHandle::new(state),
         listeners,
+        serial_ports,
         cancel,
         tasks,
     })

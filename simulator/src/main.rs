@@ -8,7 +8,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// Simulated hazgate site: Modbus TCP devices driven by deterministic signals.
+/// Simulated hazgate site: Modbus TCP/RTU devices driven by deterministic signals.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -61,13 +61,23 @@ async fn main() -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     let sim = hazgate_sim::start(spec.clone(), &base_dir, cancel.clone()).await?;
-    for ((id, addr), l) in sim.listeners.iter().zip(&spec.listeners) {
+    for l in &spec.listeners {
         let units: Vec<String> = l
             .devices
             .iter()
             .map(|d| format!("{}={}", d.unit_id, d.id))
             .collect();
-        println!("listener {id} modbus tcp {addr} units {}", units.join(" "));
+        let at = match (sim.addr(&l.id), sim.serial_port(&l.id)) {
+            (Some(addr), _) => addr.to_string(),
+            (None, Some(path)) => path.to_owned(),
+            (None, None) => "?".to_owned(),
+        };
+        let proto = match l.protocol {
+            hazgate_sim::Protocol::Tcp => "modbus tcp",
+            hazgate_sim::Protocol::RtuOverTcp => "modbus rtu-over-tcp",
+            hazgate_sim::Protocol::RtuPty | hazgate_sim::Protocol::Rtu => "modbus rtu",
+        };
+        println!("listener {} {proto} {at} units {}", l.id, units.join(" "));
     }
 
     tokio::spawn({

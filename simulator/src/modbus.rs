@@ -1,5 +1,9 @@
-//! Modbus TCP server: one listener answers for several unit ids, like a serial-to-TCP
-//! converter in front of an RS-485 bus.
+//! Modbus servers: one listener answers for several unit ids, like a serial-to-TCP converter in
+//! front of an RS-485 bus. Modbus TCP, RTU over TCP and RTU on a serial device or an in-process
+//! pseudo-terminal share one service.
+//!
+//! On Modbus TCP the written answers pass through [`FaultyStream`], which applies the wire faults
+//! (wrong transaction id, dropped connection) of the unit named in each MBAP header.
 //!
 //! Request handling (per request, in order):
 //! 1. unknown unit id → no response (a dead unit behind a converter: the client times out);
@@ -12,11 +16,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_modbus::server::Service;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
@@ -105,7 +112,11 @@ pub(crate) async fn bind(
         let server = Server::new(listener);
         let on_connected = move |stream, peer| {
             let service = service.clone();
-            async move { accept_tcp_connection(stream, peer, |_| Ok(Some(service.clone()))) }
+            async move {
+                let units = service.units.clone();
+                accept_tcp_connection(stream, peer, |_| Ok(Some(service.clone())))
+                    .map(|o| o.map(|(s, stream)| (s, FaultyStream::new(stream, units))))
+            }
         };
         let on_error = |err| tracing::debug!(%err, "modbus connection error");
         tokio::select! {
@@ -114,4 +125,148 @@ pub(crate) async fn bind(
         }
     };
     Ok((addr, serve))
+}
+
+/// Binds `listen` for RTU frames over TCP; otherwise like [`bind`] (no wire faults: RTU has no
+/// transaction id).
+pub(crate) async fn bind_rtu_over_tcp(
+    listen: &str,
+    service: SiteService,
+    cancel: CancellationToken,
+) -> std::io::Result<(
+    SocketAddr,
+    impl Future<Output = std::io::Result<()>> + Send + 'static,
+)> {
+    use tokio_modbus::server::rtu_over_tcp::{Server, accept_tcp_connection};
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let serve = async move {
+        let server = Server::new(listener);
+        let on_connected = move |stream, peer| {
+            let service = service.clone();
+            async move { accept_tcp_connection(stream, peer, |_| Ok(Some(service.clone()))) }
+        };
+        let on_error = |err| tracing::debug!(%err, "modbus rtu-over-tcp connection error");
+        tokio::select! {
+            res = server.serve(&on_connected, on_error) => res,
+            () = cancel.cancelled() => Ok(()),
+        }
+    };
+    Ok((addr, serve))
+}
+
+/// Serves RTU on a serial stream until `cancel`. `keep` is held open meanwhile (the other end of
+/// a pseudo-terminal pair, so the master never sees a hang-up when the gateway reopens the port).
+pub(crate) async fn serve_rtu(
+    port: tokio_serial::SerialStream,
+    keep: Option<tokio_serial::SerialStream>,
+    service: SiteService,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let server = tokio_modbus::server::rtu::Server::new(port);
+    let res = tokio::select! {
+        res = server.serve_forever(service) => res,
+        () = cancel.cancelled() => Ok(()),
+    };
+    drop(keep);
+    res
+}
+
+/// A Modbus TCP connection whose written answers get the wire faults of their unit.
+///
+/// Answers are buffered until flushed; each complete MBAP frame is inspected once: a unit with
+/// `drop_connection` makes the write fail (the server then closes the connection), a unit with
+/// `wrong_transaction_id` gets its transaction id altered.
+#[derive(Debug)]
+pub(crate) struct FaultyStream {
+    inner: TcpStream,
+    units: Arc<HashMap<u8, Arc<Device>>>,
+    out: Vec<u8>,
+    /// Bytes of `out` already inspected (whole frames).
+    scanned: usize,
+    /// Bytes of `out` already written to `inner`.
+    written: usize,
+}
+
+impl FaultyStream {
+    fn new(inner: TcpStream, units: Arc<HashMap<u8, Arc<Device>>>) -> Self {
+        FaultyStream {
+            inner,
+            units,
+            out: Vec::new(),
+            scanned: 0,
+            written: 0,
+        }
+    }
+
+    fn inspect(&mut self) -> io::Result<()> {
+        while self.out.len() >= self.scanned + 7 {
+            let h = &self.out[self.scanned..];
+            let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            if self.out.len() < self.scanned + 6 + len {
+                break;
+            }
+            let unit = h[6];
+            let faults = self
+                .units
+                .get(&unit)
+                .map(|d| d.wire_faults())
+                .unwrap_or_default();
+            if faults.drop_connection {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "simulated fault: connection dropped",
+                ));
+            }
+            if faults.wrong_transaction_id {
+                let tid = u16::from_be_bytes([h[0], h[1]]).wrapping_add(0x1000);
+                self.out[self.scanned..self.scanned + 2].copy_from_slice(&tid.to_be_bytes());
+            }
+            self.scanned += 6 + len;
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for FaultyStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for FaultyStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.out.extend_from_slice(buf);
+        Poll::Ready(this.inspect().map(|()| buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // Only inspected bytes go out; a partial frame waits for the rest of its bytes.
+        while this.written < this.scanned {
+            match Pin::new(&mut this.inner).poll_write(cx, &this.out[this.written..this.scanned]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => this.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        this.out.drain(..this.written);
+        this.scanned -= this.written;
+        this.written = 0;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }

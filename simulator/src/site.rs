@@ -17,6 +17,11 @@
 //! signals.lel = { sine = { base = 12, amplitude = 18, period = "90s" }, noise = 0.3 }
 //! ```
 //!
+//! A listener speaks Modbus TCP by default; `protocol = "rtu_over_tcp"` serves RTU frames on the
+//! TCP listener (a transparent serial-to-TCP converter), `protocol = "rtu_pty"` serves RTU on an
+//! in-process pseudo-terminal pair (the other end's path is in [`crate::RunningSim::serial_ports`]),
+//! and `protocol = "rtu"` with `serial = "/dev/..."` serves RTU on that serial device.
+//!
 //! Signal shapes are documented in [`crate::signal`]. Points without a signal hold engineering
 //! 0 (clamped into their `range`/span), or the low end of `valid` if that raw value is invalid.
 //!
@@ -90,6 +95,27 @@ pub struct ListenerSpec {
     /// Devices answering on this listener.
     #[serde(default)]
     pub devices: Vec<DeviceSpec>,
+    /// Framing and transport; Modbus TCP by default.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Serial device for `protocol = "rtu"`.
+    #[serde(default)]
+    pub serial: Option<String>,
+}
+
+/// How a listener talks to the gateway.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Modbus TCP (MBAP header) on `listen`.
+    #[default]
+    Tcp,
+    /// RTU frames on the TCP listener `listen`.
+    RtuOverTcp,
+    /// RTU on an in-process pseudo-terminal pair.
+    RtuPty,
+    /// RTU on the serial device `serial`.
+    Rtu,
 }
 
 /// One simulated device.
@@ -142,6 +168,12 @@ impl SiteSpec {
         for l in &self.listeners {
             if !listener_ids.insert(&l.id) {
                 return bad(format!("duplicate listener id {:?}", l.id));
+            }
+            if (l.protocol == Protocol::Rtu) != l.serial.is_some() {
+                return bad(format!(
+                    "listener {:?}: `serial` is required with protocol \"rtu\" and only with it",
+                    l.id
+                ));
             }
             let mut units = HashSet::new();
             for d in &l.devices {

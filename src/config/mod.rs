@@ -10,6 +10,7 @@
 
 pub mod alarms;
 pub mod devmap;
+pub mod modbus;
 mod validate;
 
 use std::fmt;
@@ -21,6 +22,7 @@ use serde::Deserialize;
 
 pub use alarms::Alarms;
 pub use devmap::{ByteOrder, DataType, DeviceMap, RegisterDef, Span, Table};
+pub use modbus::{ModbusLink, ModbusRtuSource, ModbusTiming, Parity, SerialLine};
 pub use validate::{
     Problem, Resolved, ResolvedChannel, ResolvedDevice, ResolvedPoint, ResolvedSource, Severity,
     validate,
@@ -137,13 +139,18 @@ fn default_api_timeout() -> Duration {
 pub enum Source {
     /// Modbus TCP: a device or a serial-to-TCP converter carrying several unit ids.
     ModbusTcp(ModbusTcpSource),
+    /// Modbus RTU on a local serial port (an RS-485 bus).
+    ModbusRtu(ModbusRtuSource),
+    /// Modbus RTU frames through a transparent serial-to-TCP converter.
+    ModbusRtuOverTcp(ModbusTcpSource),
 }
 
 impl Source {
     /// The source's id.
     pub fn id(&self) -> &str {
         match self {
-            Source::ModbusTcp(s) => &s.id,
+            Source::ModbusTcp(s) | Source::ModbusRtuOverTcp(s) => &s.id,
+            Source::ModbusRtu(s) => &s.id,
         }
     }
 }
@@ -223,7 +230,7 @@ pub struct Device {
     /// 0 if the manual's addresses are the protocol addresses, 1 if they start at 1.
     #[serde(default)]
     pub address_base: u8,
-    /// How often to poll.
+    /// How often to poll; a channel may override it (`channels[].poll_interval`).
     #[serde(with = "humantime_serde", default = "default_poll")]
     pub poll_interval: Duration,
     /// Channel id prefix; `{area}.{id}` by default.
@@ -254,6 +261,9 @@ pub struct ChannelOverride {
     /// No good sample within this age makes the channel stale (a fault).
     #[serde(with = "humantime_serde", default)]
     pub max_age: Option<Duration>,
+    /// Poll this (Modbus) channel at its own interval instead of its device's.
+    #[serde(with = "humantime_serde", default)]
+    pub poll_interval: Option<Duration>,
 }
 
 /// High/low limit alarms on one channel. A `Bad` or stale reading never clears them.

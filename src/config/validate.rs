@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    Api, Config, DataType, DeviceMap, DeviceMapEntry, Gateway, ModbusTcpSource, Output, Receiver,
-    RegisterDef, SecretRef, Site, Source,
+    Api, Config, DataType, DeviceMap, DeviceMapEntry, Gateway, ModbusLink, ModbusTcpSource,
+    ModbusTiming, Output, Receiver, RegisterDef, SecretRef, Site, Source,
 };
 use crate::config::LimitRule;
 use crate::model::{ChannelId, DeviceId, SourceId, check_id};
@@ -72,6 +72,8 @@ pub struct ResolvedPoint {
     pub def: RegisterDef,
     /// Zero-based protocol address after address base and offset.
     pub address: u16,
+    /// How often this point is polled: its channel's `poll_interval`, else its device's.
+    pub poll_interval: Duration,
 }
 
 /// A device ready to poll.
@@ -81,7 +83,7 @@ pub struct ResolvedDevice {
     pub id: DeviceId,
     /// Modbus unit id.
     pub unit_id: u8,
-    /// Poll interval.
+    /// Default poll interval of its points.
     pub poll_interval: Duration,
     /// Points.
     pub points: Vec<ResolvedPoint>,
@@ -92,8 +94,10 @@ pub struct ResolvedDevice {
 pub struct ResolvedSource {
     /// Source id.
     pub id: SourceId,
-    /// Connection settings.
-    pub tcp: ModbusTcpSource,
+    /// Transport and address.
+    pub link: ModbusLink,
+    /// Timeouts, pause, coalescing gap and backoff cap.
+    pub timing: ModbusTiming,
     /// Devices on it, polled one request at a time.
     pub devices: Vec<ResolvedDevice>,
 }
@@ -173,13 +177,18 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             );
         }
         match s {
-            Source::ModbusTcp(t) => {
+            Source::ModbusTcp(t) | Source::ModbusRtuOverTcp(t) => {
                 check_host_port(&t.address, &format!("{path}.address"), &mut p);
                 if t.timeout.is_zero() {
                     p.err(format!("{path}.timeout"), "must be longer than 0s");
                 }
                 if t.connect_timeout.is_zero() {
                     p.err(format!("{path}.connect_timeout"), "must be longer than 0s");
+                }
+            }
+            Source::ModbusRtu(r) => {
+                for (field, msg) in r.problems() {
+                    p.err(format!("{path}.{field}"), msg);
                 }
             }
         }
@@ -286,9 +295,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             }
         };
         let timeout = source_idx
-            .map(|s| match &cfg.sources[s] {
-                Source::ModbusTcp(t) => t.timeout,
-            })
+            .map(|s| modbus_source(&cfg.sources[s]).1.timeout)
             .unwrap_or(Duration::from_secs(1));
         let mut points = Vec::new();
         for (j, r) in regs.iter().enumerate() {
@@ -331,6 +338,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 channel: id,
                 def: r.clone(),
                 address: u16::try_from(proto).unwrap_or(0),
+                poll_interval: d.poll_interval,
             });
         }
         if let Some(s) = source_idx {
@@ -344,6 +352,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     }
 
     // Channel overrides.
+    let mut channel_polls: HashMap<ChannelId, Duration> = HashMap::new();
     for (i, c) in cfg.channels.iter().enumerate() {
         let path = format!("channels[{i}]");
         let Some(&idx) = channel_index.get(&ChannelId::new(&c.id)) else {
@@ -372,11 +381,35 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             }
             ch.range = Some(r);
         }
+        if let Some(iv) = c.poll_interval {
+            if iv.is_zero() {
+                p.err(format!("{path}.poll_interval"), "must be longer than 0s");
+            }
+            // The default staleness limit follows the channel's own interval.
+            let timeout = cfg
+                .devices
+                .iter()
+                .find(|d| d.id == ch.device.as_str())
+                .and_then(|d| sources.get(&d.source))
+                .map(|&s| modbus_source(&cfg.sources[s]).1.timeout)
+                .unwrap_or(Duration::from_secs(1));
+            ch.max_age = iv * 3 + timeout * 2;
+            channel_polls.insert(ch.id.clone(), iv);
+        }
         if let Some(a) = c.max_age {
             if a.is_zero() {
                 p.err(format!("{path}.max_age"), "must be longer than 0s");
             }
             ch.max_age = a;
+        }
+    }
+    for devices in per_source.values_mut() {
+        for d in devices {
+            for pt in &mut d.points {
+                if let Some(&iv) = channel_polls.get(&pt.channel) {
+                    pt.poll_interval = iv;
+                }
+            }
         }
     }
 
@@ -543,10 +576,12 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     }
     let mut resolved_sources = Vec::new();
     for (idx, devices) in per_source {
-        let Source::ModbusTcp(tcp) = &cfg.sources[idx];
+        let src = &cfg.sources[idx];
+        let (link, timing) = modbus_source(src);
         resolved_sources.push(super::ResolvedSource {
-            id: SourceId::new(&tcp.id),
-            tcp: tcp.clone(),
+            id: SourceId::new(src.id()),
+            link,
+            timing,
             devices,
         });
     }
@@ -564,6 +599,34 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         },
         p.0,
     ))
+}
+
+/// The link and timing of a Modbus source.
+fn modbus_source(s: &Source) -> (ModbusLink, ModbusTiming) {
+    let tcp = |t: &ModbusTcpSource| (t.address.clone(), t.connect_timeout);
+    match s {
+        Source::ModbusTcp(t) => {
+            let (address, connect_timeout) = tcp(t);
+            (
+                ModbusLink::Tcp {
+                    address,
+                    connect_timeout,
+                },
+                ModbusTiming::of_tcp(t, false),
+            )
+        }
+        Source::ModbusRtuOverTcp(t) => {
+            let (address, connect_timeout) = tcp(t);
+            (
+                ModbusLink::RtuOverTcp {
+                    address,
+                    connect_timeout,
+                },
+                ModbusTiming::of_tcp(t, true),
+            )
+        }
+        Source::ModbusRtu(r) => (ModbusLink::Rtu(r.line()), ModbusTiming::of_rtu(r)),
+    }
 }
 
 /// A register index and the bit it uses (`None`: the whole word).

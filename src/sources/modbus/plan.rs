@@ -1,5 +1,9 @@
 //! Request planning: coalesce a device's points into as few reads as possible, within the
-//! protocol limits (125 registers, 2000 bits) and the source's maximum gap.
+//! protocol limits (125 registers, 2000 bits) and the source's maximum gap. Points with
+//! different poll intervals are planned separately ([`groups`]): one request never mixes
+//! intervals, so a slow-polled counter never drags a fast-polled gas reading along.
+
+use std::time::Duration;
 
 use crate::config::{ResolvedPoint, Table};
 
@@ -19,7 +23,39 @@ pub struct Read {
 /// Plans the reads for `points`. Points of one table are sorted by address and merged while the
 /// request stays within the protocol limit and the gap to the next point is at most `max_gap`.
 pub fn plan(points: &[ResolvedPoint], max_gap: u16) -> Vec<Read> {
-    let mut order: Vec<usize> = (0..points.len()).collect();
+    plan_subset(points, (0..points.len()).collect(), max_gap)
+}
+
+/// The points of one device that share a poll interval, and their reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PollGroup {
+    /// Poll interval of every point in the group.
+    pub interval: Duration,
+    /// Reads; their `points` index the device's full point list.
+    pub reads: Vec<Read>,
+}
+
+/// Plans a device per poll interval, shortest interval first.
+pub fn groups(points: &[ResolvedPoint], max_gap: u16) -> Vec<PollGroup> {
+    let mut intervals: Vec<Duration> = points.iter().map(|p| p.poll_interval).collect();
+    intervals.sort();
+    intervals.dedup();
+    intervals
+        .into_iter()
+        .map(|interval| PollGroup {
+            interval,
+            reads: plan_subset(
+                points,
+                (0..points.len())
+                    .filter(|&i| points[i].poll_interval == interval)
+                    .collect(),
+                max_gap,
+            ),
+        })
+        .collect()
+}
+
+fn plan_subset(points: &[ResolvedPoint], mut order: Vec<usize>, max_gap: u16) -> Vec<Read> {
     order.sort_by_key(|&i| (points[i].def.table, points[i].address));
     let mut reads: Vec<Read> = Vec::new();
     for i in order {
@@ -56,35 +92,42 @@ pub fn describe(cfg: &crate::config::Resolved) -> String {
     for src in &cfg.sources {
         let _ = writeln!(
             s,
-            "source {} ({}, timeout {:?}, max gap {})",
-            src.id, src.tcp.address, src.tcp.timeout, src.tcp.max_gap
+            "source {} ({}, timeout {:?}, pause {:?}, max gap {})",
+            src.id,
+            src.link.describe(),
+            src.timing.timeout,
+            src.timing.pause,
+            src.timing.max_gap
         );
         for d in &src.devices {
-            let reads = plan(&d.points, src.tcp.max_gap);
+            let groups = groups(&d.points, src.timing.max_gap);
             let _ = writeln!(
                 s,
-                "  device {} unit {} every {:?}: {} point(s) in {} request(s)",
+                "  device {} unit {}: {} point(s) in {} request(s), {} interval group(s)",
                 d.id,
                 d.unit_id,
-                d.poll_interval,
                 d.points.len(),
-                reads.len()
+                groups.iter().map(|g| g.reads.len()).sum::<usize>(),
+                groups.len()
             );
-            for r in &reads {
-                let names: Vec<String> = r
-                    .points
-                    .iter()
-                    .map(|&i| format!("{}@{}", d.points[i].def.name, d.points[i].address))
-                    .collect();
-                let _ = writeln!(
-                    s,
-                    "    {} {}..{} ({}): {}",
-                    r.table.as_str(),
-                    r.start,
-                    u32::from(r.start) + u32::from(r.count) - 1,
-                    r.count,
-                    names.join(", ")
-                );
+            for g in &groups {
+                let _ = writeln!(s, "    every {:?}:", g.interval);
+                for r in &g.reads {
+                    let names: Vec<String> = r
+                        .points
+                        .iter()
+                        .map(|&i| format!("{}@{}", d.points[i].def.name, d.points[i].address))
+                        .collect();
+                    let _ = writeln!(
+                        s,
+                        "      {} {}..{} ({}): {}",
+                        r.table.as_str(),
+                        r.start,
+                        u32::from(r.start) + u32::from(r.count) - 1,
+                        r.count,
+                        names.join(", ")
+                    );
+                }
             }
         }
     }
@@ -101,6 +144,7 @@ mod tests {
         ResolvedPoint {
             channel: ChannelId::new(format!("a.d.p{address}")),
             address,
+            poll_interval: Duration::from_secs(1),
             def: RegisterDef {
                 name: format!("p{address}"),
                 table,
@@ -150,6 +194,35 @@ mod tests {
                 (Table::Input, 0, 1),
             ]
         );
+    }
+
+    #[test]
+    fn one_plan_per_interval_group() {
+        let mut pts = vec![
+            pt(Table::Holding, 0, DataType::U16),
+            pt(Table::Holding, 1, DataType::U16),
+            pt(Table::Holding, 2, DataType::U32),
+            pt(Table::Holding, 4, DataType::U16),
+        ];
+        pts[2].poll_interval = Duration::from_secs(60);
+        let g = groups(&pts, 10);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0].interval, Duration::from_secs(1));
+        let fast: Vec<(u16, u16, Vec<usize>)> = g[0]
+            .reads
+            .iter()
+            .map(|r| (r.start, r.count, r.points.clone()))
+            .collect();
+        assert_eq!(fast, vec![(0, 5, vec![0, 1, 3])]);
+        assert_eq!(g[1].interval, Duration::from_secs(60));
+        assert_eq!(g[1].reads.len(), 1);
+        assert_eq!((g[1].reads[0].start, g[1].reads[0].count), (2, 2));
+        assert_eq!(g[1].reads[0].points, vec![2]);
+        // Same interval everywhere: exactly the single-group plan.
+        pts[2].poll_interval = Duration::from_secs(1);
+        let g = groups(&pts, 10);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].reads, plan(&pts, 10));
     }
 
     #[test]
