@@ -44,6 +44,10 @@ pub struct Metrics {
     pub spool_points: Family<Labels, Gauge>,
     /// Bytes in an output's disk spool, by output.
     pub spool_bytes: Family<Labels, Gauge>,
+    /// 1 while an output's disk spool is full (oldest data being dropped), else 0; by output.
+    pub spool_full: Family<Labels, Gauge>,
+    /// Readings not written by an output because of its reduction (deadband), by output.
+    pub points_suppressed: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -126,6 +130,18 @@ impl Metrics {
             "Bytes in an output's disk spool",
             spool_bytes.clone(),
         );
+        let spool_full = Family::<Labels, Gauge>::default();
+        registry.register(
+            "output_spool_full",
+            "1 while an output's disk spool is full and drops its oldest data",
+            spool_full.clone(),
+        );
+        let points_suppressed = Family::<Labels, Counter>::default();
+        registry.register(
+            "points_suppressed",
+            "Readings not written by an output because of its deadband",
+            points_suppressed.clone(),
+        );
         Self {
             registry,
             samples,
@@ -141,6 +157,8 @@ impl Metrics {
             task_restarts,
             spool_points,
             spool_bytes,
+            spool_full,
+            points_suppressed,
         }
     }
 

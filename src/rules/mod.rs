@@ -20,8 +20,6 @@ use crate::config::{LimitRule, Resolved, ResolvedChannel};
 use crate::model::{AlarmEvent, BadReason, ChannelId, Priority, Reading, Sample, Transition};
 use crate::state::SharedState;
 use crate::telemetry::{Metrics, labels};
-use crate::tsdb::line::{encode_event, encode_sample};
-use crate::tsdb::writer::OutputQueue;
 
 #[derive(Debug, Clone)]
 struct Limit {
@@ -320,8 +318,8 @@ fn compile(r: &LimitRule) -> Vec<Limit> {
 /// Where the engine sends its results.
 #[derive(Debug)]
 pub struct Sinks {
-    /// Time-series outputs (never block).
-    pub outputs: Vec<Arc<OutputQueue>>,
+    /// Time-series outputs (never block; reduction and downsampling per output).
+    pub outputs: crate::tsdb::Fanout,
     /// Alert router (the engine waits when it is full: alarms are never dropped).
     pub alerts: mpsc::Sender<AlarmEvent>,
 }
@@ -330,11 +328,10 @@ pub struct Sinks {
 pub async fn run(
     mut engine: Engine,
     mut rx: mpsc::Receiver<Vec<Sample>>,
-    sinks: Sinks,
+    mut sinks: Sinks,
     state: Arc<SharedState>,
     metrics: Arc<Metrics>,
 ) {
-    let site = state.site.clone();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -352,24 +349,11 @@ pub async fn run(
             },
             _ = tick.tick() => engine.tick(tokio::time::Instant::now().into_std(), SystemTime::now()),
         };
-        let mut lines = Vec::with_capacity(samples.len() + events.len());
         for s in &samples {
             state.record(s, engine.active(&s.channel));
-            if let Some(ch) = engine.channel(&s.channel) {
-                let mut l = String::with_capacity(200);
-                encode_sample(&site, ch, s, &mut l);
-                lines.push(l);
-            }
         }
         for e in &events {
             state.record_alarms(&e.channel, engine.active(&e.channel));
-            let area = engine
-                .channel(&e.channel)
-                .map(|c| c.area.clone())
-                .unwrap_or_default();
-            let mut l = String::with_capacity(200);
-            encode_event(&site, &area, e, &mut l);
-            lines.push(l);
             metrics
                 .alarm_events
                 .get_or_create(&labels([("transition", e.transition.as_str())]))
@@ -383,26 +367,14 @@ pub async fn run(
         metrics
             .channels_bad
             .set(i64::try_from(engine.faults()).unwrap_or(i64::MAX));
-        if !lines.is_empty() {
-            match sinks.outputs.as_slice() {
-                [] => {}
-                [only] => only.push(lines),
-                many => {
-                    for o in many {
-                        o.push(lines.iter().cloned());
-                    }
-                }
-            }
-        }
+        sinks.outputs.publish(&samples, &events);
         for e in events {
             if sinks.alerts.send(e).await.is_err() {
                 error!("alert router is gone: alarm events cannot be delivered");
             }
         }
     }
-    for o in &sinks.outputs {
-        o.close();
-    }
+    sinks.outputs.close();
     info!("rule engine stopped: all sources drained");
 }
 

@@ -74,6 +74,19 @@ impl OutputQueue {
         }
     }
 
+    /// The output's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Counts readings the output's reduction did not write.
+    pub fn count_suppressed(&self, n: u64) {
+        self.metrics
+            .points_suppressed
+            .get_or_create(&labels([("output", &self.id)]))
+            .inc_by(n);
+    }
+
     /// Appends encoded lines (each ending in `\n`); never blocks, drops the oldest when full.
     pub fn push(&self, lines: impl IntoIterator<Item = String>) {
         let (dropped, len) = self.q.push(lines);
