@@ -29,13 +29,23 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The value of the `precision` query parameter (`ns`, `us`, `ms`, `s`).
+    /// The value of the `precision` query parameter of the v2 API (`ns`, `us`, `ms`, `s`).
     pub fn as_str(self) -> &'static str {
         match self {
             Precision::Ns => "ns",
             Precision::Us => "us",
             Precision::Ms => "ms",
             Precision::S => "s",
+        }
+    }
+
+    /// The value of the `precision` query parameter of the v1 `/write` API, which spells
+    /// microseconds `u` (InfluxDB 1.x takes an unknown value for nanoseconds without a word,
+    /// storing timestamps 1000 times too small).
+    pub fn as_v1_str(self) -> &'static str {
+        match self {
+            Precision::Us => "u",
+            p => p.as_str(),
         }
     }
 

@@ -744,7 +744,7 @@ impl Writer {
             Output::InfluxdbV1(o) => {
                 let mut q = vec![
                     ("db", o.database.as_str()),
-                    ("precision", precision.as_str()),
+                    ("precision", precision.as_v1_str()),
                 ];
                 if let Some(rp) = &o.retention_policy {
                     q.push(("rp", rp));
