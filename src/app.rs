@@ -214,7 +214,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
             engine,
             sample_rx,
             Sinks {
-                outputs: queues,
+                outputs: crate::tsdb::Fanout::new(&cfg, queues),
                 alerts: alert_tx,
             },
             state.clone(),

@@ -61,6 +61,10 @@ pub struct Metrics {
     pub modbus_device_latency: Family<Labels, Gauge<f64, AtomicU64>>,
     /// Unix time of the device's last successful poll, by device.
     pub modbus_device_last_success: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// 1 while an output's disk spool is full (oldest data being dropped), else 0; by output.
+    pub spool_full: Family<Labels, Gauge>,
+    /// Readings not written by an output because of its reduction (deadband), by output.
+    pub points_suppressed: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -191,6 +195,18 @@ impl Metrics {
             "Unix time of the last successful poll of a Modbus device",
             modbus_device_last_success.clone(),
         );
+        let spool_full = Family::<Labels, Gauge>::default();
+        registry.register(
+            "output_spool_full",
+            "1 while an output's disk spool is full and drops its oldest data",
+            spool_full.clone(),
+        );
+        let points_suppressed = Family::<Labels, Counter>::default();
+        registry.register(
+            "points_suppressed",
+            "Readings not written by an output because of its deadband",
+            points_suppressed.clone(),
+        );
         Self {
             registry,
             modbus_device_polls,
@@ -214,6 +230,8 @@ impl Metrics {
             alarm_flood,
             alarm_chattering,
             journal_errors,
+            spool_full,
+            points_suppressed,
         }
     }
 

@@ -101,7 +101,7 @@ async fn start(c: &Resolved) -> Gw {
         engine,
         rx,
         Sinks {
-            outputs: vec![],
+            outputs: hazgate::tsdb::Fanout::new(c, vec![]),
             alerts: atx,
         },
         state.clone(),

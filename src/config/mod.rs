@@ -458,6 +458,19 @@ pub struct Batching {
     /// Disk spool (store-and-forward); memory only when absent.
     #[serde(default)]
     pub spool: Option<crate::tsdb::options::SpoolConfig>,
+    /// Write requests in flight at once (at least 1).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Report by exception (deadband + heartbeat); every reading when absent.
+    #[serde(default)]
+    pub reduction: Option<crate::tsdb::options::ReductionConfig>,
+    /// Write per-window aggregates instead of raw readings.
+    #[serde(default)]
+    pub downsample: Option<crate::tsdb::options::DownsampleConfig>,
+}
+
+fn default_max_in_flight() -> usize {
+    2
 }
 
 fn default_batch_size() -> usize {

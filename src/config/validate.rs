@@ -521,6 +521,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         if b.timeout.is_zero() {
             p.err(format!("{path}.timeout"), "must be longer than 0s");
         }
+        check_tsdb_output(b, &path, &channels, &channel_index, &mut p);
         if let Some(sp) = &b.spool {
             if sp.dir.as_os_str().is_empty() {
                 p.err(format!("{path}.spool.dir"), "must not be empty");
@@ -740,6 +741,91 @@ fn check_secret(s: Option<&SecretRef>, path: &str, p: &mut Problems) {
                 path,
                 "give exactly one of `env` or `file` (secrets are never inline)",
             );
+        }
+    }
+}
+
+/// Output settings owned by `tsdb`: concurrency, reduction, downsampling.
+fn check_tsdb_output(
+    b: &super::Batching,
+    path: &str,
+    channels: &[ResolvedChannel],
+    channel_index: &HashMap<ChannelId, usize>,
+    p: &mut Problems,
+) {
+    if b.max_in_flight == 0 {
+        p.err(format!("{path}.max_in_flight"), "must be at least 1");
+    } else if b.max_in_flight > 16 {
+        p.err(format!("{path}.max_in_flight"), "must be at most 16");
+    }
+    let check_deadbands = |p: &mut Problems, at: &str, abs: Option<f64>, pct: Option<f64>| {
+        if let Some(d) = abs.filter(|d| !d.is_finite() || *d < 0.0) {
+            p.err(
+                format!("{at}.deadband"),
+                format!("{d} is not a number >= 0"),
+            );
+        }
+        if let Some(d) = pct.filter(|d| !(0.0..=100.0).contains(d)) {
+            p.err(
+                format!("{at}.deadband_percent"),
+                format!("{d} is not between 0 and 100"),
+            );
+        }
+    };
+    if let Some(r) = &b.reduction {
+        let at = format!("{path}.reduction");
+        if b.downsample.is_some() {
+            p.err(
+                &at,
+                "an output either reduces raw readings or downsamples them: use two outputs",
+            );
+        }
+        check_deadbands(p, &at, Some(r.deadband), Some(r.deadband_percent));
+        if r.heartbeat.is_zero() {
+            p.err(format!("{at}.heartbeat"), "must be longer than 0s");
+        }
+        let mut seen = HashSet::new();
+        for (i, c) in r.channels.iter().enumerate() {
+            let cp = format!("{at}.channels[{i}]");
+            let Some(&idx) = channel_index.get(&ChannelId::new(&c.id)) else {
+                p.err(
+                    format!("{cp}.id"),
+                    format!("channel `{}` is not produced by any device", c.id),
+                );
+                continue;
+            };
+            if !seen.insert(c.id.as_str()) {
+                p.err(
+                    format!("{cp}.id"),
+                    format!("channel `{}` is listed twice", c.id),
+                );
+            }
+            check_deadbands(p, &cp, c.deadband, c.deadband_percent);
+            if c.heartbeat.is_some_and(|h| h.is_zero()) {
+                p.err(format!("{cp}.heartbeat"), "must be longer than 0s");
+            }
+            if c.deadband_percent.is_some_and(|d| d > 0.0) && channels[idx].range.is_none() {
+                p.warn(
+                    format!("{cp}.deadband_percent"),
+                    format!(
+                        "channel `{}` has no range: a percentage deadband has nothing to apply to",
+                        c.id
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(d) = &b.downsample {
+        let at = format!("{path}.downsample");
+        if d.window < std::time::Duration::from_secs(1) {
+            p.err(format!("{at}.window"), "must be at least 1s");
+        } else if d.window > std::time::Duration::from_secs(86_400) {
+            p.err(format!("{at}.window"), "must be at most 1d");
+        } else if d.window.subsec_nanos() != 0 {
+            p.err(format!("{at}.window"), "must be a whole number of seconds");
+        }
+        if d.measurement().trim().is_empty() {
+            p.err(format!("{at}.measurement"), "must not be empty");
         }
     }
 }

@@ -54,8 +54,6 @@ use crate::config::alarms::sha256_hex;
 use crate::model::{AlarmEvent, AlarmState, Sample, Transition};
 use crate::state::SharedState;
 use crate::telemetry::{Metrics, labels};
-use crate::tsdb::line::{encode_event, encode_sample};
-use crate::tsdb::writer::OutputQueue;
 use journal::{Journal, Record};
 
 /// The engine's I/O side, attached by [`open`].
@@ -212,8 +210,8 @@ pub fn records(engine: &Engine, events: &[AlarmEvent]) -> Vec<Record> {
 /// Where the engine sends its results.
 #[derive(Debug)]
 pub struct Sinks {
-    /// Time-series outputs (never block).
-    pub outputs: Vec<Arc<OutputQueue>>,
+    /// Time-series outputs (never block; reduction and downsampling per output).
+    pub outputs: crate::tsdb::Fanout,
     /// Alert router (the engine waits when it is full: alarms are never dropped).
     pub alerts: mpsc::Sender<AlarmEvent>,
 }
@@ -298,11 +296,10 @@ fn annunciated(e: &AlarmEvent) -> bool {
 pub async fn run(
     mut engine: Engine,
     mut rx: mpsc::Receiver<Vec<Sample>>,
-    sinks: Sinks,
+    mut sinks: Sinks,
     state: Arc<SharedState>,
     metrics: Arc<Metrics>,
 ) {
-    let site = state.site.clone();
     let mut io = engine.io.take();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -340,26 +337,13 @@ pub async fn run(
                 persist(io, &engine, &events, &state, &metrics).await;
             }
         }
-        let mut lines = Vec::with_capacity(samples.len() + events.len());
         for s in &samples {
             state.record(s, engine.active(&s.channel));
-            if let Some(ch) = engine.channel(&s.channel) {
-                let mut l = String::with_capacity(200);
-                encode_sample(&site, ch, s, &mut l);
-                lines.push(l);
-            }
         }
         let mut touched = BTreeSet::new();
         for e in &events {
             touched.insert(e.alarm.clone());
             state.record_alarms(&e.channel, engine.active(&e.channel));
-            let area = engine
-                .channel(&e.channel)
-                .map(|c| c.area.clone())
-                .unwrap_or_default();
-            let mut l = String::with_capacity(200);
-            encode_event(&site, &area, e, &mut l);
-            lines.push(l);
             metrics
                 .alarm_events
                 .get_or_create(&labels([("transition", e.transition.as_str())]))
@@ -395,17 +379,7 @@ pub async fn run(
         metrics
             .channels_bad
             .set(i64::try_from(engine.faults()).unwrap_or(i64::MAX));
-        if !lines.is_empty() {
-            match sinks.outputs.as_slice() {
-                [] => {}
-                [only] => only.push(lines),
-                many => {
-                    for o in many {
-                        o.push(lines.iter().cloned());
-                    }
-                }
-            }
-        }
+        sinks.outputs.publish(&samples, &events);
         if let Some((tx, ev)) = reply {
             // The command's events are journaled: answer the person now.
             let _ = tx.send(Ok(ev));
@@ -419,9 +393,7 @@ pub async fn run(
             }
         }
     }
-    for o in &sinks.outputs {
-        o.close();
-    }
+    sinks.outputs.close();
     info!("rule engine stopped: all sources drained");
 }
 

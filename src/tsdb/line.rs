@@ -5,6 +5,11 @@
 //! - `alarm_event`: tags `site, area, channel, condition, priority, transition`; fields `alarm`,
 //!   `message`, `seq` (integer), and `value`, `limit` when known.
 //!
+//! - downsampled measurement (`reading_1m`, …): the `reading` tags; fields `min`, `max`, `mean`
+//!   (floats, only when the window had a good reading), `count`, `bad_count` (integers),
+//!   `quality` (`"good"`, `"mixed"`, `"bad"`) and `reason` (last bad reason, when any); timestamp
+//!   = window start.
+//!
 //! Timestamps are encoded once in nanoseconds since the epoch; each output converts them to its
 //! configured precision with [`push_with_precision`] when it builds a request body. Empty tag
 //! values are omitted (InfluxDB rejects them).
@@ -106,6 +111,40 @@ pub fn encode_sample(site: &str, ch: &ResolvedChannel, s: &Sample, out: &mut Str
         }
     }
     let _ = writeln!(out, " {}", epoch_nanos(s.ts));
+}
+
+/// Appends one downsampled line (with a trailing newline) to measurement `measurement`.
+pub fn encode_aggregate(
+    site: &str,
+    measurement: &str,
+    ch: &ResolvedChannel,
+    a: &super::reduce::Aggregate,
+    out: &mut String,
+) {
+    escape_measurement(measurement, out);
+    tag(out, "site", site);
+    tag(out, "area", &ch.area);
+    tag(out, "device", ch.device.as_str());
+    tag(out, "channel", ch.id.as_str());
+    tag(out, "kind", &ch.kind);
+    tag(out, "unit", &ch.unit);
+    out.push(' ');
+    if let Some(mean) = a.mean() {
+        out.push_str("min=");
+        float(out, a.min);
+        out.push_str(",max=");
+        float(out, a.max);
+        out.push_str(",mean=");
+        float(out, mean);
+        out.push(',');
+    }
+    let _ = write!(out, "count={}i,bad_count={}i,quality=", a.count, a.bad);
+    escape_string_field(a.quality(), out);
+    if let Some(r) = a.last_reason {
+        out.push_str(",reason=");
+        escape_string_field(r, out);
+    }
+    let _ = writeln!(out, " {}", a.start_ns);
 }
 
 /// Appends one `alarm_event` line (with a trailing newline).

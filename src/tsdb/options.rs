@@ -1,6 +1,7 @@
 //! Output settings owned by the time-series writer: timestamp precision, the disk spool
-//! (`spool = { dir, max_size, fsync, … }`) and a byte-size type parsed from strings such as
-//! `"2GiB"`. They are embedded in `config::Batching` (flattened into every `[[outputs]]` table).
+//! (`spool = { dir, max_size, fsync, … }`), reduction (`reduction = { deadband, heartbeat, … }`),
+//! downsampling (`downsample = { window = "1m" }`) and a byte-size type parsed from strings such
+//! as `"2GiB"`. They are embedded in `config::Batching` (flattened into every `[[outputs]]` table).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -28,13 +29,23 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The value of the `precision` query parameter (`ns`, `us`, `ms`, `s`).
+    /// The value of the `precision` query parameter of the v2 API (`ns`, `us`, `ms`, `s`).
     pub fn as_str(self) -> &'static str {
         match self {
             Precision::Ns => "ns",
             Precision::Us => "us",
             Precision::Ms => "ms",
             Precision::S => "s",
+        }
+    }
+
+    /// The value of the `precision` query parameter of the v1 `/write` API, which spells
+    /// microseconds `u` (InfluxDB 1.x takes an unknown value for nanoseconds without a word,
+    /// storing timestamps 1000 times too small).
+    pub fn as_v1_str(self) -> &'static str {
+        match self {
+            Precision::Us => "u",
+            p => p.as_str(),
         }
     }
 
@@ -177,6 +188,80 @@ fn default_quarantine_size() -> ByteSize {
     ByteSize(64 << 20)
 }
 
+/// Report by exception for one output (`reduction = { … }`): a good reading is written only when
+/// it moved more than the deadband away from the last value written for its channel, or when the
+/// heartbeat is due. Bad readings, and the first good reading after a bad one, are always
+/// written; alarm events are never reduced. See `tsdb::reduce`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReductionConfig {
+    /// Absolute deadband in the channel's engineering unit (0: any change is written).
+    #[serde(default)]
+    pub deadband: f64,
+    /// Deadband in percent of the channel's configured range (`range = [lo, hi]`); ignored for
+    /// channels without a range. When both are set, the larger deadband applies.
+    #[serde(default)]
+    pub deadband_percent: f64,
+    /// A reading is written at least this often even when unchanged (measured on sample
+    /// timestamps), so a flat line in Grafana is distinguishable from a silent gateway.
+    #[serde(with = "humantime_serde", default = "default_heartbeat")]
+    pub heartbeat: Duration,
+    /// Per-channel overrides; each field given replaces the output's value for that channel.
+    #[serde(default)]
+    pub channels: Vec<ChannelReduction>,
+}
+
+/// Reduction settings of one channel on one output.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelReduction {
+    /// Channel id.
+    pub id: String,
+    /// Absolute deadband for this channel.
+    pub deadband: Option<f64>,
+    /// Deadband in percent of this channel's range.
+    pub deadband_percent: Option<f64>,
+    /// Heartbeat for this channel.
+    #[serde(with = "humantime_serde", default)]
+    pub heartbeat: Option<Duration>,
+    /// Write every reading of this channel (no reduction).
+    #[serde(default)]
+    pub off: bool,
+}
+
+/// Downsampling for one output (`downsample = { window = "1m" }`): instead of raw readings the
+/// output receives one aggregate point (min, max, mean, counts) per channel and window. See
+/// `tsdb::reduce` and the schema in docs/ARCHITECTURE.md.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownsampleConfig {
+    /// Window length; windows are aligned on the Unix epoch (like InfluxQL `GROUP BY time()`).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Measurement name; `reading_{window}` by default (e.g. `reading_1m`).
+    pub measurement: Option<String>,
+    /// A window is written when the channel's first sample of a later window arrives, or this
+    /// long after the window's end, whichever comes first.
+    #[serde(with = "humantime_serde", default = "default_downsample_delay")]
+    pub delay: Duration,
+}
+
+impl DownsampleConfig {
+    /// The measurement aggregates are written to.
+    pub fn measurement(&self) -> String {
+        self.measurement.clone().unwrap_or_else(|| {
+            format!("reading_{}", humantime::format_duration(self.window)).replace(' ', "")
+        })
+    }
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_downsample_delay() -> Duration {
+    Duration::from_secs(5)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +284,19 @@ mod tests {
         }
         assert_eq!(ByteSize(2 << 30).to_string(), "2GiB");
         assert_eq!(ByteSize(1000).to_string(), "1000B");
+    }
+
+    #[test]
+    fn downsample_measurement_names() {
+        let d = |s: u64| DownsampleConfig {
+            window: Duration::from_secs(s),
+            measurement: None,
+            delay: Duration::from_secs(5),
+        };
+        assert_eq!(d(60).measurement(), "reading_1m");
+        assert_eq!(d(900).measurement(), "reading_15m");
+        assert_eq!(d(30).measurement(), "reading_30s");
+        assert_eq!(d(3600).measurement(), "reading_1h");
+        assert_eq!(d(90).measurement(), "reading_1m30s");
     }
 }

@@ -4,9 +4,10 @@
 //!
 //! # Shape
 //! ```text
-//! engine ──push──▶ OutputQueue (drop-oldest) ──▶ intake ──▶ live slot (1 batch) ──▶ sender ──▶ HTTP
-//!                                                  │                                  ▲
-//!                                                  └──▶ spool (disk, every batch) ──────┘ backlog
+//! engine ──Fanout──▶ OutputQueue (drop-oldest) ──▶ intake ──▶ live slot (1 batch) ──▶ sender ──▶ HTTP
+//!                                                    │                                  ▲   (max_in_flight
+//!                                                    └──▶ spool (disk, every batch) ──────┘    requests)
+//!                                                                                backlog
 //! ```
 //! - The **intake** forms a batch every `flush_interval` or `batch_size` points, whatever the
 //!   sender is doing. With a spool, every batch is appended to the spool first (write-ahead) and
@@ -14,17 +15,22 @@
 //!   stays in the spool as backlog. So at any time, unspooled data is only what is in the memory
 //!   queue: at most one flush interval (plus, for power loss, the fsync policy's lag).
 //! - The **sender** alternates between the live slot and the oldest backlog record, so live data
-//!   keeps flowing while an outage is replayed, and the backlog is replayed in order. A record is
-//!   acknowledged in the spool (and its segment deleted when complete) only after the server
-//!   accepted it.
+//!   keeps flowing while an outage is replayed, and the backlog is taken in order. It runs
+//!   `max_in_flight` workers (default 2): up to that many requests are in flight, each batch
+//!   retried on its own; batches are taken in order but may be acknowledged out of order. A
+//!   record is acknowledged in the spool only after the server accepted it, and a segment is
+//!   deleted only when every record in it is acknowledged, so a restart still replays
+//!   everything not yet acknowledged. InfluxDB keys points by series and timestamp, so the order
+//!   of arrival does not change what is stored.
 //! - Without a spool, the intake waits for the sender (the memory queue absorbs outages).
 //! - Spool file I/O runs in `spawn_blocking`, never on the async runtime.
 //!
 //! # Policies
 //! - Memory queue: when it holds `queue_capacity` lines, pushing drops the oldest line
 //!   (`hazgate_points_dropped{reason="queue_full"}`). The rule engine never waits on an output.
-//! - Spool full: the oldest segments are dropped (`reason="spool_full"`), logged at ERROR, and
-//!   the component `output ID spool` is not ready until the spool is below half its size again. A spool
+//! - Spool full: the oldest segments are dropped (`reason="spool_full"`), logged at ERROR, the
+//!   gauge `hazgate_output_spool_full{output}` is 1 and the component `output ID spool` is not
+//!   ready until the spool is below half its size again. A spool
 //!   write error also marks it not ready and the batch falls back to the memory path.
 //! - Responses: 2xx = delivered; 429, 5xx, 404 (database missing), timeouts and connection
 //!   errors are retried with backoff (honouring `Retry-After`); 401/403 mark the output unhealthy
@@ -40,6 +46,7 @@
 
 use std::io::{self, Write};
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,6 +79,19 @@ impl OutputQueue {
             q: DropOldest::new(capacity),
             metrics,
         }
+    }
+
+    /// The output's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Counts readings the output's reduction did not write.
+    pub fn count_suppressed(&self, n: u64) {
+        self.metrics
+            .points_suppressed
+            .get_or_create(&labels([("output", &self.id)]))
+            .inc_by(n);
     }
 
     /// Appends encoded lines (each ending in `\n`); never blocks, drops the oldest when full.
@@ -206,6 +226,31 @@ impl Writer {
         }
     }
 
+    /// `hazgate_output_spool_full{output}`: 1 from the first drop until the spool is below half
+    /// its size again (the same span as the health reason `output ID spool`).
+    fn spool_full(&self, full: bool) {
+        self.metrics
+            .spool_full
+            .get_or_create(&labels([("output", self.id())]))
+            .set(i64::from(full));
+    }
+
+    /// After an acknowledgement: a spool that was full is fine again below half its size.
+    fn spool_drained(&self, bytes: u64) {
+        let max = self
+            .output
+            .batching()
+            .spool
+            .as_ref()
+            .map_or(u64::MAX, |c| c.max_size.bytes());
+        let l = labels([("output", self.id())]);
+        if bytes < max / 2 && self.metrics.spool_full.get_or_create(&l).get() != 0 {
+            self.spool_full(false);
+            self.state.health.ok(&format!("output {} spool", self.id()));
+            info!(output = %self.id(), "spool below half its size again");
+        }
+    }
+
     fn spool_gauges(&self, points: u64, bytes: u64) {
         let l = labels([("output", self.id())]);
         self.metrics
@@ -234,6 +279,7 @@ impl Writer {
                             warn!(output = %id, bytes = report.truncated_bytes, "spool had a torn or corrupt tail: cut off");
                         }
                         self.spool_gauges(s.points(), s.bytes());
+                        self.spool_full(false);
                         Some(Arc::new(Mutex::new(s)))
                     }
                     Ok(Err(e)) => {
@@ -364,6 +410,7 @@ impl Writer {
                 Ok((seq, dropped, points, bytes)) => {
                     self.spool_gauges(points, bytes);
                     if dropped > 0 {
+                        self.spool_full(true);
                         self.drop_points("spool_full", dropped);
                         error!(output = %self.id(), dropped, "spool full: oldest points dropped");
                         self.state.health.fail(
@@ -371,6 +418,7 @@ impl Writer {
                             format!("spool full ({}): oldest points dropped", ByteSize(max)),
                         );
                     } else if bytes < max / 2 {
+                        self.spool_full(false);
                         self.state.health.ok(&component);
                     }
                     match permit {
@@ -480,27 +528,67 @@ impl Writer {
     }
 
     /// Sends batches until the intake is done and the spool is empty, or the deadline fires.
+    ///
+    /// `max_in_flight` workers run concurrently; they take turns at the batch source (the live
+    /// slot and the backlog, under an async mutex), so batches are taken in order and at most
+    /// `max_in_flight` requests are in flight. Taking a batch is never cancelled (a backlog
+    /// record is claimed when read); acknowledgements may come out of order, which the spool
+    /// handles per record (a segment is deleted only when every record in it is acknowledged).
     async fn sender(
         &self,
         spool: Option<&SharedSpool>,
-        mut live: mpsc::Receiver<Batch>,
+        live: mpsc::Receiver<Batch>,
         backlog: &Notify,
         deadline: &CancellationToken,
     ) {
-        let mut prefer_live = true;
-        let mut written: u64 = 0;
-        while let Some(batch) = self
-            .next_batch(spool, &mut live, backlog, &mut prefer_live, deadline)
-            .await
-        {
+        let workers = self.output.batching().max_in_flight.max(1);
+        let source = tokio::sync::Mutex::new((live, true));
+        let written = AtomicU64::new(0);
+        futures_util::future::join_all(
+            (0..workers).map(|_| self.send_worker(spool, &source, backlog, &written, deadline)),
+        )
+        .await;
+        let (mut live, _) = source.into_inner();
+        // Anything still in the live slot: spooled already, or lost.
+        live.close();
+        while let Ok(b) = live.try_recv() {
+            if spool.is_none() || b.seq.is_none() {
+                self.drop_points("shutdown", b.lines.len() as u64);
+                error!(output = %self.id(), lost = b.lines.len(), "shutdown grace period over: points not delivered");
+            }
+        }
+        let written = written.load(Ordering::Relaxed);
+        info!(output = %self.id(), written, "output writer stopped");
+    }
+
+    /// One of the sender's workers: takes a batch, delivers it, acknowledges it, again.
+    async fn send_worker(
+        &self,
+        spool: Option<&SharedSpool>,
+        source: &tokio::sync::Mutex<(mpsc::Receiver<Batch>, bool)>,
+        backlog: &Notify,
+        written: &AtomicU64,
+        deadline: &CancellationToken,
+    ) {
+        loop {
+            let batch = {
+                let mut src = source.lock().await;
+                let (live, prefer_live) = &mut *src;
+                self.next_batch(spool, live, backlog, prefer_live, deadline)
+                    .await
+            };
+            let Some(batch) = batch else { return };
             match self.deliver(&batch.lines, spool, deadline).await {
                 Delivery::Done => {
-                    written += batch.lines.len() as u64;
+                    written.fetch_add(batch.lines.len() as u64, Ordering::Relaxed);
                     if let (Some(spool), Some(seq)) = (spool, batch.seq) {
                         match on_spool(spool, move |s| s.ack(seq).map(|()| (s.points(), s.bytes())))
                             .await
                         {
-                            Ok((p, b)) => self.spool_gauges(p, b),
+                            Ok((p, b)) => {
+                                self.spool_gauges(p, b);
+                                self.spool_drained(b);
+                            }
                             Err(e) => {
                                 warn!(output = %self.id(), error = %e, "cannot delete a delivered spool segment")
                             }
@@ -512,19 +600,10 @@ impl Writer {
                         self.drop_points("shutdown", unsent as u64);
                         error!(output = %self.id(), lost = unsent, "shutdown grace period over: points not delivered");
                     }
-                    break;
+                    return;
                 }
             }
         }
-        // Anything still in the live slot: spooled already, or lost.
-        live.close();
-        while let Ok(b) = live.try_recv() {
-            if spool.is_none() || b.seq.is_none() {
-                self.drop_points("shutdown", b.lines.len() as u64);
-                error!(output = %self.id(), lost = b.lines.len(), "shutdown grace period over: points not delivered");
-            }
-        }
-        info!(output = %self.id(), written, "output writer stopped");
     }
 
     /// Delivers one batch: retries what may succeed later, splits what the server refuses as
@@ -665,7 +744,7 @@ impl Writer {
             Output::InfluxdbV1(o) => {
                 let mut q = vec![
                     ("db", o.database.as_str()),
-                    ("precision", precision.as_str()),
+                    ("precision", precision.as_v1_str()),
                 ];
                 if let Some(rp) = &o.retention_policy {
                     q.push(("rp", rp));
