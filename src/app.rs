@@ -59,6 +59,9 @@ pub enum RunError {
     /// An HTTP client could not be built.
     #[error("cannot build HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The embedded MQTT broker did not start.
+    #[error(transparent)]
+    Broker(#[from] crate::sources::mqtt::broker::BrokerError),
     /// A task that cannot be restarted died.
     #[error("task `{0}` died; the gateway stopped")]
     TaskDied(String),
@@ -73,6 +76,8 @@ pub struct Running {
     pub state: Arc<SharedState>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The embedded MQTT broker, when enabled (it runs until the process exits).
+    pub mqtt_broker: Option<sources::mqtt::broker::BrokerHandle>,
     stop: CancellationToken,
     fatal: CancellationToken,
     done: JoinHandle<Result<(), RunError>>,
@@ -130,10 +135,24 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         receivers.push(ReceiverTask::new(r, token, &cfg.site.id, metrics.clone())?);
     }
 
+    let mut mqtt_prepared = Vec::new();
+    for m in &cfg.mqtt_sources {
+        let p = sources::mqtt::prepare(m, &cfg.site.id)
+            .map_err(|(path, message)| RunError::Secret { path, message })?;
+        mqtt_prepared.push(p);
+    }
+
     let listener = TcpListener::bind(cfg.api.listen)
         .await
         .map_err(|source| RunError::Bind { addr: cfg.api.listen, source })?;
     let api_addr = listener.local_addr().map_err(|source| RunError::Bind { addr: cfg.api.listen, source })?;
+
+    // The embedded broker starts before anything is spawned (a failure leaves nothing behind)
+    // and before the MQTT sources, which may subscribe to it.
+    let mqtt_broker = match &cfg.mqtt_broker {
+        Some(b) => Some(sources::mqtt::broker::start_broker(b).await?),
+        None => None,
+    };
 
     let stop = CancellationToken::new();
     let fatal = CancellationToken::new();
@@ -181,6 +200,14 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
             sources::modbus::run_source(src.clone(), tx.clone(), st.clone(), m.clone(), c.clone())
         }));
     }
+    for (p, m) in mqtt_prepared.into_iter().zip(&cfg.mqtt_sources) {
+        let name = format!("source {}", m.id);
+        state.health.fail(&name, "not connected yet");
+        let (tx, st, m, c) = (sample_tx.clone(), state.clone(), metrics.clone(), sources_cancel.clone());
+        source_tasks.push(supervise(name, metrics.clone(), sources_cancel.clone(), move || {
+            sources::mqtt::run_source(p.clone(), tx.clone(), st.clone(), m.clone(), c.clone())
+        }));
+    }
     drop(sample_tx);
 
     // The API.
@@ -194,7 +221,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
             error!(error = %e, "API server failed");
         }
     });
-    info!(api = %api_addr, site = %cfg.site.id, channels = cfg.channels.len(), sources = cfg.sources.len(), outputs = cfg.outputs.len(), "gateway started");
+    info!(api = %api_addr, site = %cfg.site.id, channels = cfg.channels.len(), sources = cfg.sources.len() + cfg.mqtt_sources.len(), outputs = cfg.outputs.len(), "gateway started");
 
     let grace = cfg.gateway.shutdown_grace;
     let (stop2, fatal2) = (stop.clone(), fatal.clone());
@@ -230,7 +257,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         Ok(())
     });
 
-    Ok(Running { api_addr, state, metrics, stop, fatal, done })
+    Ok(Running { api_addr, state, metrics, mqtt_broker, stop, fatal, done })
 }
 
 /// Watches a task that cannot be restarted: if it panics, the gateway is stopped.

@@ -39,6 +39,14 @@ pub struct Metrics {
     pub deliveries: Family<Labels, Counter>,
     /// Supervised task restarts after a panic, by task.
     pub task_restarts: Family<Labels, Counter>,
+    /// MQTT messages received, by source.
+    pub mqtt_messages: Family<Labels, Counter>,
+    /// MQTT message problems by source and event (`decode_error`, `unmapped_topic`,
+    /// `unknown_channel`, `timestamp_clamped`, `timestamp_rejected`, `retained_ignored`).
+    pub mqtt_events: Family<Labels, Counter>,
+    /// MQTT connection attempts by source and result (`connected`, `error`,
+    /// `subscribe_failed`, `subscribe_timeout`).
+    pub mqtt_connections: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -109,6 +117,24 @@ impl Metrics {
             "Supervised task restarts after a panic",
             task_restarts.clone(),
         );
+        let mqtt_messages = Family::<Labels, Counter>::default();
+        registry.register(
+            "mqtt_messages",
+            "MQTT messages received",
+            mqtt_messages.clone(),
+        );
+        let mqtt_events = Family::<Labels, Counter>::default();
+        registry.register(
+            "mqtt_events",
+            "MQTT messages or values that were not turned into good samples, by cause",
+            mqtt_events.clone(),
+        );
+        let mqtt_connections = Family::<Labels, Counter>::default();
+        registry.register(
+            "mqtt_connections",
+            "MQTT connection attempts and subscription results",
+            mqtt_connections.clone(),
+        );
         Self {
             registry,
             samples,
@@ -122,6 +148,9 @@ impl Metrics {
             output_queue,
             deliveries,
             task_restarts,
+            mqtt_messages,
+            mqtt_events,
+            mqtt_connections,
         }
     }
 

@@ -9,6 +9,7 @@
 //!   exactly one place.
 
 pub mod devmap;
+pub mod mqtt;
 mod validate;
 
 use std::fmt;
@@ -57,6 +58,8 @@ pub struct Config {
     /// Where time series are written.
     #[serde(default)]
     pub outputs: Vec<Output>,
+    /// The optional embedded MQTT broker.
+    pub mqtt_broker: Option<mqtt::EmbeddedBroker>,
 }
 
 /// Identity of the site.
@@ -132,6 +135,8 @@ fn default_api_timeout() -> Duration {
 pub enum Source {
     /// Modbus TCP: a device or a serial-to-TCP converter carrying several unit ids.
     ModbusTcp(ModbusTcpSource),
+    /// MQTT subscription to a broker; its channels are declared in the source.
+    Mqtt(mqtt::MqttSource),
 }
 
 impl Source {
@@ -139,6 +144,7 @@ impl Source {
     pub fn id(&self) -> &str {
         match self {
             Source::ModbusTcp(s) => &s.id,
+            Source::Mqtt(s) => &s.id,
         }
     }
 }
@@ -452,9 +458,15 @@ impl<'de> Deserialize<'de> for SecretRef {
                     "secrets are never written inline: use { env = \"VAR\" } or { file = \"/path\" }",
                 ))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SecretRef, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SecretRef, A::Error> {
                 let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(SecretRef { env: t.env, file: t.file })
+                Ok(SecretRef {
+                    env: t.env,
+                    file: t.file,
+                })
             }
         }
         d.deserialize_any(V)

@@ -387,6 +387,8 @@ mod tests {
             rules: vec![rule],
             receivers: vec![],
             outputs: vec![],
+            mqtt_sources: vec![],
+            mqtt_broker: None,
         }
     }
 
