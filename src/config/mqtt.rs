@@ -513,3 +513,92 @@ pub(crate) fn check_broker(b: &EmbeddedBroker, err: &mut dyn FnMut(String, Strin
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn every_mqtt_mistake_is_reported_with_its_path() {
+        let text = r#"
+[site]
+id = "s"
+[[sources]]
+kind = "modbus_tcp"
+id = "bus"
+address = "127.0.0.1:502"
+[[devices]]
+id = "gd1"
+area = "a"
+source = "bus"
+[[devices.registers]]
+name = "lel"
+table = "input"
+address = 0
+[[devices]]
+id = "gd2"
+area = "a"
+source = "m"
+[[devices.registers]]
+name = "lel"
+table = "input"
+address = 0
+[[sources]]
+kind = "mqtt"
+id = "m"
+address = "broker"
+qos = 2
+password = { env = "X" }
+[sources.tls]
+ca = "ca.pem"
+client_cert = "c.pem"
+[[sources.topics]]
+filter = "a/{dev}/#/x"
+channel = "a.{dev}.v"
+[[sources.topics]]
+filter = "b/{dev}"
+channel = "a.{nope}.v"
+[[sources.topics]]
+filter = "c/{dev}"
+channel = "a.{dev}.v"
+object = ""
+[[sources.topics]]
+filter = "d"
+channel = "a.b.c"
+format = "number"
+value = "x"
+[[sources.channels]]
+id = "a.gd1.lel"
+[[sources.channels]]
+id = "ab"
+[[sources.channels]]
+id = "x.y.z"
+[[sources.channels]]
+id = "x.y.z"
+range = [5, 1]
+[mqtt_broker]
+username = "u"
+"#;
+        let cfg = crate::config::parse(text, Path::new("t.toml")).expect("parses");
+        let problems = crate::config::validate(&cfg, Path::new(".")).expect_err("invalid");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "devices[1].source",
+            "sources[1].address",
+            "sources[1].qos",
+            "sources[1].username",
+            "sources[1].tls",
+            "sources[1].topics[0].filter",
+            "sources[1].topics[1].channel",
+            "sources[1].topics[2].channel",
+            "sources[1].topics[3].format",
+            "sources[1].channels[0].id",
+            "sources[1].channels[1].id",
+            "sources[1].channels[3].id",
+            "sources[1].channels[3].range",
+            "mqtt_broker.password",
+        ] {
+            assert!(paths.contains(&want), "{want} not reported; got {problems:#?}");
+        }
+    }
+}

@@ -293,6 +293,11 @@ impl Server {
         }
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts the same command again after [`Server::terminate`] or [`Server::kill`].
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "{} is still running", self.name);
