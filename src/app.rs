@@ -62,6 +62,9 @@ pub enum RunError {
     /// The alarm engine could not start (journal directory, API tokens).
     #[error("{0}")]
     Alarms(#[from] rules::OpenError),
+    /// The embedded MQTT broker did not start.
+    #[error(transparent)]
+    Broker(#[from] crate::sources::mqtt::broker::BrokerError),
     /// A task that cannot be restarted died.
     #[error("task `{0}` died; the gateway stopped")]
     TaskDied(String),
@@ -76,6 +79,8 @@ pub struct Running {
     pub state: Arc<SharedState>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The embedded MQTT broker, when enabled (it runs until the process exits).
+    pub mqtt_broker: Option<sources::mqtt::broker::BrokerHandle>,
     stop: CancellationToken,
     fatal: CancellationToken,
     done: JoinHandle<Result<(), RunError>>,
@@ -149,6 +154,12 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     // The alarm engine: API tokens, journal replay (before anything is spawned).
     let (engine, alarms) = rules::open(&cfg, tokio::time::Instant::now().into_std()).await?;
     let _ = state.alarms.set(alarms);
+    let mut mqtt_prepared = Vec::new();
+    for m in &cfg.mqtt_sources {
+        let p = sources::mqtt::prepare(m, &cfg.site.id)
+            .map_err(|(path, message)| RunError::Secret { path, message })?;
+        mqtt_prepared.push(p);
+    }
 
     let listener = TcpListener::bind(cfg.api.listen)
         .await
@@ -160,6 +171,13 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         addr: cfg.api.listen,
         source,
     })?;
+
+    // The embedded broker starts before anything is spawned (a failure leaves nothing behind)
+    // and before the MQTT sources, which may subscribe to it.
+    let mqtt_broker = match &cfg.mqtt_broker {
+        Some(b) => Some(sources::mqtt::broker::start_broker(b).await?),
+        None => None,
+    };
 
     let stop = CancellationToken::new();
     let fatal = CancellationToken::new();
@@ -250,6 +268,24 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
             },
         ));
     }
+    for (p, m) in mqtt_prepared.into_iter().zip(&cfg.mqtt_sources) {
+        let name = format!("source {}", m.id);
+        state.health.fail(&name, "not connected yet");
+        let (tx, st, m, c) = (
+            sample_tx.clone(),
+            state.clone(),
+            metrics.clone(),
+            sources_cancel.clone(),
+        );
+        source_tasks.push(supervise(
+            name,
+            metrics.clone(),
+            sources_cancel.clone(),
+            move || {
+                sources::mqtt::run_source(p.clone(), tx.clone(), st.clone(), m.clone(), c.clone())
+            },
+        ));
+    }
     drop(sample_tx);
 
     // The API.
@@ -269,7 +305,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
             error!(error = %e, "API server failed");
         }
     });
-    info!(api = %api_addr, site = %cfg.site.id, channels = cfg.channels.len(), sources = cfg.sources.len(), outputs = cfg.outputs.len(), "gateway started");
+    info!(api = %api_addr, site = %cfg.site.id, channels = cfg.channels.len(), sources = cfg.sources.len() + cfg.mqtt_sources.len(), outputs = cfg.outputs.len(), "gateway started");
 
     let grace = cfg.gateway.shutdown_grace;
     let (stop2, fatal2) = (stop.clone(), fatal.clone());
@@ -309,6 +345,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         api_addr,
         state,
         metrics,
+        mqtt_broker,
         stop,
         fatal,
         done,

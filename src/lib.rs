@@ -10,7 +10,8 @@
 //! # Layout
 //! - [`model`]: pure types (ids, samples with quality, alarm events). No I/O.
 //! - [`config`]: TOML structs, the validation pass (every problem with its path) and the resolved view.
-//! - [`sources`]: acquisition tasks; [`sources::modbus`] plans, decodes and polls.
+//! - [`sources`]: acquisition tasks; [`sources::modbus`] plans, decodes and polls;
+//!   [`sources::mqtt`] subscribes, maps topics and payloads, and runs the embedded broker.
 //! - [`rules`]: the rule engine, the only writer of alarm state and channel snapshots.
 //! - [`alerts`]: routes alarm events to receivers.
 //! - [`tsdb`]: line protocol and InfluxDB writers.

@@ -65,6 +65,14 @@ pub struct Metrics {
     pub spool_full: Family<Labels, Gauge>,
     /// Readings not written by an output because of its reduction (deadband), by output.
     pub points_suppressed: Family<Labels, Counter>,
+    /// MQTT messages received, by source.
+    pub mqtt_messages: Family<Labels, Counter>,
+    /// MQTT message problems by source and event (`decode_error`, `unmapped_topic`,
+    /// `unknown_channel`, `timestamp_clamped`, `timestamp_rejected`, `retained_ignored`).
+    pub mqtt_events: Family<Labels, Counter>,
+    /// MQTT connection attempts by source and result (`connected`, `error`,
+    /// `subscribe_failed`, `subscribe_timeout`).
+    pub mqtt_connections: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -207,6 +215,24 @@ impl Metrics {
             "Readings not written by an output because of its deadband",
             points_suppressed.clone(),
         );
+        let mqtt_messages = Family::<Labels, Counter>::default();
+        registry.register(
+            "mqtt_messages",
+            "MQTT messages received",
+            mqtt_messages.clone(),
+        );
+        let mqtt_events = Family::<Labels, Counter>::default();
+        registry.register(
+            "mqtt_events",
+            "MQTT messages or values that were not turned into good samples, by cause",
+            mqtt_events.clone(),
+        );
+        let mqtt_connections = Family::<Labels, Counter>::default();
+        registry.register(
+            "mqtt_connections",
+            "MQTT connection attempts and subscription results",
+            mqtt_connections.clone(),
+        );
         Self {
             registry,
             modbus_device_polls,
@@ -232,6 +258,9 @@ impl Metrics {
             journal_errors,
             spool_full,
             points_suppressed,
+            mqtt_messages,
+            mqtt_events,
+            mqtt_connections,
         }
     }
 

@@ -11,6 +11,7 @@
 pub mod alarms;
 pub mod devmap;
 pub mod modbus;
+pub mod mqtt;
 mod validate;
 
 use std::fmt;
@@ -64,6 +65,8 @@ pub struct Config {
     /// Alarm engine: journal, API tokens, schedule, rate/discrete/composite rules.
     #[serde(default)]
     pub alarms: Alarms,
+    /// The optional embedded MQTT broker.
+    pub mqtt_broker: Option<mqtt::EmbeddedBroker>,
 }
 
 /// Identity of the site.
@@ -143,6 +146,8 @@ pub enum Source {
     ModbusRtu(ModbusRtuSource),
     /// Modbus RTU frames through a transparent serial-to-TCP converter.
     ModbusRtuOverTcp(ModbusTcpSource),
+    /// MQTT subscription to a broker; its channels are declared in the source.
+    Mqtt(Box<mqtt::MqttSource>),
 }
 
 impl Source {
@@ -151,6 +156,7 @@ impl Source {
         match self {
             Source::ModbusTcp(s) | Source::ModbusRtuOverTcp(s) => &s.id,
             Source::ModbusRtu(s) => &s.id,
+            Source::Mqtt(s) => &s.id,
         }
     }
 }

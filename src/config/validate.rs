@@ -123,6 +123,10 @@ pub struct Resolved {
     pub outputs: Vec<Output>,
     /// Alarm engine settings and rules beyond limits (validated).
     pub alarms: super::Alarms,
+    /// MQTT sources (their channels are in `channels`).
+    pub mqtt_sources: Vec<crate::sources::mqtt::ResolvedMqttSource>,
+    /// The embedded MQTT broker, when enabled.
+    pub mqtt_broker: Option<super::mqtt::EmbeddedBroker>,
 }
 
 #[derive(Default)]
@@ -177,6 +181,9 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             );
         }
         match s {
+            Source::Mqtt(m) => {
+                super::mqtt::check_source(m, &path, &mut |fp, msg| p.err(fp, msg));
+            }
             Source::ModbusTcp(t) | Source::ModbusRtuOverTcp(t) => {
                 check_host_port(&t.address, &format!("{path}.address"), &mut p);
                 if t.timeout.is_zero() {
@@ -248,12 +255,22 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         if let Err(e) = check_id(&d.area, false) {
             p.err(format!("{path}.area"), e);
         }
-        let source_idx = sources.get(&d.source).copied();
+        let mut source_idx = sources.get(&d.source).copied();
         if source_idx.is_none() {
             p.err(
                 format!("{path}.source"),
                 format!("unknown source `{}`", d.source),
             );
+        }
+        if let Some(s) = source_idx.filter(|&s| matches!(cfg.sources[s], Source::Mqtt(_))) {
+            p.err(
+                format!("{path}.source"),
+                format!(
+                    "`{}` is an MQTT source: declare its channels in sources[{s}].channels",
+                    d.source
+                ),
+            );
+            source_idx = None;
         }
         if d.address_base > 1 {
             p.err(format!("{path}.address_base"), "must be 0 or 1");
@@ -295,7 +312,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             }
         };
         let timeout = source_idx
-            .map(|s| modbus_source(&cfg.sources[s]).1.timeout)
+            .and_then(|s| modbus_source(&cfg.sources[s]).map(|m| m.1.timeout))
             .unwrap_or(Duration::from_secs(1));
         let mut points = Vec::new();
         for (j, r) in regs.iter().enumerate() {
@@ -351,6 +368,58 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         }
     }
 
+    // Channels declared on MQTT sources.
+    let mut mqtt_sources = Vec::new();
+    let mut mqtt_owner: HashMap<ChannelId, usize> = HashMap::new();
+    for (i, s) in cfg.sources.iter().enumerate() {
+        let Source::Mqtt(m) = s else { continue };
+        for (j, c) in m.channels.iter().enumerate() {
+            let id = ChannelId::new(&c.id);
+            if check_id(&c.id, true).is_err() {
+                continue; // reported by check_source
+            }
+            if let Some(&other) = channel_index.get(&id) {
+                // A duplicate inside one source is reported by check_source.
+                if mqtt_owner.get(&id) != Some(&i) {
+                    let by = match mqtt_owner.get(&id) {
+                        Some(&o) => format!("MQTT source `{}`", cfg.sources[o].id()),
+                        None => format!("device `{}`", channels[other].device),
+                    };
+                    p.err(
+                        format!("sources[{i}].channels[{j}].id"),
+                        format!("channel `{id}` is also produced by {by}"),
+                    );
+                }
+                continue;
+            }
+            mqtt_owner.insert(id.clone(), i);
+            let segs: Vec<&str> = c.id.split('.').collect();
+            channel_index.insert(id.clone(), channels.len());
+            channels.push(ResolvedChannel {
+                id,
+                device: DeviceId::new(
+                    c.device
+                        .as_deref()
+                        .unwrap_or(segs.get(1).copied().unwrap_or("")),
+                ),
+                area: c.area.clone().unwrap_or_else(|| segs[0].to_owned()),
+                kind: c.kind.clone().unwrap_or_else(|| "generic".into()),
+                unit: c.unit.clone().unwrap_or_default(),
+                label: c.label.clone().unwrap_or_default(),
+                range: c.range,
+                max_age: c.max_age.unwrap_or(m.max_age),
+            });
+        }
+        mqtt_sources.push(crate::sources::mqtt::ResolvedMqttSource {
+            id: SourceId::new(&m.id),
+            index: i,
+            cfg: (**m).clone(),
+        });
+    }
+    if let Some(b) = &cfg.mqtt_broker {
+        super::mqtt::check_broker(b, &mut |fp, msg| p.err(fp, msg));
+    }
+
     // Channel overrides.
     let mut channel_polls: HashMap<ChannelId, Duration> = HashMap::new();
     for (i, c) in cfg.channels.iter().enumerate() {
@@ -391,7 +460,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 .iter()
                 .find(|d| d.id == ch.device.as_str())
                 .and_then(|d| sources.get(&d.source))
-                .map(|&s| modbus_source(&cfg.sources[s]).1.timeout)
+                .and_then(|&s| modbus_source(&cfg.sources[s]).map(|m| m.1.timeout))
                 .unwrap_or(Duration::from_secs(1));
             ch.max_age = iv * 3 + timeout * 2;
             channel_polls.insert(ch.id.clone(), iv);
@@ -578,7 +647,9 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     let mut resolved_sources = Vec::new();
     for (idx, devices) in per_source {
         let src = &cfg.sources[idx];
-        let (link, timing) = modbus_source(src);
+        let Some((link, timing)) = modbus_source(src) else {
+            continue;
+        };
         resolved_sources.push(super::ResolvedSource {
             id: SourceId::new(src.id()),
             link,
@@ -597,36 +668,39 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             receivers: cfg.receivers.clone(),
             outputs: cfg.outputs.clone(),
             alarms: cfg.alarms.clone(),
+            mqtt_sources,
+            mqtt_broker: cfg.mqtt_broker.clone().filter(|b| b.enabled),
         },
         p.0,
     ))
 }
 
 /// The link and timing of a Modbus source.
-fn modbus_source(s: &Source) -> (ModbusLink, ModbusTiming) {
+fn modbus_source(s: &Source) -> Option<(ModbusLink, ModbusTiming)> {
     let tcp = |t: &ModbusTcpSource| (t.address.clone(), t.connect_timeout);
     match s {
         Source::ModbusTcp(t) => {
             let (address, connect_timeout) = tcp(t);
-            (
+            Some((
                 ModbusLink::Tcp {
                     address,
                     connect_timeout,
                 },
                 ModbusTiming::of_tcp(t, false),
-            )
+            ))
         }
         Source::ModbusRtuOverTcp(t) => {
             let (address, connect_timeout) = tcp(t);
-            (
+            Some((
                 ModbusLink::RtuOverTcp {
                     address,
                     connect_timeout,
                 },
                 ModbusTiming::of_tcp(t, true),
-            )
+            ))
         }
-        Source::ModbusRtu(r) => (ModbusLink::Rtu(r.line()), ModbusTiming::of_rtu(r)),
+        Source::ModbusRtu(r) => Some((ModbusLink::Rtu(r.line()), ModbusTiming::of_rtu(r))),
+        Source::Mqtt(_) => None,
     }
 }
 

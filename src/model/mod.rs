@@ -90,6 +90,8 @@ pub enum BadReason {
     Stale,
     /// The payload could not be decoded.
     Decode { detail: String },
+    /// The device (or its data unit) reported a non-numeric status other than a good one.
+    DeviceStatus { status: String },
 }
 
 impl BadReason {
@@ -102,6 +104,7 @@ impl BadReason {
             BadReason::DeviceFault { .. } => "device_fault",
             BadReason::Stale => "stale",
             BadReason::Decode { .. } => "decode",
+            BadReason::DeviceStatus { .. } => "device_fault",
         }
     }
 }
@@ -115,6 +118,7 @@ impl fmt::Display for BadReason {
             BadReason::DeviceFault { code } => write!(f, "device fault code {code}"),
             BadReason::Stale => f.write_str("no good reading within the channel's maximum age"),
             BadReason::Decode { detail } => write!(f, "undecodable value: {detail}"),
+            BadReason::DeviceStatus { status } => write!(f, "device reported status `{status}`"),
         }
     }
 }

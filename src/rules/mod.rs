@@ -428,6 +428,8 @@ mod tests {
             receivers: vec![],
             outputs: vec![],
             alarms: crate::config::Alarms::default(),
+            mqtt_sources: vec![],
+            mqtt_broker: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! [`Sample`]: crate::model::Sample
 
 pub mod modbus;
+pub mod mqtt;
 
 use std::time::Duration;
 

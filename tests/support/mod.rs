@@ -509,3 +509,170 @@ impl Browser {
         let _ = self.client.delete(&self.base).send().await;
     }
 }
+
+impl Server {
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts the same command again after [`Server::terminate`] or [`Server::kill`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "{} is still running", self.name);
+        self.child = Some(spawn(&self.cmd, &self.log));
+        let ready = ready_check(self.name, self.port);
+        wait_ready(self.name, &self.log, &mut self.child, ready);
+    }
+}
+
+/// mosquitto with extra configuration lines for its one listener (TLS, password file);
+/// `extra` gets the server's directory.
+pub fn mosquitto_with(extra: impl Fn(&Path) -> String) -> Server {
+    let bin = require_binary("mosquitto", "mosquitto");
+    start("mosquitto", |dir, port| {
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "user root\nper_listener_settings false\nlistener {port} 127.0.0.1\npersistence true\n\
+                 persistence_location {}/\n{}\n",
+                dir.display(),
+                extra(dir)
+            ),
+        )
+        .expect("cannot write mosquitto.conf");
+        vec![
+            bin.display().to_string(),
+            "-c".into(),
+            conf.display().to_string(),
+        ]
+    })
+}
+
+/// A test PKI made at test time with the `openssl` CLI: a CA, a server certificate for
+/// 127.0.0.1/localhost and a client certificate, as PEM files in a temp dir.
+#[derive(Debug)]
+pub struct TestPki {
+    /// Directory holding `ca.crt`, `server.{crt,key}`, `client.{crt,key}`.
+    pub dir: TempDir,
+}
+
+impl TestPki {
+    /// Path of one of the files.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Generates a [`TestPki`] (EC P-256 keys, valid two days).
+pub fn test_pki() -> TestPki {
+    let openssl = require_binary("openssl", "openssl");
+    let dir = tempfile::Builder::new()
+        .prefix("hazgate-pki-")
+        .tempdir()
+        .expect("temp dir");
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("cannot run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=hazgate test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ];
+    ca.extend(ec);
+    ca.extend([
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&ca);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+        ),
+        (
+            "client",
+            "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+        ),
+    ] {
+        std::fs::write(d.join(format!("{name}.ext")), ext).expect("write ext");
+        let (key, csr, crt, extf) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        let subj = format!("/CN=hazgate-{name}");
+        let mut req = vec!["req", "-subj", &subj, "-keyout", &key, "-out", &csr];
+        req.extend(ec);
+        run(&req);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &extf,
+            "-out",
+            &crt,
+        ]);
+    }
+    // mosquitto may read them after dropping root privileges; these are throw-away test keys.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
+    for f in std::fs::read_dir(d).expect("pki dir").flatten() {
+        let _ = std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644));
+    }
+    TestPki { dir }
+}
+
+/// Writes a mosquitto password file with one user.
+pub fn mosquitto_password_file(dir: &Path, user: &str, password: &str) -> PathBuf {
+    let bin = require_binary("mosquitto_passwd", "mosquitto");
+    let f = dir.join("passwd");
+    let out = Command::new(bin)
+        .args(["-b", "-c"])
+        .arg(&f)
+        .args([user, password])
+        .output()
+        .expect("cannot run mosquitto_passwd");
+    assert!(
+        out.status.success(),
+        "mosquitto_passwd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    f
+}

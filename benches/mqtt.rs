@@ -1,0 +1,257 @@
+//! MQTT ingest benchmark (prints figures, asserts nothing). Loopback only, bounded in count and
+//! time. `cargo bench --bench mqtt`.
+//!
+//! 1. mosquitto's own delivery rate to a bare rumqttc subscriber (QoS 1), with the same
+//!    publisher (a child process, so its CPU is not counted as the gateway's).
+//! 2. The full gateway (`app::start`: MQTT source → rule engine) at increasing offered rates:
+//!    messages published, samples produced, loss, gateway CPU and RSS, and mosquitto's CPU.
+
+#[path = "../tests/support/mod.rs"]
+#[expect(
+    dead_code,
+    reason = "shared test support; the bench uses only its MQTT parts"
+)]
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+const MAX_MESSAGES: u64 = 150_000;
+const STEP_SECONDS: u64 = 3;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("publish") {
+        let port: u16 = args[2].parse().expect("port");
+        let prefix = args[3].clone();
+        let count: u64 = args[4].parse().expect("count");
+        let rate: u64 = args[5].parse().expect("rate");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(publish(port, &prefix, count, rate));
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(bench());
+}
+
+/// Publishes `count` QoS 1 messages over 10 topics, paced at `rate`/s (0 = as fast as possible).
+async fn publish(port: u16, prefix: &str, count: u64, rate: u64) {
+    let mut o = MqttOptions::new(
+        format!("bench-pub-{}", std::process::id()),
+        "127.0.0.1",
+        port,
+    );
+    o.set_keep_alive(Duration::from_secs(10)).set_inflight(500);
+    let (client, mut el) = AsyncClient::new(o, 1000);
+    let pump = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < count {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("publisher: {e}"),
+            }
+        }
+    });
+    let start = Instant::now();
+    for i in 0..count {
+        if rate > 0 {
+            let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+        let topic = format!("{prefix}/d{}", i % 10);
+        client
+            .publish(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                format!("{}", i as f64 / 10.0),
+            )
+            .await
+            .expect("publish");
+    }
+    tokio::time::timeout(Duration::from_secs(60), pump)
+        .await
+        .expect("all acknowledged within 60 s")
+        .expect("publisher task");
+}
+
+fn spawn_publisher(port: u16, prefix: &str, count: u64, rate: u64) -> std::process::Child {
+    Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "publish",
+            &port.to_string(),
+            prefix,
+            &count.to_string(),
+            &rate.to_string(),
+        ])
+        .spawn()
+        .expect("spawn publisher")
+}
+
+/// (user + system CPU seconds) of a process.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+async fn bare_subscriber(port: u16, count: u64) -> (f64, u64) {
+    let mut o = MqttOptions::new("bench-bare", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(10));
+    let (client, mut el) = AsyncClient::new(o, 100);
+    client
+        .subscribe("bench/bare/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    loop {
+        if let Ok(Event::Incoming(Packet::SubAck(_))) = el.poll().await {
+            break;
+        }
+    }
+    let mut child = spawn_publisher(port, "bench/bare", count, 0);
+    let start = Instant::now();
+    let mut got = 0;
+    let deadline = start + Duration::from_secs(60);
+    while got < count && Instant::now() < deadline {
+        if let Ok(Ok(Event::Incoming(Packet::Publish(_)))) =
+            tokio::time::timeout(Duration::from_secs(5), el.poll()).await
+        {
+            got += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let _ = child.wait();
+    (got as f64 / secs, got)
+}
+
+async fn bench() {
+    let broker = support::mosquitto();
+    let mq_pid = broker.pid().expect("mosquitto pid").to_string();
+    println!(
+        "MQTT ingest benchmark (mosquitto on 127.0.0.1:{}, QoS 1, 10 topics)",
+        broker.port
+    );
+
+    let mq0 = cpu_seconds(&mq_pid);
+    let (bare_rate, bare_got) = bare_subscriber(broker.port, 100_000).await;
+    println!(
+        "mosquitto -> bare rumqttc subscriber: {bare_got} of 100000 messages, {bare_rate:.0} msg/s (mosquitto CPU {:.2} s)",
+        cpu_seconds(&mq_pid) - mq0
+    );
+
+    let mut text = format!(
+        "[site]\nid = \"bench\"\n[api]\nlisten = \"127.0.0.1:0\"\n[gateway]\nsample_queue = 1024\n\
+         [[sources]]\nkind = \"mqtt\"\nid = \"m\"\naddress = \"127.0.0.1:{}\"\nmax_age = \"1h\"\n\
+         [[sources.topics]]\nfilter = \"bench/gw/{{device}}\"\nchannel = \"a.{{device}}.v\"\nformat = \"number\"\n",
+        broker.port
+    );
+    for d in 0..10 {
+        text.push_str(&format!("[[sources.channels]]\nid = \"a.d{d}.v\"\n"));
+    }
+    let cfg = hazgate::config::parse(&text, Path::new("bench.toml")).expect("config");
+    let (cfg, _) = hazgate::config::validate(&cfg, Path::new(".")).expect("valid");
+    let running = hazgate::app::start(cfg).await.expect("gateway");
+    let st = running.state.clone();
+    let t0 = Instant::now();
+    while !st.health.not_ready().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "gateway not subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counter = |m: &hazgate::telemetry::Metrics| -> u64 {
+        m.encode()
+            .lines()
+            .find(|l| l.starts_with(r#"hazgate_samples_total{source="m",quality="good"}"#))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    println!(
+        "{:>10} {:>9} {:>9} {:>6} {:>10} {:>12} {:>9} {:>13}",
+        "offered/s",
+        "sent",
+        "samples",
+        "lost",
+        "achieved/s",
+        "gateway CPU",
+        "RSS MiB",
+        "mosquitto CPU"
+    );
+    let mut best_no_loss = 0.0f64;
+    for rate in [2_000u64, 5_000, 10_000, 20_000, 40_000, 0] {
+        let count = if rate == 0 {
+            MAX_MESSAGES
+        } else {
+            (rate * STEP_SECONDS).min(MAX_MESSAGES)
+        };
+        let before = counter(&running.metrics);
+        let (cpu0, mq0) = (cpu_seconds("self"), cpu_seconds(&mq_pid));
+        let start = Instant::now();
+        let mut child = spawn_publisher(broker.port, "bench/gw", count, rate);
+        let deadline = start + Duration::from_secs(60);
+        let mut got = 0;
+        while Instant::now() < deadline {
+            got = counter(&running.metrics) - before;
+            if got >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let _ = child.wait();
+        let achieved = got as f64 / secs;
+        let (cpu, mq) = (cpu_seconds("self") - cpu0, cpu_seconds(&mq_pid) - mq0);
+        let lost = count.saturating_sub(got);
+        if lost == 0 {
+            best_no_loss = best_no_loss.max(achieved);
+        }
+        println!(
+            "{:>10} {:>9} {:>9} {:>6} {:>10.0} {:>11.0}% {:>9.1} {:>12.0}%",
+            if rate == 0 {
+                "max".to_owned()
+            } else {
+                rate.to_string()
+            },
+            count,
+            got,
+            lost,
+            achieved,
+            100.0 * cpu / secs,
+            rss_mib(),
+            100.0 * mq / secs
+        );
+    }
+    println!(
+        "highest rate turned into samples with no loss: {best_no_loss:.0} msg/s; mosquitto to a bare subscriber: {bare_rate:.0} msg/s"
+    );
+    running.stop().await.expect("stop");
+}

@@ -1,0 +1,607 @@
+//! MQTT configuration: `[[sources]] kind = "mqtt"` (a subscription to a site broker, its topic
+//! mappings and the channels it feeds) and `[mqtt_broker]` (the optional embedded broker).
+//!
+//! Invariants:
+//! - Every channel an MQTT source may feed is declared here (`sources[].channels`), with a maximum
+//!   age, so the rule engine knows it from the start and marks it stale when it stays silent.
+//! - A topic mapping can only feed channels declared on its own source.
+//! - Topic templates and channel templates are compiled once by the validation pass (so mistakes
+//!   are reported with their path) and again by the source task from the same code.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::SecretRef;
+use crate::model::check_id;
+use crate::sources::mqtt::mapping::{Template, TopicPattern};
+
+/// An MQTT subscription to a broker (the site's, or the embedded one).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSource {
+    /// Source id.
+    pub id: String,
+    /// Broker `host:port`.
+    pub address: String,
+    /// `"3.1.1"` (default) or `"5"`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
+    /// Client id; `hazgate-{site}-{source id}` by default. Keep it stable: the broker keeps the
+    /// persistent session (subscriptions and queued QoS 1 messages) under this id.
+    pub client_id: Option<String>,
+    /// `false` (default): persistent session, the broker queues QoS 1 messages while the gateway
+    /// is away. `true` only for brokers that cannot keep sessions.
+    #[serde(default)]
+    pub clean_session: bool,
+    /// MQTT 5 only: how long the broker keeps the session after a disconnect.
+    #[serde(with = "humantime_serde", default = "default_session_expiry")]
+    pub session_expiry: Duration,
+    /// User name.
+    pub username: Option<String>,
+    /// Password (never inline).
+    pub password: Option<SecretRef>,
+    /// TLS; plain TCP when absent.
+    pub tls: Option<MqttTls>,
+    /// Keep-alive: a broker that stops answering pings is detected within about twice this.
+    #[serde(with = "humantime_serde", default = "default_keep_alive")]
+    pub keep_alive: Duration,
+    /// Timeout of the TCP/TLS connect and the CONNACK, and of every write to the socket.
+    #[serde(with = "humantime_serde", default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// A SUBACK must arrive this long after SUBSCRIBE, or the connection is re-established.
+    #[serde(with = "humantime_serde", default = "default_connect_timeout")]
+    pub subscribe_timeout: Duration,
+    /// Cap of the jittered exponential reconnect backoff.
+    #[serde(with = "humantime_serde", default = "default_backoff_max")]
+    pub backoff_max: Duration,
+    /// Default QoS of the subscriptions (0 or 1).
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Retained messages (a broker's last stored value, possibly hours old): `ignore` (default,
+    /// counted) or `accept`.
+    #[serde(default)]
+    pub retained: Retained,
+    /// Maximum age of the channels that do not give their own.
+    #[serde(with = "humantime_serde", default = "default_max_age")]
+    pub max_age: Duration,
+    /// Limits for device timestamps.
+    #[serde(default)]
+    pub timestamps: TimestampLimits,
+    /// Topic → channel mappings; the first matching mapping (in this order) handles a message.
+    #[serde(default)]
+    pub topics: Vec<MqttTopic>,
+    /// The channels this source feeds.
+    #[serde(default)]
+    pub channels: Vec<MqttChannel>,
+}
+
+fn default_session_expiry() -> Duration {
+    Duration::from_secs(86_400)
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_qos() -> u8 {
+    1
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// MQTT protocol version.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1.
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5.
+    #[serde(rename = "5")]
+    V5,
+}
+
+/// What to do with retained messages.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Retained {
+    /// Drop them (counted): their age is unknown, so they must not look like a live reading.
+    #[default]
+    Ignore,
+    /// Treat them like any other message.
+    Accept,
+}
+
+/// TLS to the broker (rustls).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTls {
+    /// PEM file of the CA that signed the broker's certificate.
+    pub ca: PathBuf,
+    /// PEM client certificate (with `client_key`) for brokers that require one.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub client_key: Option<PathBuf>,
+}
+
+/// Limits for timestamps sent by devices.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampLimits {
+    /// A device time further ahead of the gateway's clock is out of range.
+    #[serde(with = "humantime_serde", default = "default_max_future")]
+    pub max_future: Duration,
+    /// A device time further behind the gateway's clock is out of range.
+    #[serde(with = "humantime_serde", default = "default_max_past")]
+    pub max_past: Duration,
+    /// `receive_time` (default): the sample is kept, stamped with the time the gateway received
+    /// it; `reject`: the sample is dropped. Both are counted.
+    #[serde(default)]
+    pub out_of_range: OutOfRange,
+}
+
+impl Default for TimestampLimits {
+    fn default() -> Self {
+        Self {
+            max_future: default_max_future(),
+            max_past: default_max_past(),
+            out_of_range: OutOfRange::default(),
+        }
+    }
+}
+
+fn default_max_future() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_past() -> Duration {
+    Duration::from_secs(86_400)
+}
+
+/// Policy for out-of-range device timestamps.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutOfRange {
+    /// Clamp to the gateway's receive time.
+    #[default]
+    ReceiveTime,
+    /// Drop the sample.
+    Reject,
+}
+
+/// How a payload is read.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// JSON (default): see `value`, `timestamp`, `status`, `object`, `records`.
+    #[default]
+    Json,
+    /// A plain number as text (`12.5`, `"12.5"`, `true`).
+    Number,
+}
+
+/// How a device timestamp is written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampUnit {
+    /// Numbers by magnitude (s, ms, µs or ns since the epoch), strings as RFC 3339 or numbers.
+    #[default]
+    Auto,
+    /// Seconds since the Unix epoch (fractions allowed).
+    S,
+    /// Milliseconds since the Unix epoch.
+    Ms,
+    /// Microseconds since the Unix epoch.
+    Us,
+    /// Nanoseconds since the Unix epoch.
+    Ns,
+    /// RFC 3339 text (`2026-01-02T03:04:05.678Z`, `…+08:00`).
+    Rfc3339,
+}
+
+/// One topic mapping.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTopic {
+    /// Topic filter. `+` and `#` are MQTT wildcards; `{name}` matches one level like `+` and
+    /// captures it for the channel template (`site/{site}/gas/{device}`).
+    pub filter: String,
+    /// Channel id template: `{name}` inserts a captured topic level (lowercased), `{key}` the
+    /// member name (`object`) or record key (`records`). No placeholder: an explicit channel.
+    pub channel: String,
+    /// QoS of this subscription; the source's `qos` by default.
+    pub qos: Option<u8>,
+    /// Payload format.
+    #[serde(default)]
+    pub format: PayloadFormat,
+    /// JSON path of the value (dotted, array indexes as numbers: `data.0.v`); `value` by default.
+    pub value: Option<String>,
+    /// JSON path of the device timestamp; the receive time is used when absent.
+    pub timestamp: Option<String>,
+    /// How the timestamp is written.
+    #[serde(default)]
+    pub timestamp_unit: TimestampUnit,
+    /// JSON path of a status or quality field.
+    pub status: Option<String>,
+    /// Status values meaning "good" (compared case-insensitively; numbers as written, booleans as
+    /// `true`/`false`). Any other status gives a Bad sample. Default: `0`, `ok`, `good`, `normal`.
+    pub good_status: Option<Vec<String>>,
+    /// Several channels in one JSON object: path of the object (`""` for the whole payload). Each
+    /// member is a channel (`{key}` = member name): a number, or an object read with `value`,
+    /// `timestamp` and `status`.
+    pub object: Option<String>,
+    /// Several channels as an array of records: path of the array (`""` for the whole payload).
+    /// Each record is read with `key`, `value`, `timestamp` and `status`.
+    pub records: Option<String>,
+    /// With `records`: path, inside a record, of the name that fills `{key}`; `id` by default.
+    pub key: Option<String>,
+}
+
+/// A channel fed by an MQTT source.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttChannel {
+    /// Channel id (dotted).
+    pub id: String,
+    /// Area; the id's first segment by default (ids of three or more segments).
+    pub area: Option<String>,
+    /// Device; the id's second segment by default (ids of three or more segments).
+    pub device: Option<String>,
+    /// Kind (`combustible_gas`, …); `generic` by default.
+    pub kind: Option<String>,
+    /// Engineering unit.
+    pub unit: Option<String>,
+    /// Display label.
+    pub label: Option<String>,
+    /// Engineering range.
+    pub range: Option<[f64; 2]>,
+    /// No good sample within this age makes the channel stale; the source's `max_age` by default.
+    #[serde(with = "humantime_serde", default)]
+    pub max_age: Option<Duration>,
+}
+
+/// The optional embedded MQTT broker (rumqttd), for sites without one.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedBroker {
+    /// Start it (`false` keeps the section without running a broker).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// MQTT 3.1.1 listener; `127.0.0.1:1883` by default. Port 0 picks a free port.
+    #[serde(default = "default_broker_listen")]
+    pub listen: SocketAddr,
+    /// Optional MQTT 5 listener.
+    pub listen_v5: Option<SocketAddr>,
+    /// User name clients must give (with `password`); anonymous when absent.
+    pub username: Option<String>,
+    /// Password (never inline).
+    pub password: Option<SecretRef>,
+    /// Most simultaneous client connections.
+    #[serde(default = "default_broker_connections")]
+    pub max_connections: usize,
+    /// Largest accepted payload, in bytes.
+    #[serde(default = "default_broker_payload")]
+    pub max_payload_size: usize,
+    /// A client must send CONNECT within this long after opening the socket.
+    #[serde(with = "humantime_serde", default = "default_broker_connect_timeout")]
+    pub connection_timeout: Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_broker_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+fn default_broker_connections() -> usize {
+    1000
+}
+fn default_broker_payload() -> usize {
+    256 * 1024
+}
+fn default_broker_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Checks one MQTT source; reports `(path, message)` pairs. Clashes with other sources'
+/// channels are checked by the caller.
+pub(crate) fn check_source(s: &MqttSource, path: &str, err: &mut dyn FnMut(String, String)) {
+    match s.address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|x| x > 0) => {}
+        _ => err(
+            format!("{path}.address"),
+            format!("`{}` is not `host:port`", s.address),
+        ),
+    }
+    if let Some(c) = &s.client_id {
+        if c.is_empty() {
+            err(format!("{path}.client_id"), "must not be empty".into());
+        }
+    }
+    for (name, d) in [
+        ("keep_alive", s.keep_alive),
+        ("connect_timeout", s.connect_timeout),
+        ("subscribe_timeout", s.subscribe_timeout),
+        ("backoff_max", s.backoff_max),
+        ("max_age", s.max_age),
+    ] {
+        if d.is_zero() {
+            err(format!("{path}.{name}"), "must be longer than 0s".into());
+        }
+    }
+    if s.keep_alive < Duration::from_secs(1) && !s.keep_alive.is_zero() {
+        err(format!("{path}.keep_alive"), "must be at least 1s".into());
+    }
+    if s.qos > 1 {
+        err(format!("{path}.qos"), "must be 0 or 1".into());
+    }
+    if s.username.is_none() && s.password.is_some() {
+        err(
+            format!("{path}.username"),
+            "a password needs a username".into(),
+        );
+    }
+    if let Some(p) = &s.password {
+        if p.env.is_some() == p.file.is_some() {
+            err(
+                format!("{path}.password"),
+                "give exactly one of `env` or `file` (secrets are never inline)".into(),
+            );
+        }
+    }
+    if let Some(t) = &s.tls {
+        if t.client_cert.is_some() != t.client_key.is_some() {
+            err(
+                format!("{path}.tls"),
+                "give both `client_cert` and `client_key`, or neither".into(),
+            );
+        }
+    }
+    let mut ids = HashSet::new();
+    for (j, c) in s.channels.iter().enumerate() {
+        let cp = format!("{path}.channels[{j}]");
+        if let Err(e) = check_id(&c.id, true) {
+            err(format!("{cp}.id"), e);
+            continue;
+        }
+        if !ids.insert(c.id.as_str()) {
+            err(format!("{cp}.id"), format!("duplicate channel `{}`", c.id));
+        }
+        let segs = c.id.split('.').count();
+        if segs < 3 && (c.area.is_none() || c.device.is_none()) {
+            err(
+                format!("{cp}.id"),
+                format!(
+                    "`{}` has fewer than three segments: give `area` and `device`",
+                    c.id
+                ),
+            );
+        }
+        for (f, v) in [("area", &c.area), ("device", &c.device)] {
+            if let Some(v) = v {
+                if let Err(e) = check_id(v, false) {
+                    err(format!("{cp}.{f}"), e);
+                }
+            }
+        }
+        if let Some(r) = c.range {
+            if r[0].partial_cmp(&r[1]) != Some(std::cmp::Ordering::Less) {
+                err(
+                    format!("{cp}.range"),
+                    "first bound must be below the second".into(),
+                );
+            }
+        }
+        if c.max_age.is_some_and(|a| a.is_zero()) {
+            err(format!("{cp}.max_age"), "must be longer than 0s".into());
+        }
+    }
+    if s.topics.is_empty() {
+        err(
+            format!("{path}.topics"),
+            "give at least one topic mapping".into(),
+        );
+    }
+    for (j, t) in s.topics.iter().enumerate() {
+        let tp = format!("{path}.topics[{j}]");
+        if let Err(e) = compile_topic(t) {
+            for (field, msg) in e {
+                err(format!("{tp}.{field}"), msg);
+            }
+        }
+        if t.qos.is_some_and(|q| q > 1) {
+            err(format!("{tp}.qos"), "must be 0 or 1".into());
+        }
+    }
+}
+
+/// A topic mapping's compiled pattern and channel template, or `(field, message)` problems.
+pub(crate) fn compile_topic(
+    t: &MqttTopic,
+) -> Result<(TopicPattern, Template), Vec<(String, String)>> {
+    let mut errs = Vec::new();
+    let pattern = TopicPattern::parse(&t.filter).map_err(|e| errs.push(("filter".to_owned(), e)));
+    let multi = t.object.is_some() || t.records.is_some();
+    if t.object.is_some() && t.records.is_some() {
+        errs.push((
+            "records".into(),
+            "give either `object` or `records`, not both".into(),
+        ));
+    }
+    if t.format == PayloadFormat::Number
+        && (multi || t.value.is_some() || t.timestamp.is_some() || t.status.is_some())
+    {
+        errs.push((
+            "format".into(),
+            "`number` payloads have no `value`, `timestamp`, `status`, `object` or `records` paths"
+                .into(),
+        ));
+    }
+    if t.key.is_some() && t.records.is_none() {
+        errs.push(("key".into(), "only with `records`".into()));
+    }
+    let template = match &pattern {
+        Ok(p) => {
+            let mut names: Vec<&str> = p.captures().collect();
+            if multi {
+                names.push("key");
+            }
+            match Template::parse(&t.channel, &names) {
+                Ok(tpl) => {
+                    if multi && !tpl.uses("key") {
+                        errs.push((
+                            "channel".into(),
+                            "with `object` or `records`, the template must use `{key}`".into(),
+                        ));
+                    }
+                    Some(tpl)
+                }
+                Err(e) => {
+                    errs.push(("channel".into(), e));
+                    None
+                }
+            }
+        }
+        Err(()) => None,
+    };
+    match (pattern, template) {
+        (Ok(p), Some(t)) if errs.is_empty() => Ok((p, t)),
+        _ => Err(errs),
+    }
+}
+
+/// Checks the embedded broker section.
+pub(crate) fn check_broker(b: &EmbeddedBroker, err: &mut dyn FnMut(String, String)) {
+    if b.username.is_some() != b.password.is_some() {
+        err(
+            "mqtt_broker.password".into(),
+            "give both `username` and `password`, or neither".into(),
+        );
+    }
+    if let Some(p) = &b.password {
+        if p.env.is_some() == p.file.is_some() {
+            err(
+                "mqtt_broker.password".into(),
+                "give exactly one of `env` or `file` (secrets are never inline)".into(),
+            );
+        }
+    }
+    if b.max_connections == 0 {
+        err(
+            "mqtt_broker.max_connections".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if b.max_payload_size == 0 {
+        err(
+            "mqtt_broker.max_payload_size".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if b.connection_timeout.is_zero() || b.connection_timeout > Duration::from_millis(65_535) {
+        err(
+            "mqtt_broker.connection_timeout".into(),
+            "must be between 1ms and 65s".into(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn every_mqtt_mistake_is_reported_with_its_path() {
+        let text = r#"
+[site]
+id = "s"
+[[sources]]
+kind = "modbus_tcp"
+id = "bus"
+address = "127.0.0.1:502"
+[[devices]]
+id = "gd1"
+area = "a"
+source = "bus"
+[[devices.registers]]
+name = "lel"
+table = "input"
+address = 0
+[[devices]]
+id = "gd2"
+area = "a"
+source = "m"
+[[devices.registers]]
+name = "lel"
+table = "input"
+address = 0
+[[sources]]
+kind = "mqtt"
+id = "m"
+address = "broker"
+qos = 2
+password = { env = "X" }
+[sources.tls]
+ca = "ca.pem"
+client_cert = "c.pem"
+[[sources.topics]]
+filter = "a/{dev}/#/x"
+channel = "a.{dev}.v"
+[[sources.topics]]
+filter = "b/{dev}"
+channel = "a.{nope}.v"
+[[sources.topics]]
+filter = "c/{dev}"
+channel = "a.{dev}.v"
+object = ""
+[[sources.topics]]
+filter = "d"
+channel = "a.b.c"
+format = "number"
+value = "x"
+[[sources.channels]]
+id = "a.gd1.lel"
+[[sources.channels]]
+id = "ab"
+[[sources.channels]]
+id = "x.y.z"
+[[sources.channels]]
+id = "x.y.z"
+range = [5, 1]
+[mqtt_broker]
+username = "u"
+"#;
+        let cfg = crate::config::parse(text, Path::new("t.toml")).expect("parses");
+        let problems = crate::config::validate(&cfg, Path::new(".")).expect_err("invalid");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "devices[1].source",
+            "sources[1].address",
+            "sources[1].qos",
+            "sources[1].username",
+            "sources[1].tls",
+            "sources[1].topics[0].filter",
+            "sources[1].topics[1].channel",
+            "sources[1].topics[2].channel",
+            "sources[1].topics[3].format",
+            "sources[1].channels[0].id",
+            "sources[1].channels[1].id",
+            "sources[1].channels[3].id",
+            "sources[1].channels[3].range",
+            "mqtt_broker.password",
+        ] {
+            assert!(
+                paths.contains(&want),
+                "{want} not reported; got {problems:#?}"
+            );
+        }
+    }
+}
