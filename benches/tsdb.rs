@@ -5,6 +5,9 @@
 //!    gateway's CPU time per 100k points.
 //! 3. Replay of a spooled 10-minute outage of 2,000 channels at 1 Hz (1.2M points, target under
 //!    30 s): spooled while influxd is down, then timed from its restart until all are written.
+//!
+//! 2 and 3 run with `max_in_flight` = 1, 2 (the default) and 4 (end to end) / 1 and 2 (replay).
+//! 4. The engine's hand-off (`tsdb::Fanout`) to one output: raw, with reduction, downsampled.
 
 #[allow(
     dead_code,
@@ -21,6 +24,7 @@ use hazgate::config::{self, ResolvedChannel};
 use hazgate::model::{ChannelId, DeviceId, Reading, Sample};
 use hazgate::state::SharedState;
 use hazgate::telemetry::Metrics;
+use hazgate::tsdb::Fanout;
 use hazgate::tsdb::line::encode_sample;
 use hazgate::tsdb::writer::{OutputQueue, Writer};
 use tokio_util::sync::CancellationToken;
@@ -81,7 +85,7 @@ fn metric(m: &Metrics, series: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-fn output(url: &str, db: &str, spool: Option<&Path>) -> config::Resolved {
+fn output(url: &str, db: &str, spool: Option<&Path>, in_flight: usize) -> config::Resolved {
     let spool = spool.map_or(String::new(), |d| {
         format!(
             "spool = {{ dir = \"{}\", fsync = \"interval\" }}\n",
@@ -90,7 +94,8 @@ fn output(url: &str, db: &str, spool: Option<&Path>) -> config::Resolved {
     });
     let text = format!(
         "[site]\nid = \"s\"\n[[outputs]]\nkind = \"influxdb_v1\"\nid = \"o\"\nurl = \"{url}\"\ndatabase = \"{db}\"\n\
-         batch_size = 5000\nflush_interval = \"1s\"\ntimeout = \"30s\"\nqueue_capacity = 2000000\n{spool}"
+         batch_size = 5000\nflush_interval = \"1s\"\ntimeout = \"30s\"\nqueue_capacity = 2000000\n\
+         max_in_flight = {in_flight}\n{spool}"
     );
     let cfg = config::parse(&text, Path::new("bench.toml")).expect("parses");
     config::validate(&cfg, Path::new(".")).expect("valid").0
@@ -128,10 +133,10 @@ fn bench_encode() {
     );
 }
 
-async fn bench_end_to_end() {
+async fn bench_end_to_end(in_flight: usize) {
     let influx = support::influxd();
     support::influxql(&influx, "", "CREATE DATABASE bench").await;
-    let cfg = output(&influx.url(), "bench", None);
+    let cfg = output(&influx.url(), "bench", None, in_flight);
     let chs = channels(2000);
     let now = SystemTime::now() - Duration::from_secs(3600);
     let lines = encode_all(&chs, now, 500);
@@ -157,7 +162,7 @@ async fn bench_end_to_end() {
     let cpu = cpu_time() - cpu0;
     let written = metric(&metrics, "hazgate_points_written_total{output=\"o\"}");
     println!(
-        "end to end (influxd v1, gzip, 5,000 a batch, no spool): {written} of {n} points in {:.2} s = {:.0} points/s; \
+        "end to end (influxd v1, gzip, 5,000 a batch, no spool, max_in_flight {in_flight}): {written} of {n} points in {:.2} s = {:.0} points/s; \
          gateway CPU {:.0} ms per 100k points",
         el.as_secs_f64(),
         written as f64 / el.as_secs_f64(),
@@ -165,12 +170,12 @@ async fn bench_end_to_end() {
     );
 }
 
-async fn bench_replay() {
+async fn bench_replay(in_flight: usize) {
     let mut influx = support::influxd();
     support::influxql(&influx, "", "CREATE DATABASE replay").await;
     influx.kill();
     let spool = tempfile::tempdir().expect("tmp");
-    let cfg = output(&influx.url(), "replay", Some(spool.path()));
+    let cfg = output(&influx.url(), "replay", Some(spool.path()), in_flight);
     let chs = channels(2000);
     let now = SystemTime::now() - Duration::from_secs(3600);
     let metrics = Arc::new(Metrics::new());
@@ -240,13 +245,72 @@ async fn bench_replay() {
         spool_cpu.as_secs_f64() * 1000.0 * 100_000.0 / n as f64
     );
     println!(
-        "replay (10-minute outage, 2,000 channels at 1 Hz): {written} of {n} points written{} in {:.2} s = {:.0} points/s \
+        "replay (10-minute outage, 2,000 channels at 1 Hz, max_in_flight {in_flight}): {written} of {n} points written{} in {:.2} s = {:.0} points/s \
          (target under 30 s); gateway CPU {:.0} ms per 100k points; influxd counts {stored}",
         if ok { "" } else { " (INCOMPLETE)" },
         el.as_secs_f64(),
         written as f64 / el.as_secs_f64(),
         cpu.as_secs_f64() * 1000.0 * 100_000.0 / n as f64
     );
+}
+
+/// The engine's hand-off: 2,000 channels, 300 steps of one reading each, into one output
+/// (raw, reduced with a 1 % deadband on slowly drifting values, downsampled per minute).
+fn bench_fanout() {
+    let chs = channels(2000);
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_040);
+    let steps: Vec<Vec<Sample>> = (0..300u64)
+        .map(|s| {
+            chs.iter()
+                .enumerate()
+                .map(|(i, ch)| Sample {
+                    channel: ch.id.clone(),
+                    ts: t0 + Duration::from_secs(s),
+                    // Mostly within 1 % of a 0–100 range, a jump every 50 s.
+                    reading: Reading::Good(
+                        (i % 50) as f64 + (s % 7) as f64 * 0.1 + (s / 50) as f64,
+                    ),
+                })
+                .collect()
+        })
+        .collect();
+    let n = 2000 * 300;
+    for (name, extra) in [
+        ("raw", ""),
+        (
+            "reduction (deadband 1 %, heartbeat 60 s)",
+            "reduction = { deadband_percent = 1.0, heartbeat = \"60s\" }\n",
+        ),
+        ("downsample (1 min)", "downsample = { window = \"1m\" }\n"),
+    ] {
+        let text = format!(
+            "[site]\nid = \"s\"\n[[outputs]]\nkind = \"influxdb_v1\"\nid = \"o\"\n\
+             url = \"http://127.0.0.1:9\"\ndatabase = \"d\"\nqueue_capacity = 2000000\n{extra}"
+        );
+        let cfg = config::parse(&text, Path::new("bench.toml")).expect("parses");
+        let mut cfg = config::validate(&cfg, Path::new(".")).expect("valid").0;
+        cfg.channels = chs
+            .iter()
+            .map(|c| ResolvedChannel {
+                range: Some([0.0, 100.0]),
+                ..c.clone()
+            })
+            .collect();
+        let metrics = Arc::new(Metrics::new());
+        let q = Arc::new(OutputQueue::new("o", 2_000_000, metrics.clone()));
+        let mut f = Fanout::new(&cfg, vec![q]);
+        let start = Instant::now();
+        for (k, step) in steps.iter().enumerate() {
+            f.publish_at(step, &[], t0 + Duration::from_secs(k as u64));
+        }
+        f.close();
+        let el = start.elapsed().as_secs_f64();
+        let lines = metric(&metrics, "hazgate_output_queue_points{output=\"o\"}");
+        println!(
+            "fanout {name}: {:.0} samples/s on one core, {lines} lines out of {n} samples",
+            n as f64 / el
+        );
+    }
 }
 
 fn main() {
@@ -256,13 +320,18 @@ fn main() {
         return;
     }
     bench_encode();
+    bench_fanout();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        bench_end_to_end().await;
-        bench_replay().await;
+        for in_flight in [1, 2, 4] {
+            bench_end_to_end(in_flight).await;
+        }
+        for in_flight in [1, 2] {
+            bench_replay(in_flight).await;
+        }
     });
 }
