@@ -21,11 +21,13 @@ use tower::ServiceExt;
 const OP: &str = "op-secret";
 const VIEWER: &str = "viewer-secret";
 
-fn cfg(journal: &Path) -> Resolved {
+fn cfg(journal: &Path, reads: &str) -> Resolved {
     let text = format!(
         r#"
 [site]
 id = "s"
+[api]
+reads = "{reads}"
 [[sources]]
 kind = "modbus_tcp"
 id = "bus"
@@ -75,7 +77,7 @@ name = "dashboard"
 role = "viewer"
 sha256 = "f6aa3a0aabbb721b4aa7763a987a47688a702b1bcf4850cb4ba5bdab26f9cc4b"
 "#,
-        journal.display()
+        journal.display(),
     );
     let cfg = config::parse(&text, Path::new("t.toml")).expect("parses");
     config::validate(&cfg, Path::new(".")).expect("valid").0
@@ -195,6 +197,30 @@ fn ids(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// `reads = "open"` (the default): reading needs no token, acting still needs an operator.
+#[tokio::test]
+async fn open_reads_still_guard_actions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = start(&cfg(dir.path(), "open")).await;
+    for path in [
+        "/api/v1/channels",
+        "/api/v1/alarms",
+        "/api/v1/alarms/history",
+    ] {
+        let (code, body, _) = g.req("GET", path, None, None).await;
+        assert_eq!(code, StatusCode::OK, "{path}: {body}");
+    }
+    let (code, _, _) = g
+        .req("POST", "/api/v1/alarms/a.d.lel:H/ack", None, None)
+        .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, _, _) = g
+        .req("POST", "/api/v1/alarms/a.d.lel:H/ack", Some(VIEWER), None)
+        .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    g.stop().await;
+}
+
 #[tokio::test]
 async fn alarm_api_end_to_end() {
     tokio::time::timeout(Duration::from_secs(60), scenario())
@@ -204,8 +230,36 @@ async fn alarm_api_end_to_end() {
 
 async fn scenario() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let c = cfg(dir.path());
+    let c = cfg(dir.path(), "viewer");
     let mut g = start(&c).await;
+
+    // `reads = "viewer"`: every read under /api/v1 needs a token (header, or `access_token` for
+    // the browser's EventSource); the OpenAPI document stays open.
+    for path in [
+        "/api/v1/channels",
+        "/api/v1/devices",
+        "/api/v1/alarms/site-mode",
+    ] {
+        let (code, _, www) = g.req("GET", path, None, None).await;
+        assert_eq!((code, www), (StatusCode::UNAUTHORIZED, true), "{path}");
+        let (code, _, _) = g.req("GET", path, Some(VIEWER), None).await;
+        assert_eq!(code, StatusCode::OK, "{path} with a viewer token");
+    }
+    let (code, _, _) = g
+        .req(
+            "GET",
+            &format!("/api/v1/channels?access_token={VIEWER}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "token as a query parameter");
+    let (code, _, _) = g
+        .req("GET", "/api/v1/channels?access_token=guess", None, None)
+        .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, _, _) = g.req("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(code, StatusCode::OK);
 
     // Authentication: 401 without or with an unknown token (with WWW-Authenticate), 403 for a
     // viewer acting.

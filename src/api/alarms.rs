@@ -1,8 +1,9 @@
 //! `/api/v1/alarms`: alarm listings, history, audit trails and actions by people.
 //!
-//! Every route needs `Authorization: Bearer TOKEN` with a token from `[[alarms.tokens]]`:
-//! a missing or unknown token is answered 401 (with `WWW-Authenticate: Bearer`), a viewer token
-//! on an action 403. Actions are carried out by the rule engine (the only writer of alarm state)
+//! Actions need `Authorization: Bearer TOKEN` with an operator token from `[[alarms.tokens]]`;
+//! reads need a viewer or operator token when `[api] reads = "viewer"` ([`read_guard`], which
+//! covers every `GET` under `/api/v1`), and are open otherwise. A missing or unknown token is
+//! answered 401 (with `WWW-Authenticate: Bearer`), a viewer token on an action 403. Actions are carried out by the rule engine (the only writer of alarm state)
 //! and answered after they are journaled; the token's name is recorded as `by`.
 //!
 //! | method | path | role | what |
@@ -27,6 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiState;
+use crate::config::ReadAccess;
 use crate::config::alarms::Role;
 use crate::model::SiteMode;
 use crate::rules::{Action, AlarmsHandle, Command, CommandError, HistoryFilter};
@@ -71,23 +73,35 @@ fn handle(s: &ApiState) -> Result<&AlarmsHandle, ApiError> {
     })
 }
 
+/// The bearer token of a request: `Authorization: Bearer TOKEN`, or for reads only an
+/// `access_token` query parameter (browsers cannot set headers on an `EventSource`).
+fn bearer<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Result<&'a str, ApiError> {
+    let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.into());
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| unauthorized("malformed Authorization header"))?;
+        return value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("expected `Authorization: Bearer TOKEN`"));
+    }
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("access_token="))
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthorized("missing bearer token"))
+}
+
 /// Checks the bearer token; returns the holder's name.
 fn authorize(h: &AlarmsHandle, headers: &HeaderMap, need: Role) -> Result<String, ApiError> {
-    let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.into());
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("missing bearer token"))?
-        .to_str()
-        .map_err(|_| unauthorized("malformed Authorization header"))?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| unauthorized("expected `Authorization: Bearer TOKEN`"))?;
+    let token = bearer(headers, None)?;
     let (name, role) = h
         .authenticate(token)
-        .ok_or_else(|| unauthorized("unknown token"))?;
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))?;
     if need == Role::Operator && role != Role::Operator {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -97,19 +111,42 @@ fn authorize(h: &AlarmsHandle, headers: &HeaderMap, need: Role) -> Result<String
     Ok(name.to_owned())
 }
 
+/// Middleware for `[api] reads = "viewer"`: a `GET` under `/api/v1/` (except the OpenAPI
+/// document) needs a viewer or operator token. Actions check the operator role themselves.
+pub async fn read_guard(
+    State(s): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    let guarded = req.method() == axum::http::Method::GET
+        && path.starts_with("/api/v1/")
+        && path != "/api/v1/openapi.json";
+    if guarded {
+        if let Some(h) = s.state.alarms.get() {
+            if h.reads == ReadAccess::Viewer {
+                let checked = bearer(req.headers(), req.uri().query()).and_then(|t| {
+                    h.authenticate(t)
+                        .map(|_| ())
+                        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))
+                });
+                if let Err(e) = checked {
+                    return e.into_response();
+                }
+            }
+        }
+    }
+    next.run(req).await
+}
+
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     #[serde(default)]
     all: bool,
 }
 
-async fn list(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Result<Response, ApiError> {
+async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
     let h = handle(&s)?;
-    authorize(h, &headers, Role::Viewer)?;
     let mode = h.board.mode();
     Ok(Json(json!({
         "site": s.state.site,
@@ -145,11 +182,9 @@ fn time(field: &str, v: Option<&str>) -> Result<Option<std::time::SystemTime>, A
 
 async fn history(
     State(s): State<ApiState>,
-    headers: HeaderMap,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Response, ApiError> {
     let h = handle(&s)?;
-    authorize(h, &headers, Role::Viewer)?;
     let f = HistoryFilter {
         alarm: q.alarm,
         channel: q.channel,
@@ -162,13 +197,8 @@ async fn history(
     Ok(Json(json!({ "events": h.board.history(&f) })).into_response())
 }
 
-async fn one(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn one(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let h = handle(&s)?;
-    authorize(h, &headers, Role::Viewer)?;
     let v = h
         .board
         .get(&id)
@@ -176,13 +206,8 @@ async fn one(
     Ok(Json(v).into_response())
 }
 
-async fn audit(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn audit(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let h = handle(&s)?;
-    authorize(h, &headers, Role::Viewer)?;
     let v = h
         .board
         .get(&id)
@@ -276,9 +301,8 @@ async fn act(
     Ok(Json(json!({ "alarm": h.board.get(&id), "events": events })).into_response())
 }
 
-async fn get_mode(State(s): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn get_mode(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let h = handle(&s)?;
-    authorize(h, &headers, Role::Viewer)?;
     Ok(Json(h.board.mode()).into_response())
 }
 

@@ -72,6 +72,10 @@ pub fn app(s: ApiState, request_timeout: Duration) -> Router {
             request_timeout,
         ))
         .merge(events)
+        .layer(axum::middleware::from_fn_with_state(
+            s.clone(),
+            alarms::read_guard,
+        ))
         .with_state(s)
 }
 

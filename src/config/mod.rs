@@ -118,6 +118,23 @@ pub struct Api {
     /// Per-request timeout.
     #[serde(with = "humantime_serde", default = "default_api_timeout")]
     pub request_timeout: Duration,
+    /// Who may read `/api/v1` (channels, devices, alarms, the event stream): `open` (anyone who
+    /// reaches the port; the default, for a control-room LAN) or `viewer` (a viewer or operator
+    /// token). Actions always need an operator token; `/healthz`, `/readyz`, `/metrics`, the
+    /// OpenAPI document and the status page's own files stay open.
+    #[serde(default)]
+    pub reads: ReadAccess,
+}
+
+/// Read access to the API, see [`Api::reads`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadAccess {
+    /// No token needed to read.
+    #[default]
+    Open,
+    /// A viewer or operator token needed to read.
+    Viewer,
 }
 
 impl Default for Api {
@@ -125,6 +142,7 @@ impl Default for Api {
         Self {
             listen: default_listen(),
             request_timeout: default_api_timeout(),
+            reads: ReadAccess::default(),
         }
     }
 }

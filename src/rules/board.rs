@@ -219,6 +219,8 @@ pub struct AlarmsHandle {
     pub commands: mpsc::Sender<CommandMsg>,
     /// Accepted tokens.
     pub tokens: Arc<Vec<Token>>,
+    /// Whether reading needs a token (`[api] reads`).
+    pub reads: crate::config::ReadAccess,
 }
 
 impl AlarmsHandle {

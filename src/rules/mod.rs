@@ -172,6 +172,7 @@ pub async fn open(cfg: &Resolved, now: Instant) -> Result<(Engine, AlarmsHandle)
             board,
             commands: tx,
             tokens: Arc::new(tokens),
+            reads: cfg.api.reads,
         },
     ))
 }

@@ -81,13 +81,22 @@ function renderDevices(data) {
 
 async function refreshDevices() {
   try {
-    const r = await fetch("/api/v1/devices");
+    const r = await fetch("/api/v1/devices", { headers: authHeaders() });
     if (r.ok) renderDevices(await r.json());
   } catch (_) { /* shown by the connection indicator */ }
 }
 
+// The token entered below; sent with every request (needed for reads when the gateway is
+// configured with `[api] reads = "viewer"`, and always for actions).
+function token() { return sessionStorage.getItem("hazgate-token") || ""; }
+function authHeaders() { return token() ? { "Authorization": `Bearer ${token()}` } : {}; }
+
+let source = null;
 function connect() {
-  const es = new EventSource("/api/v1/stream");
+  if (source) source.close();
+  const q = token() ? `?access_token=${encodeURIComponent(token())}` : "";
+  const es = new EventSource(`/api/v1/stream${q}`);
+  source = es;
   es.addEventListener("channels", (e) => {
     $("#conn").textContent = "live";
     renderChannels(JSON.parse(e.data));
@@ -95,13 +104,13 @@ function connect() {
   es.onerror = () => { $("#conn").textContent = "reconnecting…"; };
 }
 
-// Alarms from the alarm engine (needs a viewer or operator token): acknowledge and reset.
+// Alarms from the alarm engine: acknowledge and reset need an operator token.
 const alarms = {
-  token() { return sessionStorage.getItem("hazgate-token") || ""; },
+  token,
   async call(method, path, body) {
     const r = await fetch(path, {
       method,
-      headers: { "Authorization": `Bearer ${this.token()}`, "Content-Type": "application/json" },
+      headers: { ...authHeaders(), "Content-Type": "application/json" },
       body: body ? JSON.stringify(body) : undefined,
     });
     const data = await r.json().catch(() => ({}));
@@ -109,7 +118,6 @@ const alarms = {
     return data;
   },
   async refresh() {
-    if (!this.token()) return;
     try {
       const data = await this.call("GET", "/api/v1/alarms");
       window.hazgateAlarms = this;
@@ -145,6 +153,8 @@ const alarms = {
 $("#token").value = alarms.token();
 $("#token").addEventListener("change", () => {
   sessionStorage.setItem("hazgate-token", $("#token").value.trim());
+  connect();
+  refreshDevices();
   alarms.refresh();
 });
 $("#alarms").addEventListener("click", (ev) => {
