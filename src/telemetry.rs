@@ -9,6 +9,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Label set: `(name, value)` pairs.
@@ -65,6 +66,10 @@ pub struct Metrics {
     pub spool_full: Family<Labels, Gauge>,
     /// Readings not written by an output because of its reduction (deadband), by output.
     pub points_suppressed: Family<Labels, Counter>,
+    /// Duration of write requests to an output (answered or failed), by output, in seconds.
+    pub write_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Alarms per lifecycle state (`state`) and class (`class`), not counting normal ones.
+    pub alarms_by_state: Family<Labels, Gauge>,
     /// MQTT messages received, by source.
     pub mqtt_messages: Family<Labels, Counter>,
     /// MQTT message problems by source and event (`decode_error`, `unmapped_topic`,
@@ -215,6 +220,19 @@ impl Metrics {
             "Readings not written by an output because of its deadband",
             points_suppressed.clone(),
         );
+        let write_duration: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.002, 2.0, 14)));
+        registry.register(
+            "output_write_duration_seconds",
+            "Duration of write requests to an output",
+            write_duration.clone(),
+        );
+        let alarms_by_state = Family::<Labels, Gauge>::default();
+        registry.register(
+            "alarms",
+            "Alarms that are not normal, by lifecycle state and class",
+            alarms_by_state.clone(),
+        );
         let mqtt_messages = Family::<Labels, Counter>::default();
         registry.register(
             "mqtt_messages",
@@ -258,6 +276,8 @@ impl Metrics {
             journal_errors,
             spool_full,
             points_suppressed,
+            write_duration,
+            alarms_by_state,
             mqtt_messages,
             mqtt_events,
             mqtt_connections,

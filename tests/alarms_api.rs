@@ -287,6 +287,11 @@ async fn scenario() {
         ids(&v),
         ["a.d.level:HH", "a.d.tox:H", "a.d.lel:H", "a.d.level:H"]
     );
+    let text = g.api.metrics.encode();
+    assert!(
+        text.contains(r#"hazgate_alarms{state="active_unacknowledged",class="process"} 4"#),
+        "alarms by state in /metrics: {text}"
+    );
     assert_eq!(v["alarms"][2]["state"], "active_unacknowledged");
     // Notifications go out in the same order.
     let mut got = Vec::new();

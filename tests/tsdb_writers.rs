@@ -147,6 +147,12 @@ async fn v1_outage_is_retried_without_loss_or_duplicates() {
         })
         .await;
         assert!(metrics.encode().contains("hazgate_write_errors_total"));
+        assert!(
+            metrics
+                .encode()
+                .contains("hazgate_output_write_duration_seconds_count{output="),
+            "write latency histogram"
+        );
         influx.restart();
         q.push(all[200..].to_vec());
         q.close();

@@ -260,6 +260,18 @@ pub enum AlarmState {
 }
 
 impl AlarmState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [AlarmState; 8] = [
+        AlarmState::Normal,
+        AlarmState::ActiveUnacknowledged,
+        AlarmState::ActiveAcknowledged,
+        AlarmState::ReturnedUnacknowledged,
+        AlarmState::Latched,
+        AlarmState::Shelved,
+        AlarmState::Suppressed,
+        AlarmState::OutOfService,
+    ];
+
     /// Name used in listings.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -287,6 +299,17 @@ pub enum AlarmClass {
     Fault,
     /// Site-level events: site mode, flood, chattering.
     System,
+}
+
+impl AlarmClass {
+    /// Name used in listings and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AlarmClass::Process => "process",
+            AlarmClass::Fault => "fault",
+            AlarmClass::System => "system",
+        }
+    }
 }
 
 /// One alarm transition, as published by the rule engine.

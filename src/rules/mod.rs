@@ -375,6 +375,7 @@ pub async fn run(
                 let views = touched.iter().filter_map(|id| engine.view(id)).collect();
                 io.board
                     .update(views, &events, engine.mode(), engine.flood());
+                count_states(&io.board, &metrics);
             }
         }
         metrics
@@ -396,6 +397,30 @@ pub async fn run(
     }
     sinks.outputs.close();
     info!("rule engine stopped: all sources drained");
+}
+
+/// Sets `hazgate_alarms{state,class}` from the snapshot (alarms that are not normal); a
+/// combination that emptied is set to 0 rather than left at its last count.
+fn count_states(board: &Board, metrics: &Metrics) {
+    use std::collections::BTreeMap;
+    let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for a in board.list(false) {
+        *counts
+            .entry((a.state.as_str().to_owned(), a.class.as_str().to_owned()))
+            .or_default() += 1;
+    }
+    for state in crate::model::AlarmState::ALL {
+        for class in ["process", "fault", "system"] {
+            let n = counts
+                .get(&(state.as_str().to_owned(), class.to_owned()))
+                .copied()
+                .unwrap_or(0);
+            let l = labels([("state", state.as_str()), ("class", class)]);
+            if n > 0 || metrics.alarms_by_state.get(&l).is_some() {
+                metrics.alarms_by_state.get_or_create(&l).set(n);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -780,7 +780,13 @@ impl Writer {
         if gzip {
             req = req.header("Content-Encoding", "gzip");
         }
-        let resp = match req.send().await {
+        let started = std::time::Instant::now();
+        let sent = req.send().await;
+        self.metrics
+            .write_duration
+            .get_or_create(&labels([("output", id)]))
+            .observe(started.elapsed().as_secs_f64());
+        let resp = match sent {
             Ok(r) => r,
             Err(e) => {
                 let status = if e.is_timeout() { "timeout" } else { "connect" };
