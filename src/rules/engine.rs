@@ -260,6 +260,8 @@ pub struct Engine {
     settings: Settings,
     recent: VecDeque<Instant>,
     flood: bool,
+    /// Gateway components failing now (component → reason), see [`Engine::gateway_health`].
+    gateway: std::collections::BTreeMap<String, String>,
     pub(super) io: Option<super::Io>,
 }
 
@@ -494,6 +496,7 @@ impl Engine {
             },
             recent: VecDeque::new(),
             flood: false,
+            gateway: std::collections::BTreeMap::new(),
             io: None,
         }
     }
@@ -704,6 +707,60 @@ impl Engine {
         });
     }
 
+    /// The gateway components that endanger records when they fail (an output's spool full or
+    /// unreadable, the alarm journal failing), as `(component, reason)` of those failing now.
+    /// Each newly failing one raises a system fault `gateway:{component}` (priority high,
+    /// annunciated); one that recovered gives `fault_cleared`. Not latched or acknowledged: they
+    /// say what the gateway itself cannot guarantee, for as long as that lasts.
+    pub fn gateway_health(
+        &mut self,
+        failing: &[(String, String)],
+        wall: SystemTime,
+    ) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        let now: std::collections::BTreeMap<String, String> = failing.iter().cloned().collect();
+        let gone: Vec<String> = self
+            .gateway
+            .keys()
+            .filter(|k| !now.contains_key(*k))
+            .cloned()
+            .collect();
+        for c in gone {
+            self.gateway.remove(&c);
+            let id = format!("gateway:{c}");
+            self.emit_system(
+                &id,
+                Transition::FaultCleared,
+                Priority::High,
+                format!("{c}: recovered"),
+                wall,
+                None,
+                &mut out,
+            );
+        }
+        for (c, reason) in now {
+            if self.gateway.contains_key(&c) {
+                continue;
+            }
+            let id = format!("gateway:{c}");
+            self.emit_system(
+                &id,
+                Transition::Fault,
+                Priority::High,
+                format!("{c}: {reason}"),
+                wall,
+                None,
+                &mut out,
+            );
+            if let Some(e) = out.last_mut() {
+                e.class = AlarmClass::Fault;
+                e.state = AlarmState::ActiveUnacknowledged;
+            }
+            self.gateway.insert(c, reason);
+        }
+        out
+    }
+
     #[expect(
         clippy::too_many_arguments,
         reason = "one private helper; a struct would only rename the arguments"
@@ -722,8 +779,8 @@ impl Engine {
         out.push(AlarmEvent {
             seq: self.seq,
             alarm: alarm.into(),
-            channel: ChannelId::new("site"),
-            condition: alarm.trim_start_matches("site:").into(),
+            channel: ChannelId::new(alarm.split(':').next().unwrap_or("site")),
+            condition: alarm.split_once(':').map_or(alarm, |(_, c)| c).into(),
             priority,
             transition: t,
             value: None,

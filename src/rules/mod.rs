@@ -318,7 +318,12 @@ pub async fn run(
                 }
                 None => break,
             },
-            _ = tick.tick() => engine.tick(tokio::time::Instant::now().into_std(), SystemTime::now()),
+            _ = tick.tick() => {
+                let wall = SystemTime::now();
+                let (samples, mut ev) = engine.tick(tokio::time::Instant::now().into_std(), wall);
+                ev.extend(engine.gateway_health(&gateway_faults(&state), wall));
+                (samples, ev)
+            }
             Some(msg) = next_command(&mut io) => {
                 match engine.command(&msg.cmd, tokio::time::Instant::now().into_std(), SystemTime::now()) {
                     Ok(ev) => {
@@ -399,6 +404,22 @@ pub async fn run(
     info!("rule engine stopped: all sources drained");
 }
 
+/// Failing gateway components that are fault alarms of their own: an output's spool (full or
+/// unreadable) and the alarm journal. Outputs that are merely down are not: they spool.
+fn gateway_faults(state: &SharedState) -> Vec<(String, String)> {
+    state
+        .health
+        .not_ready()
+        .into_iter()
+        .filter_map(|r| {
+            let (c, reason) = r.split_once(": ")?;
+            let counts =
+                c == "alarm journal" || (c.starts_with("output ") && c.ends_with(" spool"));
+            counts.then(|| (c.to_owned(), reason.to_owned()))
+        })
+        .collect()
+}
+
 /// Sets `hazgate_alarms{state,class}` from the snapshot (alarms that are not normal); a
 /// combination that emptied is set to 0 rather than left at its last count.
 fn count_states(board: &Board, metrics: &Metrics) {
@@ -428,7 +449,7 @@ mod tests {
     use super::*;
     use crate::config::{Api, Gateway, Site};
     use crate::config::{LimitRule, ResolvedChannel};
-    use crate::model::DeviceId;
+    use crate::model::{AlarmClass, DeviceId, Priority};
     use crate::model::{BadReason, ChannelId, Reading};
 
     fn cfg(rule: LimitRule) -> Resolved {
@@ -521,6 +542,57 @@ mod tests {
                 want.into_iter().map(|(c, t)| (c.to_owned(), t)).collect();
             assert_eq!(got, want, "step {i}");
         }
+    }
+
+    #[test]
+    fn gateway_components_raise_and_clear_system_faults_once() {
+        let t0 = Instant::now();
+        let mut e = Engine::new(&cfg(rule()), t0);
+        let wall = SystemTime::now();
+        let full = vec![(
+            "output site-db spool".to_owned(),
+            "spool full (2 GiB): oldest points dropped".to_owned(),
+        )];
+        let ev = e.gateway_health(&full, wall);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].alarm, "gateway:output site-db spool");
+        assert_eq!(
+            (ev[0].transition, ev[0].class, ev[0].priority),
+            (Transition::Fault, AlarmClass::Fault, Priority::High)
+        );
+        assert!(ev[0].message.contains("oldest points dropped"));
+        assert!(annunciated(&ev[0]), "reaches the alert router");
+        // Still failing: nothing new. Recovered: cleared once.
+        assert!(e.gateway_health(&full, wall).is_empty());
+        let ev = e.gateway_health(&[], wall);
+        assert_eq!(
+            summary(&ev),
+            vec![("output site-db spool".to_owned(), Transition::FaultCleared)]
+        );
+        assert!(e.gateway_health(&[], wall).is_empty());
+        // Which failing components count: spools and the journal, not an output that is down.
+        let state = SharedState::new(&cfg(rule()));
+        state.health.fail("output o spool", "spool full (1 MiB)");
+        state.health.fail("output o", "connect: refused");
+        state
+            .health
+            .fail("alarm journal", "cannot write: disk full");
+        state.health.fail("source bus", "not connected yet");
+        let mut f = gateway_faults(&state);
+        f.sort();
+        assert_eq!(
+            f,
+            vec![
+                (
+                    "alarm journal".to_owned(),
+                    "cannot write: disk full".to_owned()
+                ),
+                ("output o spool".to_owned(), "spool full (1 MiB)".to_owned()),
+            ]
+        );
+        // Sequence numbers continue with the process alarms'.
+        let next = e.on_sample(&good(30.0), t0);
+        assert!(next[0].seq > ev[0].seq);
     }
 
     #[test]
