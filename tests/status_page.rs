@@ -167,6 +167,23 @@ async fn status_page_shows_values_alarms_and_faults() {
             std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0) > 1000,
             "screenshot written"
         );
+        // A tablet held upright and a phone: the page itself never scrolls sideways (wide
+        // tables scroll inside their own box) and the acknowledge buttons stay finger-sized.
+        for (w, h) in [(768, 1024), (412, 915)] {
+            browser.resize(w, h).await;
+            let (page, view) = support::eventually(Duration::from_secs(5), "layout at the new size", || async {
+                let v = browser
+                    .eval("return [document.documentElement.scrollWidth, document.documentElement.clientWidth];")
+                    .await;
+                let page = v[0].as_u64()?;
+                let view = v[1].as_u64()?;
+                (view <= u64::from(w)).then_some((page, view))
+            })
+            .await;
+            assert!(page <= view, "{w}x{h}: page {page} px wide in a {view} px viewport");
+        }
+        let shot = std::env::temp_dir().join("hazgate-status-page-tablet.png");
+        browser.screenshot(&shot).await;
         browser.close().await;
         gw.stop().await.expect("stop");
         cancel.cancel();

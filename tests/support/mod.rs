@@ -494,6 +494,26 @@ impl Browser {
         .await;
     }
 
+    /// Runs a script in the page and returns its value.
+    pub async fn eval(&self, script: &str) -> serde_json::Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(serde_json::json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+
+    /// Resizes the browser window (CSS pixels of the outer window).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(serde_json::json!({ "width": width, "height": height })),
+        )
+        .await;
+    }
+
     /// Saves a PNG screenshot.
     pub async fn screenshot(&self, path: &Path) {
         use base64::Engine as _;
