@@ -128,7 +128,7 @@ const alarms = {
         const ack = a.unacknowledged ? `<button data-act="ack">Acknowledge</button>` : "";
         const reset = a.latched && !a.condition_active ? `<button data-act="reset">Reset</button>` : "";
         return `<tr class="${cls}" data-alarm="${esc(a.id)}"><td>${esc(a.priority)}</td><td>${esc(a.id)}</td>
-          <td>${esc(a.state)}</td><td>${value}</td><td>${fmtTime(a.since)}</td><td>${ack}${reset}</td></tr>`;
+          <td>${esc(a.state.replace(/_/g, " "))}</td><td>${value}</td><td>${fmtTime(a.since)}</td><td>${ack}${reset}</td></tr>`;
       });
       $("#alarms tbody").innerHTML = rows.join("");
       $("#alarms-empty").hidden = rows.length > 0;
