@@ -7,8 +7,12 @@
 //!   decoder, plus the raw path used to inject out-of-range values and fault codes.
 //! - [`signal`]: seeded signal generators evaluated as `f(simulated time)`.
 //! - [`site`]: the site spec (listeners, devices, maps, signals) and its validation.
-//! - [`control`]: live state and [`SimHandle`] (overrides, silent/exception/delay faults).
+//! - [`control`]: live state and [`SimHandle`] (overrides, ramps, silent/exception/delay/
+//!   swapped-words faults, silent publishers).
 //! - `modbus`: the Modbus TCP service (one listener, many unit ids).
+//! - [`mqtt`]: MQTT publishers (data units) in the payload styles hazgate accepts.
+//! - [`scenario`]: scenario files (events over simulated time, expected alarm timeline) and
+//!   their runner.
 //!
 //! Entry point: [`start`] / [`start_with_maps`] bind every listener and return a
 //! [`RunningSim`]. [`demo_spec`] is the built-in demo site (`sites/demo.toml`).
@@ -18,6 +22,8 @@ pub mod control;
 pub mod devmap;
 pub mod encode;
 mod modbus;
+pub mod mqtt;
+pub mod scenario;
 pub mod signal;
 pub mod site;
 
@@ -32,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 pub use control::{ControlError, SimHandle};
 pub use devmap::DeviceMap;
 pub use signal::{Signal, SignalKind};
-pub use site::{DeviceSpec, ListenerSpec, Protocol, SiteError, SiteSpec};
+pub use scenario::{GatewayAction, Scenario};
+pub use site::{DeviceSpec, ListenerSpec, Protocol, PublisherSpec, SiteError, SiteSpec};
 
 use control::{Device, SimState};
 
@@ -95,6 +102,8 @@ pub struct RunningSim {
     pub listeners: Vec<(String, SocketAddr)>,
     /// `(listener id, serial device the gateway opens)` of the `rtu_pty` and `rtu` listeners.
     pub serial_ports: Vec<(String, String)>,
+    /// `(publisher id, counters)` of the MQTT publishers that run.
+    pub publishers: Vec<(String, Arc<mqtt::PublisherStats>)>,
     cancel: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -161,22 +170,52 @@ pub async fn start_with_maps(
 ) -> anyhow::Result<RunningSim> {
     spec.validate()?;
     let resolved = spec.resolve_maps(base_dir, maps, &builtin_maps())?;
-    let per_listener: Vec<Vec<Arc<Device>>> = spec
+    let day_offset = spec.start_time.unwrap_or_default();
+    let mut rows: Vec<Vec<Arc<Device>>> = spec
         .listeners
         .iter()
+        .map(|l| &l.devices)
+        .chain(spec.publishers.iter().map(|p| &p.devices))
         .zip(&resolved)
-        .map(|(l, maps)| {
-            l.devices
+        .map(|(devices, maps)| {
+            devices
                 .iter()
                 .zip(maps)
-                .map(|(d, map)| Arc::new(Device::new(spec.seed, &d.id, d.unit_id, map, &d.signals)))
+                .map(|(d, map)| {
+                    Arc::new(Device::new(
+                        spec.seed,
+                        &d.id,
+                        d.unit_id,
+                        map,
+                        &d.signals,
+                        &d.vars,
+                        day_offset,
+                    ))
+                })
                 .collect()
         })
         .collect();
-    let state = Arc::new(SimState::new(
-        spec.speed,
-        per_listener.iter().flatten().cloned(),
-    ));
+    let per_publisher = rows.split_off(spec.listeners.len());
+    let per_listener = rows;
+    let mqtt_target = match (&spec.mqtt_url, spec.publishers.is_empty()) {
+        (Some(url), false) => Some(mqtt::parse_url(url).map_err(anyhow::Error::msg)?),
+        (None, false) => {
+            tracing::warn!("the site has MQTT publishers but no mqtt_url; they do not run");
+            None
+        }
+        _ => None,
+    };
+    let state = Arc::new(
+        SimState::new(
+            spec.speed,
+            per_listener
+                .iter()
+                .chain(&per_publisher)
+                .flatten()
+                .cloned(),
+        )
+        .with_publishers(spec.publishers.iter().map(|p| p.id.clone())),
+    );
     let cancel = cancel.child_token();
     let mut tasks = JoinSet::new();
     let mut listeners = Vec::new();
@@ -244,10 +283,32 @@ pub async fn start_with_maps(
         });
         listeners.push((l.id.clone(), addr));
     }
+    let mut publishers = Vec::new();
+    if let Some((host, port)) = mqtt_target {
+        for (p, devices) in spec.publishers.iter().zip(per_publisher) {
+            let stats = Arc::new(mqtt::PublisherStats::default());
+            tracing::info!(publisher = %p.id, %host, port, style = ?p.style, "mqtt publisher up");
+            let run = mqtt::run_publisher(
+                p.clone(),
+                devices,
+                state.clone(),
+                host.clone(),
+                port,
+                stats.clone(),
+                cancel.clone(),
+            );
+            tasks.spawn(async move {
+                run.await;
+                Ok(())
+            });
+            publishers.push((p.id.clone(), stats));
+        }
+    }
     Ok(RunningSim {
         handle: SimHandle::new(state),
         listeners,
         serial_ports,
+        publishers,
         cancel,
         tasks,
     })
