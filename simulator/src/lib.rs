@@ -48,10 +48,24 @@ pub const DEMO_SITE_TOML: &str = include_str!("../sites/demo.toml");
 
 /// The shared device maps compiled into the simulator (`config/maps/*.toml`), as
 /// `(file name, TOML text)`.
-pub const BUILTIN_MAP_FILES: [(&str, &str); 4] = [
+pub const BUILTIN_MAP_FILES: [(&str, &str); 9] = [
     (
         "dust-collector.toml",
         include_str!("../../config/maps/dust-collector.toml"),
+    ),
+    (
+        "dust-collector-wet.toml",
+        include_str!("../../config/maps/dust-collector-wet.toml"),
+    ),
+    ("gas-lel.toml", include_str!("../../config/maps/gas-lel.toml")),
+    ("gas-o2.toml", include_str!("../../config/maps/gas-o2.toml")),
+    (
+        "gas-toxic-h2s.toml",
+        include_str!("../../config/maps/gas-toxic-h2s.toml"),
+    ),
+    (
+        "line-status.toml",
+        include_str!("../../config/maps/line-status.toml"),
     ),
     (
         "gas-4-20ma.toml",
@@ -66,6 +80,82 @@ pub const BUILTIN_MAP_FILES: [(&str, &str); 4] = [
         include_str!("../../config/maps/tank-radar.toml"),
     ),
 ];
+
+/// The shipped scenarios (`simulator/scenarios/*.toml`), as `(name, TOML text)`, sorted.
+pub const SCENARIO_FILES: [(&str, &str); 13] = [
+    (
+        "data-unit-silent",
+        include_str!("../scenarios/data-unit-silent.toml"),
+    ),
+    (
+        "demo",
+        include_str!("../scenarios/demo.toml"),
+    ),
+    (
+        "device-silent",
+        include_str!("../scenarios/device-silent.toml"),
+    ),
+    (
+        "device-slow",
+        include_str!("../scenarios/device-slow.toml"),
+    ),
+    (
+        "dust-collector-stops",
+        include_str!("../scenarios/dust-collector-stops.toml"),
+    ),
+    (
+        "exception",
+        include_str!("../scenarios/exception.toml"),
+    ),
+    (
+        "gas-leak",
+        include_str!("../scenarios/gas-leak.toml"),
+    ),
+    (
+        "line-break",
+        include_str!("../scenarios/line-break.toml"),
+    ),
+    (
+        "mqtt-incidents",
+        include_str!("../scenarios/mqtt-incidents.toml"),
+    ),
+    (
+        "night-power-suspended",
+        include_str!("../scenarios/night-power-suspended.toml"),
+    ),
+    (
+        "stuck-detector",
+        include_str!("../scenarios/stuck-detector.toml"),
+    ),
+    (
+        "swapped-words",
+        include_str!("../scenarios/swapped-words.toml"),
+    ),
+    (
+        "tank-overfill",
+        include_str!("../scenarios/tank-overfill.toml"),
+    ),
+];
+
+/// A shipped scenario by name.
+pub fn builtin_scenario(name: &str) -> Option<Result<Scenario, scenario::ScenarioError>> {
+    SCENARIO_FILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| Scenario::from_toml_str(text))
+}
+
+/// The scenario `hazgate demo` plays (`scenarios/demo.toml`).
+///
+/// # Panics
+/// If the embedded file is invalid (compile-time data; covered by tests).
+pub fn demo_scenario() -> Scenario {
+    match builtin_scenario("demo") {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => panic!("built-in demo scenario is invalid: {e}"),
+        None => panic!("built-in demo scenario is missing"),
+    }
+}
 
 /// The built-in device maps, parsed. `map_id` references fall back to these.
 ///
@@ -82,7 +172,9 @@ pub fn builtin_maps() -> Vec<DeviceMap> {
 }
 
 /// The demo site: one listener (`rs485-1`, 127.0.0.1:5020) with units 1 `gd101`, 2 `gd102`
-/// (gas-4-20ma), 3 `t101` (tank-radar), 4 `dc1` (dust-collector), 5 `pm1` (power-meter).
+/// (gas-4-20ma), 3 `t101` (tank-radar), 4 `dc1` (dust-collector), 5 `pm1` (power-meter),
+/// 6 `line1` (line-status); MQTT publishers `dtu1` (json: `gt201` H2S, `ox201` O2), `dtu2`
+/// (object: `wc1` wet dust collector) and `dtu3` (number: `gd301` combustible gas).
 /// Its maps are referenced by `map_id` and resolve to [`builtin_maps`].
 ///
 /// # Panics
@@ -335,12 +427,36 @@ mod tests {
                 ("t101", 3, "tank-radar"),
                 ("dc1", 4, "dust-collector"),
                 ("pm1", 5, "power-meter"),
+                ("line1", 6, "line-status"),
             ]
         );
         let maps = spec
             .resolve_maps(Path::new("."), &[], &builtin_maps())
             .unwrap();
-        assert_eq!(maps[0].len(), 5);
+        assert_eq!(maps[0].len(), 6);
+        assert_eq!(maps.len(), 4, "one listener and three publishers");
+    }
+
+    #[test]
+    fn builtin_scenarios_match_the_scenario_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let on_disk = Scenario::load_dir(&dir).unwrap();
+        let names: Vec<&str> = on_disk.iter().map(|s| s.name.as_str()).collect();
+        let builtin: Vec<&str> = SCENARIO_FILES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, builtin, "add new scenario files to SCENARIO_FILES");
+        for (file, s) in std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter_map(|p| Scenario::load(&p).ok().map(|s| (p, s)))
+        {
+            assert_eq!(
+                file.file_stem().unwrap().to_str().unwrap(),
+                s.name,
+                "a scenario's file is named after it"
+            );
+            assert!(builtin_scenario(&s.name).unwrap().is_ok());
+        }
+        assert!(demo_scenario().repeat);
     }
 
     #[test]
