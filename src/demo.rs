@@ -98,8 +98,7 @@ fn build_config(
     speed: f64,
 ) -> Result<Resolved, String> {
     let text = time_scaled(DEMO_CONFIG, speed)?;
-    let mut cfg =
-        config::parse(&text, Path::new("config/demo.toml")).map_err(|e| e.to_string())?;
+    let mut cfg = config::parse(&text, Path::new("config/demo.toml")).map_err(|e| e.to_string())?;
     if let Some(b) = &mut cfg.mqtt_broker {
         b.listen = broker;
     }
@@ -309,9 +308,7 @@ pub async fn start(
     // The site clock starts at the local time of day, so the power profile matches the clock.
     spec.start_time = Some(scenario.start_time.unwrap_or_else(|| {
         use chrono::Timelike as _;
-        std::time::Duration::from_secs(u64::from(
-            chrono::Local::now().num_seconds_from_midnight(),
-        ))
+        std::time::Duration::from_secs(u64::from(chrono::Local::now().num_seconds_from_midnight()))
     }));
     // The publishers retry until the broker is up, so the simulator can start first and its
     // Modbus address go into the gateway's configuration.

@@ -52,7 +52,14 @@ async fn run_one(s: Scenario) -> Outcome {
     let slack = 5.0;
     let wait = (end + slack - demo.sim.handle.sim_time().as_secs_f64()).max(0.0) / speed;
     tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-    let board = demo.gateway.state.alarms.get().expect("alarm board").board.clone();
+    let board = demo
+        .gateway
+        .state
+        .alarms
+        .get()
+        .expect("alarm board")
+        .board
+        .clone();
     let history = board.history(&HistoryFilter {
         limit: 100_000,
         ..HistoryFilter::default()
@@ -87,11 +94,7 @@ async fn run_one(s: Scenario) -> Outcome {
             .iter()
             .enumerate()
             .filter(|(_, y)| y.alarm == x.alarm && y.transition == x.transition)
-            .min_by(|a, b| {
-                (a.1.at - want)
-                    .abs()
-                    .total_cmp(&(b.1.at - want).abs())
-            })
+            .min_by(|a, b| (a.1.at - want).abs().total_cmp(&(b.1.at - want).abs()))
             .map(|(i, y)| (i, y.at));
         match best {
             Some((i, at)) if (at - want).abs() <= x.tolerance.as_secs_f64() => {

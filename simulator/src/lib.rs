@@ -37,8 +37,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use control::{ControlError, SimHandle};
 pub use devmap::DeviceMap;
-pub use signal::{Signal, SignalKind};
 pub use scenario::{GatewayAction, Scenario};
+pub use signal::{Signal, SignalKind};
 pub use site::{DeviceSpec, ListenerSpec, Protocol, PublisherSpec, SiteError, SiteSpec};
 
 use control::{Device, SimState};
@@ -57,7 +57,10 @@ pub const BUILTIN_MAP_FILES: [(&str, &str); 9] = [
         "dust-collector-wet.toml",
         include_str!("../../config/maps/dust-collector-wet.toml"),
     ),
-    ("gas-lel.toml", include_str!("../../config/maps/gas-lel.toml")),
+    (
+        "gas-lel.toml",
+        include_str!("../../config/maps/gas-lel.toml"),
+    ),
     ("gas-o2.toml", include_str!("../../config/maps/gas-o2.toml")),
     (
         "gas-toxic-h2s.toml",
@@ -87,34 +90,19 @@ pub const SCENARIO_FILES: [(&str, &str); 13] = [
         "data-unit-silent",
         include_str!("../scenarios/data-unit-silent.toml"),
     ),
-    (
-        "demo",
-        include_str!("../scenarios/demo.toml"),
-    ),
+    ("demo", include_str!("../scenarios/demo.toml")),
     (
         "device-silent",
         include_str!("../scenarios/device-silent.toml"),
     ),
-    (
-        "device-slow",
-        include_str!("../scenarios/device-slow.toml"),
-    ),
+    ("device-slow", include_str!("../scenarios/device-slow.toml")),
     (
         "dust-collector-stops",
         include_str!("../scenarios/dust-collector-stops.toml"),
     ),
-    (
-        "exception",
-        include_str!("../scenarios/exception.toml"),
-    ),
-    (
-        "gas-leak",
-        include_str!("../scenarios/gas-leak.toml"),
-    ),
-    (
-        "line-break",
-        include_str!("../scenarios/line-break.toml"),
-    ),
+    ("exception", include_str!("../scenarios/exception.toml")),
+    ("gas-leak", include_str!("../scenarios/gas-leak.toml")),
+    ("line-break", include_str!("../scenarios/line-break.toml")),
     (
         "mqtt-incidents",
         include_str!("../scenarios/mqtt-incidents.toml"),
@@ -275,13 +263,7 @@ pub async fn start_with_maps(
                 .zip(maps)
                 .map(|(d, map)| {
                     Arc::new(Device::new(
-                        spec.seed,
-                        &d.id,
-                        d.unit_id,
-                        map,
-                        &d.signals,
-                        &d.vars,
-                        day_offset,
+                        spec.seed, &d.id, d.unit_id, map, &d.signals, &d.vars, day_offset,
                     ))
                 })
                 .collect()
@@ -300,11 +282,7 @@ pub async fn start_with_maps(
     let state = Arc::new(
         SimState::new(
             spec.speed,
-            per_listener
-                .iter()
-                .chain(&per_publisher)
-                .flatten()
-                .cloned(),
+            per_listener.iter().chain(&per_publisher).flatten().cloned(),
         )
         .with_publishers(spec.publishers.iter().map(|p| p.id.clone())),
     );

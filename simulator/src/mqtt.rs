@@ -100,7 +100,8 @@ pub(crate) fn messages(
                 for (name, v, valid) in values {
                     let topic = format!("{}/{}/{name}", spec.topic_prefix, d.id);
                     let status = if valid { "ok" } else { "fault" };
-                    let payload = serde_json::json!({ "value": round(v), "ts": ms, "status": status });
+                    let payload =
+                        serde_json::json!({ "value": round(v), "ts": ms, "status": status });
                     out.push((topic, payload.to_string()));
                 }
             }
@@ -246,10 +247,7 @@ mod tests {
         );
         spec.style = Style::Json;
         let m = messages(&spec, &devs, Duration::ZERO, wall);
-        assert_eq!(
-            m[0].1,
-            r#"{"status":"ok","ts":1767225600000,"value":12.5}"#
-        );
+        assert_eq!(m[0].1, r#"{"status":"ok","ts":1767225600000,"value":12.5}"#);
         spec.style = Style::Object;
         assert_eq!(
             messages(&spec, &devs, Duration::ZERO, wall),

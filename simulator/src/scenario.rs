@@ -272,12 +272,11 @@ impl Scenario {
                 return bad(format!("events[{i}] is after the end of the scenario"));
             }
             last = e.at;
-            let (needs_device, needs_point, needs_publisher) = e.needs().map_err(|m| {
-                ScenarioError::Invalid {
+            let (needs_device, needs_point, needs_publisher) =
+                e.needs().map_err(|m| ScenarioError::Invalid {
                     name: self.name.clone(),
                     message: format!("events[{i}]: {m}"),
-                }
-            })?;
+                })?;
             if needs_device != e.device.is_some()
                 || needs_point != e.point.is_some()
                 || needs_publisher != e.publisher.is_some()
@@ -453,9 +452,11 @@ pub fn check_against(scenario: &Scenario, sim: &SimHandle) -> Result<(), String>
         if let Some(d) = &e.device {
             let r = match &e.point {
                 Some(p) => sim.value(d, p).map(|_| ()),
-                None => sim.device_ids().contains(d).then_some(()).ok_or_else(|| {
-                    ControlError::UnknownDevice(d.clone())
-                }),
+                None => sim
+                    .device_ids()
+                    .contains(d)
+                    .then_some(())
+                    .ok_or_else(|| ControlError::UnknownDevice(d.clone())),
             };
             r.map_err(|err| format!("scenario {:?} events[{i}]: {err}", scenario.name))?;
         }
@@ -504,10 +505,19 @@ mod tests {
         assert_eq!((s.speed, s.test_speed, s.events.len()), (1.0, 10.0, 3));
         assert_eq!(s.expect[0].tolerance, Duration::from_secs(10));
         for (text, needle) in [
-            (OK.replace("at = \"2s\"", "at = \"0s\""), "before the previous"),
-            (OK.replace("silent = true", "silent = true\nreset = true"), "more than one"),
+            (
+                OK.replace("at = \"2s\"", "at = \"0s\""),
+                "before the previous",
+            ),
+            (
+                OK.replace("silent = true", "silent = true\nreset = true"),
+                "more than one",
+            ),
             (OK.replace("silent = true", ""), "no action"),
-            (OK.replace("site_mode = \"suspended\"", "site_mode = \"x\""), "unknown site mode"),
+            (
+                OK.replace("site_mode = \"suspended\"", "site_mode = \"x\""),
+                "unknown site mode",
+            ),
             (OK.replace("point = \"lel\"", ""), "`device` and `point`"),
             (OK.replace("\"raised\"", "\"up\""), "transition"),
             (OK.replace("at = \"3s\"", "at = \"3m\""), "after the end"),

@@ -244,7 +244,12 @@ impl SignalGen {
                 ramp,
             } => {
                 let tod = (self.day_offset.as_secs_f64() + secs) % 86_400.0;
-                let f = day_fraction(tod, from.as_secs_f64(), to.as_secs_f64(), ramp.as_secs_f64());
+                let f = day_fraction(
+                    tod,
+                    from.as_secs_f64(),
+                    to.as_secs_f64(),
+                    ramp.as_secs_f64(),
+                );
                 (night + (day - night) * f, true)
             }
             // Evaluated by the device, which can read the other points; alone it is its start.
@@ -693,7 +698,10 @@ mod tests {
         assert_eq!(h(&mut g, 6.0), 130.0); // 12:00
         assert_eq!(h(&mut g, 16.0), 30.0); // 22:00
         assert_eq!(h(&mut g, 30.0), 130.0); // 12:00 the next day
-        assert_eq!(day_fraction(3.0 * 3600.0, 22.0 * 3600.0, 6.0 * 3600.0, 0.0), 1.0);
+        assert_eq!(
+            day_fraction(3.0 * 3600.0, 22.0 * 3600.0, 6.0 * 3600.0, 0.0),
+            1.0
+        );
         assert_eq!(parse_time_of_day("21:30").unwrap(), at(77_400.0));
         assert!(parse_time_of_day("24:00").is_err());
     }

@@ -404,12 +404,18 @@ mod tests {
         s.resolve_maps(Path::new("."), &[map()], &[]).unwrap();
         for (text, needle) in [
             (integral.replace("of = { q", "of = { z"), "unknown point"),
-            (integral.replace("of = { q", "of = { i"), "itself an integral"),
+            (
+                integral.replace("of = { q", "of = { i"),
+                "itself an integral",
+            ),
             (integral.replace("vars.q", "vars.x"), "name of a register"),
         ] {
             let s = SiteSpec::from_toml_str(&text).unwrap();
             let err = s.resolve_maps(Path::new("."), &[map()], &[]).unwrap_err();
-            assert!(err.to_string().contains(needle), "{err} should contain {needle}");
+            assert!(
+                err.to_string().contains(needle),
+                "{err} should contain {needle}"
+            );
         }
     }
 
