@@ -27,8 +27,14 @@ struct Cli {
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "HAZGATE_LOG_FORMAT")]
     log_format: LogFormat,
-    /// Log filter: a level (`info`) or a tracing filter (`hazgate=debug,warn`).
-    #[arg(long, default_value = "info", global = true, env = "HAZGATE_LOG_LEVEL")]
+    /// Log filter: a level (`info`) or a tracing filter (`hazgate=debug,warn`). The embedded
+    /// broker (rumqttd) logs every connection at INFO, so it is at WARN by default.
+    #[arg(
+        long,
+        default_value = "info,rumqttd=warn",
+        global = true,
+        env = "HAZGATE_LOG_LEVEL"
+    )]
     log_level: String,
     #[command(subcommand)]
     command: Command,

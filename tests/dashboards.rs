@@ -67,10 +67,16 @@ async fn every_dashboard_query_returns_data() {
         let cancel = CancellationToken::new();
         let mut spec = hazgate_sim::demo_spec();
         spec.listeners[0].listen = "127.0.0.1:0".into();
-        spec.speed = 20.0; // a gas alarm and a tank H alarm within a few seconds
+        spec.speed = 20.0;
         let sim = hazgate_sim::start(spec, Path::new("."), cancel.clone())
             .await
             .expect("sim");
+        // The demo site runs normally until a scenario stages incidents: a gas alarm and a tank
+        // H alarm by hand.
+        sim.handle.set_value("gd101", "lel", 30.0).expect("set gas");
+        sim.handle
+            .set_value("t101", "level", 10.5)
+            .expect("set level");
         let opts = hazgate::demo::DemoOptions {
             listen: "127.0.0.1:0".parse().expect("addr"),
             influx_url: Some(influx.url()),

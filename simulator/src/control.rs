@@ -5,8 +5,15 @@
 //! or raw), its signal (clamped into the register's `range`, else its span's engineering
 //! range, as a transmitter saturates), or a fixed default (see [`crate::site`]).
 //!
-//! Device faults model what a gateway sees on a bus: `silent` (no answer at all), a forced
-//! Modbus exception for every request, and a response delay. Faults are applied by the Modbus
+//! Besides the registers of its map, a device may have hidden variables (`vars` in the site
+//! spec: a tank's inflow and outflow) that other points integrate and scenarios override.
+//! Overrides are a held engineering value, a raw value, or a ramp from a value to another over
+//! a stretch of simulated time (a gas leak building up).
+//!
+//! Device faults model what a gateway sees on a bus: `silent` (no answer at all, and no MQTT
+//! publication), a forced Modbus exception for every request, a response delay, and swapped
+//! word order (every multi-register value is sent with its words reversed, as after a firmware
+//! update or a converter set up for another vendor). Faults are applied by the Modbus
 //! service in that order: silent, then delay, then exception. Two more act on the Modbus TCP
 //! connection when the answer is written: `wrong_transaction_id` (the answer's MBAP transaction id
 //! is altered, as a confused converter does) and `drop_connection` (the connection is closed
@@ -15,7 +22,8 @@
 //! Locks are `std::sync::Mutex`es never held across an `.await`; a poisoned lock is recovered
 //! (state is plain data, always consistent between statements).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -24,7 +32,7 @@ use tokio_modbus::ExceptionCode;
 
 use crate::devmap::{DeviceMap, Register, Table};
 use crate::encode::{Encoded, encode_eng, encode_raw, eng_to_raw, raw_to_eng};
-use crate::signal::{Signal, SignalGen, point_seed};
+use crate::signal::{Integral, Signal, SignalGen, SignalKind, TICK, point_seed};
 
 /// Errors from [`SimHandle`] calls.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +59,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 enum Override {
     Eng(f64),
     Raw(f64),
+    /// Linear from `from` at `t0` to `to` at `t0 + over` (simulated time), then held.
+    Ramp {
+        from: f64,
+        to: f64,
+        t0: Duration,
+        over: Duration,
+    },
+}
+
+impl Override {
+    /// Resolves a ramp at `t` into a held engineering value.
+    fn at(self, t: Duration) -> Override {
+        match self {
+            Override::Ramp { from, to, t0, over } => {
+                let d = over.as_secs_f64();
+                let f = if d <= 0.0 {
+                    1.0
+                } else {
+                    (t.saturating_sub(t0).as_secs_f64() / d).min(1.0)
+                };
+                Override::Eng(from + (to - from) * f)
+            }
+            other => other,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -59,12 +92,28 @@ enum Source {
         generator: Box<Mutex<SignalGen>>,
         limits: Option<(f64, f64)>,
     },
+    Integral {
+        spec: Integral,
+        /// `(point index, coefficient)`.
+        terms: Vec<(usize, f64)>,
+        state: Mutex<IntegralState>,
+        limits: Option<(f64, f64)>,
+    },
     FixedRaw(f64),
+}
+
+/// Integration progress: the value at the end of tick `tick`.
+#[derive(Debug)]
+struct IntegralState {
+    tick: u64,
+    value: f64,
 }
 
 #[derive(Debug)]
 struct Point {
-    reg: Register,
+    name: String,
+    /// `None` for a hidden variable.
+    reg: Option<Register>,
     source: Source,
 }
 
@@ -75,6 +124,7 @@ struct Faults {
     delay: Duration,
     wrong_transaction_id: bool,
     drop_connection: bool,
+    swap_words: bool,
     overrides: HashMap<usize, Override>,
 }
 
@@ -103,14 +153,50 @@ pub(crate) struct Device {
 }
 
 impl Device {
+    /// Builds a device from its map, the signals of its registers and its hidden variables.
+    /// `day_offset` is the site's time of day at t = 0. Signals and variables must name
+    /// registers/variables that exist and integrals must read non-integral points (checked by
+    /// [`crate::site`] before).
     pub(crate) fn new(
         seed: u64,
         id: &str,
         unit_id: u8,
         map: &DeviceMap,
-        signals: &std::collections::BTreeMap<String, Signal>,
+        signals: &BTreeMap<String, Signal>,
+        vars: &BTreeMap<String, Signal>,
+        day_offset: Duration,
     ) -> Self {
-        let points = map
+        let names: Vec<String> = map
+            .registers
+            .iter()
+            .map(|r| r.name.clone())
+            .chain(vars.keys().cloned())
+            .collect();
+        let gen_for = |name: &str, sig: &Signal| {
+            Box::new(Mutex::new(
+                SignalGen::new(sig.clone(), point_seed(seed, id, name)).with_day_offset(day_offset),
+            ))
+        };
+        let source_for = |name: &str, sig: &Signal, limits: Option<(f64, f64)>| match &sig.kind {
+            SignalKind::Integral(spec) => Source::Integral {
+                terms: spec
+                    .of
+                    .iter()
+                    .filter_map(|(n, c)| names.iter().position(|x| x == n).map(|i| (i, *c)))
+                    .collect(),
+                state: Mutex::new(IntegralState {
+                    tick: 0,
+                    value: spec.start,
+                }),
+                spec: spec.clone(),
+                limits,
+            },
+            _ => Source::Signal {
+                generator: gen_for(name, sig),
+                limits,
+            },
+        };
+        let mut points: Vec<Point> = map
             .registers
             .iter()
             .map(|reg| {
@@ -119,13 +205,7 @@ impl Device {
                     .or(reg.span.map(|s| s.eng))
                     .map(|[a, b]| (a.min(b), a.max(b)));
                 let source = match signals.get(&reg.name) {
-                    Some(sig) => Source::Signal {
-                        generator: Box::new(Mutex::new(SignalGen::new(
-                            sig.clone(),
-                            point_seed(seed, id, &reg.name),
-                        ))),
-                        limits,
-                    },
+                    Some(sig) => source_for(&reg.name, sig, limits),
                     None => {
                         let eng = limits.map_or(0.0, |(lo, hi)| 0.0_f64.clamp(lo, hi));
                         let raw = eng_to_raw(reg, eng);
@@ -136,11 +216,19 @@ impl Device {
                     }
                 };
                 Point {
-                    reg: reg.clone(),
+                    name: reg.name.clone(),
+                    reg: Some(reg.clone()),
                     source,
                 }
             })
             .collect();
+        for (name, sig) in vars {
+            points.push(Point {
+                name: name.clone(),
+                reg: None,
+                source: source_for(name, sig, None),
+            });
+        }
         Device {
             id: id.to_owned(),
             unit_id,
@@ -169,17 +257,18 @@ impl Device {
     fn index(&self, register: &str) -> Result<usize, ControlError> {
         self.points
             .iter()
-            .position(|p| p.reg.name == register)
+            .position(|p| p.name == register)
             .ok_or_else(|| ControlError::UnknownRegister {
                 device: self.id.clone(),
                 register: register.to_owned(),
             })
     }
 
-    /// The point's value at `t`: the override if any, else its source.
-    fn value(&self, idx: usize, t: Duration, ov: Option<Override>) -> Override {
-        if let Some(ov) = ov {
-            return ov;
+    /// The point's value at `t`: the override if any (a ramp resolved at `t`), else its source.
+    /// `overrides` are the device's current overrides (also used for integrands).
+    fn value(&self, idx: usize, t: Duration, overrides: &HashMap<usize, Override>) -> Override {
+        if let Some(ov) = overrides.get(&idx) {
+            return ov.at(t);
         }
         match &self.points[idx].source {
             Source::FixedRaw(raw) => Override::Raw(*raw),
@@ -187,15 +276,107 @@ impl Device {
                 let v = lock(generator).value_at(t);
                 Override::Eng(limits.map_or(v, |(lo, hi)| v.clamp(lo, hi)))
             }
+            Source::Integral {
+                spec,
+                terms,
+                state,
+                limits,
+            } => {
+                let v = self.integrate(spec, terms, state, t, overrides);
+                Override::Eng(limits.map_or(v, |(lo, hi)| v.clamp(lo, hi)))
+            }
         }
     }
 
-    fn encode(&self, idx: usize, t: Duration, ov: Option<Override>) -> Encoded {
-        let reg = &self.points[idx].reg;
-        match self.value(idx, t, ov) {
-            Override::Eng(v) => encode_eng(reg, v),
-            Override::Raw(r) => encode_raw(reg, r),
+    /// The engineering value of a point at `t` (raw overrides converted back).
+    fn eng(&self, idx: usize, t: Duration, overrides: &HashMap<usize, Override>) -> f64 {
+        match self.value(idx, t, overrides) {
+            Override::Raw(r) => self.points[idx]
+                .reg
+                .as_ref()
+                .map_or(r, |reg| raw_to_eng(reg, r)),
+            Override::Eng(v) => v,
+            Override::Ramp { .. } => unreachable!("ramps are resolved by Override::at"),
         }
+    }
+
+    /// Advances an integral to `t` in [`TICK`] steps. Each step adds `Σ coefficient × value`
+    /// of the terms at the step's start, times `TICK / per`. Going back in time restarts it.
+    fn integrate(
+        &self,
+        spec: &Integral,
+        terms: &[(usize, f64)],
+        state: &Mutex<IntegralState>,
+        t: Duration,
+        overrides: &HashMap<usize, Override>,
+    ) -> f64 {
+        let target = (t.as_nanos() / TICK.as_nanos()) as u64;
+        let mut st = lock(state);
+        if st.tick > target {
+            *st = IntegralState {
+                tick: 0,
+                value: spec.start,
+            };
+        }
+        let dt = TICK.as_secs_f64() / spec.per.as_secs_f64();
+        while st.tick < target {
+            let at = TICK * u32::try_from(st.tick).unwrap_or(u32::MAX);
+            let mut rate: f64 = terms
+                .iter()
+                .map(|(i, c)| c * self.eng(*i, at, overrides))
+                .sum();
+            if let Some(m) = spec.min_rate {
+                rate = rate.max(m);
+            }
+            st.value = (st.value + rate * dt).clamp(spec.min, spec.max);
+            st.tick += 1;
+        }
+        st.value
+    }
+
+    fn encode(
+        &self,
+        idx: usize,
+        t: Duration,
+        overrides: &HashMap<usize, Override>,
+        swap: bool,
+    ) -> Option<Encoded> {
+        let reg = self.points[idx].reg.as_ref()?;
+        let mut e = match self.value(idx, t, overrides) {
+            Override::Raw(r) => encode_raw(reg, r),
+            Override::Eng(v) => encode_eng(reg, v),
+            Override::Ramp { .. } => unreachable!("ramps are resolved by Override::at"),
+        };
+        if swap {
+            if let Encoded::Words(w) = &mut e {
+                w.reverse();
+            }
+        }
+        Some(e)
+    }
+
+    /// Snapshot of the values a data unit publishes: `(name, engineering value, raw in valid
+    /// range)` of every register, at `t`.
+    pub(crate) fn publish_values(&self, t: Duration) -> Vec<(String, f64, bool)> {
+        let overrides = lock(&self.faults).overrides.clone();
+        self.points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let reg = p.reg.as_ref()?;
+                let (eng, raw) = match self.value(i, t, &overrides) {
+                    Override::Raw(r) => (raw_to_eng(reg, r), r),
+                    Override::Eng(v) => (v, eng_to_raw(reg, v)),
+                    Override::Ramp { .. } => unreachable!("ramps are resolved by Override::at"),
+                };
+                let valid = reg.valid.is_none_or(|[lo, hi]| (lo..=hi).contains(&raw));
+                Some((p.name.clone(), eng, valid))
+            })
+            .collect()
+    }
+
+    pub(crate) fn is_silent(&self) -> bool {
+        lock(&self.faults).silent
     }
 
     /// Indices of `table` points overlapping `[addr, addr + qty)`.
@@ -203,7 +384,9 @@ impl Device {
         let (a0, a1) = (u32::from(addr), u32::from(addr) + u32::from(qty));
         (0..self.points.len())
             .filter(|&i| {
-                let r = &self.points[i].reg;
+                let Some(r) = &self.points[i].reg else {
+                    return false;
+                };
                 let (b0, b1) = (
                     u32::from(r.address),
                     u32::from(r.address) + u32::from(r.width()),
@@ -223,17 +406,23 @@ impl Device {
         t: Duration,
     ) -> Result<Vec<u16>, ExceptionCode> {
         let idx = check_range(table, addr, qty).and_then(|()| self.defined(table, addr, qty))?;
-        let overrides = lock(&self.faults).overrides.clone();
+        let (overrides, swap) = {
+            let f = lock(&self.faults);
+            (f.overrides.clone(), f.swap_words)
+        };
         let mut out = vec![0u16; usize::from(qty)];
         for i in idx {
-            let start = self.points[i].reg.address;
-            match self.encode(i, t, overrides.get(&i).copied()) {
-                Encoded::Bit(on) => {
+            let Some(start) = self.points[i].reg.as_ref().map(|r| r.address) else {
+                continue;
+            };
+            match self.encode(i, t, &overrides, swap) {
+                None => {}
+                Some(Encoded::Bit(on)) => {
                     if let Some(slot) = out.get_mut(usize::from(start - addr)) {
                         *slot |= u16::from(on);
                     }
                 }
-                Encoded::Words(words) => {
+                Some(Encoded::Words(words)) => {
                     for (k, w) in words.into_iter().enumerate() {
                         let a = usize::from(start) + k;
                         if let Some(slot) = a
@@ -291,6 +480,8 @@ pub(crate) struct SimState {
     start: Instant,
     speed: f64,
     devices: HashMap<String, Arc<Device>>,
+    /// Silence flag of each MQTT publisher (data unit), by id.
+    publishers: HashMap<String, AtomicBool>,
 }
 
 impl SimState {
@@ -299,7 +490,28 @@ impl SimState {
             start: Instant::now(),
             speed,
             devices: devices.into_iter().map(|d| (d.id.clone(), d)).collect(),
+            publishers: HashMap::new(),
         }
+    }
+
+    /// Registers the MQTT publishers (before the state is shared).
+    pub(crate) fn with_publishers(mut self, ids: impl IntoIterator<Item = String>) -> Self {
+        self.publishers = ids
+            .into_iter()
+            .map(|id| (id, AtomicBool::new(false)))
+            .collect();
+        self
+    }
+
+    /// Simulated seconds per real second.
+    pub(crate) fn speed(&self) -> f64 {
+        self.speed
+    }
+
+    pub(crate) fn publisher_silent(&self, id: &str) -> bool {
+        self.publishers
+            .get(id)
+            .is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     /// Simulated time since start: real elapsed time times `speed`.
@@ -351,6 +563,18 @@ impl SimHandle {
         self.state.now()
     }
 
+    /// Ids of all MQTT publishers, sorted.
+    pub fn publisher_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.state.publishers.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Simulated seconds per real second.
+    pub fn speed(&self) -> f64 {
+        self.state.speed()
+    }
+
     /// Ids of all devices, sorted.
     pub fn device_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.state.devices.keys().cloned().collect();
@@ -368,6 +592,73 @@ impl SimHandle {
     /// loop, or a device fault code. Rounded/clamped to the register type only.
     pub fn set_raw(&self, device: &str, register: &str, raw: f64) -> Result<(), ControlError> {
         self.set_override(device, register, Override::Raw(raw))
+    }
+
+    /// Ramps a point from its present engineering value to `to` over `over` of simulated time,
+    /// then holds `to` (until [`SimHandle::clear_override`]).
+    pub fn ramp_to(
+        &self,
+        device: &str,
+        register: &str,
+        to: f64,
+        over: Duration,
+    ) -> Result<(), ControlError> {
+        let t = self.state.now();
+        self.with_faults(device, |d, f| {
+            let i = d.index(register)?;
+            let from = d.eng(i, t, &f.overrides);
+            f.overrides.insert(
+                i,
+                Override::Ramp {
+                    from,
+                    to,
+                    t0: t,
+                    over,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    /// Freezes a point at its present engineering value: a stuck detector.
+    pub fn hold(&self, device: &str, register: &str) -> Result<f64, ControlError> {
+        let t = self.state.now();
+        self.with_faults(device, |d, f| {
+            let i = d.index(register)?;
+            let v = d.eng(i, t, &f.overrides);
+            f.overrides.insert(i, Override::Eng(v));
+            Ok(v)
+        })
+    }
+
+    /// Sends every multi-register value with its words reversed (`true`), or normally again.
+    pub fn set_swap_words(&self, device: &str, on: bool) -> Result<(), ControlError> {
+        self.with_faults(device, |_, f| {
+            f.swap_words = on;
+            Ok(())
+        })
+    }
+
+    /// Stops (`true`) or resumes the publications of an MQTT publisher (a data unit going
+    /// silent). Returns `UnknownDevice` for an unknown publisher id.
+    pub fn set_publisher_silent(&self, publisher: &str, silent: bool) -> Result<(), ControlError> {
+        let flag = self
+            .state
+            .publishers
+            .get(publisher)
+            .ok_or_else(|| ControlError::UnknownDevice(publisher.to_owned()))?;
+        flag.store(silent, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Clears every fault and override of every device and publisher.
+    pub fn reset_all(&self) {
+        for d in self.state.devices.values() {
+            *lock(&d.faults) = Faults::default();
+        }
+        for f in self.state.publishers.values() {
+            f.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Returns a point to its signal (or default).
@@ -436,11 +727,7 @@ impl SimHandle {
         let t = self.state.now();
         self.with_faults(device, |d, f| {
             let i = d.index(register)?;
-            let ov = f.overrides.get(&i).copied();
-            Ok(match d.value(i, t, ov) {
-                Override::Eng(v) => v,
-                Override::Raw(r) => raw_to_eng(&d.points[i].reg, r),
-            })
+            Ok(d.eng(i, t, &f.overrides))
         })
     }
 }
@@ -497,7 +784,7 @@ mod tests {
                 ((*k).to_owned(), s)
             })
             .collect();
-        Device::new(7, "d", 1, &map, &signals)
+        Device::new(7, "d", 1, &map, &signals, &BTreeMap::new(), Duration::ZERO)
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `hazgate-sim`: runs a simulated site (a site spec file or the built-in demo) until SIGINT or
-//! SIGTERM, printing each listener's bound address.
+//! `hazgate-sim`: runs a simulated site (a site spec file, or the built-in demo site) and
+//! optionally a scenario, until SIGINT or SIGTERM (or the end of a non-repeating scenario),
+//! printing each listener's bound address and each publisher's broker.
 
 use std::path::PathBuf;
 
@@ -8,16 +9,27 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// Simulated hazgate site: Modbus TCP/RTU devices driven by deterministic signals.
+/// Simulated hazgate site: Modbus TCP/RTU devices and MQTT data units driven by deterministic
+/// signals, with scripted fault scenarios.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Site spec file (TOML); `map` paths resolve relative to it.
-    #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
+    /// Site spec file (TOML); `map` paths resolve relative to it. Default: the scenario's site,
+    /// else the built-in demo site.
+    #[arg(long, conflicts_with = "demo")]
     site: Option<PathBuf>,
     /// Run the built-in demo site.
     #[arg(long)]
     demo: bool,
+    /// Scenario to play: a file, or the name of a shipped scenario (see --list-scenarios).
+    #[arg(long)]
+    scenario: Option<String>,
+    /// List the shipped scenarios and exit.
+    #[arg(long)]
+    list_scenarios: bool,
+    /// Broker for the site's MQTT publishers, `mqtt://host:port`.
+    #[arg(long)]
+    mqtt_url: Option<String>,
     /// Override the spec's seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -38,18 +50,50 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let (mut spec, base_dir) = match &cli.site {
-        Some(path) => (
+    if cli.list_scenarios {
+        for (name, text) in hazgate_sim::SCENARIO_FILES {
+            let s = hazgate_sim::Scenario::from_toml_str(text)?;
+            let repeat = if s.repeat { ", repeats" } else { "" };
+            println!(
+                "{name:<24} {:>6}{repeat}  {}",
+                format!("{}s", s.duration.as_secs()),
+                s.description
+            );
+        }
+        return Ok(());
+    }
+    let scenario = match &cli.scenario {
+        None => None,
+        Some(arg) => Some(match hazgate_sim::builtin_scenario(arg) {
+            Some(s) => s?,
+            None => hazgate_sim::Scenario::load(std::path::Path::new(arg))
+                .with_context(|| format!("{arg:?} is neither a file nor a shipped scenario"))?,
+        }),
+    };
+    let site_path = cli
+        .site
+        .clone()
+        .or_else(|| scenario.as_ref().and_then(|s| s.site_path()));
+    let (mut spec, base_dir) = match (&site_path, cli.demo) {
+        (Some(path), false) => (
             hazgate_sim::SiteSpec::load(path)?,
             path.parent().map(PathBuf::from).unwrap_or_default(),
         ),
-        None => (hazgate_sim::demo_spec(), PathBuf::from(".")),
+        _ => (hazgate_sim::demo_spec(), PathBuf::from(".")),
     };
     if let Some(seed) = cli.seed {
         spec.seed = seed;
     }
-    if let Some(speed) = cli.speed {
-        spec.speed = speed;
+    let speed = cli
+        .speed
+        .or(scenario.as_ref().map(|s| s.speed))
+        .unwrap_or(spec.speed);
+    spec.speed = speed;
+    if let Some(t) = scenario.as_ref().and_then(|s| s.start_time) {
+        spec.start_time = Some(t);
+    }
+    if let Some(url) = cli.mqtt_url {
+        spec.mqtt_url = Some(url);
     }
     if let Some(listen) = cli.modbus_listen {
         let first = spec
@@ -79,11 +123,53 @@ async fn main() -> anyhow::Result<()> {
         };
         println!("listener {} {proto} {at} units {}", l.id, units.join(" "));
     }
+    for p in &spec.publishers {
+        let devices: Vec<&str> = p.devices.iter().map(|d| d.id.as_str()).collect();
+        match &spec.mqtt_url {
+            Some(url) => println!(
+                "publisher {} mqtt {url} topics {}/# style {:?} devices {}",
+                p.id,
+                p.topic_prefix,
+                p.style,
+                devices.join(" ")
+            ),
+            None => println!("publisher {} not running (no --mqtt-url)", p.id),
+        }
+    }
+    let scenario_done = CancellationToken::new();
+    if let Some(s) = scenario {
+        hazgate_sim::scenario::check_against(&s, &sim.handle).map_err(anyhow::Error::msg)?;
+        println!(
+            "scenario {} ({}s{}, speed {speed}): {}",
+            s.name,
+            s.duration.as_secs(),
+            if s.repeat { ", repeating" } else { "" },
+            s.description
+        );
+        let (handle, c, done) = (sim.handle.clone(), cancel.clone(), scenario_done.clone());
+        tokio::spawn(async move {
+            let (end, repeat) = (s.duration, s.repeat);
+            hazgate_sim::scenario::run(s, handle.clone(), None, speed, c.clone()).await;
+            if !repeat {
+                // Let the gateway see the end state, then stop.
+                let left = end.saturating_sub(handle.sim_time()).div_f64(speed);
+                tokio::select! {
+                    () = c.cancelled() => {}
+                    () = tokio::time::sleep(left) => {}
+                }
+                println!("scenario finished");
+                done.cancel();
+            }
+        });
+    }
 
     tokio::spawn({
         let cancel = cancel.clone();
         async move {
-            shutdown_signal().await;
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = scenario_done.cancelled() => {}
+            }
             tracing::info!("shutting down");
             cancel.cancel();
         }

@@ -18,7 +18,17 @@
 //! energy = { counter = { start = 10000, rate_per_hour = 120 } }
 //! pump   = { toggle = { period = "60s", duty = 0.25 } }
 //! spark  = { constant = false }   # or a number
+//! power  = { daily = { night = 35, day = 140, from = "07:00", to = "19:00", ramp = "1h" }, noise = 2 }
+//! energy = { integral = { start = 10000, per = "1h", of = { power = 1.0 } } }
+//! level  = { integral = { start = 6, per = "1h", of = { inflow = 0.04, outflow = -0.04 }, min = 0, max = 12 } }
 //! ```
+//!
+//! `daily` follows the site's time of day (`start_time` of the site spec plus simulated time):
+//! `night` outside `from..to`, `day` inside, with linear ramps of length `ramp` after `from` and
+//! before `to`. `integral` is evaluated by the device (it reads other points): the running sum
+//! over [`TICK`] steps of `Σ coefficient × point value`, per `per` of simulated time, clamped into
+//! `[min, max]` after each step; it is monotonic when the integrand is never negative (a kWh
+//! counter clamps negative power to 0 by `min_rate = 0`).
 
 use std::time::Duration;
 
@@ -98,6 +108,38 @@ pub enum SignalKind {
         /// Fraction of the period that is 1, in `[0, 1]`.
         duty: f64,
     },
+    /// Day/night profile over the site's time of day.
+    Daily {
+        /// Value outside `from..to`.
+        night: f64,
+        /// Value inside `from..to` (after the ramp).
+        day: f64,
+        /// Start of the day shift, as time since midnight.
+        from: Duration,
+        /// End of the day shift, as time since midnight.
+        to: Duration,
+        /// Length of the linear ramps.
+        ramp: Duration,
+    },
+    /// Running integral of other points of the same device (evaluated by the device).
+    Integral(Integral),
+}
+
+/// Parameters of [`SignalKind::Integral`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Integral {
+    /// Value at t = 0.
+    pub start: f64,
+    /// The coefficients apply per this much simulated time (e.g. 1 h: kW → kWh).
+    pub per: Duration,
+    /// `(point name, coefficient)`.
+    pub of: Vec<(String, f64)>,
+    /// The integrand is clamped to at least this (0 for a counter that never decreases).
+    pub min_rate: Option<f64>,
+    /// Lower bound of the value.
+    pub min: f64,
+    /// Upper bound of the value.
+    pub max: f64,
 }
 
 /// Stable seed of one point: FNV-1a over the site seed, device id and register name.
@@ -122,6 +164,8 @@ pub fn point_seed(seed: u64, device: &str, register: &str) -> u64 {
 pub struct SignalGen {
     signal: Signal,
     seed: u64,
+    /// Time of day at t = 0 (for `daily`).
+    day_offset: Duration,
     noise_rng: ChaCha8Rng,
     walk: Option<Walk>,
 }
@@ -139,9 +183,16 @@ impl SignalGen {
         SignalGen {
             signal,
             seed,
+            day_offset: Duration::ZERO,
             noise_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x006e_6f69_7365),
             walk: None,
         }
+    }
+
+    /// Sets the site's time of day at t = 0 (for `daily` profiles).
+    pub fn with_day_offset(mut self, offset: Duration) -> Self {
+        self.day_offset = offset;
+        self
     }
 
     /// The signal being generated.
@@ -185,6 +236,24 @@ impl SignalGen {
                 let p = period.as_secs_f64().max(1e-9);
                 (f64::from(u8::from((secs % p) / p < duty)), false)
             }
+            SignalKind::Daily {
+                night,
+                day,
+                from,
+                to,
+                ramp,
+            } => {
+                let tod = (self.day_offset.as_secs_f64() + secs) % 86_400.0;
+                let f = day_fraction(
+                    tod,
+                    from.as_secs_f64(),
+                    to.as_secs_f64(),
+                    ramp.as_secs_f64(),
+                );
+                (night + (day - night) * f, true)
+            }
+            // Evaluated by the device, which can read the other points; alone it is its start.
+            SignalKind::Integral(ref i) => (i.start, false),
         };
         if noisy && self.signal.noise != 0.0 {
             value + self.noise(tick)
@@ -226,6 +295,21 @@ impl SignalGen {
     }
 }
 
+/// Fraction of the day level at time of day `tod` (seconds since midnight), for a shift
+/// `from..to` (wrapping past midnight when `to < from`) with linear ramps of `ramp` seconds.
+fn day_fraction(tod: f64, from: f64, to: f64, ramp: f64) -> f64 {
+    let len = (to - from).rem_euclid(86_400.0);
+    let into = (tod - from).rem_euclid(86_400.0);
+    if into >= len {
+        return 0.0;
+    }
+    let ramp = ramp.min(len / 2.0);
+    if ramp <= 0.0 {
+        return 1.0;
+    }
+    (into / ramp).min((len - into) / ramp).min(1.0)
+}
+
 /// Serde shape of a signal: exactly one generator key plus optional `noise`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,8 +320,40 @@ struct SignalRepr {
     ramp: Option<RampRepr>,
     counter: Option<CounterRepr>,
     toggle: Option<ToggleRepr>,
+    daily: Option<DailyRepr>,
+    integral: Option<IntegralRepr>,
     #[serde(default)]
     noise: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DailyRepr {
+    night: f64,
+    day: f64,
+    #[serde(deserialize_with = "de_time_of_day")]
+    from: Duration,
+    #[serde(deserialize_with = "de_time_of_day")]
+    to: Duration,
+    #[serde(deserialize_with = "de_duration", default = "one_hour")]
+    ramp: Duration,
+}
+
+fn one_hour() -> Duration {
+    Duration::from_secs(3600)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntegralRepr {
+    #[serde(default)]
+    start: f64,
+    #[serde(deserialize_with = "de_duration", default = "one_hour")]
+    per: Duration,
+    of: std::collections::BTreeMap<String, f64>,
+    min_rate: Option<f64>,
+    min: Option<f64>,
+    max: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -346,6 +462,35 @@ impl TryFrom<SignalRepr> for Signal {
                 duty: t.duty,
             });
         }
+        if let Some(d) = r.daily {
+            kinds.push(SignalKind::Daily {
+                night: d.night,
+                day: d.day,
+                from: d.from,
+                to: d.to,
+                ramp: d.ramp,
+            });
+        }
+        if let Some(i) = r.integral {
+            if i.of.is_empty() {
+                return Err("integral.of needs at least one point".into());
+            }
+            let (min, max) = (
+                i.min.unwrap_or(f64::NEG_INFINITY),
+                i.max.unwrap_or(f64::INFINITY),
+            );
+            if min > max {
+                return Err("integral needs min <= max".into());
+            }
+            kinds.push(SignalKind::Integral(Integral {
+                start: i.start,
+                per: nonzero(i.per, "integral.per")?,
+                of: i.of.into_iter().collect(),
+                min_rate: i.min_rate,
+                min,
+                max,
+            }));
+        }
         if !r.noise.is_finite() || r.noise < 0.0 {
             return Err("noise must be a finite amplitude >= 0".into());
         }
@@ -356,7 +501,7 @@ impl TryFrom<SignalRepr> for Signal {
             }),
             Err(_) => Err(
                 "a signal needs exactly one of constant, sine, random_walk, ramp, \
-                           counter, toggle"
+                           counter, toggle, daily, integral"
                     .into(),
             ),
         }
@@ -390,6 +535,32 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
     };
     Duration::try_from_secs_f64(n * factor).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+/// Parses a time of day `"HH:MM"` or `"HH:MM:SS"` into time since midnight.
+pub fn parse_time_of_day(text: &str) -> Result<Duration, String> {
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    let nums: Result<Vec<u64>, _> = parts.iter().map(|p| p.parse::<u64>()).collect();
+    match nums.as_deref() {
+        Ok([h, m]) if *h < 24 && *m < 60 => Ok(Duration::from_secs(h * 3600 + m * 60)),
+        Ok([h, m, s]) if *h < 24 && *m < 60 && *s < 60 => {
+            Ok(Duration::from_secs(h * 3600 + m * 60 + s))
+        }
+        _ => Err(format!("invalid time of day {text:?} (want HH:MM)")),
+    }
+}
+
+/// Serde helper: a time of day `"HH:MM"`.
+pub fn de_time_of_day<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_time_of_day(&text).map_err(serde::de::Error::custom)
+}
+
+/// Serde helper: an optional time of day `"HH:MM"`.
+pub fn de_time_of_day_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    de_time_of_day(d).map(Some)
 }
 
 /// Serde helper: a duration as seconds (number) or a string accepted by [`parse_duration`].
@@ -512,6 +683,27 @@ mod tests {
         let other: Vec<f64> = (0..300).map(|s| c.value_at(at(f64::from(s)))).collect();
         assert_ne!(series, other);
         assert_ne!(point_seed(1, "a", "bc"), point_seed(1, "ab", "c"));
+    }
+
+    #[test]
+    fn daily_profile_follows_the_time_of_day() {
+        let s = sig(
+            "{ daily = { night = 30, day = 130, from = \"07:00\", to = \"19:00\", ramp = \"1h\" } }",
+        );
+        // The site starts at 06:00.
+        let mut g = SignalGen::new(s, 1).with_day_offset(at(6.0 * 3600.0));
+        let h = |g: &mut SignalGen, hours: f64| g.value_at(at(hours * 3600.0));
+        assert_eq!(h(&mut g, 0.0), 30.0); // 06:00
+        assert!((h(&mut g, 1.5) - 80.0).abs() < 1e-9); // 07:30, half-way up the ramp
+        assert_eq!(h(&mut g, 6.0), 130.0); // 12:00
+        assert_eq!(h(&mut g, 16.0), 30.0); // 22:00
+        assert_eq!(h(&mut g, 30.0), 130.0); // 12:00 the next day
+        assert_eq!(
+            day_fraction(3.0 * 3600.0, 22.0 * 3600.0, 6.0 * 3600.0, 0.0),
+            1.0
+        );
+        assert_eq!(parse_time_of_day("21:30").unwrap(), at(77_400.0));
+        assert!(parse_time_of_day("24:00").is_err());
     }
 
     #[test]

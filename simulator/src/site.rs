@@ -4,6 +4,8 @@
 //! ```toml
 //! seed = 1            # default 0; all randomness derives from it
 //! speed = 1.0         # simulated seconds per real second, default 1
+//! start_time = "09:00"  # site time of day at t = 0 (for `daily` profiles), default 00:00
+//! mqtt_url = "mqtt://127.0.0.1:1883"   # broker of the publishers; usually set at start
 //!
 //! [[listeners]]
 //! id = "rs485-1"
@@ -15,6 +17,17 @@
 //! map = "../config/maps/gas-4-20ma.toml"   # relative to the spec file, or:
 //! # map_id = "gas-4-20ma"       # a map supplied programmatically or built in
 //! signals.lel = { sine = { base = 12, amplitude = 18, period = "90s" }, noise = 0.3 }
+//! vars.inflow = { constant = 0 }  # hidden variables, read by `integral` signals
+//!
+//! [[publishers]]                # an MQTT data unit (4G DTU)
+//! id = "dtu1"
+//! style = "json"                # number | json | object (see crate::mqtt)
+//! topic_prefix = "demo/dtu1/workshop"
+//! interval = "1s"               # simulated time
+//! [[publishers.devices]]        # same shape as listener devices; unit_id is not used
+//! id = "gt201"
+//! map_id = "gas-toxic"
+//! signals.h2s = { random_walk = { start = 1, step = 0.1, min = 0, max = 3 } }
 //! ```
 //!
 //! A listener speaks Modbus TCP by default; `protocol = "rtu_over_tcp"` serves RTU frames on the
@@ -37,7 +50,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::devmap::{DeviceMap, MapError};
-use crate::signal::Signal;
+use crate::signal::{Signal, SignalKind};
 
 /// Errors from loading, validating or resolving a site spec.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +84,44 @@ pub struct SiteSpec {
     /// Simulated seconds per real second.
     #[serde(default = "one")]
     pub speed: f64,
-    /// Modbus TCP listeners (e.g. one per serial-to-TCP converter).
+    /// Time of day at t = 0 (`"HH:MM"`), for day/night profiles.
+    #[serde(default, deserialize_with = "crate::signal::de_time_of_day_opt")]
+    pub start_time: Option<std::time::Duration>,
+    /// `mqtt://host:port` (or `host:port`) of the broker the publishers publish to; publishers
+    /// do not run without it.
+    #[serde(default)]
+    pub mqtt_url: Option<String>,
+    /// Modbus listeners (e.g. one per serial-to-TCP converter).
+    #[serde(default)]
     pub listeners: Vec<ListenerSpec>,
+    /// MQTT publishers (data units).
+    #[serde(default)]
+    pub publishers: Vec<PublisherSpec>,
+}
+
+/// An MQTT data unit publishing the values of its devices.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherSpec {
+    /// Publisher id (also its MQTT client id, prefixed `hazgate-sim-`).
+    pub id: String,
+    /// Payload style.
+    #[serde(default)]
+    pub style: crate::mqtt::Style,
+    /// Topics start with this (no trailing `/`).
+    pub topic_prefix: String,
+    /// Publication period in simulated time.
+    #[serde(
+        default = "one_second",
+        deserialize_with = "crate::signal::de_duration"
+    )]
+    pub interval: std::time::Duration,
+    /// The devices behind the data unit.
+    pub devices: Vec<DeviceSpec>,
+}
+
+fn one_second() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
 }
 
 fn one() -> f64 {
@@ -124,7 +173,8 @@ pub enum Protocol {
 pub struct DeviceSpec {
     /// Device id, unique in the site.
     pub id: String,
-    /// Modbus unit id (slave id).
+    /// Modbus unit id (slave id); unused behind a publisher.
+    #[serde(default)]
     pub unit_id: u8,
     /// Map file, relative to the spec file's directory.
     pub map: Option<PathBuf>,
@@ -133,6 +183,9 @@ pub struct DeviceSpec {
     /// Signal per register name.
     #[serde(default)]
     pub signals: BTreeMap<String, Signal>,
+    /// Hidden variables (not registers) that `integral` signals read and scenarios set.
+    #[serde(default)]
+    pub vars: BTreeMap<String, Signal>,
 }
 
 impl SiteSpec {
@@ -160,11 +213,37 @@ impl SiteSpec {
         if !self.speed.is_finite() || self.speed <= 0.0 {
             return bad(format!("speed must be > 0, got {}", self.speed));
         }
-        if self.listeners.is_empty() {
-            return bad("no listeners".into());
+        if self.listeners.is_empty() && self.publishers.is_empty() {
+            return bad("no listeners and no publishers".into());
+        }
+        let mut publisher_ids = HashSet::new();
+        for p in &self.publishers {
+            if !publisher_ids.insert(&p.id) {
+                return bad(format!("duplicate publisher id {:?}", p.id));
+            }
+            if p.interval.is_zero() {
+                return bad(format!("publisher {:?}: interval must be > 0", p.id));
+            }
+            if p.topic_prefix.is_empty() || p.topic_prefix.ends_with('/') {
+                return bad(format!(
+                    "publisher {:?}: topic_prefix must be non-empty without a trailing /",
+                    p.id
+                ));
+            }
         }
         let mut listener_ids = HashSet::new();
         let mut device_ids = HashSet::new();
+        for d in self.publishers.iter().flat_map(|p| &p.devices) {
+            if !device_ids.insert(&d.id) {
+                return bad(format!("duplicate device id {:?}", d.id));
+            }
+            if d.map.is_some() == d.map_id.is_some() {
+                return bad(format!(
+                    "device {:?}: set exactly one of `map` and `map_id`",
+                    d.id
+                ));
+            }
+        }
         for l in &self.listeners {
             if !listener_ids.insert(&l.id) {
                 return bad(format!("duplicate listener id {:?}", l.id));
@@ -201,8 +280,9 @@ impl SiteSpec {
     }
 
     /// Resolves every device's map (files under `base_dir`, then `maps`, then `builtin` by id)
-    /// and checks that every signal names a register of it. Returns maps in listener/device
-    /// order.
+    /// and checks that every signal names a register or variable of it and that integrals read
+    /// existing, non-integral points. Returns maps in listener/device order, then one row per
+    /// publisher.
     pub(crate) fn resolve_maps(
         &self,
         base_dir: &Path,
@@ -210,10 +290,15 @@ impl SiteSpec {
         builtin: &[DeviceMap],
     ) -> Result<Vec<Vec<Arc<DeviceMap>>>, SiteError> {
         let mut files: HashMap<PathBuf, Arc<DeviceMap>> = HashMap::new();
+        let rows = self
+            .listeners
+            .iter()
+            .map(|l| &l.devices)
+            .chain(self.publishers.iter().map(|p| &p.devices));
         let mut out = Vec::new();
-        for l in &self.listeners {
+        for devices in rows {
             let mut row = Vec::new();
-            for d in &l.devices {
+            for d in devices {
                 let map = match (&d.map, &d.map_id) {
                     (Some(path), _) => {
                         let path = base_dir.join(path);
@@ -238,18 +323,46 @@ impl SiteSpec {
                         return Err(SiteError::Invalid(format!("device {:?}: no map", d.id)));
                     }
                 };
-                if let Some(name) = d.signals.keys().find(|n| map.register(n).is_none()) {
-                    return Err(SiteError::Invalid(format!(
-                        "device {:?}: map {:?} has no register {name:?}",
-                        d.id, map.id
-                    )));
-                }
+                check_points(d, &map)?;
                 row.push(map);
             }
             out.push(row);
         }
         Ok(out)
     }
+}
+
+/// Signals name registers, variables do not shadow registers, integrals read existing
+/// non-integral points.
+fn check_points(d: &DeviceSpec, map: &DeviceMap) -> Result<(), SiteError> {
+    let bad = |m: String| Err(SiteError::Invalid(format!("device {:?}: {m}", d.id)));
+    if let Some(name) = d.signals.keys().find(|n| map.register(n).is_none()) {
+        return bad(format!("map {:?} has no register {name:?}", map.id));
+    }
+    if let Some(name) = d.vars.keys().find(|n| map.register(n).is_some()) {
+        return bad(format!("variable {name:?} has the name of a register"));
+    }
+    let is_integral = |n: &str| {
+        d.signals
+            .get(n)
+            .or(d.vars.get(n))
+            .is_some_and(|s| matches!(s.kind, SignalKind::Integral(_)))
+    };
+    for (name, sig) in d.signals.iter().chain(&d.vars) {
+        if let SignalKind::Integral(i) = &sig.kind {
+            for (of, _) in &i.of {
+                if map.register(of).is_none() && !d.vars.contains_key(of) {
+                    return bad(format!("integral {name:?} reads unknown point {of:?}"));
+                }
+                if is_integral(of) {
+                    return bad(format!(
+                        "integral {name:?} reads {of:?}, itself an integral"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -284,6 +397,26 @@ mod tests {
         let s = SiteSpec::from_toml_str(&bad_signal).unwrap();
         let err = s.resolve_maps(Path::new("."), &[], &[map()]).unwrap_err();
         assert!(err.to_string().contains("no register \"y\""), "{err}");
+        let integral = format!(
+            "{OK}vars.q = {{ constant = 1 }}\nvars.i = {{ integral = {{ of = {{ q = 1 }} }} }}\n"
+        );
+        let s = SiteSpec::from_toml_str(&integral).unwrap();
+        s.resolve_maps(Path::new("."), &[map()], &[]).unwrap();
+        for (text, needle) in [
+            (integral.replace("of = { q", "of = { z"), "unknown point"),
+            (
+                integral.replace("of = { q", "of = { i"),
+                "itself an integral",
+            ),
+            (integral.replace("vars.q", "vars.x"), "name of a register"),
+        ] {
+            let s = SiteSpec::from_toml_str(&text).unwrap();
+            let err = s.resolve_maps(Path::new("."), &[map()], &[]).unwrap_err();
+            assert!(
+                err.to_string().contains(needle),
+                "{err} should contain {needle}"
+            );
+        }
     }
 
     #[test]
@@ -307,7 +440,7 @@ mod tests {
         for (text, needle) in [
             (dup_unit.as_str(), "used twice"),
             (dup_dev.as_str(), "duplicate device"),
-            ("listeners = []", "no listeners"),
+            ("listeners = []", "no listeners and no publishers"),
             (&format!("speed = 0\n{OK}"), "speed"),
             (&OK.replace("unit_id = 1", "unit_id = 0"), "broadcast"),
             (&OK.replace("map_id = \"m\"", ""), "exactly one"),
