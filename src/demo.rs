@@ -185,7 +185,8 @@ pub fn time_scaled(text: &str, speed: f64) -> Result<String, String> {
     toml::to_string(&root).map_err(|e| e.to_string())
 }
 
-const SCALED_DURATIONS: [&str; 7] = [
+const SCALED_DURATIONS: [&str; 8] = [
+    "after",
     "on_delay",
     "off_delay",
     "max_age",

@@ -57,6 +57,28 @@ pub struct Alarms {
     /// Alarms on expressions over several channels, the schedule and the site mode.
     #[serde(default)]
     pub composite: Vec<CompositeRule>,
+    /// Flat-line detection: a detector whose reading has not moved for too long is a fault.
+    #[serde(default)]
+    pub stuck: Vec<StuckRule>,
+}
+
+/// A flat-line ("stuck") fault on one channel: every good reading stayed within `band` of the
+/// first one for `after`. A live gas detector always shows some noise; a frozen transmitter
+/// or a sensor at the end of its life shows none, and would never alarm.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StuckRule {
+    /// Channel watched.
+    pub channel: String,
+    /// How long the reading may stay flat.
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    /// Movement (absolute, in the channel's unit) that counts as "still alive"; 0 = any change.
+    #[serde(default)]
+    pub band: f64,
+    /// Priority of the fault.
+    #[serde(default = "default_priority")]
+    pub priority: Priority,
 }
 
 impl Default for Alarms {
@@ -75,6 +97,7 @@ impl Default for Alarms {
             rate: Vec::new(),
             discrete: Vec::new(),
             composite: Vec::new(),
+            stuck: Vec::new(),
         }
     }
 }
@@ -286,7 +309,7 @@ pub struct CompositeRule {
 }
 
 /// Alarm names used by limit and fault alarms.
-pub const RESERVED: [&str; 5] = ["LL", "L", "H", "HH", "fault"];
+pub const RESERVED: [&str; 6] = ["LL", "L", "H", "HH", "fault", "stuck"];
 
 /// Whether a channel kind is a gas whose alarms latch by default.
 pub fn is_gas(kind: &str) -> bool {
@@ -610,6 +633,23 @@ pub fn check(
         let path = format!("alarms.discrete[{i}]");
         check_common(&mut p, &path, &r.channel);
         check_name(&mut p, &path, &r.channel, &r.name);
+    }
+
+    for (i, r) in a.stuck.iter().enumerate() {
+        let path = format!("alarms.stuck[{i}]");
+        check_common(&mut p, &path, &r.channel);
+        if !ids.insert(format!("{}:stuck", r.channel)) {
+            p.err(
+                format!("{path}.channel"),
+                format!("`{}` has two flat-line rules", r.channel),
+            );
+        }
+        if r.after < Duration::from_secs(1) {
+            p.err(format!("{path}.after"), "must be at least 1s");
+        }
+        if r.band.is_nan() || r.band < 0.0 {
+            p.err(format!("{path}.band"), "must be 0 or more");
+        }
     }
 
     // Composite alarms.

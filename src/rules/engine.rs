@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::expr::{Env, Expr, Timers};
 use super::journal::{ModeState, Record, Replayed};
 use super::lifecycle::{Ctx, Input, Life, OutOfService, Refused, Shelf};
-use super::limits::{Delay, Discrete, Limit, Rate};
+use super::limits::{Delay, Discrete, Limit, Rate, Stuck};
 use super::schedule::{Calendar, Flags};
 use crate::config::alarms::is_gas;
 use crate::config::{Resolved, ResolvedChannel};
@@ -33,6 +33,7 @@ enum Det {
     Limit(Limit),
     Rate(Rate),
     Discrete(Discrete),
+    Stuck(Stuck),
     Composite,
     Fault,
 }
@@ -427,6 +428,21 @@ impl Engine {
         }
         let calendar = Calendar::new(&a.schedule);
         let mut comps = Vec::new();
+        for r in &a.stuck {
+            let Some(&ci) = index.get(&ChannelId::new(&r.channel)) else {
+                continue;
+            };
+            let meta = chans[ci].meta.clone();
+            let mut al = new_alarm(
+                format!("{}:stuck", meta.id),
+                "stuck".into(),
+                Some((ci, &meta)),
+                Det::Stuck(Stuck::new(r.band, r.after)),
+            );
+            al.class = AlarmClass::Fault;
+            al.priority = r.priority;
+            add(&mut chans, &mut alarms, ci, al);
+        }
         for r in &a.composite {
             let Ok(mut expr) = Expr::parse(&r.expr) else {
                 // Impossible after validation; refuse loudly rather than run without the rule.
@@ -653,6 +669,22 @@ impl Engine {
         let al = &mut self.alarms[a];
         al.since = Some(wall);
         let (t, message) = match (al.class, t) {
+            (AlarmClass::Fault, Transition::Raised) if matches!(al.det, Det::Stuck(_)) => {
+                let Det::Stuck(st) = &al.det else {
+                    unreachable!("matched above")
+                };
+                (
+                    Transition::Fault,
+                    format!(
+                        "{} fault: reading flat at {} {} (within ±{}) for {}: detector stuck?",
+                        al.channel,
+                        al.value.map_or_else(|| "?".to_owned(), |v| format!("{v}")),
+                        al.unit,
+                        st.band,
+                        humantime::format_duration(st.after)
+                    ),
+                )
+            }
             (AlarmClass::Fault, Transition::Raised) => (
                 Transition::Fault,
                 format!(
@@ -943,6 +975,7 @@ impl Engine {
                             x
                         }
                         Det::Discrete(d) => Some(d.eval(v)),
+                        Det::Stuck(st) => Some(st.eval(now, v)),
                         Det::Composite | Det::Fault => None,
                     };
                     if let Some(raw) = raw {

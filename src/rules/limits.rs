@@ -96,6 +96,46 @@ impl Rate {
     }
 }
 
+/// Flat-line detection: true once every good value for `after` stayed within `band` of the
+/// value that started the flat stretch. Any larger movement starts a new stretch.
+#[derive(Clone, Debug)]
+pub struct Stuck {
+    /// Allowed movement.
+    pub band: f64,
+    /// Flat for this long is a fault.
+    pub after: Duration,
+    anchor: Option<(Instant, f64)>,
+}
+
+impl Stuck {
+    /// A flat-line detector.
+    pub fn new(band: f64, after: Duration) -> Self {
+        Self {
+            band,
+            after,
+            anchor: None,
+        }
+    }
+
+    /// Records a good value and returns the raw condition.
+    pub fn eval(&mut self, now: Instant, v: f64) -> bool {
+        match self.anchor {
+            Some((t0, v0)) if (v - v0).abs() <= self.band => {
+                now.saturating_duration_since(t0) >= self.after
+            }
+            _ => {
+                self.anchor = Some((now, v));
+                false
+            }
+        }
+    }
+
+    /// Since when the reading has been flat.
+    pub fn flat_since(&self) -> Option<Instant> {
+        self.anchor.map(|(t, _)| t)
+    }
+}
+
 /// A discrete alarm on a boolean channel (values 0.0 / 1.0; anything above 0.5 is true).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Discrete {
