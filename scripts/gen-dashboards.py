@@ -106,9 +106,15 @@ DASHBOARDS = {
         panel(1, "Combustible gas (%LEL)", "timeseries", [target(values("combustible_gas"), alias="$tag_channel")],
               0, 0, 24, 10, unit="percent",
               thresholds=steps((None, "green"), (25, "orange"), (50, "red"))),
+        panel(3, "Toxic gas (ppm)", "timeseries", [target(values("toxic_gas"), alias="$tag_channel")],
+              0, 10, 12, 10, unit="ppm",
+              thresholds=steps((None, "green"), (10, "orange"), (20, "red"))),
+        panel(4, "Oxygen (%VOL)", "timeseries", [target(values("oxygen"), alias="$tag_channel")],
+              12, 10, 12, 10, unit="percent",
+              thresholds=steps((None, "red"), (19.5, "green"), (23.5, "red"))),
         panel(2, "Gas detector faults", "timeseries", [target(
             f'SELECT count("quality") FROM "reading" WHERE "kind" =~ /gas|oxygen/ AND "quality" = \'bad\' AND {SITE} AND {AREA} AND $timeFilter GROUP BY time($__interval), "channel" fill(none)',
-            alias="$tag_channel")], 0, 10, 24, 6),
+            alias="$tag_channel")], 0, 20, 24, 6),
     ], [channel_var("gas|oxygen")]),
     "tanks": dashboard("hazgate-tanks", "hazgate: tanks", [
         panel(1, "Tank level (m)", "timeseries", [target(values("tank_level"), alias="$tag_channel")],

@@ -1,13 +1,11 @@
 //! Every query of every Grafana dashboard (panels, variables, annotations) runs against a real
-//! influxd filled by the gateway polling the simulated demo site, and returns data.
+//! influxd filled by the whole demo (simulated Modbus devices and MQTT data units), and returns data.
 
 #[allow(dead_code, reason = "each test binary uses part of the support module")]
 mod support;
 
 use std::path::Path;
 use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
 
 /// Every query in a dashboard with where it came from.
 fn queries(d: &serde_json::Value) -> Vec<(String, String)> {
@@ -64,27 +62,26 @@ async fn every_dashboard_query_returns_data() {
     tokio::time::timeout(Duration::from_secs(120), async {
         let influx = support::influxd();
         support::influxql(&influx, "", "CREATE DATABASE hazgate").await;
-        let cancel = CancellationToken::new();
-        let mut spec = hazgate_sim::demo_spec();
-        spec.listeners[0].listen = "127.0.0.1:0".into();
-        spec.speed = 20.0;
-        let sim = hazgate_sim::start(spec, Path::new("."), cancel.clone())
-            .await
-            .expect("sim");
-        // The demo site runs normally until a scenario stages incidents: a gas alarm and a tank
-        // H alarm by hand.
-        sim.handle.set_value("gd101", "lel", 30.0).expect("set gas");
-        sim.handle
-            .set_value("t101", "level", 10.5)
-            .expect("set level");
+        // The whole demo (Modbus devices and the data units publishing to the embedded broker)
+        // at 20x, with a scenario of no events: the test stages its incidents by hand.
+        let quiet = hazgate_sim::Scenario::from_toml_str(
+            "name = \"quiet\"\ndescription = \"nothing happens\"\nduration = \"1h\"\n",
+        )
+        .expect("scenario");
         let opts = hazgate::demo::DemoOptions {
             listen: "127.0.0.1:0".parse().expect("addr"),
             influx_url: Some(influx.url()),
             influx_db: "hazgate".into(),
             operator_token: None,
         };
-        let cfg = hazgate::demo::demo_config(sim.listeners[0].1, &opts).expect("config");
-        let gw = hazgate::app::start(cfg).await.expect("gateway");
+        let demo = hazgate::demo::start(&opts, quiet, 20.0)
+            .await
+            .unwrap_or_else(|e| panic!("demo does not start: {e:?}"));
+        let sim = &demo.sim;
+        sim.handle.set_value("gd101", "lel", 30.0).expect("set gas");
+        sim.handle
+            .set_value("t101", "level", 10.5)
+            .expect("set level");
         support::eventually(
             Duration::from_secs(30),
             "alarm events in influxd",
@@ -152,9 +149,7 @@ async fn every_dashboard_query_returns_data() {
             failures.len(),
             failures.join("\n")
         );
-        gw.stop().await.expect("stop");
-        cancel.cancel();
-        let _ = sim.wait().await;
+        demo.stop().await.expect("stop");
     })
     .await
     .expect("test timed out");
