@@ -28,10 +28,13 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "HAZGATE_LOG_FORMAT")]
     log_format: LogFormat,
     /// Log filter: a level (`info`) or a tracing filter (`hazgate=debug,warn`). The embedded
-    /// broker (rumqttd) logs every connection at INFO, so it is at WARN by default.
+    /// broker (rumqttd) logs every client connection at INFO and every dropped client (a data
+    /// unit on a flapping 4G link) at ERROR, so it is silent by default: add `rumqttd=warn` to
+    /// see it. What matters (the gateway's own MQTT source, the broker failing) is logged by
+    /// hazgate itself.
     #[arg(
         long,
-        default_value = "info,rumqttd=warn",
+        default_value = "info,rumqttd=off",
         global = true,
         env = "HAZGATE_LOG_LEVEL"
     )]
