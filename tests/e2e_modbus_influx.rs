@@ -254,11 +254,12 @@ async fn demo_config_runs_against_the_demo_site() {
             (5.5..=11.0).contains(&level),
             "tank level plausible: {level}"
         );
-        assert!(
-            gw.state.health.not_ready().is_empty(),
-            "{:?}",
-            gw.state.health.not_ready()
-        );
+        // Ready: every source connected (the MQTT source to the embedded broker too).
+        support::eventually(Duration::from_secs(20), "the gateway ready", || {
+            let st = gw.state.clone();
+            async move { st.health.not_ready().is_empty().then_some(()) }
+        })
+        .await;
         gw.stop().await.expect("clean stop");
         cancel.cancel();
         let _ = sim.wait().await;
