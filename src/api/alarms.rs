@@ -33,7 +33,7 @@ use crate::rules::{Action, AlarmsHandle, Command, CommandError, HistoryFilter};
 
 /// An error answer: status and a JSON `{"error": …}` body. Never echoes tokens.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -62,7 +62,7 @@ pub fn router() -> Router<ApiState> {
         .route("/api/v1/alarms/{id}/{action}", post(act))
 }
 
-fn handle(s: &ApiState) -> Result<&AlarmsHandle, ApiError> {
+pub(super) fn handle(s: &ApiState) -> Result<&AlarmsHandle, ApiError> {
     s.state.alarms.get().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -72,7 +72,11 @@ fn handle(s: &ApiState) -> Result<&AlarmsHandle, ApiError> {
 }
 
 /// Checks the bearer token; returns the holder's name.
-fn authorize(h: &AlarmsHandle, headers: &HeaderMap, need: Role) -> Result<String, ApiError> {
+pub(super) fn authorize(
+    h: &AlarmsHandle,
+    headers: &HeaderMap,
+    need: Role,
+) -> Result<String, ApiError> {
     let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.into());
     let value = headers
         .get(header::AUTHORIZATION)

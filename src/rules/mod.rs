@@ -430,6 +430,7 @@ mod tests {
             alarms: crate::config::Alarms::default(),
             mqtt_sources: vec![],
             mqtt_broker: None,
+            notifications: Default::default(),
         }
     }
 

@@ -1,0 +1,392 @@
+//! Routing, grouping, reminders and escalation (call and respond), as a state machine driven by
+//! alarm events and time ([`Dispatcher`]), and the task that runs it ([`run`]).
+//!
+//! Invariants:
+//! - Every matching route applies (no first-match stop); a route names its tier-1 receivers.
+//! - Clear notifications (`cleared`, `fault_cleared`, `reset`) go only to receivers with
+//!   `send_clear = true`.
+//! - Only low and medium priority events are held for a route's `group_window`; high and
+//!   critical events are turned into notifications at once.
+//! - An alarm raised (or faulted) on a route with escalation tiers or `renotify` is tracked until
+//!   it is answered: an `acknowledged` or `reset` transition, or any event whose state is no
+//!   longer unanswered (normal, active-acknowledged, shelved, suppressed, out of service), stops
+//!   its reminders and escalation. Reminders are sent only while it is active-unacknowledged;
+//!   tiers fire at `raise + after` while it is unanswered.
+//! - Time is tokio time: tests drive it with `tokio::time::pause()`.
+//! - Idempotency keys are derived from the site, event sequence number, route, receiver and
+//!   step, so the same step of the same alarm always has the same key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::config::Route;
+use super::outbox::{Notification, Outbox, Reason};
+use crate::config::Resolved;
+use crate::model::{AlarmEvent, AlarmState, ChannelId, Priority, Transition};
+use crate::telemetry::{Metrics, labels};
+
+#[derive(Debug)]
+struct Track {
+    raised_at: Instant,
+    event: AlarmEvent,
+    next_tier: usize,
+    next_reminder: Option<Instant>,
+    reminders: u32,
+}
+
+#[derive(Debug)]
+struct Group {
+    due: Instant,
+    events: Vec<AlarmEvent>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Recv {
+    send_clear: bool,
+    expire_after: Duration,
+}
+
+/// The routing state machine.
+#[derive(Debug)]
+pub struct Dispatcher {
+    site: String,
+    routes: Vec<Route>,
+    areas: HashMap<ChannelId, String>,
+    receivers: HashMap<String, Recv>,
+    tracks: BTreeMap<(usize, String), Track>,
+    groups: BTreeMap<(usize, String), Group>,
+    metrics: Arc<Metrics>,
+}
+
+impl Dispatcher {
+    /// Builds the dispatcher from the validated configuration.
+    pub fn new(cfg: &Resolved, metrics: Arc<Metrics>) -> Self {
+        let mut routes = cfg.notifications.routes.clone();
+        if routes.is_empty() {
+            routes.push(Route {
+                id: "default".into(),
+                sites: vec![],
+                areas: vec![],
+                kinds: vec![],
+                priorities: vec![],
+                transitions: vec![],
+                classes: vec![],
+                receivers: cfg.receivers.iter().map(|r| r.id().to_owned()).collect(),
+                call: vec![],
+                group_window: None,
+                renotify: None,
+                escalation: vec![],
+            });
+        }
+        Self {
+            site: cfg.site.id.clone(),
+            routes,
+            areas: cfg
+                .channels
+                .iter()
+                .map(|c| (c.id.clone(), c.area.clone()))
+                .collect(),
+            receivers: cfg
+                .receivers
+                .iter()
+                .map(|r| {
+                    let d = r.delivery();
+                    (
+                        r.id().to_owned(),
+                        Recv {
+                            send_clear: d.send_clear,
+                            expire_after: d.expire_after,
+                        },
+                    )
+                })
+                .collect(),
+            tracks: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            metrics,
+        }
+    }
+
+    fn matches(&self, r: &Route, ev: &AlarmEvent) -> bool {
+        let area = self.areas.get(&ev.channel).map_or("", String::as_str);
+        (r.sites.is_empty() || r.sites.iter().any(|s| *s == self.site))
+            && (r.areas.is_empty() || r.areas.iter().any(|a| a == area))
+            && (r.kinds.is_empty() || r.kinds.iter().any(|k| *k == ev.kind))
+            && (r.priorities.is_empty() || r.priorities.contains(&ev.priority))
+            && (r.transitions.is_empty() || r.transitions.contains(&ev.transition))
+            && (r.classes.is_empty() || r.classes.contains(&ev.class))
+    }
+
+    /// Turns one alarm event into notifications (and starts or stops tracking).
+    pub fn on_event(
+        &mut self,
+        ev: &AlarmEvent,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<Notification> {
+        let mut out = Vec::new();
+        // Answers stop reminders and escalation on every route.
+        let answered = matches!(ev.transition, Transition::Acknowledged | Transition::Reset)
+            || !matches!(
+                ev.state,
+                AlarmState::ActiveUnacknowledged
+                    | AlarmState::ReturnedUnacknowledged
+                    | AlarmState::Latched
+            );
+        let keys: Vec<(usize, String)> = self
+            .tracks
+            .keys()
+            .filter(|(_, a)| *a == ev.alarm)
+            .cloned()
+            .collect();
+        for k in keys {
+            if answered {
+                if let Some(t) = self.tracks.remove(&k) {
+                    info!(alarm = %ev.alarm, route = %self.routes[k.0].id, by = ?ev.by, tiers_notified = t.next_tier + 1, "alarm answered: escalation stopped");
+                }
+            } else if ev.state != AlarmState::ActiveUnacknowledged {
+                if let Some(t) = self.tracks.get_mut(&k) {
+                    t.next_reminder = None;
+                }
+            }
+        }
+        let clear = matches!(
+            ev.transition,
+            Transition::Cleared | Transition::FaultCleared | Transition::Reset
+        );
+        for (i, r) in self.routes.iter().enumerate() {
+            if !self.matches(r, ev) {
+                continue;
+            }
+            let groupable = ev.priority <= Priority::Medium && r.group_window.is_some();
+            for rcv in &r.receivers {
+                let Some(info) = self.receivers.get(rcv) else {
+                    continue;
+                };
+                if clear && !info.send_clear {
+                    continue;
+                }
+                if groupable {
+                    let window = r.group_window.unwrap_or_default();
+                    self.groups
+                        .entry((i, rcv.clone()))
+                        .or_insert_with(|| Group {
+                            due: now + window,
+                            events: Vec::new(),
+                        })
+                        .events
+                        .push(ev.clone());
+                    continue;
+                }
+                out.push(Notification {
+                    key: format!("{}-{}-{}-{}", self.site, ev.seq, r.id, rcv),
+                    receiver: rcv.clone(),
+                    route: r.id.clone(),
+                    reason: Reason::Event,
+                    tier: 1,
+                    call: r.call.clone(),
+                    events: vec![ev.clone()],
+                    values: vec![],
+                    priority: ev.priority,
+                    created: wall,
+                    expires: wall + info.expire_after,
+                });
+            }
+            let starts = matches!(ev.transition, Transition::Raised | Transition::Fault)
+                && ev.state == AlarmState::ActiveUnacknowledged
+                && (!r.escalation.is_empty() || r.renotify.is_some());
+            if starts {
+                self.tracks
+                    .entry((i, ev.alarm.clone()))
+                    .or_insert_with(|| Track {
+                        raised_at: now,
+                        event: ev.clone(),
+                        next_tier: 0,
+                        next_reminder: r.renotify.map(|d| now + d),
+                        reminders: 0,
+                    });
+            }
+        }
+        out
+    }
+
+    /// Fires what is due at `now`: escalation tiers, reminders, groups.
+    pub fn on_tick(&mut self, now: Instant, wall: SystemTime) -> Vec<Notification> {
+        let mut out = Vec::new();
+        for ((i, alarm), t) in &mut self.tracks {
+            let r = &self.routes[*i];
+            while let Some(tier) = r.escalation.get(t.next_tier) {
+                if t.raised_at + tier.after > now {
+                    break;
+                }
+                t.next_tier += 1;
+                let n = t.next_tier + 1;
+                self.metrics
+                    .escalations
+                    .get_or_create(&labels([("route", &r.id), ("tier", &n.to_string())]))
+                    .inc();
+                warn!(alarm = %alarm, route = %r.id, tier = n, after = ?tier.after, call = ?tier.call, "alarm not acknowledged in time: escalating");
+                for rcv in &tier.receivers {
+                    let Some(info) = self.receivers.get(rcv) else {
+                        continue;
+                    };
+                    out.push(Notification {
+                        key: format!("{}-{}-{}-t{n}-{rcv}", self.site, t.event.seq, r.id),
+                        receiver: rcv.clone(),
+                        route: r.id.clone(),
+                        reason: Reason::Escalation,
+                        tier: u32::try_from(n).unwrap_or(u32::MAX),
+                        call: tier.call.clone(),
+                        events: vec![t.event.clone()],
+                        values: vec![],
+                        priority: t.event.priority,
+                        created: wall,
+                        expires: wall + info.expire_after,
+                    });
+                }
+            }
+            if let (Some(due), Some(every)) = (t.next_reminder, r.renotify) {
+                if due <= now {
+                    t.reminders += 1;
+                    t.next_reminder = Some(due + every);
+                    for rcv in &r.receivers {
+                        let Some(info) = self.receivers.get(rcv) else {
+                            continue;
+                        };
+                        out.push(Notification {
+                            key: format!(
+                                "{}-{}-{}-r{}-{rcv}",
+                                self.site, t.event.seq, r.id, t.reminders
+                            ),
+                            receiver: rcv.clone(),
+                            route: r.id.clone(),
+                            reason: Reason::Reminder,
+                            tier: 1,
+                            call: r.call.clone(),
+                            events: vec![t.event.clone()],
+                            values: vec![],
+                            priority: t.event.priority,
+                            created: wall,
+                            expires: wall + info.expire_after,
+                        });
+                    }
+                }
+            }
+        }
+        let due: Vec<(usize, String)> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.due <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            if let Some(g) = self.groups.remove(&k) {
+                out.extend(self.group_notification(&k, g, wall));
+            }
+        }
+        out
+    }
+
+    /// Every open group, at once (shutdown).
+    pub fn flush(&mut self, wall: SystemTime) -> Vec<Notification> {
+        let groups = std::mem::take(&mut self.groups);
+        groups
+            .into_iter()
+            .filter_map(|(k, g)| self.group_notification(&k, g, wall))
+            .collect()
+    }
+
+    fn group_notification(
+        &self,
+        (i, rcv): &(usize, String),
+        g: Group,
+        wall: SystemTime,
+    ) -> Option<Notification> {
+        let r = &self.routes[*i];
+        let info = self.receivers.get(rcv)?;
+        let first = g.events.first()?.seq;
+        let last = g.events.last()?.seq;
+        Some(Notification {
+            key: format!("{}-g{first}.{last}-{}-{rcv}", self.site, r.id),
+            receiver: rcv.clone(),
+            route: r.id.clone(),
+            reason: if g.events.len() == 1 {
+                Reason::Event
+            } else {
+                Reason::Group
+            },
+            tier: 1,
+            call: r.call.clone(),
+            priority: g.events.iter().map(|e| e.priority).max()?,
+            events: g.events,
+            values: vec![],
+            created: wall,
+            expires: wall + info.expire_after,
+        })
+    }
+
+    /// The next instant something is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let tiers = self.tracks.iter().flat_map(|((i, _), t)| {
+            let tier = self.routes[*i]
+                .escalation
+                .get(t.next_tier)
+                .map(|x| t.raised_at + x.after);
+            tier.into_iter().chain(t.next_reminder)
+        });
+        let groups = self.groups.values().map(|g| g.due);
+        tiers.chain(groups).min()
+    }
+
+    /// Alarms currently tracked for escalation or reminders, as `(route, alarm, tiers notified)`.
+    pub fn tracked(&self) -> Vec<(String, String, usize)> {
+        self.tracks
+            .iter()
+            .map(|((i, a), t)| (self.routes[*i].id.clone(), a.clone(), t.next_tier + 1))
+            .collect()
+    }
+}
+
+/// Runs the dispatcher until the engine closes `rx`; open groups are flushed at the end.
+pub async fn run(mut d: Dispatcher, mut rx: mpsc::Receiver<AlarmEvent>, outbox: Arc<Outbox>) {
+    loop {
+        let deadline = d.next_deadline();
+        let ns = tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => {
+                    if matches!(ev.transition, Transition::Acknowledged | Transition::Reset) {
+                        let (ob, e) = (outbox.clone(), ev.clone());
+                        let _ = tokio::task::spawn_blocking(move || ob.answer(&e)).await;
+                    }
+                    d.on_event(&ev, Instant::now(), SystemTime::now())
+                }
+                None => break,
+            },
+            () = sleep_until(deadline) => d.on_tick(Instant::now(), SystemTime::now()),
+        };
+        store(&outbox, ns).await;
+    }
+    let ns = d.flush(SystemTime::now());
+    store(&outbox, ns).await;
+    info!("alert dispatcher stopped: the engine's event channel is closed");
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Puts notifications in the outbox (fsync off the runtime).
+pub async fn store(outbox: &Arc<Outbox>, ns: Vec<Notification>) {
+    if ns.is_empty() {
+        return;
+    }
+    let ob = outbox.clone();
+    let _ = tokio::task::spawn_blocking(move || ob.enqueue(ns)).await;
+}
