@@ -390,3 +390,234 @@ pub async fn store(outbox: &Arc<Outbox>, ns: Vec<Notification>) {
     let ob = outbox.clone();
     let _ = tokio::task::spawn_blocking(move || ob.enqueue(ns)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AlarmClass;
+    use std::path::Path;
+
+    const CFG: &str = r#"
+[site]
+id = "s"
+[[receivers]]
+kind = "webhook"
+id = "shift"
+url = "http://127.0.0.1:9/a"
+[[receivers]]
+kind = "webhook"
+id = "manager"
+url = "http://127.0.0.1:9/b"
+send_clear = false
+[[receivers]]
+kind = "webhook"
+id = "township"
+url = "http://127.0.0.1:9/c"
+[[notifications.routes]]
+id = "gas"
+kinds = ["combustible_gas"]
+receivers = ["shift", "manager"]
+call = ["shift leader"]
+group_window = "30s"
+renotify = "10m"
+escalation = [
+  { after = "5m", receivers = ["manager"], call = ["safety manager"] },
+  { after = "15m", receivers = ["township"], call = ["township official"] },
+]
+"#;
+
+    fn dispatcher() -> Dispatcher {
+        let cfg = crate::config::parse(CFG, Path::new("t.toml")).expect("parse");
+        let (cfg, _) = crate::config::validate(&cfg, Path::new(".")).expect("valid");
+        Dispatcher::new(&cfg, Arc::new(Metrics::new()))
+    }
+
+    fn ev(seq: u64, p: Priority, t: Transition, state: AlarmState) -> AlarmEvent {
+        AlarmEvent {
+            seq,
+            alarm: "a.gd1.lel:HH".into(),
+            channel: ChannelId::new("a.gd1.lel"),
+            condition: "HH".into(),
+            priority: p,
+            transition: t,
+            value: Some(55.0),
+            limit: Some(50.0),
+            message: "m".into(),
+            ts: SystemTime::now(),
+            class: AlarmClass::Process,
+            kind: "combustible_gas".into(),
+            state,
+            by: (t == Transition::Acknowledged).then(|| "wang".to_owned()),
+            comment: None,
+        }
+    }
+
+    fn keys(ns: &[Notification]) -> Vec<&str> {
+        ns.iter().map(|n| n.key.as_str()).collect()
+    }
+
+    /// Advances paused time to the dispatcher's next deadline and fires it.
+    async fn step(d: &mut Dispatcher) -> (Duration, Vec<Notification>) {
+        let start = Instant::now();
+        let t = d.next_deadline().expect("something is due");
+        tokio::time::sleep_until(t).await;
+        (t - start, d.on_tick(Instant::now(), SystemTime::now()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unanswered_alarms_escalate_tier_by_tier_until_acknowledged() {
+        tokio::time::timeout(Duration::from_secs(3600), async {
+            let mut d = dispatcher();
+            let t0 = Instant::now();
+            let raised = ev(
+                7,
+                Priority::Critical,
+                Transition::Raised,
+                AlarmState::ActiveUnacknowledged,
+            );
+            let ns = d.on_event(&raised, t0, SystemTime::now());
+            // Critical: never held for the group window.
+            assert_eq!(keys(&ns), ["s-7-gas-shift", "s-7-gas-manager"]);
+            assert_eq!(ns[0].call, ["shift leader"]);
+
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(Instant::now() - t0, Duration::from_secs(300));
+            assert_eq!(keys(&ns), ["s-7-gas-t2-manager"]);
+            assert_eq!((ns[0].reason, ns[0].tier), (Reason::Escalation, 2));
+            assert_eq!(ns[0].call, ["safety manager"]);
+
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(Instant::now() - t0, Duration::from_secs(600));
+            assert_eq!(keys(&ns), ["s-7-gas-r1-shift", "s-7-gas-r1-manager"]);
+            assert_eq!(ns[0].reason, Reason::Reminder);
+
+            // Acknowledged at 12 min: tier 3 (15 min) never fires, no more reminders.
+            tokio::time::advance(Duration::from_secs(120)).await;
+            let ack = ev(
+                8,
+                Priority::Critical,
+                Transition::Acknowledged,
+                AlarmState::ActiveAcknowledged,
+            );
+            let ns = d.on_event(&ack, Instant::now(), SystemTime::now());
+            assert_eq!(
+                keys(&ns),
+                ["s-8-gas-shift", "s-8-gas-manager"],
+                "the acknowledgement is itself notified"
+            );
+            assert!(d.tracked().is_empty());
+            assert_eq!(d.next_deadline(), None);
+            tokio::time::advance(Duration::from_secs(3600)).await;
+            assert!(d.on_tick(Instant::now(), SystemTime::now()).is_empty());
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tiers_continue_after_return_to_normal_while_unacknowledged() {
+        tokio::time::timeout(Duration::from_secs(3600), async {
+            let mut d = dispatcher();
+            let t0 = Instant::now();
+            d.on_event(
+                &ev(
+                    1,
+                    Priority::High,
+                    Transition::Raised,
+                    AlarmState::ActiveUnacknowledged,
+                ),
+                t0,
+                SystemTime::now(),
+            );
+            let cleared = ev(
+                2,
+                Priority::High,
+                Transition::Cleared,
+                AlarmState::ReturnedUnacknowledged,
+            );
+            let ns = d.on_event(&cleared, t0 + Duration::from_secs(60), SystemTime::now());
+            assert_eq!(
+                keys(&ns),
+                ["s-2-gas-shift"],
+                "manager has send_clear = false"
+            );
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(keys(&ns), ["s-1-gas-t2-manager"]);
+            // No reminder: the alarm is no longer active. Next is tier 3 at 15 min.
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(Instant::now() - t0, Duration::from_secs(900));
+            assert_eq!(keys(&ns), ["s-1-gas-t3-township"]);
+            assert_eq!(d.next_deadline(), None);
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn low_priority_events_are_grouped_high_ones_are_not() {
+        tokio::time::timeout(Duration::from_secs(3600), async {
+            let mut d = dispatcher();
+            let t0 = Instant::now();
+            let mut a = ev(
+                1,
+                Priority::Low,
+                Transition::Raised,
+                AlarmState::ActiveUnacknowledged,
+            );
+            a.alarm = "a.gd1.lel:H".into();
+            assert!(d.on_event(&a, t0, SystemTime::now()).is_empty());
+            let mut b = a.clone();
+            b.seq = 2;
+            b.priority = Priority::Medium;
+            assert!(
+                d.on_event(&b, t0 + Duration::from_secs(10), SystemTime::now())
+                    .is_empty()
+            );
+            let high = ev(
+                3,
+                Priority::High,
+                Transition::Raised,
+                AlarmState::ActiveUnacknowledged,
+            );
+            assert_eq!(
+                d.on_event(&high, t0 + Duration::from_secs(11), SystemTime::now())
+                    .len(),
+                2
+            );
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(Instant::now() - t0, Duration::from_secs(30));
+            assert_eq!(keys(&ns), ["s-g1.2-gas-manager", "s-g1.2-gas-shift"]);
+            assert_eq!(ns[0].events.len(), 2);
+            assert_eq!(
+                (ns[0].reason, ns[0].priority),
+                (Reason::Group, Priority::Medium)
+            );
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    #[test]
+    fn routes_match_on_kind_and_the_default_route_sends_everything() {
+        let mut d = dispatcher();
+        let mut e = ev(
+            1,
+            Priority::High,
+            Transition::Raised,
+            AlarmState::ActiveUnacknowledged,
+        );
+        e.kind = "tank".into();
+        assert!(d.on_event(&e, Instant::now(), SystemTime::now()).is_empty());
+        let cfg = crate::config::parse(
+            "[site]\nid = \"s\"\n[[receivers]]\nkind = \"webhook\"\nid = \"h\"\nurl = \"http://127.0.0.1:9/a\"\n",
+            Path::new("t.toml"),
+        )
+        .expect("parse");
+        let (cfg, _) = crate::config::validate(&cfg, Path::new(".")).expect("valid");
+        let mut d = Dispatcher::new(&cfg, Arc::new(Metrics::new()));
+        assert_eq!(
+            keys(&d.on_event(&e, Instant::now(), SystemTime::now())),
+            ["s-1-default-h"]
+        );
+    }
+}

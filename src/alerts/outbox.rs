@@ -566,10 +566,10 @@ impl Outbox {
         for r in recs {
             encode(r, &mut buf);
         }
-        let res =
-            st.file
-                .write_all(&buf)
-                .and_then(|()| if sync { st.file.sync_data() } else { Ok(()) });
+        let res = st
+            .file
+            .write_all(&buf)
+            .and_then(|()| if sync { st.file.sync_data() } else { Ok(()) });
         match res {
             Ok(()) => st.bytes += buf.len() as u64,
             Err(e) => {
