@@ -113,9 +113,9 @@ impl Dispatcher {
 
     fn matches(&self, r: &Route, ev: &AlarmEvent) -> bool {
         let area = self.areas.get(&ev.channel).map_or("", String::as_str);
-        (r.sites.is_empty() || r.sites.iter().any(|s| *s == self.site))
+        (r.sites.is_empty() || r.sites.contains(&self.site))
             && (r.areas.is_empty() || r.areas.iter().any(|a| a == area))
-            && (r.kinds.is_empty() || r.kinds.iter().any(|k| *k == ev.kind))
+            && (r.kinds.is_empty() || r.kinds.contains(&ev.kind))
             && (r.priorities.is_empty() || r.priorities.contains(&ev.priority))
             && (r.transitions.is_empty() || r.transitions.contains(&ev.transition))
             && (r.classes.is_empty() || r.classes.contains(&ev.class))
