@@ -111,8 +111,11 @@ struct Running {
     metrics: Arc<Metrics>,
 }
 
+/// With `[alarms] journal_dir` set, keys are `{site}-{seq}-…` (sequence numbers are stable
+/// across restarts); the engine itself does not run in these tests.
 fn start(toml: &str) -> Running {
-    let cfg = hazgate::config::parse(toml, Path::new("t.toml")).expect("parse");
+    let toml = format!("{toml}\n[alarms]\njournal_dir = \"/var/lib/hazgate/alarms\"\n");
+    let cfg = hazgate::config::parse(&toml, Path::new("t.toml")).expect("parse");
     let (cfg, _) = match hazgate::config::validate(&cfg, Path::new(".")) {
         Ok(c) => c,
         Err(p) => panic!("invalid test config: {p:?}"),

@@ -14,7 +14,14 @@
 //!   tiers fire at `raise + after` while it is unanswered.
 //! - Time is tokio time: tests drive it with `tokio::time::pause()`.
 //! - Idempotency keys are derived from the site, event sequence number, route, receiver and
-//!   step, so the same step of the same alarm always has the same key.
+//!   step, so the same step of the same alarm always has the same key. Without an alarm journal
+//!   sequence numbers restart at 1 with the process, so the key prefix is then
+//!   `{site}~{start time in ms}` instead of `{site}`: a new run never reuses an old key.
+//! - Restart: the outbox remembers up to which sequence number every event's notifications are
+//!   stored ([`Outbox::routed`]; events held in an open group are not yet stored). On start,
+//!   [`Dispatcher::recover`] replays the journal's history: events up to that mark rebuild the
+//!   escalation and reminder tracking silently, later ones are dispatched as if live. Tracking
+//!   uses the event's own time, so a tier due during the downtime fires at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -55,6 +62,7 @@ struct Recv {
 #[derive(Debug)]
 pub struct Dispatcher {
     site: String,
+    prefix: String,
     routes: Vec<Route>,
     areas: HashMap<ChannelId, String>,
     receivers: HashMap<String, Recv>,
@@ -83,8 +91,17 @@ impl Dispatcher {
                 escalation: vec![],
             });
         }
+        let prefix = if cfg.alarms.journal_dir.is_some() {
+            cfg.site.id.clone()
+        } else {
+            let ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            format!("{}~{ms}", cfg.site.id)
+        };
         Self {
             site: cfg.site.id.clone(),
+            prefix,
             routes,
             areas: cfg
                 .channels
@@ -183,7 +200,7 @@ impl Dispatcher {
                     continue;
                 }
                 out.push(Notification {
-                    key: format!("{}-{}-{}-{}", self.site, ev.seq, r.id, rcv),
+                    key: format!("{}-{}-{}-{}", self.prefix, ev.seq, r.id, rcv),
                     receiver: rcv.clone(),
                     route: r.id.clone(),
                     reason: Reason::Event,
@@ -200,13 +217,16 @@ impl Dispatcher {
                 && ev.state == AlarmState::ActiveUnacknowledged
                 && (!r.escalation.is_empty() || r.renotify.is_some());
             if starts {
+                // The raise's own time: an event replayed after a restart keeps its deadlines.
+                let age = wall.duration_since(ev.ts).unwrap_or_default();
+                let raised_at = now.checked_sub(age).unwrap_or(now);
                 self.tracks
                     .entry((i, ev.alarm.clone()))
                     .or_insert_with(|| Track {
-                        raised_at: now,
+                        raised_at,
                         event: ev.clone(),
                         next_tier: 0,
-                        next_reminder: r.renotify.map(|d| now + d),
+                        next_reminder: r.renotify.map(|d| raised_at + d),
                         reminders: 0,
                     });
             }
@@ -235,7 +255,7 @@ impl Dispatcher {
                         continue;
                     };
                     out.push(Notification {
-                        key: format!("{}-{}-{}-t{n}-{rcv}", self.site, t.event.seq, r.id),
+                        key: format!("{}-{}-{}-t{n}-{rcv}", self.prefix, t.event.seq, r.id),
                         receiver: rcv.clone(),
                         route: r.id.clone(),
                         reason: Reason::Escalation,
@@ -260,7 +280,7 @@ impl Dispatcher {
                         out.push(Notification {
                             key: format!(
                                 "{}-{}-{}-r{}-{rcv}",
-                                self.site, t.event.seq, r.id, t.reminders
+                                self.prefix, t.event.seq, r.id, t.reminders
                             ),
                             receiver: rcv.clone(),
                             route: r.id.clone(),
@@ -291,6 +311,47 @@ impl Dispatcher {
         out
     }
 
+    /// The highest sequence number up to which every event handled so far has its
+    /// notifications out of the dispatcher (`last` is the last event handled).
+    pub fn mark(&self, last: u64) -> u64 {
+        self.groups
+            .values()
+            .flat_map(|g| g.events.first())
+            .map(|e| e.seq.saturating_sub(1))
+            .min()
+            .map_or(last, |m| m.min(last))
+    }
+
+    /// Replays the journal's history after a restart: events up to `routed` rebuild tracking
+    /// only; later ones are dispatched. Returns the notifications of the later ones.
+    pub fn recover(
+        &mut self,
+        mut history: Vec<AlarmEvent>,
+        routed: u64,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<Notification> {
+        history.retain(crate::rules::annunciated);
+        history.sort_by_key(|e| e.seq);
+        let (old, new): (Vec<_>, Vec<_>) = history.into_iter().partition(|e| e.seq <= routed);
+        for ev in &old {
+            let _ = self.on_event(ev, now, wall);
+        }
+        self.groups.clear();
+        let mut out = Vec::new();
+        for ev in &new {
+            out.extend(self.on_event(ev, now, wall));
+        }
+        if !new.is_empty() || !self.tracks.is_empty() {
+            info!(
+                replayed = new.len(),
+                tracked = self.tracks.len(),
+                "alert dispatcher recovered from the alarm journal"
+            );
+        }
+        out
+    }
+
     /// Every open group, at once (shutdown).
     pub fn flush(&mut self, wall: SystemTime) -> Vec<Notification> {
         let groups = std::mem::take(&mut self.groups);
@@ -311,7 +372,7 @@ impl Dispatcher {
         let first = g.events.first()?.seq;
         let last = g.events.last()?.seq;
         Some(Notification {
-            key: format!("{}-g{first}.{last}-{}-{rcv}", self.site, r.id),
+            key: format!("{}-g{first}.{last}-{}-{rcv}", self.prefix, r.id),
             receiver: rcv.clone(),
             route: r.id.clone(),
             reason: if g.events.len() == 1 {
@@ -352,7 +413,19 @@ impl Dispatcher {
 }
 
 /// Runs the dispatcher until the engine closes `rx`; open groups are flushed at the end.
-pub async fn run(mut d: Dispatcher, mut rx: mpsc::Receiver<AlarmEvent>, outbox: Arc<Outbox>) {
+/// `history` is the alarm journal's replayed history (empty without a journal).
+pub async fn run(
+    mut d: Dispatcher,
+    mut rx: mpsc::Receiver<AlarmEvent>,
+    outbox: Arc<Outbox>,
+    history: Vec<AlarmEvent>,
+) {
+    let mut last = outbox.routed();
+    if let Some(seq) = history.iter().map(|e| e.seq).max() {
+        let ns = d.recover(history, last, Instant::now(), SystemTime::now());
+        last = last.max(seq);
+        store(&outbox, ns, Some(d.mark(last))).await;
+    }
     loop {
         let deadline = d.next_deadline();
         let ns = tokio::select! {
@@ -362,16 +435,17 @@ pub async fn run(mut d: Dispatcher, mut rx: mpsc::Receiver<AlarmEvent>, outbox: 
                         let (ob, e) = (outbox.clone(), ev.clone());
                         let _ = tokio::task::spawn_blocking(move || ob.answer(&e)).await;
                     }
+                    last = last.max(ev.seq);
                     d.on_event(&ev, Instant::now(), SystemTime::now())
                 }
                 None => break,
             },
             () = sleep_until(deadline) => d.on_tick(Instant::now(), SystemTime::now()),
         };
-        store(&outbox, ns).await;
+        store(&outbox, ns, Some(d.mark(last))).await;
     }
     let ns = d.flush(SystemTime::now());
-    store(&outbox, ns).await;
+    store(&outbox, ns, Some(last)).await;
     info!("alert dispatcher stopped: the engine's event channel is closed");
 }
 
@@ -382,13 +456,13 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
-/// Puts notifications in the outbox (fsync off the runtime).
-pub async fn store(outbox: &Arc<Outbox>, ns: Vec<Notification>) {
-    if ns.is_empty() {
+/// Puts notifications in the outbox (fsync off the runtime), with the routed mark.
+pub async fn store(outbox: &Arc<Outbox>, ns: Vec<Notification>, mark: Option<u64>) {
+    if ns.is_empty() && mark.is_none_or(|m| m <= outbox.routed()) {
         return;
     }
     let ob = outbox.clone();
-    let _ = tokio::task::spawn_blocking(move || ob.enqueue(ns)).await;
+    let _ = tokio::task::spawn_blocking(move || ob.enqueue(ns, mark)).await;
 }
 
 #[cfg(test)]
@@ -400,6 +474,8 @@ mod tests {
     const CFG: &str = r#"
 [site]
 id = "s"
+[alarms]
+journal_dir = "/var/lib/hazgate/alarms"
 [[receivers]]
 kind = "webhook"
 id = "shift"
@@ -597,6 +673,28 @@ escalation = [
         .expect("test timed out");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn recovery_rebuilds_tracking_and_dispatches_what_was_not_routed() {
+        tokio::time::timeout(Duration::from_secs(3600), async {
+            let mut d = dispatcher();
+            let wall = SystemTime::now();
+            let mut raised = ev(1, Priority::Critical, Transition::Raised, AlarmState::ActiveUnacknowledged);
+            raised.ts = wall - Duration::from_secs(360);
+            let mut other = ev(2, Priority::High, Transition::Raised, AlarmState::ActiveUnacknowledged);
+            other.alarm = "a.gd2.lel:H".into();
+            let ns = d.recover(vec![other, raised], 1, Instant::now(), wall);
+            // Event 1 was routed before the restart: no new notification for it; event 2 was not.
+            assert_eq!(keys(&ns), ["s-2-gas-shift", "s-2-gas-manager"]);
+            // Raised 6 minutes ago: tier 2 (5 min) is overdue and fires at once.
+            let ns = d.on_tick(Instant::now(), wall);
+            assert_eq!(keys(&ns), ["s-1-gas-t2-manager"]);
+            assert_eq!(d.tracked().len(), 2);
+            assert_eq!(d.mark(2), 2);
+        })
+        .await
+        .expect("test timed out");
+    }
+
     #[test]
     fn routes_match_on_kind_and_the_default_route_sends_everything() {
         let mut d = dispatcher();
@@ -615,9 +713,10 @@ escalation = [
         .expect("parse");
         let (cfg, _) = crate::config::validate(&cfg, Path::new(".")).expect("valid");
         let mut d = Dispatcher::new(&cfg, Arc::new(Metrics::new()));
-        assert_eq!(
-            keys(&d.on_event(&e, Instant::now(), SystemTime::now())),
-            ["s-1-default-h"]
-        );
+        let ns = d.on_event(&e, Instant::now(), SystemTime::now());
+        // Without an alarm journal, sequence numbers restart with the process: the key carries
+        // the start time so a new run never reuses an old key.
+        let k = &ns[0].key;
+        assert!(k.starts_with("s~") && k.ends_with("-1-default-h"), "{k}");
     }
 }

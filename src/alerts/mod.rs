@@ -162,8 +162,19 @@ pub fn spawn(
         .collect();
     let ob = p.outbox.clone();
     let d = p.dispatcher;
+    // The journal's replayed history (oldest first), for recovery after a restart.
+    let history = state
+        .alarms
+        .get()
+        .map(|h| {
+            h.board.history(&crate::rules::HistoryFilter {
+                limit: usize::MAX,
+                ..Default::default()
+            })
+        })
+        .unwrap_or_default();
     let dispatcher = tokio::spawn(async move {
-        dispatch::run(d, rx, ob).await;
+        dispatch::run(d, rx, ob, history).await;
         closed.cancel();
     });
     Tasks {

@@ -198,6 +198,10 @@ enum Rec {
         entry: LedgerEntry,
         n: Option<Notification>,
     },
+    /// Every alarm event up to this sequence number has its notifications stored.
+    Mark {
+        seq: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -219,6 +223,7 @@ struct Inner {
     store: Option<Store>,
     next_id: u64,
     items: BTreeMap<u64, Item>,
+    routed: u64,
 }
 
 /// What a receiver's worker should do next.
@@ -261,13 +266,14 @@ impl Outbox {
         metrics: Arc<Metrics>,
     ) -> io::Result<(Self, Opened)> {
         let mut items = BTreeMap::new();
+        let mut routed = 0;
         let mut opened = Opened::default();
         let mut store = None;
         if let Some(dir) = &cfg.dir {
             fs::create_dir_all(dir)?;
             let path = dir.join(FILE);
             if path.exists() {
-                opened.corrupt = replay(&path, &mut items)?;
+                opened.corrupt = replay(&path, &mut items, &mut routed)?;
             }
             let file = OpenOptions::new().create(true).append(true).open(&path)?;
             store = Some(Store {
@@ -293,6 +299,7 @@ impl Outbox {
                 store,
                 next_id,
                 items,
+                routed,
             }),
             cfg: cfg.clone(),
             caps,
@@ -326,16 +333,28 @@ impl Outbox {
             .unwrap_or_else(|| Arc::new(Notify::new()))
     }
 
-    /// Stores notifications (fsync'd) and wakes their receivers. Returns their ids.
-    pub fn enqueue(&self, ns: Vec<Notification>) -> Vec<u64> {
+    /// Stores notifications (fsync'd) and wakes their receivers; returns their ids. One whose
+    /// key is already in the outbox is skipped (a replayed event). `mark`: every alarm event up
+    /// to this sequence number now has its notifications stored (written in the same fsync'd
+    /// append).
+    pub fn enqueue(&self, ns: Vec<Notification>, mark: Option<u64>) -> Vec<u64> {
+        let mut g = self.lock();
+        let mark = mark.filter(|m| *m > g.routed);
         if ns.is_empty() {
+            if let Some(seq) = mark {
+                g.routed = seq;
+                self.append(&mut g, &[Rec::Mark { seq }], false);
+            }
             return Vec::new();
         }
-        let mut g = self.lock();
         let mut recs = Vec::new();
         let mut ids = Vec::new();
         let now = Instant::now();
         for n in ns {
+            if g.items.values().any(|it| it.entry.key == n.key) {
+                info!(key = %n.key, "notification already in the outbox; not stored again");
+                continue;
+            }
             let id = g.next_id;
             g.next_id += 1;
             self.metrics
@@ -356,6 +375,10 @@ impl Outbox {
                 },
             );
             ids.push(id);
+        }
+        if let Some(seq) = mark {
+            g.routed = seq;
+            recs.push(Rec::Mark { seq });
         }
         self.append(&mut g, &recs, true);
         let receivers: Vec<String> = recs
@@ -503,6 +526,11 @@ impl Outbox {
             .count()
     }
 
+    /// Every alarm event up to this sequence number had its notifications stored.
+    pub fn routed(&self) -> u64 {
+        self.lock().routed
+    }
+
     /// Whether pending notifications survive a restart.
     pub fn durable(&self) -> bool {
         self.cfg.dir.is_some()
@@ -606,7 +634,9 @@ impl Outbox {
             return;
         }
         let mut lines: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        let mut total = 0u64;
+        let mut mark = Vec::new();
+        encode(&Rec::Mark { seq: g.routed }, &mut mark);
+        let mut total = mark.len() as u64;
         for (id, it) in &g.items {
             let mut buf = Vec::new();
             encode(
@@ -655,6 +685,7 @@ impl Outbox {
         let res = (|| -> io::Result<File> {
             let tmp = st.path.with_extension("jsonl.tmp");
             let mut f = File::create(&tmp)?;
+            f.write_all(&mark)?;
             for l in lines.values() {
                 f.write_all(l)?;
             }
@@ -754,7 +785,11 @@ fn apply_answer(
 }
 
 /// Reads every record; returns the number of damaged lines.
-fn replay(path: &std::path::Path, items: &mut BTreeMap<u64, Item>) -> io::Result<usize> {
+fn replay(
+    path: &std::path::Path,
+    items: &mut BTreeMap<u64, Item>,
+    routed: &mut u64,
+) -> io::Result<usize> {
     let mut corrupt = 0;
     for line in BufReader::new(File::open(path)?).lines() {
         let line = match line {
@@ -816,6 +851,7 @@ fn replay(path: &std::path::Path, items: &mut BTreeMap<u64, Item>) -> io::Result
                 comment,
                 at,
             } => apply_answer(items, &alarm, transition, &by, comment.as_deref(), at),
+            Rec::Mark { seq } => *routed = (*routed).max(seq),
         }
     }
     Ok(corrupt)
@@ -912,7 +948,7 @@ mod tests {
         let ids = ob.enqueue(vec![
             note(1, Priority::High, "hook"),
             note(2, Priority::High, "hook"),
-        ]);
+        ], None);
         let Next::Due(id, n, 0) = ob.next("hook", Instant::now(), SystemTime::now()) else {
             panic!("first notification due");
         };
@@ -936,16 +972,34 @@ mod tests {
         assert_eq!(rows[0].status, Status::Pending);
         // New ids continue after the replayed ones.
         assert_eq!(
-            ob.enqueue(vec![note(3, Priority::Low, "hook")]),
+            ob.enqueue(vec![note(3, Priority::Low, "hook")], None),
             vec![ids[1] + 1]
         );
+    }
+
+    #[test]
+    fn the_routed_mark_survives_and_a_known_key_is_not_stored_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ob, _) = open(dir.path(), 10, 1 << 20);
+        assert_eq!(ob.routed(), 0);
+        ob.enqueue(vec![note(1, Priority::High, "hook")], Some(1));
+        ob.enqueue(vec![], Some(3));
+        assert!(ob.enqueue(vec![note(1, Priority::High, "hook")], Some(2)).is_empty());
+        assert_eq!(ob.routed(), 3, "the mark never goes back");
+        drop(ob);
+        let (ob, opened) = open(dir.path(), 10, 1 << 20);
+        assert_eq!((ob.routed(), opened.pending), (3, 1));
+        // Compaction (on open) keeps the mark.
+        drop(ob);
+        let (ob, _) = open(dir.path(), 10, 1 << 20);
+        assert_eq!(ob.routed(), 3);
     }
 
     #[test]
     fn a_torn_line_is_skipped_and_counted() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (ob, _) = open(dir.path(), 10, 1 << 20);
-        ob.enqueue(vec![note(1, Priority::High, "hook")]);
+        ob.enqueue(vec![note(1, Priority::High, "hook")], None);
         drop(ob);
         let path = dir.path().join(FILE);
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
@@ -961,10 +1015,10 @@ mod tests {
     fn a_full_receiver_queue_evicts_the_lowest_priority_oldest_first() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (ob, _) = open(dir.path(), 2, 1 << 20);
-        ob.enqueue(vec![note(1, Priority::Critical, "hook")]);
-        ob.enqueue(vec![note(2, Priority::Low, "hook")]);
-        ob.enqueue(vec![note(3, Priority::Low, "hook")]);
-        ob.enqueue(vec![note(4, Priority::High, "hook")]);
+        ob.enqueue(vec![note(1, Priority::Critical, "hook")], None);
+        ob.enqueue(vec![note(2, Priority::Low, "hook")], None);
+        ob.enqueue(vec![note(3, Priority::Low, "hook")], None);
+        ob.enqueue(vec![note(4, Priority::High, "hook")], None);
         let f = LedgerFilter {
             receiver: None,
             alarm: None,
@@ -986,7 +1040,7 @@ mod tests {
         let (ob, _) = open(dir.path(), 10, 1 << 20);
         let mut n = note(1, Priority::High, "hook");
         n.expires = n.created;
-        ob.enqueue(vec![n]);
+        ob.enqueue(vec![n], None);
         assert!(matches!(
             ob.next("hook", Instant::now(), SystemTime::now()),
             Next::Wait(None)
@@ -1004,7 +1058,7 @@ mod tests {
     fn failures_are_retried_later_and_answers_are_recorded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (ob, _) = open(dir.path(), 10, 1 << 20);
-        let ids = ob.enqueue(vec![note(1, Priority::High, "hook")]);
+        let ids = ob.enqueue(vec![note(1, Priority::High, "hook")], None);
         let now = Instant::now();
         ob.failed(ids[0], "HTTP 500", now + Duration::from_secs(5));
         match ob.next("hook", now, SystemTime::now()) {
@@ -1034,7 +1088,7 @@ mod tests {
         let max = 64 * 1024;
         let (ob, _) = open(dir.path(), 100_000, max);
         for i in 0..400 {
-            let ids = ob.enqueue(vec![note(i, Priority::Low, "hook")]);
+            let ids = ob.enqueue(vec![note(i, Priority::Low, "hook")], None);
             if i % 10 != 0 {
                 ob.delivered(ids[0], SystemTime::now());
             }

@@ -299,7 +299,7 @@ pub async fn report_loop(
             created: wall,
             expires: wall + cfg.delivery.expire_after,
         };
-        super::dispatch::store(&outbox, vec![n]).await;
+        super::dispatch::store(&outbox, vec![n], None).await;
     }
 }
 
