@@ -104,11 +104,17 @@ fn ev(seq: u64, t: Transition) -> AlarmEvent {
     }
 }
 
+/// A Modbus device (never polled in these tests) that defines the channel `a.gd1.lel`.
+const GAS_CHANNEL: &str = "[[sources]]\nkind = \"modbus_tcp\"\nid = \"c\"\naddress = \"127.0.0.1:9\"\n\
+     [[devices]]\nid = \"gd1\"\narea = \"a\"\nsource = \"c\"\n\
+     [[devices.registers]]\nname = \"lel\"\ntable = \"input\"\naddress = 0\nunit = \"%LEL\"\nspan = { raw = [4000, 20000], eng = [0, 100] }\n";
+
 struct Running {
     tx: mpsc::Sender<AlarmEvent>,
     outbox: Arc<hazgate::alerts::Outbox>,
     tasks: hazgate::alerts::Tasks,
     metrics: Arc<Metrics>,
+    state: Arc<SharedState>,
 }
 
 /// With `[alarms] journal_dir` set, keys are `{site}-{seq}-…` (sequence numbers are stable
@@ -125,12 +131,13 @@ fn start(toml: &str) -> Running {
     let outbox = p.outbox.clone();
     let (tx, rx) = mpsc::channel(16);
     let state = Arc::new(SharedState::new(&cfg));
-    let tasks = hazgate::alerts::spawn(p, rx, state, CancellationToken::new());
+    let tasks = hazgate::alerts::spawn(p, rx, state.clone(), CancellationToken::new());
     Running {
         tx,
         outbox,
         tasks,
         metrics,
+        state,
     }
 }
 
@@ -229,12 +236,14 @@ async fn robots_are_signed_as_their_platforms_document() {
              [[receivers]]\nkind = \"dingtalk\"\nid = \"ding\"\nurl = \"{url}/robot/send\"\ntoken = {{ file = \"{d}/ding-token\" }}\nsecret = {{ file = \"{d}/ding-secret\" }}\nmention_mobiles = [\"13800000000\"]\n\
              [[receivers]]\nkind = \"feishu\"\nid = \"fs\"\nurl = \"{url}/open-apis/bot/v2/hook\"\ntoken = {{ file = \"{d}/fs-token\" }}\nsecret = {{ file = \"{d}/fs-secret\" }}\n\
              [[receivers]]\nkind = \"wecom\"\nid = \"wc\"\nurl = \"{url}/cgi-bin/webhook/send\"\ntoken = {{ file = \"{d}/wc-key\" }}\n\
-             [[notifications.routes]]\nid = \"gas\"\nreceivers = [\"ding\", \"fs\", \"wc\"]\ncall = [\"Wang 13800000000\"]\n"
+             [[receivers]]\nkind = \"webhook\"\nid = \"sms\"\nurl = \"{url}/sms\"\ncontent_type = \"text/plain\"\n\
+             body_template = \"{{site}}: {{alarm}} {{transition}} value {{value}} limit {{limit}}; call {{call}} [{{key}}]\"\n\
+             [[notifications.routes]]\nid = \"gas\"\nreceivers = [\"ding\", \"fs\", \"wc\", \"sms\"]\ncall = [\"Wang 13800000000\"]\n"
         ));
         r.tx.send(ev(5, Transition::Raised)).await.expect("send");
-        let reqs = support::eventually(Duration::from_secs(20), "three robot messages", || {
+        let reqs = support::eventually(Duration::from_secs(20), "three robot messages and an SMS", || {
             let a = h.accepted.lock().expect("lock").clone();
-            async move { (a.len() == 3).then_some(a) }
+            async move { (a.len() == 4).then_some(a) }
         })
         .await;
         let find = |p: &str| reqs.iter().find(|r| r.uri.starts_with(p)).cloned().expect(p);
@@ -271,6 +280,13 @@ async fn robots_are_signed_as_their_platforms_document() {
         assert!(wc.uri.contains("key=WK"), "{}", wc.uri);
         let body: Value = serde_json::from_str(&wc.body).expect("json");
         assert_eq!(body["msgtype"], "text");
+        // SMS gateway: the body template.
+        let sms = find("/sms");
+        assert_eq!(sms.headers["content-type"], "text/plain");
+        assert_eq!(
+            sms.body,
+            "s: a.gd1.lel:HH raised value 55 limit 50; call Wang 13800000000 [s-5-gas-sms]"
+        );
     })
     .await
     .expect("test timed out");
@@ -306,7 +322,7 @@ async fn regulator_feed_is_mapped_and_sm4_encrypted() {
         std::fs::write(dir.path().join("iv"), "000102030405060708090a0b0c0d0e0f\n").expect("iv");
         let d = dir.path().display();
         let r = start(&format!(
-            "[site]\nid = \"s\"\n\
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
              [[receivers]]\nkind = \"regulator\"\nid = \"mem\"\nurl = \"{url}/dust/api\"\napp_id = \"APP1\"\n\
              sm4 = {{ key = {{ file = \"{d}/key\" }}, iv = {{ file = \"{d}/iv\" }} }}\n\
              fields = {{ tag = \"wh\", value = \"sz\", limit_name = \"bjlx\", alarm_time = \"bjsj\", indicator = \"zbbm\", idempotency_key = \"id\" }}\n\
@@ -373,7 +389,10 @@ async fn mqtt_receiver_publishes_with_qos1_and_survives_a_broker_restart() {
         .await;
         let r = start(&format!(
             "[site]\nid = \"s\"\n[[receivers]]\nkind = \"mqtt\"\nid = \"park\"\naddress = \"127.0.0.1:{port}\"\n\
-             topic = \"park/{{site}}/{{priority}}/{{alarm}}\"\ntimeout = \"2s\"\nbackoff_max = \"1s\"\n"
+             topic = \"park/{{site}}/{{priority}}/{{alarm}}\"\ntimeout = \"2s\"\nbackoff_max = \"1s\"\n\
+             [[receivers]]\nkind = \"regulator\"\nid = \"gov\"\nmqtt = {{ address = \"127.0.0.1:{port}\", topic = \"park/gov/{{site}}\" }}\n\
+             fields = {{ tag = \"wh\", value = \"sz\", limit_name = \"bjlx\" }}\ncodes = {{ HH = \"4\" }}\n\
+             [[notifications.routes]]\nid = \"all\"\nreceivers = [\"park\", \"gov\"]\n"
         ));
         r.tx.send(ev(1, Transition::Raised)).await.expect("send");
         let (topic, v) = support::eventually(Duration::from_secs(20), "the MQTT notification", || {
@@ -383,13 +402,20 @@ async fn mqtt_receiver_publishes_with_qos1_and_survives_a_broker_restart() {
         .await;
         assert_eq!(topic, "park/s/critical/a.gd1.lel:HH");
         assert_eq!(v["schema"], "hazgate.alarm.v2");
-        assert_eq!(v["idempotency_key"], "s-1-default-park");
+        assert_eq!(v["idempotency_key"], "s-1-all-park");
+        // The regulator feed over MQTT: the mapped record.
+        let (_, g) = support::eventually(Duration::from_secs(20), "the regulator record over MQTT", || {
+            let g = got.lock().expect("lock").iter().find(|(t, _)| t == "park/gov/s").cloned();
+            async move { g }
+        })
+        .await;
+        assert_eq!((g["sz"].as_f64(), g["bjlx"].as_str()), (Some(55.0), Some("4")));
         // Broker outage: the next notification waits in the outbox and arrives after restart.
         broker.kill();
         r.tx.send(ev(2, Transition::Acknowledged)).await.expect("send");
         support::eventually(Duration::from_secs(20), "a failed attempt during the outage", || {
             let rows = all(&r.outbox);
-            async move { rows.iter().any(|e| e.key == "s-2-default-park" && e.attempts >= 1).then_some(()) }
+            async move { rows.iter().any(|e| e.key == "s-2-all-park" && e.attempts >= 1).then_some(()) }
         })
         .await;
         broker.restart();
@@ -397,11 +423,50 @@ async fn mqtt_receiver_publishes_with_qos1_and_survives_a_broker_restart() {
             let rows = all(&r.outbox);
             async move {
                 rows.iter()
-                    .any(|e| e.key == "s-2-default-park" && e.status == Status::Delivered)
+                    .any(|e| e.key == "s-2-all-park" && e.status == Status::Delivered)
                     .then_some(())
             }
         })
         .await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_reports_real_time_values_periodically() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[receivers]]\nkind = \"regulator\"\nid = \"gov\"\nurl = \"{url}/realtime\"\nreport_interval = \"1s\"\n\
+             fields = {{ record_type = \"type\", tag = \"wh\", value = \"sz\", unit = \"dw\", state = \"zt\", time = \"sj\" }}\n\
+             codes = {{ value = \"RT\", good = \"0\", bad = \"1\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\n"
+        ));
+        r.state.record(
+            &hazgate::model::Sample {
+                channel: ChannelId::new("a.gd1.lel"),
+                ts: SystemTime::now(),
+                reading: hazgate::model::Reading::Good(12.5),
+            },
+            vec![],
+        );
+        let req = support::eventually(Duration::from_secs(20), "a real-time report", || {
+            let a = h.accepted.lock().expect("lock").first().cloned();
+            async move { a }
+        })
+        .await;
+        assert!(req.uri.starts_with("/realtime"));
+        let rec: Value = serde_json::from_str(&req.body).expect("json");
+        assert_eq!(rec["type"], "RT");
+        assert_eq!(rec["wh"], "GT-101");
+        assert_eq!(rec["sz"], 12.5);
+        assert_eq!(rec["dw"], "%LEL");
+        assert_eq!(rec["zt"], "0");
+        assert!(rec["sj"].as_str().is_some_and(|s| s.len() == 19), "{rec}");
+        let rows = all(&r.outbox);
+        assert!(rows.iter().any(|e| e.reason == hazgate::alerts::outbox::Reason::Report && e.status == Status::Delivered));
     })
     .await
     .expect("test timed out");

@@ -326,7 +326,13 @@ impl P<'_> {
 }
 
 /// Checks the receiver kinds of this module and the `[notifications]` section.
-pub fn check(n: &Notifications, receivers: &[Receiver], site: &str) -> Vec<Problem> {
+/// `channel_exists` tells whether a channel id is configured.
+pub fn check(
+    n: &Notifications,
+    receivers: &[Receiver],
+    site: &str,
+    channel_exists: &dyn Fn(&str) -> bool,
+) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut p = P(&mut out);
     for (i, r) in receivers.iter().enumerate() {
@@ -377,6 +383,14 @@ pub fn check(n: &Notifications, receivers: &[Receiver], site: &str) -> Vec<Probl
                         format!("{path}.fields"),
                         "map at least one canonical field to the platform's name",
                     );
+                }
+                for (j, pt) in g.points.iter().enumerate() {
+                    if !channel_exists(&pt.channel) {
+                        p.err(
+                            format!("{path}.points[{j}].channel"),
+                            format!("unknown channel `{}`", pt.channel),
+                        );
+                    }
                 }
                 if g.report_interval
                     .is_some_and(|d| d < Duration::from_secs(1))

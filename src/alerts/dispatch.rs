@@ -678,9 +678,19 @@ escalation = [
         tokio::time::timeout(Duration::from_secs(3600), async {
             let mut d = dispatcher();
             let wall = SystemTime::now();
-            let mut raised = ev(1, Priority::Critical, Transition::Raised, AlarmState::ActiveUnacknowledged);
+            let mut raised = ev(
+                1,
+                Priority::Critical,
+                Transition::Raised,
+                AlarmState::ActiveUnacknowledged,
+            );
             raised.ts = wall - Duration::from_secs(360);
-            let mut other = ev(2, Priority::High, Transition::Raised, AlarmState::ActiveUnacknowledged);
+            let mut other = ev(
+                2,
+                Priority::High,
+                Transition::Raised,
+                AlarmState::ActiveUnacknowledged,
+            );
             other.alarm = "a.gd2.lel:H".into();
             let ns = d.recover(vec![other, raised], 1, Instant::now(), wall);
             // Event 1 was routed before the restart: no new notification for it; event 2 was not.

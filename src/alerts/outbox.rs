@@ -26,7 +26,7 @@
 //!   counted (`hazgate_outbox_errors_total`) and logged at ERROR.
 //! - Blocking: every method may write and fsync; async callers use `spawn_blocking`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -216,6 +216,8 @@ struct Store {
     path: PathBuf,
     file: File,
     bytes: u64,
+    /// Bytes right after the last compaction.
+    live: u64,
 }
 
 #[derive(Debug)]
@@ -224,6 +226,38 @@ struct Inner {
     next_id: u64,
     items: BTreeMap<u64, Item>,
     routed: u64,
+    /// Pending ids per receiver (index over `items`).
+    pending: HashMap<String, BTreeSet<u64>>,
+    /// Keys of every row in `items` (index).
+    keys: HashSet<String>,
+}
+
+impl Inner {
+    fn insert(&mut self, id: u64, it: Item) {
+        self.keys.insert(it.entry.key.clone());
+        if it.n.is_some() {
+            self.pending
+                .entry(it.entry.receiver.clone())
+                .or_default()
+                .insert(id);
+        }
+        self.items.insert(id, it);
+    }
+
+    fn unpend(&mut self, id: u64) {
+        if let Some(it) = self.items.get(&id) {
+            if let Some(p) = self.pending.get_mut(&it.entry.receiver) {
+                p.remove(&id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.unpend(id);
+        if let Some(it) = self.items.remove(&id) {
+            self.keys.remove(&it.entry.key);
+        }
+    }
 }
 
 /// What a receiver's worker should do next.
@@ -280,6 +314,7 @@ impl Outbox {
                 path,
                 file,
                 bytes: 0,
+                live: 0,
             });
         }
         let next_id = items.keys().next_back().map_or(1, |k| k + 1);
@@ -294,13 +329,19 @@ impl Outbox {
             .keys()
             .map(|k| (k.clone(), Arc::new(Notify::new())))
             .collect();
+        let mut inner = Inner {
+            store,
+            next_id,
+            items: BTreeMap::new(),
+            routed,
+            pending: HashMap::new(),
+            keys: HashSet::new(),
+        };
+        for (id, it) in items {
+            inner.insert(id, it);
+        }
         let ob = Self {
-            inner: Mutex::new(Inner {
-                store,
-                next_id,
-                items,
-                routed,
-            }),
+            inner: Mutex::new(inner),
             cfg: cfg.clone(),
             caps,
             wake,
@@ -351,7 +392,7 @@ impl Outbox {
         let mut ids = Vec::new();
         let now = Instant::now();
         for n in ns {
-            if g.items.values().any(|it| it.entry.key == n.key) {
+            if g.keys.contains(&n.key) {
                 info!(key = %n.key, "notification already in the outbox; not stored again");
                 continue;
             }
@@ -366,7 +407,7 @@ impl Outbox {
                 .inc();
             let entry = entry_of(id, &n);
             recs.push(Rec::Put { id, n: n.clone() });
-            g.items.insert(
+            g.insert(
                 id,
                 Item {
                     entry,
@@ -408,11 +449,9 @@ impl Outbox {
         let mut expired = Vec::new();
         let mut earliest: Option<Instant> = None;
         let mut found = None;
-        for (id, it) in &g.items {
+        let ids = g.pending.get(receiver).into_iter().flatten();
+        for (id, it) in ids.filter_map(|id| g.items.get(id).map(|it| (id, it))) {
             let Some(n) = &it.n else { continue };
-            if n.receiver != receiver {
-                continue;
-            }
             if n.expires <= wall {
                 expired.push(*id);
                 continue;
@@ -514,18 +553,6 @@ impl Outbox {
         backlog(&self.lock(), &self.caps)
     }
 
-    /// Pending notifications of one receiver that are due now (for draining at shutdown).
-    pub fn due_count(&self, receiver: &str, now: Instant) -> usize {
-        self.lock()
-            .items
-            .values()
-            .filter(|it| {
-                it.n.as_ref().is_some_and(|n| n.receiver == receiver)
-                    && it.due.is_none_or(|d| d <= now)
-            })
-            .count()
-    }
-
     /// Every alarm event up to this sequence number had its notifications stored.
     pub fn routed(&self) -> u64 {
         self.lock().routed
@@ -543,8 +570,9 @@ impl Outbox {
         status: Status,
         wall: SystemTime,
     ) -> Option<LedgerEntry> {
+        g.items.get(&id)?.n.as_ref()?;
+        g.unpend(id);
         let it = g.items.get_mut(&id)?;
-        it.n.as_ref()?;
         it.n = None;
         it.due = None;
         it.entry.status = status;
@@ -572,15 +600,15 @@ impl Outbox {
     fn enforce_cap(&self, g: &mut Inner, receiver: &str) {
         let cap = self.caps.get(receiver).copied().unwrap_or(usize::MAX);
         loop {
-            let pending: Vec<(Priority, u64)> = g
-                .items
-                .iter()
-                .filter(|(_, it)| it.n.as_ref().is_some_and(|n| n.receiver == receiver))
-                .map(|(id, it)| (it.entry.priority, *id))
-                .collect();
-            if pending.len() <= cap {
+            let ids = g.pending.get(receiver);
+            if ids.is_none_or(|p| p.len() <= cap) {
                 return;
             }
+            let pending: Vec<(Priority, u64)> = ids
+                .into_iter()
+                .flatten()
+                .filter_map(|id| g.items.get(id).map(|it| (it.entry.priority, *id)))
+                .collect();
             let Some(&(_, victim)) = pending.iter().min() else {
                 return;
             };
@@ -610,10 +638,20 @@ impl Outbox {
     }
 
     fn maybe_compact(&self, g: &mut Inner) {
-        if g.store
-            .as_ref()
-            .is_some_and(|s| s.bytes > self.cfg.max_bytes / 2)
-        {
+        // In memory: only the ledger is trimmed, once it holds twice its size.
+        if g.store.is_none() {
+            let pending: usize = g.pending.values().map(BTreeSet::len).sum();
+            if g.items.len() - pending > 2 * self.cfg.ledger_entries {
+                self.compact(g);
+            }
+            return;
+        }
+        // Past half the budget, and at least twice what the last compaction left (so a large
+        // live set does not cause a rewrite on every append), or past the budget.
+        if g.store.as_ref().is_some_and(|s| {
+            s.bytes > self.cfg.max_bytes
+                || (s.bytes > self.cfg.max_bytes / 2 && s.bytes >= 2 * s.live)
+        }) {
             self.compact(g);
         }
     }
@@ -628,7 +666,7 @@ impl Outbox {
             .collect();
         let extra = finished.len().saturating_sub(self.cfg.ledger_entries);
         for id in &finished[..extra] {
-            g.items.remove(id);
+            g.remove(*id);
         }
         if g.store.is_none() {
             return;
@@ -667,6 +705,7 @@ impl Outbox {
         }
         for (pending, id) in victims {
             if pending {
+                g.unpend(id);
                 if let Some(it) = g.items.get_mut(&id) {
                     it.n = None;
                     it.entry.status = Status::Evicted;
@@ -679,7 +718,7 @@ impl Outbox {
                     error!(receiver = %e.receiver, key = %e.key, alarms = ?e.alarms, "outbox over its disk budget: notification evicted");
                 }
             }
-            g.items.remove(&id);
+            g.remove(id);
         }
         let Some(st) = g.store.as_mut() else { return };
         let res = (|| -> io::Result<File> {
@@ -700,6 +739,7 @@ impl Outbox {
             Ok(f) => {
                 st.file = f;
                 st.bytes = total;
+                st.live = total;
                 info!(bytes = total, records = lines.len(), "outbox compacted");
             }
             Err(e) => {
@@ -748,10 +788,8 @@ fn entry_of(id: u64, n: &Notification) -> LedgerEntry {
 
 fn backlog(g: &Inner, caps: &HashMap<String, usize>) -> BTreeMap<String, usize> {
     let mut m: BTreeMap<String, usize> = caps.keys().map(|k| (k.clone(), 0)).collect();
-    for it in g.items.values() {
-        if let Some(n) = &it.n {
-            *m.entry(n.receiver.clone()).or_default() += 1;
-        }
+    for (r, ids) in &g.pending {
+        m.insert(r.clone(), ids.len());
     }
     m
 }
@@ -945,10 +983,13 @@ mod tests {
     fn pending_notifications_survive_a_reopen_and_delivered_ones_do_not() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (ob, _) = open(dir.path(), 10, 1 << 20);
-        let ids = ob.enqueue(vec![
-            note(1, Priority::High, "hook"),
-            note(2, Priority::High, "hook"),
-        ], None);
+        let ids = ob.enqueue(
+            vec![
+                note(1, Priority::High, "hook"),
+                note(2, Priority::High, "hook"),
+            ],
+            None,
+        );
         let Next::Due(id, n, 0) = ob.next("hook", Instant::now(), SystemTime::now()) else {
             panic!("first notification due");
         };
@@ -984,7 +1025,10 @@ mod tests {
         assert_eq!(ob.routed(), 0);
         ob.enqueue(vec![note(1, Priority::High, "hook")], Some(1));
         ob.enqueue(vec![], Some(3));
-        assert!(ob.enqueue(vec![note(1, Priority::High, "hook")], Some(2)).is_empty());
+        assert!(
+            ob.enqueue(vec![note(1, Priority::High, "hook")], Some(2))
+                .is_empty()
+        );
         assert_eq!(ob.routed(), 3, "the mark never goes back");
         drop(ob);
         let (ob, opened) = open(dir.path(), 10, 1 << 20);
@@ -993,6 +1037,29 @@ mod tests {
         drop(ob);
         let (ob, _) = open(dir.path(), 10, 1 << 20);
         assert_eq!(ob.routed(), 3);
+    }
+
+    #[test]
+    fn in_memory_the_ledger_is_trimmed() {
+        let cfg = OutboxConfig {
+            dir: None,
+            max_bytes: 1 << 20,
+            ledger_entries: 10,
+        };
+        let caps = [("hook".to_owned(), 100)].into_iter().collect();
+        let (ob, _) = Outbox::open(&cfg, caps, Arc::new(Metrics::new())).expect("open");
+        for i in 0..100 {
+            let ids = ob.enqueue(vec![note(i, Priority::High, "hook")], None);
+            ob.delivered(ids[0], SystemTime::now());
+        }
+        let all = LedgerFilter {
+            receiver: None,
+            alarm: None,
+            status: None,
+            limit: 1000,
+        };
+        assert!(ob.ledger(&all).len() <= 21, "{}", ob.ledger(&all).len());
+        assert!(!ob.durable());
     }
 
     #[test]

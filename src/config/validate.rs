@@ -564,6 +564,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         &cfg.notifications,
         &cfg.receivers,
         &cfg.site.id,
+        &|c| by_id.contains_key(&ChannelId::new(c)),
     ));
 
     // Outputs.
