@@ -471,3 +471,29 @@ async fn regulator_reports_real_time_values_periodically() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robot_tokens_never_reach_the_ledger() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dead = support::free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("t"), "TOKEN-7f3a9c").expect("token");
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n[[receivers]]\nkind = \"dingtalk\"\nid = \"ding\"\n\
+             url = \"http://127.0.0.1:{dead}/robot/send\"\ntoken = {{ file = \"{}/t\" }}\n",
+            dir.path().display()
+        ));
+        r.tx.send(ev(1, Transition::Raised)).await.expect("send");
+        let err = support::eventually(Duration::from_secs(20), "a failed attempt", || {
+            let e = all(&r.outbox).first().and_then(|e| e.last_error.clone());
+            async move { e }
+        })
+        .await;
+        assert!(
+            !err.contains("TOKEN-7f3a9c"),
+            "token leaked into the ledger: {err}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}

@@ -173,8 +173,17 @@ impl Worker {
                         self.left_behind(&outbox);
                         return;
                     }
-                    let res = tokio::time::timeout(self.delivery.timeout, self.send(&n)).await;
-                    let res = res.unwrap_or_else(|_| Err("timed out".into()));
+                    let res = tokio::select! {
+                        r = tokio::time::timeout(self.delivery.timeout, self.send(&n)) => {
+                            r.unwrap_or_else(|_| Err("timed out".into()))
+                        }
+                        // The grace period is over: the attempt is abandoned; the notification
+                        // stays pending in the outbox.
+                        () = deadline.cancelled() => {
+                            self.left_behind(&outbox);
+                            return;
+                        }
+                    };
                     let ob = outbox.clone();
                     match res {
                         Ok(()) => {
@@ -277,7 +286,7 @@ impl Worker {
                 format!("sha256={}", hex(&hmac(s.expose().as_bytes(), &msg))),
             );
         }
-        let resp = req.body(body).send().await.map_err(|e| e.to_string())?;
+        let resp = req.body(body).send().await.map_err(http_error)?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -331,7 +340,7 @@ impl Worker {
             .header("Idempotency-Key", &n.key)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(http_error)?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("HTTP {status}"));
@@ -339,7 +348,7 @@ impl Worker {
         let v: Value = resp
             .json()
             .await
-            .map_err(|e| format!("answer is not JSON: {e}"))?;
+            .map_err(|e| format!("answer is not JSON: {}", http_error(e)))?;
         let code = v
             .get("errcode")
             .or_else(|| v.get("code"))
@@ -358,6 +367,12 @@ impl Worker {
             None => Err("robot answer has no errcode/code".into()),
         }
     }
+}
+
+/// A request error without its URL: robot tokens travel in the URL and must never reach a log
+/// or the ledger.
+pub fn http_error(e: reqwest::Error) -> String {
+    e.without_url().to_string()
 }
 
 async fn sleep_until(t: Option<Instant>) {

@@ -58,6 +58,41 @@ struct Recv {
     expire_after: Duration,
 }
 
+/// One step of an alarm's notification: the event itself, a reminder, an escalation tier.
+struct Step<'a> {
+    reason: Reason,
+    tier: u32,
+    call: &'a [String],
+    /// Key suffix after the route: empty, `-t{tier}`, `-r{n}`.
+    tag: String,
+}
+
+impl Step<'_> {
+    fn notify(
+        &self,
+        prefix: &str,
+        route: &str,
+        rcv: &str,
+        ev: &AlarmEvent,
+        info: &Recv,
+        wall: SystemTime,
+    ) -> Notification {
+        Notification {
+            key: format!("{prefix}-{}-{route}{}-{rcv}", ev.seq, self.tag),
+            receiver: rcv.to_owned(),
+            route: route.to_owned(),
+            reason: self.reason,
+            tier: self.tier,
+            call: self.call.to_vec(),
+            events: vec![ev.clone()],
+            values: vec![],
+            priority: ev.priority,
+            created: wall,
+            expires: wall + info.expire_after,
+        }
+    }
+}
+
 /// The routing state machine.
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -199,19 +234,13 @@ impl Dispatcher {
                         .push(ev.clone());
                     continue;
                 }
-                out.push(Notification {
-                    key: format!("{}-{}-{}-{}", self.prefix, ev.seq, r.id, rcv),
-                    receiver: rcv.clone(),
-                    route: r.id.clone(),
+                let step = Step {
                     reason: Reason::Event,
                     tier: 1,
-                    call: r.call.clone(),
-                    events: vec![ev.clone()],
-                    values: vec![],
-                    priority: ev.priority,
-                    created: wall,
-                    expires: wall + info.expire_after,
-                });
+                    call: &r.call,
+                    tag: String::new(),
+                };
+                out.push(step.notify(&self.prefix, &r.id, rcv, ev, info, wall));
             }
             let starts = matches!(ev.transition, Transition::Raised | Transition::Fault)
                 && ev.state == AlarmState::ActiveUnacknowledged
@@ -254,19 +283,13 @@ impl Dispatcher {
                     let Some(info) = self.receivers.get(rcv) else {
                         continue;
                     };
-                    out.push(Notification {
-                        key: format!("{}-{}-{}-t{n}-{rcv}", self.prefix, t.event.seq, r.id),
-                        receiver: rcv.clone(),
-                        route: r.id.clone(),
+                    let step = Step {
                         reason: Reason::Escalation,
                         tier: u32::try_from(n).unwrap_or(u32::MAX),
-                        call: tier.call.clone(),
-                        events: vec![t.event.clone()],
-                        values: vec![],
-                        priority: t.event.priority,
-                        created: wall,
-                        expires: wall + info.expire_after,
-                    });
+                        call: &tier.call,
+                        tag: format!("-t{n}"),
+                    };
+                    out.push(step.notify(&self.prefix, &r.id, rcv, &t.event, info, wall));
                 }
             }
             if let (Some(due), Some(every)) = (t.next_reminder, r.renotify) {
@@ -277,22 +300,13 @@ impl Dispatcher {
                         let Some(info) = self.receivers.get(rcv) else {
                             continue;
                         };
-                        out.push(Notification {
-                            key: format!(
-                                "{}-{}-{}-r{}-{rcv}",
-                                self.prefix, t.event.seq, r.id, t.reminders
-                            ),
-                            receiver: rcv.clone(),
-                            route: r.id.clone(),
+                        let step = Step {
                             reason: Reason::Reminder,
                             tier: 1,
-                            call: r.call.clone(),
-                            events: vec![t.event.clone()],
-                            values: vec![],
-                            priority: t.event.priority,
-                            created: wall,
-                            expires: wall + info.expire_after,
-                        });
+                            call: &r.call,
+                            tag: format!("-r{}", t.reminders),
+                        };
+                        out.push(step.notify(&self.prefix, &r.id, rcv, &t.event, info, wall));
                     }
                 }
             }

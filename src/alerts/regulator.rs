@@ -226,7 +226,11 @@ impl Regulator {
         if let Some(a) = &self.cfg.app_id {
             req = req.header(&self.cfg.app_id_header, a);
         }
-        let resp = req.body(body).send().await.map_err(|e| e.to_string())?;
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(super::deliver::http_error)?;
         if resp.status().is_success() {
             Ok(())
         } else {
