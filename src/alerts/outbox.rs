@@ -764,7 +764,7 @@ impl Outbox {
 }
 
 fn entry_of(id: u64, n: &Notification) -> LedgerEntry {
-    LedgerEntry {
+    let mut e = LedgerEntry {
         id,
         key: n.key.clone(),
         receiver: n.receiver.clone(),
@@ -783,7 +783,14 @@ fn entry_of(id: u64, n: &Notification) -> LedgerEntry {
         answered_by: None,
         answered_at: None,
         handling: None,
+    };
+    // A notification of the answer itself carries it.
+    for ev in &n.events {
+        if let Some(by) = &ev.by {
+            answer_entry(&mut e, ev.transition, by, ev.comment.as_deref(), ev.ts);
+        }
     }
+    e
 }
 
 fn backlog(g: &Inner, caps: &HashMap<String, usize>) -> BTreeMap<String, usize> {
@@ -803,22 +810,32 @@ fn apply_answer(
     at: SystemTime,
 ) {
     for it in items.values_mut() {
-        if !it.entry.alarms.iter().any(|a| a == alarm) {
-            continue;
+        if it.entry.alarms.iter().any(|a| a == alarm) {
+            answer_entry(&mut it.entry, t, by, comment, at);
         }
-        match t {
-            Transition::Acknowledged if it.entry.answered_by.is_none() => {
-                it.entry.answered_by = Some(by.to_owned());
-                it.entry.answered_at = Some(at);
-            }
-            Transition::Reset if it.entry.handling.is_none() => {
-                it.entry.handling = Some(match comment {
-                    Some(c) => format!("reset by {by}: {c}"),
-                    None => format!("reset by {by}"),
-                });
-            }
-            _ => {}
+    }
+}
+
+/// Records an acknowledgement (who, when) or a reset (the handling result) on a ledger row.
+fn answer_entry(
+    e: &mut LedgerEntry,
+    t: Transition,
+    by: &str,
+    comment: Option<&str>,
+    at: SystemTime,
+) {
+    match t {
+        Transition::Acknowledged if e.answered_by.is_none() => {
+            e.answered_by = Some(by.to_owned());
+            e.answered_at = Some(at);
         }
+        Transition::Reset if e.handling.is_none() => {
+            e.handling = Some(match comment {
+                Some(c) => format!("reset by {by}: {c}"),
+                None => format!("reset by {by}"),
+            });
+        }
+        _ => {}
     }
 }
 
