@@ -175,3 +175,96 @@ async fn sigkill_with_pending_notifications_loses_nothing() {
     .await
     .expect("test timed out");
 }
+
+/// An alarm raised, notified to tier 1, then the process killed before tier 2 is due: after the
+/// restart the dispatcher rebuilds the escalation from the journal and tier 2 fires (the alarm is
+/// still active, so the engine raises nothing new that could trigger it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalation_survives_sigkill() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let g2 = got.clone();
+        let app = Router::new().route(
+            "/{who}",
+            post(move |axum::extract::Path(who): axum::extract::Path<String>, headers: HeaderMap| {
+                let g = g2.clone();
+                async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    g.lock().expect("lock").push((who, key));
+                    StatusCode::OK
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let hook = l.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(l, app).await });
+
+        let cancel = CancellationToken::new();
+        let spec = hazgate_sim::site::SiteSpec::from_toml_str(
+            "[[listeners]]\nid = \"c\"\n[[listeners.devices]]\nid = \"gd1\"\nunit_id = 1\nmap_id = \"gas-4-20ma\"\nsignals.lel = { constant = 60 }\n",
+        )
+        .expect("spec");
+        let sim = hazgate_sim::start(spec, Path::new("."), cancel.clone()).await.expect("sim");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display();
+        let config = dir.path().join("gw.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[site]\nid = \"s\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+                 [alarms]\njournal_dir = \"{d}/journal\"\n\
+                 [notifications.outbox]\ndir = \"{d}/outbox\"\n\
+                 [[sources]]\nkind = \"modbus_tcp\"\nid = \"c\"\naddress = \"{}\"\n\
+                 [[devices]]\nid = \"gd1\"\narea = \"a\"\nsource = \"c\"\npoll_interval = \"100ms\"\n\
+                 [[devices.registers]]\nname = \"lel\"\ntable = \"input\"\naddress = 0\nspan = {{ raw = [4000, 20000], eng = [0, 100] }}\n\
+                 [[rules]]\nchannel = \"a.gd1.lel\"\nhh = 50\n\
+                 [[receivers]]\nkind = \"webhook\"\nid = \"shift\"\nurl = \"http://{hook}/shift\"\n\
+                 [[receivers]]\nkind = \"webhook\"\nid = \"boss\"\nurl = \"http://{hook}/boss\"\n\
+                 [[notifications.routes]]\nid = \"gas\"\nreceivers = [\"shift\"]\n\
+                 escalation = [{{ after = \"4s\", receivers = [\"boss\"] }}]\n",
+                sim.listeners[0].1
+            ),
+        )
+        .expect("config");
+        let log = dir.path().join("hazgate.log");
+        let mut child = spawn(&config, &log);
+        let first = support::eventually(Duration::from_secs(30), "tier 1 notified", || {
+            let g = got.lock().expect("lock").first().cloned();
+            async move { g }
+        })
+        .await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        assert_eq!(first.0, "shift");
+        assert!(
+            got.lock().expect("lock").iter().all(|(who, _)| who == "shift"),
+            "killed before tier 2 was due"
+        );
+        let mut child = spawn(&config, &log);
+        let (_, key) = support::eventually(Duration::from_secs(30), "tier 2 after the restart", || {
+            let g = got.lock().expect("lock").iter().find(|(w, _)| w == "boss").cloned();
+            async move { g }
+        })
+        .await;
+        assert!(key.starts_with("s-") && key.ends_with("-gas-t2-boss"), "{key}");
+        // Tier 1 was not notified again under another key.
+        let shift: BTreeSet<String> = got
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(w, _)| w == "shift")
+            .map(|(_, k)| k.clone())
+            .collect();
+        assert_eq!(shift.len(), 1, "{shift:?}");
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        cancel.cancel();
+        let _ = sim.wait().await;
+    })
+    .await
+    .expect("test timed out");
+}
