@@ -251,6 +251,12 @@ impl Dispatcher {
                 let raised_at = now.checked_sub(age).unwrap_or(now);
                 self.tracks
                     .entry((i, ev.alarm.clone()))
+                    // Raised again while still unanswered: reminders resume.
+                    .and_modify(|t| {
+                        if t.next_reminder.is_none() {
+                            t.next_reminder = r.renotify.map(|d| now + d);
+                        }
+                    })
                     .or_insert_with(|| Track {
                         raised_at,
                         event: ev.clone(),
@@ -638,6 +644,50 @@ escalation = [
             assert_eq!(Instant::now() - t0, Duration::from_secs(900));
             assert_eq!(keys(&ns), ["s-1-gas-t3-township"]);
             assert_eq!(d.next_deadline(), None);
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reminders_pause_while_returned_and_resume_when_raised_again() {
+        tokio::time::timeout(Duration::from_secs(3600), async {
+            let mut d = dispatcher();
+            let t0 = Instant::now();
+            let up = |seq| {
+                ev(
+                    seq,
+                    Priority::High,
+                    Transition::Raised,
+                    AlarmState::ActiveUnacknowledged,
+                )
+            };
+            d.on_event(&up(1), t0, SystemTime::now());
+            let back = ev(
+                2,
+                Priority::High,
+                Transition::Cleared,
+                AlarmState::ReturnedUnacknowledged,
+            );
+            d.on_event(&back, t0 + Duration::from_secs(60), SystemTime::now());
+            let (_, ns) = step(&mut d).await; // tier 2 at 5 min, no reminder at 10 min
+            assert_eq!(keys(&ns), ["s-1-gas-t2-manager"]);
+            tokio::time::advance(Duration::from_secs(60)).await; // 6 min
+            d.on_event(&up(3), Instant::now(), SystemTime::now());
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(
+                Instant::now() - t0,
+                Duration::from_secs(900),
+                "tier 3 at 15 min first"
+            );
+            assert_eq!(keys(&ns), ["s-1-gas-t3-township"]);
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(
+                Instant::now() - t0,
+                Duration::from_secs(960),
+                "reminder 10 min after the new raise"
+            );
+            assert_eq!(keys(&ns), ["s-1-gas-r1-shift", "s-1-gas-r1-manager"]);
         })
         .await
         .expect("test timed out");

@@ -53,11 +53,20 @@ pub fn parse_key(hex: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// SM4 key and IV; `Debug` never shows them.
+struct Sm4Key([u8; 16], [u8; 16]);
+
+impl std::fmt::Debug for Sm4Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sm4Key(<redacted>)")
+    }
+}
+
 /// A configured regulator feed.
 #[derive(Debug)]
 pub struct Regulator {
     cfg: RegulatorReceiver,
-    sm4: Option<([u8; 16], [u8; 16])>,
+    sm4: Option<Sm4Key>,
     mqtt: Option<MqttPub>,
     points: HashMap<String, RegulatorPoint>,
     ctx: Context,
@@ -67,7 +76,7 @@ impl Regulator {
     /// Builds the feed; fails when the SM4 key or IV is not 32 hex digits.
     pub fn new(cfg: &RegulatorReceiver, secrets: &Secrets, ctx: &Context) -> Result<Self, String> {
         let sm4 = match (secrets.get("sm4.key"), secrets.get("sm4.iv")) {
-            (Some(k), Some(iv)) => Some((
+            (Some(k), Some(iv)) => Some(Sm4Key(
                 parse_key(k.expose()).ok_or("sm4.key: expected 32 hex digits (16 bytes)")?,
                 parse_key(iv.expose()).ok_or("sm4.iv: expected 32 hex digits (16 bytes)")?,
             )),
@@ -195,7 +204,7 @@ impl Regulator {
         let plain = serde_json::to_vec(&plain).map_err(|e| e.to_string())?;
         match &self.sm4 {
             None => Ok(plain),
-            Some((k, iv)) => {
+            Some(Sm4Key(k, iv)) => {
                 let data = base64::engine::general_purpose::STANDARD
                     .encode(sm4_cbc_encrypt(k, iv, &plain));
                 serde_json::to_vec(&json!({"appId": self.cfg.app_id, "data": data}))
