@@ -42,6 +42,27 @@ fn spawn(config: &Path, log: &Path) -> Child {
         .expect("start hazgate")
 }
 
+/// Serves `app` on a free port.
+async fn serve(app: Router) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(l, app).await });
+    addr
+}
+
+/// A simulated gas detector reading 60 %LEL (above H 25 and HH 50).
+async fn gas_at_60(cancel: &CancellationToken) -> hazgate_sim::RunningSim {
+    let spec = hazgate_sim::site::SiteSpec::from_toml_str(
+        "[[listeners]]\nid = \"c\"\n[[listeners.devices]]\nid = \"gd1\"\nunit_id = 1\nmap_id = \"gas-4-20ma\"\nsignals.lel = { constant = 60 }\n",
+    )
+    .expect("spec");
+    hazgate_sim::start(spec, Path::new("."), cancel.clone())
+        .await
+        .expect("sim")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_pending_notifications_loses_nothing() {
     tokio::time::timeout(Duration::from_secs(120), async {
@@ -68,16 +89,9 @@ async fn sigkill_with_pending_notifications_loses_nothing() {
                 }
             }),
         );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let hook = l.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(l, app).await });
-
+        let hook = serve(app).await;
         let cancel = CancellationToken::new();
-        let spec = hazgate_sim::site::SiteSpec::from_toml_str(
-            "[[listeners]]\nid = \"c\"\n[[listeners.devices]]\nid = \"gd1\"\nunit_id = 1\nmap_id = \"gas-4-20ma\"\nsignals.lel = { constant = 60 }\n",
-        )
-        .expect("spec");
-        let sim = hazgate_sim::start(spec, Path::new("."), cancel.clone()).await.expect("sim");
+        let sim = gas_at_60(&cancel).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let api_port = support::free_port();
         let d = dir.path().display();
@@ -199,16 +213,9 @@ async fn escalation_survives_sigkill() {
                 }
             }),
         );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let hook = l.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(l, app).await });
-
+        let hook = serve(app).await;
         let cancel = CancellationToken::new();
-        let spec = hazgate_sim::site::SiteSpec::from_toml_str(
-            "[[listeners]]\nid = \"c\"\n[[listeners.devices]]\nid = \"gd1\"\nunit_id = 1\nmap_id = \"gas-4-20ma\"\nsignals.lel = { constant = 60 }\n",
-        )
-        .expect("spec");
-        let sim = hazgate_sim::start(spec, Path::new("."), cancel.clone()).await.expect("sim");
+        let sim = gas_at_60(&cancel).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display();
         let config = dir.path().join("gw.toml");
