@@ -30,6 +30,7 @@ mod support;
 const OK: u8 = 0;
 const FAIL: u8 = 1;
 const HANG: u8 = 2;
+const SLOW: u8 = 3;
 
 #[derive(Clone, Debug)]
 struct Req {
@@ -62,6 +63,12 @@ async fn record(
         HANG => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             (StatusCode::OK, String::new())
+        }
+        SLOW => {
+            // Slow but within the receiver's timeout.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            h.accepted.lock().expect("lock").push(r);
+            (StatusCode::OK, r#"{"errcode":0}"#.to_owned())
         }
         _ => {
             h.accepted.lock().expect("lock").push(r);
@@ -182,8 +189,8 @@ async fn webhook_outage_hang_and_recovery_deliver_once_per_key_with_a_signature(
         let row = &all(&r.outbox)[0];
         assert_eq!(row.status, Status::Pending);
         assert!(row.attempts >= 3, "{row:?}");
-        // Recovery.
-        h.mode.store(OK, Ordering::SeqCst);
+        // Recovery, on a slow receiver (answers after 250 ms; the timeout is 500 ms).
+        h.mode.store(SLOW, Ordering::SeqCst);
         let got = support::eventually(Duration::from_secs(20), "delivery after recovery", || {
             let a = h.accepted.lock().expect("lock").first().cloned();
             async move { a }
