@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 #[allow(dead_code, reason = "each test binary uses part of the support module")]
 mod support;
 
-const OK: u8 = 0;
+// Mode 0 (the default): answer at once with success.
 const FAIL: u8 = 1;
 const HANG: u8 = 2;
 const SLOW: u8 = 3;
