@@ -28,9 +28,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::alerts::{self, ReceiverTask};
+use crate::alerts;
 use crate::api::{self, ApiState};
-use crate::config::{Output, Receiver, Resolved};
+use crate::config::{Output, Resolved};
 use crate::rules::{self, Sinks};
 use crate::sources;
 use crate::state::SharedState;
@@ -65,6 +65,9 @@ pub enum RunError {
     /// The embedded MQTT broker did not start.
     #[error(transparent)]
     Broker(#[from] crate::sources::mqtt::broker::BrokerError),
+    /// Alert delivery could not start (secret, receiver, outbox).
+    #[error(transparent)]
+    Alerts(#[from] alerts::StartError),
     /// A task that cannot be restarted died.
     #[error("task `{0}` died; the gateway stopped")]
     TaskDied(String),
@@ -136,20 +139,9 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         )?);
         queues.push(q);
     }
-    let mut receivers = Vec::new();
-    for (i, r) in cfg.receivers.iter().enumerate() {
-        let Receiver::Webhook(w) = r;
-        let token = w
-            .token
-            .as_ref()
-            .map(|s| s.resolve())
-            .transpose()
-            .map_err(|message| RunError::Secret {
-                path: format!("receivers[{i}].token"),
-                message,
-            })?;
-        receivers.push(ReceiverTask::new(r, token, &cfg.site.id, metrics.clone())?);
-    }
+    // Alert delivery: receivers' secrets, the outbox replay.
+    let alerts_prepared = alerts::prepare(&cfg, metrics.clone())?;
+    let _ = state.outbox.set(alerts_prepared.outbox.clone());
 
     // The alarm engine: API tokens, journal replay (before anything is spawned).
     let (engine, alarms) = rules::open(&cfg, tokio::time::Instant::now().into_std()).await?;
@@ -201,30 +193,16 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
             ),
         ));
     }
-    let mut rqueues = Vec::new();
-    for r in receivers {
-        rqueues.push((
-            cfg.receivers
-                .iter()
-                .map(|r| r.id().to_owned())
-                .nth(rqueues.len())
-                .unwrap_or_default(),
-            r.queue(),
-        ));
-        drains.push((
-            "receiver".into(),
-            critical(
-                tokio::spawn(r.run(drain_deadline.clone())),
-                "receiver",
-                &fatal,
-            ),
-        ));
-    }
-    let router = critical(
-        tokio::spawn(alerts::route(alert_rx, rqueues, metrics.clone())),
-        "alert router",
-        &fatal,
+    let alert_tasks = alerts::spawn(
+        alerts_prepared,
+        alert_rx,
+        state.clone(),
+        drain_deadline.clone(),
     );
+    for (_, h) in alert_tasks.workers {
+        drains.push(("receiver".into(), critical(h, "receiver", &fatal)));
+    }
+    let router = critical(alert_tasks.dispatcher, "alert dispatcher", &fatal);
 
     // The rule engine.
     let engine = critical(

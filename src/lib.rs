@@ -13,7 +13,8 @@
 //! - [`sources`]: acquisition tasks; [`sources::modbus`] plans, decodes and polls;
 //!   [`sources::mqtt`] subscribes, maps topics and payloads, and runs the embedded broker.
 //! - [`rules`]: the rule engine, the only writer of alarm state and channel snapshots.
-//! - [`alerts`]: routes alarm events to receivers.
+//! - [`alerts`]: routing, escalation, the durable outbox and receivers (webhook, IM robots, MQTT,
+//!   regulator feeds).
 //! - [`tsdb`]: line protocol and InfluxDB writers.
 //! - [`api`]: the axum router (`/healthz`, `/readyz`, `/metrics`, `/api/v1/...`).
 //! - [`app`]: wires the pipeline, supervises tasks, drains on shutdown.

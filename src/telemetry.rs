@@ -38,7 +38,8 @@ pub struct Metrics {
     pub write_errors: Family<Labels, Counter>,
     /// Points waiting in an output's queue.
     pub output_queue: Family<Labels, Gauge>,
-    /// Alarm deliveries by receiver and result (`delivered`, `failed`, `dropped`).
+    /// Alarm deliveries by receiver and result (`delivered`, `failed` attempts, `expired`,
+    /// `evicted`).
     pub deliveries: Family<Labels, Counter>,
     /// Supervised task restarts after a panic, by task.
     pub task_restarts: Family<Labels, Counter>,
@@ -78,6 +79,17 @@ pub struct Metrics {
     /// MQTT connection attempts by source and result (`connected`, `error`,
     /// `subscribe_failed`, `subscribe_timeout`).
     pub mqtt_connections: Family<Labels, Counter>,
+    /// Notifications put in the outbox, by receiver and reason (`event`, `group`, `reminder`,
+    /// `escalation`, `report`).
+    pub notifications: Family<Labels, Counter>,
+    /// Notifications pending in the outbox, by receiver.
+    pub outbox_pending: Family<Labels, Gauge>,
+    /// Bytes of the outbox file.
+    pub outbox_bytes: Gauge,
+    /// Outbox write, compaction and replay failures.
+    pub outbox_errors: Counter,
+    /// Escalations to a next tier, by route and tier.
+    pub escalations: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -251,7 +263,42 @@ impl Metrics {
             "MQTT connection attempts and subscription results",
             mqtt_connections.clone(),
         );
+        let notifications = Family::<Labels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications put in the outbox",
+            notifications.clone(),
+        );
+        let outbox_pending = Family::<Labels, Gauge>::default();
+        registry.register(
+            "outbox_pending",
+            "Notifications pending in the outbox",
+            outbox_pending.clone(),
+        );
+        let outbox_bytes = Gauge::default();
+        registry.register(
+            "outbox_bytes",
+            "Bytes of the outbox file",
+            outbox_bytes.clone(),
+        );
+        let outbox_errors = Counter::default();
+        registry.register(
+            "outbox_errors",
+            "Outbox write, compaction and replay failures",
+            outbox_errors.clone(),
+        );
+        let escalations = Family::<Labels, Counter>::default();
+        registry.register(
+            "escalations",
+            "Unanswered alarms escalated to a next tier",
+            escalations.clone(),
+        );
         Self {
+            notifications,
+            outbox_pending,
+            outbox_bytes,
+            outbox_errors,
+            escalations,
             registry,
             modbus_device_polls,
             modbus_device_failures,

@@ -74,7 +74,8 @@ async fn alarm_events_are_posted_and_retried() {
         })
         .await;
         assert!(rec.lock().expect("lock").calls >= 3, "retried after two failures");
-        assert_eq!(body["schema"], "hazgate.alarm.v1");
+        assert_eq!(body["schema"], "hazgate.alarm.v2");
+        assert_eq!(body["idempotency_key"], key.as_str());
         assert_eq!(body["site"], "s");
         let ev = &body["event"];
         assert_eq!(ev["alarm"], "a.gd1.lel:H");
@@ -82,7 +83,8 @@ async fn alarm_events_are_posted_and_retried() {
         assert_eq!(ev["priority"], "high");
         assert_eq!(ev["value"], 30.0);
         assert_eq!(ev["limit"], 25.0);
-        assert_eq!(key, format!("s-{}", ev["seq"]));
+        // No alarm journal: the key carries the process start so a new run never reuses one.
+        assert!(key.starts_with("s~") && key.ends_with(&format!("-{}-default-hook", ev["seq"])), "{key}");
         gw.stop().await.expect("stop");
         cancel.cancel();
         let _ = sim.wait().await;

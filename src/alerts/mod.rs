@@ -1,173 +1,184 @@
-//! Alert routing: every alarm event goes to every receiver's queue; one task per receiver
-//! delivers with a timeout and retries with backoff.
+//! Alert delivery: routing, escalation (call and respond), receivers and the durable outbox.
 //!
-//! Queue policy: each receiver holds at most `queue_capacity` events in memory; when full the
-//! oldest is dropped, counted (`hazgate_alarm_deliveries{result="dropped"}`) and logged at ERROR.
-//! A durable outbox, routing and escalation replace this in the alert-delivery work.
+//! ```text
+//! rule engine ──(bounded mpsc, engine waits)──▶ dispatcher ──▶ outbox (disk, fsync) ──▶ one worker per receiver
+//!                                                  │ routes, groups,          ▲
+//!                                                  │ reminders, tiers          └── regulator report timers
+//!                                                  └── acks/resets ──▶ ledger
+//! ```
 //!
-//! Webhook body (schema `hazgate.alarm.v1`):
-//! `{"schema":"hazgate.alarm.v1","site":"…","event":{"seq":…,"alarm":"…","channel":"…",
-//! "condition":"H","priority":"high","transition":"raised","value":…,"limit":…,"message":"…",
-//! "ts":"RFC 3339"}}`
+//! - [`dispatch`]: routes events, groups low-priority ones, re-notifies and escalates
+//!   unanswered alarms; acknowledgements stop it.
+//! - [`outbox`]: every notification on disk before its first attempt; the delivery ledger.
+//! - [`deliver`]: webhook, WeCom, DingTalk, Feishu, MQTT; [`regulator`]: regulator feeds.
+//! - [`config`]: the `[notifications]` section and the receiver kinds.
+//!
+//! Delivery is at-least-once: every notification has an idempotency key (header
+//! `Idempotency-Key` and `idempotency_key` in the body) that stays the same across retries and
+//! restarts.
 
+pub mod config;
+pub mod deliver;
+pub mod dispatch;
+pub mod outbox;
+pub mod regulator;
+
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::info;
 
-use crate::config::{Receiver, Secret, WebhookReceiver};
+use crate::config::{Receiver, Resolved};
 use crate::model::AlarmEvent;
-use crate::queue::DropOldest;
-use crate::telemetry::{Metrics, labels};
+use crate::state::SharedState;
+use crate::telemetry::Metrics;
 
-/// Body sent to webhooks.
-#[derive(Debug, Serialize)]
-pub struct WebhookBody<'a> {
-    /// Always `hazgate.alarm.v1`.
-    pub schema: &'static str,
-    /// Site id.
-    pub site: &'a str,
-    /// The event.
-    pub event: &'a AlarmEvent,
+pub use deliver::Worker;
+pub use dispatch::Dispatcher;
+pub use outbox::Outbox;
+
+/// Why alert delivery could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A secret could not be read (path of the field).
+    #[error("{path}: {message}")]
+    Secret {
+        /// Config path.
+        path: String,
+        /// What went wrong (never the secret).
+        message: String,
+    },
+    /// A receiver could not be built.
+    #[error("{path}: {message}")]
+    Receiver {
+        /// Config path.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The outbox could not be opened.
+    #[error("notifications.outbox.dir: cannot open the outbox: {0}")]
+    Outbox(#[from] std::io::Error),
 }
 
-/// A receiver's queue and delivery task.
+/// Everything prepared before tasks are spawned (secrets read, outbox replayed).
 #[derive(Debug)]
-pub struct ReceiverTask {
-    id: String,
-    cfg: WebhookReceiver,
-    token: Option<Secret>,
-    queue: Arc<DropOldest<AlarmEvent>>,
-    client: reqwest::Client,
+pub struct Prepared {
+    /// The outbox (also read by the API).
+    pub outbox: Arc<Outbox>,
+    dispatcher: Dispatcher,
+    workers: Vec<Worker>,
+    reports: Vec<(config::RegulatorReceiver, std::time::Duration)>,
     site: String,
-    metrics: Arc<Metrics>,
 }
 
-impl ReceiverTask {
-    /// Builds the task for a configured receiver.
-    pub fn new(
-        r: &Receiver,
-        token: Option<Secret>,
-        site: &str,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, reqwest::Error> {
-        let Receiver::Webhook(w) = r;
-        Ok(Self {
-            id: w.id.clone(),
-            queue: Arc::new(DropOldest::new(w.queue_capacity)),
-            client: reqwest::Client::builder().timeout(w.timeout).build()?,
-            cfg: w.clone(),
-            token,
-            site: site.to_owned(),
-            metrics,
+/// Reads secrets, builds receivers, opens the outbox.
+pub fn prepare(cfg: &Resolved, metrics: Arc<Metrics>) -> Result<Prepared, StartError> {
+    let ctx = deliver::Context::new(cfg);
+    let mut workers = Vec::new();
+    let mut reports = Vec::new();
+    for (i, r) in cfg.receivers.iter().enumerate() {
+        let mut secrets = HashMap::new();
+        for (field, s) in r.secrets() {
+            let v = s.resolve().map_err(|message| StartError::Secret {
+                path: format!("receivers[{i}].{field}"),
+                message,
+            })?;
+            secrets.insert(field, v);
+        }
+        let w = Worker::new(r, secrets, ctx.clone()).map_err(|message| StartError::Receiver {
+            path: format!("receivers[{i}]"),
+            message,
+        })?;
+        workers.push(w);
+        if let Receiver::Regulator(g) = r {
+            if let Some(every) = g.report_interval {
+                reports.push(((**g).clone(), every));
+            }
+        }
+    }
+    let caps = cfg
+        .receivers
+        .iter()
+        .map(|r| (r.id().to_owned(), r.delivery().queue_capacity))
+        .collect();
+    let (outbox, opened) = Outbox::open(&cfg.notifications.outbox, caps, metrics.clone())?;
+    if opened.pending + opened.finished > 0 {
+        info!(
+            pending = opened.pending,
+            finished = opened.finished,
+            corrupt = opened.corrupt,
+            "outbox replayed"
+        );
+    }
+    Ok(Prepared {
+        outbox: Arc::new(outbox),
+        dispatcher: Dispatcher::new(cfg, metrics),
+        workers,
+        reports,
+        site: cfg.site.id.clone(),
+    })
+}
+
+/// The spawned tasks: the dispatcher and the receivers' workers (and report timers).
+#[derive(Debug)]
+pub struct Tasks {
+    /// Ends when the engine's channel closes.
+    pub dispatcher: JoinHandle<()>,
+    /// One per receiver (`(receiver id, handle)`); they end once the dispatcher has ended and
+    /// nothing is due, or at the drain deadline.
+    pub workers: Vec<(String, JoinHandle<()>)>,
+}
+
+/// Spawns the dispatcher, the workers and the regulator report timers.
+pub fn spawn(
+    p: Prepared,
+    rx: mpsc::Receiver<AlarmEvent>,
+    state: Arc<SharedState>,
+    deadline: CancellationToken,
+) -> Tasks {
+    let closed = CancellationToken::new();
+    for (g, every) in p.reports {
+        tokio::spawn(regulator::report_loop(
+            g,
+            every,
+            p.site.clone(),
+            state.clone(),
+            p.outbox.clone(),
+            closed.clone(),
+        ));
+    }
+    let workers = p
+        .workers
+        .into_iter()
+        .map(|w| {
+            let id = w.id().to_owned();
+            let h = tokio::spawn(w.run(p.outbox.clone(), closed.clone(), deadline.clone()));
+            (id, h)
         })
-    }
-
-    /// The queue the router pushes into.
-    pub fn queue(&self) -> Arc<DropOldest<AlarmEvent>> {
-        self.queue.clone()
-    }
-
-    /// Delivers until the queue is closed and empty, or `deadline` fires.
-    pub async fn run(self, deadline: CancellationToken) {
-        let mut attempt = 0u32;
-        loop {
-            let (mut batch, closed) = self.queue.take(1);
-            let Some(ev) = batch.pop() else {
-                if closed {
-                    info!(receiver = %self.id, "receiver drained");
-                    return;
-                }
-                tokio::select! {
-                    () = self.queue.notified() => {}
-                    () = deadline.cancelled() => {}
-                }
-                if deadline.is_cancelled() && self.queue.len().0 == 0 {
-                    return;
-                }
-                continue;
-            };
-            if deadline.is_cancelled() {
-                let lost = 1 + self.queue.len().0;
-                error!(receiver = %self.id, lost, "shutdown grace period over: alarm events not delivered");
-                return;
-            }
-            match self.deliver(&ev).await {
-                Ok(()) => {
-                    attempt = 0;
-                    self.metrics
-                        .deliveries
-                        .get_or_create(&labels([("receiver", &self.id), ("result", "delivered")]))
-                        .inc();
-                }
-                Err(e) => {
-                    self.metrics
-                        .deliveries
-                        .get_or_create(&labels([("receiver", &self.id), ("result", "failed")]))
-                        .inc();
-                    let wait = crate::sources::backoff(
-                        attempt,
-                        Duration::from_millis(500),
-                        Duration::from_secs(60),
-                    );
-                    attempt = attempt.saturating_add(1);
-                    warn!(receiver = %self.id, alarm = %ev.alarm, seq = ev.seq, error = %e, retry_in = ?wait, "alarm delivery failed; will retry");
-                    self.queue.requeue_front(vec![ev]);
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = deadline.cancelled() => {}
-                    }
-                }
-            }
-        }
-    }
-
-    async fn deliver(&self, ev: &AlarmEvent) -> Result<(), String> {
-        let body = WebhookBody {
-            schema: "hazgate.alarm.v1",
-            site: &self.site,
-            event: ev,
-        };
-        let mut req = self
-            .client
-            .post(&self.cfg.url)
-            .header("Idempotency-Key", format!("{}-{}", self.site, ev.seq))
-            .header("Content-Type", "application/json")
-            .body(serde_json::to_vec(&body).map_err(|e| e.to_string())?);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t.expose());
-        }
-        let resp = req.send().await.map_err(|e| e.to_string())?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("HTTP {}", resp.status()))
-        }
-    }
-}
-
-/// Routes every event to every receiver queue until the engine closes the channel.
-pub async fn route(
-    mut rx: mpsc::Receiver<AlarmEvent>,
-    queues: Vec<(String, Arc<DropOldest<AlarmEvent>>)>,
-    metrics: Arc<Metrics>,
-) {
-    while let Some(ev) = rx.recv().await {
-        for (id, q) in &queues {
-            let (dropped, _) = q.push([ev.clone()]);
-            if dropped > 0 {
-                metrics
-                    .deliveries
-                    .get_or_create(&labels([("receiver", id), ("result", "dropped")]))
-                    .inc_by(dropped);
-                error!(receiver = %id, dropped, "receiver queue full: oldest alarm events dropped");
-            }
-        }
-    }
-    for (_, q) in &queues {
-        q.close();
+        .collect();
+    let ob = p.outbox.clone();
+    let d = p.dispatcher;
+    // The journal's replayed history (oldest first), for recovery after a restart.
+    let history = state
+        .alarms
+        .get()
+        .map(|h| {
+            h.board.history(&crate::rules::HistoryFilter {
+                limit: usize::MAX,
+                ..Default::default()
+            })
+        })
+        .unwrap_or_default();
+    let dispatcher = tokio::spawn(async move {
+        dispatch::run(d, rx, ob, history).await;
+        closed.cancel();
+    });
+    Tasks {
+        dispatcher,
+        workers,
     }
 }

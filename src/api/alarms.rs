@@ -35,7 +35,7 @@ use crate::rules::{Action, AlarmsHandle, Command, CommandError, HistoryFilter};
 
 /// An error answer: status and a JSON `{"error": …}` body. Never echoes tokens.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -64,7 +64,7 @@ pub fn router() -> Router<ApiState> {
         .route("/api/v1/alarms/{id}/{action}", post(act))
 }
 
-fn handle(s: &ApiState) -> Result<&AlarmsHandle, ApiError> {
+pub(super) fn handle(s: &ApiState) -> Result<&AlarmsHandle, ApiError> {
     s.state.alarms.get().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -97,7 +97,11 @@ fn bearer<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Result<&'a str,
 }
 
 /// Checks the bearer token; returns the holder's name.
-fn authorize(h: &AlarmsHandle, headers: &HeaderMap, need: Role) -> Result<String, ApiError> {
+pub(super) fn authorize(
+    h: &AlarmsHandle,
+    headers: &HeaderMap,
+    need: Role,
+) -> Result<String, ApiError> {
     let token = bearer(headers, None)?;
     let (name, role) = h
         .authenticate(token)

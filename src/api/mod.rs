@@ -2,10 +2,11 @@
 //!
 //! Stable paths: `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /api/v1/channels`,
 //! `GET /api/v1/devices`, `GET /api/v1/stream` (Server-Sent Events), `GET /api/v1/openapi.json`,
-//! the alarm routes of [`alarms`], and the status page at `/` (assets embedded in the binary,
+//! the alarm routes of [`alarms`], `GET /api/v1/notifications` ([`notifications`]), and the status page at `/` (assets embedded in the binary,
 //! nothing from a CDN).
 
 pub mod alarms;
+pub mod notifications;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -67,6 +68,7 @@ pub fn app(s: ApiState, request_timeout: Duration) -> Router {
         .route("/api/v1/channels", get(channels))
         .route("/api/v1/devices", get(devices))
         .merge(alarms::router())
+        .merge(notifications::router())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,

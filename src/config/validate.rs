@@ -127,6 +127,8 @@ pub struct Resolved {
     pub mqtt_sources: Vec<crate::sources::mqtt::ResolvedMqttSource>,
     /// The embedded MQTT broker, when enabled.
     pub mqtt_broker: Option<super::mqtt::EmbeddedBroker>,
+    /// Alert delivery settings (validated).
+    pub notifications: crate::alerts::config::Notifications,
 }
 
 #[derive(Default)]
@@ -551,16 +553,19 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 format!("duplicate receiver id `{}`", r.id()),
             );
         }
-        match r {
-            Receiver::Webhook(w) => {
-                check_url(&w.url, &format!("{path}.url"), &mut p);
-                check_secret(w.token.as_ref(), &format!("{path}.token"), &mut p);
-                if w.queue_capacity == 0 {
-                    p.err(format!("{path}.queue_capacity"), "must be at least 1");
-                }
-            }
+        for (field, url) in r.urls() {
+            check_url(url, &format!("{path}.{field}"), &mut p);
+        }
+        for (field, s) in r.secrets() {
+            check_secret(Some(s), &format!("{path}.{field}"), &mut p);
         }
     }
+    p.0.extend(crate::alerts::config::check(
+        &cfg.notifications,
+        &cfg.receivers,
+        &cfg.site.id,
+        &|c| by_id.contains_key(&ChannelId::new(c)),
+    ));
 
     // Outputs.
     let mut ids = HashSet::new();
@@ -670,6 +675,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             alarms: cfg.alarms.clone(),
             mqtt_sources,
             mqtt_broker: cfg.mqtt_broker.clone().filter(|b| b.enabled),
+            notifications: cfg.notifications.clone(),
         },
         p.0,
     ))

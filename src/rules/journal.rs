@@ -144,8 +144,8 @@ fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// Encodes one record as a journal line.
-pub fn encode(r: &Record, out: &mut Vec<u8>) {
+/// Encodes one record as a journal line (also used by the alert outbox).
+pub fn encode<T: Serialize>(r: &T, out: &mut Vec<u8>) {
     // Serialising these types cannot fail (no maps with non-string keys, no custom errors).
     let json = serde_json::to_vec(r).unwrap_or_default();
     let crc = crc32fast::hash(&json);
@@ -155,7 +155,7 @@ pub fn encode(r: &Record, out: &mut Vec<u8>) {
 }
 
 /// Decodes one journal line.
-pub fn decode(line: &str) -> Option<Record> {
+pub fn decode<T: serde::de::DeserializeOwned>(line: &str) -> Option<T> {
     let (crc, json) = line.split_once(' ')?;
     let crc = u32::from_str_radix(crc, 16).ok()?;
     if crc32fast::hash(json.as_bytes()) != crc {
@@ -402,8 +402,11 @@ mod tests {
             &mut buf,
         );
         let line = String::from_utf8(buf).expect("utf-8");
-        assert!(decode(line.trim_end()).is_some());
+        assert!(decode::<Record>(line.trim_end()).is_some());
         let flipped = line.trim_end().replacen("\"seq\":7", "\"seq\":8", 1);
-        assert!(decode(&flipped).is_none(), "CRC catches the change");
+        assert!(
+            decode::<Record>(&flipped).is_none(),
+            "CRC catches the change"
+        );
     }
 }

@@ -277,7 +277,9 @@ async fn persist(
     }
 }
 
-fn annunciated(e: &AlarmEvent) -> bool {
+/// Whether an event is announced to people (alert receivers): transitions of hidden alarms
+/// (shelved, suppressed, out of service) are journaled and written, not announced.
+pub fn annunciated(e: &AlarmEvent) -> bool {
     let hidden = matches!(
         e.state,
         AlarmState::Shelved | AlarmState::Suppressed | AlarmState::OutOfService
@@ -477,6 +479,7 @@ mod tests {
             alarms: crate::config::Alarms::default(),
             mqtt_sources: vec![],
             mqtt_broker: None,
+            notifications: Default::default(),
         }
     }
 

@@ -1,0 +1,653 @@
+//! Receivers: one worker per receiver takes due notifications from the outbox and delivers them
+//! with the receiver's timeout, retrying with jittered exponential backoff until delivered or
+//! expired.
+//!
+//! Formats:
+//! - `webhook`: the `hazgate.alarm.v2` JSON body (docs/ARCHITECTURE.md), `Idempotency-Key`
+//!   header, optional bearer token, optional `X-Hazgate-Signature: sha256=HEX` (HMAC-SHA256 over
+//!   `{X-Hazgate-Timestamp}.{body}`), custom headers; or a body template (SMS, voice gateways).
+//! - `wecom`, `dingtalk`, `feishu`: the robots' text messages with site, location, value and
+//!   limit, time, state and whom to call. DingTalk signing: `sign = urlencode(base64(
+//!   HMAC-SHA256(key = secret, msg = timestamp_ms + "\n" + secret)))` as query parameters
+//!   `timestamp` and `sign`; Feishu: `sign = base64(HMAC-SHA256(key = timestamp_s + "\n" +
+//!   secret, msg = ""))` in the body.
+//! - `mqtt`: the webhook JSON published with QoS 1 to a topic template; delivered = PUBACK.
+//! - `regulator`: see [`super::regulator`].
+//!
+//! A receiver's success criterion: HTTP 2xx (and for robots `errcode`/`code` 0), or a PUBACK.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::{Mutex, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::config::{Delivery, MqttTarget};
+use super::outbox::{Next, Notification, Outbox};
+use super::regulator::Regulator;
+use crate::config::{Receiver, Resolved, Secret};
+use crate::model::ChannelId;
+
+/// What a message says about a channel: label, area and unit.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelInfo {
+    /// Display label (location, tag).
+    pub label: String,
+    /// Area.
+    pub area: String,
+    /// Unit.
+    pub unit: String,
+}
+
+/// Site-level context for formatting.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Site id.
+    pub site: String,
+    /// Site display name.
+    pub site_name: String,
+    /// Channel metadata.
+    pub channels: Arc<HashMap<ChannelId, ChannelInfo>>,
+}
+
+impl Context {
+    /// From the validated configuration.
+    pub fn new(cfg: &Resolved) -> Self {
+        Self {
+            site: cfg.site.id.clone(),
+            site_name: cfg.site.name.clone(),
+            channels: Arc::new(
+                cfg.channels
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.id.clone(),
+                            ChannelInfo {
+                                label: c.label.clone(),
+                                area: c.area.clone(),
+                                unit: c.unit.clone(),
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Resolved secrets of one receiver, by field (`token`, `secret`, `hmac_secret`, `password`,
+/// `sm4.key`, `sm4.iv`, `mqtt.password`).
+pub type Secrets = HashMap<&'static str, Secret>;
+
+#[derive(Debug)]
+enum Kind {
+    Webhook(crate::config::WebhookReceiver),
+    Robot(Flavor, crate::alerts::config::RobotReceiver),
+    Mqtt(MqttPub),
+    Regulator(Box<Regulator>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    Wecom,
+    Dingtalk,
+    Feishu,
+}
+
+/// A receiver: its sender and worker loop.
+#[derive(Debug)]
+pub struct Worker {
+    id: String,
+    kind: Kind,
+    delivery: Delivery,
+    secrets: Secrets,
+    client: reqwest::Client,
+    ctx: Context,
+}
+
+impl Worker {
+    /// Builds the receiver's worker (no I/O yet).
+    pub fn new(r: &Receiver, secrets: Secrets, ctx: Context) -> Result<Self, String> {
+        let delivery = r.delivery().clone();
+        let client = reqwest::Client::builder()
+            .timeout(delivery.timeout)
+            .connect_timeout(delivery.timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let kind = match r {
+            Receiver::Webhook(w) => Kind::Webhook(w.clone()),
+            Receiver::Wecom(x) => Kind::Robot(Flavor::Wecom, x.clone()),
+            Receiver::Dingtalk(x) => Kind::Robot(Flavor::Dingtalk, x.clone()),
+            Receiver::Feishu(x) => Kind::Robot(Flavor::Feishu, x.clone()),
+            Receiver::Mqtt(m) => Kind::Mqtt(MqttPub::new(
+                &m.target,
+                &m.id,
+                &ctx.site,
+                secrets.get("password"),
+            )?),
+            Receiver::Regulator(g) => Kind::Regulator(Box::new(Regulator::new(g, &secrets, &ctx)?)),
+        };
+        Ok(Self {
+            id: r.id().to_owned(),
+            kind,
+            delivery,
+            secrets,
+            client,
+            ctx,
+        })
+    }
+
+    /// The receiver id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Delivers until `closed` (no more notifications will come) and nothing is due, or until
+    /// `deadline`. Notifications still pending stay in the outbox.
+    pub async fn run(
+        self,
+        outbox: Arc<Outbox>,
+        closed: CancellationToken,
+        deadline: CancellationToken,
+    ) {
+        let wake = outbox.waker(&self.id);
+        loop {
+            let next = {
+                let ob = outbox.clone();
+                let id = self.id.clone();
+                tokio::task::spawn_blocking(move || ob.next(&id, Instant::now(), SystemTime::now()))
+                    .await
+                    .unwrap_or(Next::Wait(None))
+            };
+            match next {
+                Next::Due(nid, n, attempts) => {
+                    if deadline.is_cancelled() {
+                        self.left_behind(&outbox);
+                        return;
+                    }
+                    let res = tokio::select! {
+                        r = tokio::time::timeout(self.delivery.timeout, self.send(&n)) => {
+                            r.unwrap_or_else(|_| Err("timed out".into()))
+                        }
+                        // The grace period is over: the attempt is abandoned; the notification
+                        // stays pending in the outbox.
+                        () = deadline.cancelled() => {
+                            self.left_behind(&outbox);
+                            return;
+                        }
+                    };
+                    let ob = outbox.clone();
+                    match res {
+                        Ok(()) => {
+                            info!(receiver = %self.id, key = %n.key, attempts = attempts + 1, "notification delivered");
+                            let _ = tokio::task::spawn_blocking(move || {
+                                ob.delivered(nid, SystemTime::now())
+                            })
+                            .await;
+                        }
+                        Err(e) => {
+                            let wait = crate::sources::backoff(
+                                attempts,
+                                Duration::from_secs(1),
+                                self.delivery.backoff_max,
+                            );
+                            warn!(receiver = %self.id, key = %n.key, attempt = attempts + 1, error = %e, retry_in = ?wait, "notification not delivered; will retry");
+                            let retry = Instant::now() + wait;
+                            let _ = tokio::task::spawn_blocking(move || ob.failed(nid, &e, retry))
+                                .await;
+                        }
+                    }
+                }
+                Next::Wait(until) => {
+                    if closed.is_cancelled() || deadline.is_cancelled() {
+                        self.left_behind(&outbox);
+                        return;
+                    }
+                    tokio::select! {
+                        () = wake.notified() => {}
+                        () = closed.cancelled() => {}
+                        () = deadline.cancelled() => {}
+                        () = sleep_until(until) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn left_behind(&self, outbox: &Outbox) {
+        let left = outbox.backlog().get(&self.id).copied().unwrap_or(0);
+        if left == 0 {
+            info!(receiver = %self.id, "receiver drained");
+        } else if outbox.durable() {
+            info!(receiver = %self.id, pending = left, "receiver stopped; pending notifications stay in the outbox for the next start");
+        } else {
+            error!(receiver = %self.id, lost = left, "receiver stopped with notifications pending and no outbox directory: they are lost");
+        }
+    }
+
+    /// One delivery attempt.
+    pub async fn send(&self, n: &Notification) -> Result<(), String> {
+        match &self.kind {
+            Kind::Webhook(w) => self.webhook(w, n).await,
+            Kind::Robot(f, r) => self.robot(*f, r, n).await,
+            Kind::Mqtt(m) => {
+                let body = serde_json::to_vec(&body_v2(&self.ctx, n)).map_err(|e| e.to_string())?;
+                m.publish(
+                    &topic(&m.topic, &self.ctx.site, n),
+                    body,
+                    self.delivery.timeout,
+                )
+                .await
+            }
+            Kind::Regulator(g) => g.send(&self.client, n, self.delivery.timeout).await,
+        }
+    }
+
+    async fn webhook(
+        &self,
+        w: &crate::config::WebhookReceiver,
+        n: &Notification,
+    ) -> Result<(), String> {
+        let (body, ctype) = match &w.body_template {
+            Some(t) => (
+                render(t, &self.ctx, n).into_bytes(),
+                w.content_type.as_str(),
+            ),
+            None => (
+                serde_json::to_vec(&body_v2(&self.ctx, n)).map_err(|e| e.to_string())?,
+                "application/json",
+            ),
+        };
+        let mut req = self
+            .client
+            .post(&w.url)
+            .header("Idempotency-Key", &n.key)
+            .header("Content-Type", ctype);
+        for (k, v) in &w.headers {
+            req = req.header(k, v);
+        }
+        if let Some(t) = self.secrets.get("token") {
+            req = req.bearer_auth(t.expose());
+        }
+        if let Some(s) = self.secrets.get("hmac_secret") {
+            let ts = unix_secs(SystemTime::now()).to_string();
+            let mut msg = format!("{ts}.").into_bytes();
+            msg.extend_from_slice(&body);
+            req = req.header("X-Hazgate-Timestamp", ts).header(
+                "X-Hazgate-Signature",
+                format!("sha256={}", hex(&hmac(s.expose().as_bytes(), &msg))),
+            );
+        }
+        let resp = req.body(body).send().await.map_err(http_error)?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("HTTP {}", resp.status()))
+        }
+    }
+
+    async fn robot(
+        &self,
+        f: Flavor,
+        r: &crate::alerts::config::RobotReceiver,
+        n: &Notification,
+    ) -> Result<(), String> {
+        let text = message_text(&self.ctx, n);
+        let token = self.secrets.get("token").map(|t| t.expose().to_owned());
+        let secret = self.secrets.get("secret");
+        let now = SystemTime::now();
+        let req = match f {
+            Flavor::Wecom => {
+                let body = json!({"msgtype": "text", "text": {"content": text, "mentioned_mobile_list": r.mention_mobiles}});
+                let mut q = Vec::new();
+                q.extend(token.map(|t| ("key", t)));
+                self.client.post(&r.url).query(&q).json(&body)
+            }
+            Flavor::Dingtalk => {
+                let body = json!({"msgtype": "text", "text": {"content": text}, "at": {"atMobiles": r.mention_mobiles, "isAtAll": false}});
+                let mut q = Vec::new();
+                q.extend(token.map(|t| ("access_token", t)));
+                if let Some(s) = secret {
+                    let ts = unix_millis(now);
+                    q.push(("timestamp", ts.to_string()));
+                    q.push(("sign", dingtalk_sign(s.expose(), ts)));
+                }
+                self.client.post(&r.url).query(&q).json(&body)
+            }
+            Flavor::Feishu => {
+                let mut body = json!({"msg_type": "text", "content": {"text": text}});
+                if let Some(s) = secret {
+                    let ts = unix_secs(now);
+                    body["timestamp"] = json!(ts.to_string());
+                    body["sign"] = json!(feishu_sign(s.expose(), ts));
+                }
+                let url = match token {
+                    Some(t) => format!("{}/{t}", r.url.trim_end_matches('/')),
+                    None => r.url.clone(),
+                };
+                self.client.post(url).json(&body)
+            }
+        };
+        let resp = req
+            .header("Idempotency-Key", &n.key)
+            .send()
+            .await
+            .map_err(http_error)?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("HTTP {status}"));
+        }
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("answer is not JSON: {}", http_error(e)))?;
+        let code = v
+            .get("errcode")
+            .or_else(|| v.get("code"))
+            .or_else(|| v.get("StatusCode"))
+            .and_then(Value::as_i64);
+        match code {
+            Some(0) => Ok(()),
+            Some(c) => {
+                let msg = v
+                    .get("errmsg")
+                    .or_else(|| v.get("msg"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                Err(format!("robot answered code {c}: {msg}"))
+            }
+            None => Err("robot answer has no errcode/code".into()),
+        }
+    }
+}
+
+/// A request error without its URL: robot tokens travel in the URL and must never reach a log
+/// or the ledger.
+pub fn http_error(e: reqwest::Error) -> String {
+    e.without_url().to_string()
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The `hazgate.alarm.v2` body.
+pub fn body_v2(ctx: &Context, n: &Notification) -> Value {
+    json!({
+        "schema": "hazgate.alarm.v2",
+        "site": ctx.site,
+        "idempotency_key": n.key,
+        "receiver": n.receiver,
+        "route": n.route,
+        "reason": n.reason,
+        "tier": n.tier,
+        "call": n.call,
+        "created": humantime::format_rfc3339_millis(n.created).to_string(),
+        "event": n.events.first(),
+        "events": n.events,
+    })
+}
+
+fn fmt_num(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v}"))
+}
+
+/// Human-readable text for robots and templates: the essentials of each event.
+pub fn message_text(ctx: &Context, n: &Notification) -> String {
+    let site = if ctx.site_name.is_empty() {
+        &ctx.site
+    } else {
+        &ctx.site_name
+    };
+    let mut s = String::new();
+    match n.reason {
+        super::outbox::Reason::Escalation => s.push_str(&format!(
+            "【升级 tier {}】No acknowledgement in time / 未及时确认\n",
+            n.tier
+        )),
+        super::outbox::Reason::Reminder => {
+            s.push_str("【提醒 reminder】Still unacknowledged / 仍未确认\n")
+        }
+        _ => {}
+    }
+    for e in &n.events {
+        let ch = ctx.channels.get(&e.channel).cloned().unwrap_or_default();
+        let location = if ch.label.is_empty() {
+            format!("{} ({})", e.channel, ch.area)
+        } else {
+            format!("{} — {} ({})", ch.label, e.channel, ch.area)
+        };
+        s.push_str(&format!(
+            "[{:?}] {} {}\nSite/站点: {site}\nLocation/位置: {location}\nValue/数值: {} {} (limit/限值 {})\nTime/时间: {}\nState/状态: {}\n{}\n",
+            e.priority,
+            e.alarm,
+            e.transition.as_str(),
+            fmt_num(e.value),
+            ch.unit,
+            fmt_num(e.limit),
+            humantime::format_rfc3339_seconds(e.ts),
+            e.state.as_str(),
+            e.message,
+        ));
+        if let Some(by) = &e.by {
+            s.push_str(&format!("By/处理人: {by}\n"));
+        }
+    }
+    if !n.call.is_empty() {
+        s.push_str(&format!("Call/请联系: {}\n", n.call.join(", ")));
+    }
+    s.push_str(&format!("Key: {}", n.key));
+    s
+}
+
+/// Renders a body template.
+pub fn render(t: &str, ctx: &Context, n: &Notification) -> String {
+    let e = n.events.first();
+    let time = e.map(|e| humantime::format_rfc3339_seconds(e.ts).to_string());
+    let vars = [
+        ("{site}", ctx.site.clone()),
+        ("{alarm}", e.map(|e| e.alarm.clone()).unwrap_or_default()),
+        (
+            "{message}",
+            e.map(|e| e.message.clone()).unwrap_or_default(),
+        ),
+        ("{value}", fmt_num(e.and_then(|e| e.value))),
+        ("{limit}", fmt_num(e.and_then(|e| e.limit))),
+        (
+            "{state}",
+            e.map(|e| e.state.as_str().to_owned()).unwrap_or_default(),
+        ),
+        (
+            "{transition}",
+            e.map(|e| e.transition.as_str().to_owned())
+                .unwrap_or_default(),
+        ),
+        ("{time}", time.unwrap_or_default()),
+        ("{call}", n.call.join(", ")),
+        ("{key}", n.key.clone()),
+    ];
+    let mut s = t.to_owned();
+    for (k, v) in vars {
+        s = s.replace(k, &v);
+    }
+    s
+}
+
+fn topic(tpl: &str, site: &str, n: &Notification) -> String {
+    let e = n.events.first();
+    let clean = |s: &str| s.replace(['/', '+', '#'], "_");
+    tpl.replace("{site}", &clean(site))
+        .replace("{receiver}", &clean(&n.receiver))
+        .replace(
+            "{alarm}",
+            &clean(&e.map(|e| e.alarm.clone()).unwrap_or_default()),
+        )
+        .replace("{channel}", &clean(e.map_or("", |e| e.channel.as_str())))
+        .replace("{priority}", &format!("{:?}", n.priority).to_lowercase())
+        .replace("{transition}", e.map_or("", |e| e.transition.as_str()))
+}
+
+/// HMAC-SHA256.
+pub fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    // HMAC accepts keys of any length.
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    m.update(msg);
+    m.finalize().into_bytes().into()
+}
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// DingTalk's robot signature (before URL encoding): base64(HMAC-SHA256(secret,
+/// `{timestamp_ms}\n{secret}`)).
+pub fn dingtalk_sign(secret: &str, timestamp_ms: u128) -> String {
+    let msg = format!("{timestamp_ms}\n{secret}");
+    base64::engine::general_purpose::STANDARD.encode(hmac(secret.as_bytes(), msg.as_bytes()))
+}
+
+/// Feishu's robot signature: base64(HMAC-SHA256(key = `{timestamp_s}\n{secret}`, msg = "")).
+pub fn feishu_sign(secret: &str, timestamp_s: u64) -> String {
+    let key = format!("{timestamp_s}\n{secret}");
+    base64::engine::general_purpose::STANDARD.encode(hmac(key.as_bytes(), b""))
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn unix_millis(t: SystemTime) -> u128 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// `host:port` split.
+pub fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    let port = p.parse().ok()?;
+    (!h.is_empty()).then(|| (h.trim_matches(['[', ']']).to_owned(), port))
+}
+
+/// An MQTT publisher with QoS 1: one event-loop task forwards PUBACKs; a delivery waits for one.
+#[derive(Debug)]
+pub struct MqttPub {
+    client: AsyncClient,
+    acks: Mutex<mpsc::Receiver<u16>>,
+    /// Topic template.
+    pub topic: String,
+    stop: CancellationToken,
+}
+
+impl MqttPub {
+    /// Creates the client and spawns its event loop.
+    pub fn new(
+        t: &MqttTarget,
+        receiver: &str,
+        site: &str,
+        password: Option<&Secret>,
+    ) -> Result<Self, String> {
+        let (host, port) = split_host_port(&t.address).ok_or("expected host:port")?;
+        let id = t
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("hazgate-{site}-{receiver}"));
+        let mut o = MqttOptions::new(id, host, port);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_clean_session(true);
+        if let Some(u) = &t.username {
+            o.set_credentials(
+                u,
+                password.map(|p| p.expose().to_owned()).unwrap_or_default(),
+            );
+        }
+        let (client, mut el) = AsyncClient::new(o, 16);
+        let (tx, rx) = mpsc::channel(64);
+        let stop = CancellationToken::new();
+        let st = stop.clone();
+        let name = receiver.to_owned();
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                let ev = tokio::select! {
+                    () = st.cancelled() => return,
+                    ev = el.poll() => ev,
+                };
+                match ev {
+                    Ok(Event::Incoming(Packet::PubAck(a))) => {
+                        // When full, old acknowledgements are dropped: a delivery then times
+                        // out and is retried (same idempotency key).
+                        let _ = tx.try_send(a.pkid);
+                    }
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        failures = 0;
+                        info!(receiver = %name, "MQTT receiver connected");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let wait = crate::sources::backoff(
+                            failures,
+                            Duration::from_millis(500),
+                            Duration::from_secs(30),
+                        );
+                        failures = failures.saturating_add(1);
+                        warn!(receiver = %name, error = %e, retry_in = ?wait, "MQTT receiver connection failed");
+                        tokio::select! {
+                            () = st.cancelled() => return,
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            client,
+            acks: Mutex::new(rx),
+            topic: t.topic.clone(),
+            stop,
+        })
+    }
+
+    /// Publishes with QoS 1 and waits for the PUBACK.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let mut acks = self.acks.lock().await;
+        while acks.try_recv().is_ok() {}
+        tokio::time::timeout(timeout, async {
+            self.client
+                .publish(topic, QoS::AtLeastOnce, false, body)
+                .await
+                .map_err(|e| e.to_string())?;
+            acks.recv()
+                .await
+                .ok_or_else(|| "MQTT event loop ended".to_owned())?;
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|_| Err("no PUBACK within the timeout".into()))
+    }
+}
+
+impl Drop for MqttPub {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

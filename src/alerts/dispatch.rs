@@ -1,0 +1,796 @@
+//! Routing, grouping, reminders and escalation (call and respond), as a state machine driven by
+//! alarm events and time ([`Dispatcher`]), and the task that runs it ([`run`]).
+//!
+//! Invariants:
+//! - Every matching route applies (no first-match stop); a route names its tier-1 receivers.
+//! - Clear notifications (`cleared`, `fault_cleared`, `reset`) go only to receivers with
+//!   `send_clear = true`.
+//! - Only low and medium priority events are held for a route's `group_window`; high and
+//!   critical events are turned into notifications at once.
+//! - An alarm raised (or faulted) on a route with escalation tiers or `renotify` is tracked until
+//!   it is answered: an `acknowledged` or `reset` transition, or any event whose state is no
+//!   longer unanswered (normal, active-acknowledged, shelved, suppressed, out of service), stops
+//!   its reminders and escalation. Reminders are sent only while it is active-unacknowledged;
+//!   tiers fire at `raise + after` while it is unanswered.
+//! - Time is tokio time: tests drive it with `tokio::time::pause()`.
+//! - Idempotency keys are derived from the site, event sequence number, route, receiver and
+//!   step, so the same step of the same alarm always has the same key. Without an alarm journal
+//!   sequence numbers restart at 1 with the process, so the key prefix is then
+//!   `{site}~{start time in ms}` instead of `{site}`: a new run never reuses an old key.
+//! - Restart: the outbox remembers up to which sequence number every event's notifications are
+//!   stored ([`Outbox::routed`]; events held in an open group are not yet stored). On start,
+//!   [`Dispatcher::recover`] replays the journal's history: events up to that mark rebuild the
+//!   escalation and reminder tracking silently, later ones are dispatched as if live. Tracking
+//!   uses the event's own time, so a tier due during the downtime fires at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::config::Route;
+use super::outbox::{Notification, Outbox, Reason};
+use crate::config::Resolved;
+use crate::model::{AlarmEvent, AlarmState, ChannelId, Priority, Transition};
+use crate::telemetry::{Metrics, labels};
+
+#[derive(Debug)]
+struct Track {
+    raised_at: Instant,
+    event: AlarmEvent,
+    next_tier: usize,
+    next_reminder: Option<Instant>,
+    reminders: u32,
+}
+
+#[derive(Debug)]
+struct Group {
+    due: Instant,
+    events: Vec<AlarmEvent>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Recv {
+    send_clear: bool,
+    expire_after: Duration,
+}
+
+/// One step of an alarm's notification: the event itself, a reminder, an escalation tier.
+struct Step<'a> {
+    reason: Reason,
+    tier: u32,
+    call: &'a [String],
+    /// Key suffix after the route: empty, `-t{tier}`, `-r{n}`.
+    tag: String,
+}
+
+impl Step<'_> {
+    fn notify(
+        &self,
+        prefix: &str,
+        route: &str,
+        rcv: &str,
+        ev: &AlarmEvent,
+        info: &Recv,
+        wall: SystemTime,
+    ) -> Notification {
+        Notification {
+            key: format!("{prefix}-{}-{route}{}-{rcv}", ev.seq, self.tag),
+            receiver: rcv.to_owned(),
+            route: route.to_owned(),
+            reason: self.reason,
+            tier: self.tier,
+            call: self.call.to_vec(),
+            events: vec![ev.clone()],
+            values: vec![],
+            priority: ev.priority,
+            created: wall,
+            expires: wall + info.expire_after,
+        }
+    }
+}
+
+/// The routing state machine.
+#[derive(Debug)]
+pub struct Dispatcher {
+    site: String,
+    prefix: String,
+    routes: Vec<Route>,
+    areas: HashMap<ChannelId, String>,
+    receivers: HashMap<String, Recv>,
+    tracks: BTreeMap<(usize, String), Track>,
+    groups: BTreeMap<(usize, String), Group>,
+    metrics: Arc<Metrics>,
+}
+
+impl Dispatcher {
+    /// Builds the dispatcher from the validated configuration.
+    pub fn new(cfg: &Resolved, metrics: Arc<Metrics>) -> Self {
+        let mut routes = cfg.notifications.routes.clone();
+        if routes.is_empty() {
+            routes.push(Route {
+                id: "default".into(),
+                sites: vec![],
+                areas: vec![],
+                kinds: vec![],
+                priorities: vec![],
+                transitions: vec![],
+                classes: vec![],
+                receivers: cfg.receivers.iter().map(|r| r.id().to_owned()).collect(),
+                call: vec![],
+                group_window: None,
+                renotify: None,
+                escalation: vec![],
+            });
+        }
+        let prefix = if cfg.alarms.journal_dir.is_some() {
+            cfg.site.id.clone()
+        } else {
+            let ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            format!("{}~{ms}", cfg.site.id)
+        };
+        Self {
+            site: cfg.site.id.clone(),
+            prefix,
+            routes,
+            areas: cfg
+                .channels
+                .iter()
+                .map(|c| (c.id.clone(), c.area.clone()))
+                .collect(),
+            receivers: cfg
+                .receivers
+                .iter()
+                .map(|r| {
+                    let d = r.delivery();
+                    (
+                        r.id().to_owned(),
+                        Recv {
+                            send_clear: d.send_clear,
+                            expire_after: d.expire_after,
+                        },
+                    )
+                })
+                .collect(),
+            tracks: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            metrics,
+        }
+    }
+
+    fn matches(&self, r: &Route, ev: &AlarmEvent) -> bool {
+        let area = self.areas.get(&ev.channel).map_or("", String::as_str);
+        (r.sites.is_empty() || r.sites.contains(&self.site))
+            && (r.areas.is_empty() || r.areas.iter().any(|a| a == area))
+            && (r.kinds.is_empty() || r.kinds.contains(&ev.kind))
+            && (r.priorities.is_empty() || r.priorities.contains(&ev.priority))
+            && (r.transitions.is_empty() || r.transitions.contains(&ev.transition))
+            && (r.classes.is_empty() || r.classes.contains(&ev.class))
+    }
+
+    /// Turns one alarm event into notifications (and starts or stops tracking).
+    pub fn on_event(
+        &mut self,
+        ev: &AlarmEvent,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<Notification> {
+        let mut out = Vec::new();
+        // Answers stop reminders and escalation on every route.
+        let answered = matches!(ev.transition, Transition::Acknowledged | Transition::Reset)
+            || !matches!(
+                ev.state,
+                AlarmState::ActiveUnacknowledged
+                    | AlarmState::ReturnedUnacknowledged
+                    | AlarmState::Latched
+            );
+        let keys: Vec<(usize, String)> = self
+            .tracks
+            .keys()
+            .filter(|(_, a)| *a == ev.alarm)
+            .cloned()
+            .collect();
+        for k in keys {
+            if answered {
+                if let Some(t) = self.tracks.remove(&k) {
+                    info!(alarm = %ev.alarm, route = %self.routes[k.0].id, by = ?ev.by, tiers_notified = t.next_tier + 1, "alarm answered: escalation stopped");
+                }
+            } else if ev.state != AlarmState::ActiveUnacknowledged {
+                if let Some(t) = self.tracks.get_mut(&k) {
+                    t.next_reminder = None;
+                }
+            }
+        }
+        let clear = matches!(
+            ev.transition,
+            Transition::Cleared | Transition::FaultCleared | Transition::Reset
+        );
+        for (i, r) in self.routes.iter().enumerate() {
+            if !self.matches(r, ev) {
+                continue;
+            }
+            let groupable = ev.priority <= Priority::Medium && r.group_window.is_some();
+            for rcv in &r.receivers {
+                let Some(info) = self.receivers.get(rcv) else {
+                    continue;
+                };
+                if clear && !info.send_clear {
+                    continue;
+                }
+                if groupable {
+                    let window = r.group_window.unwrap_or_default();
+                    self.groups
+                        .entry((i, rcv.clone()))
+                        .or_insert_with(|| Group {
+                            due: now + window,
+                            events: Vec::new(),
+                        })
+                        .events
+                        .push(ev.clone());
+                    continue;
+                }
+                let step = Step {
+                    reason: Reason::Event,
+                    tier: 1,
+                    call: &r.call,
+                    tag: String::new(),
+                };
+                out.push(step.notify(&self.prefix, &r.id, rcv, ev, info, wall));
+            }
+            let starts = matches!(ev.transition, Transition::Raised | Transition::Fault)
+                && ev.state == AlarmState::ActiveUnacknowledged
+                && (!r.escalation.is_empty() || r.renotify.is_some());
+            if starts {
+                // The raise's own time: an event replayed after a restart keeps its deadlines.
+                let age = wall.duration_since(ev.ts).unwrap_or_default();
+                let raised_at = now.checked_sub(age).unwrap_or(now);
+                self.tracks
+                    .entry((i, ev.alarm.clone()))
+                    // Raised again while still unanswered: reminders resume.
+                    .and_modify(|t| {
+                        if t.next_reminder.is_none() {
+                            t.next_reminder = r.renotify.map(|d| now + d);
+                        }
+                    })
+                    .or_insert_with(|| Track {
+                        raised_at,
+                        event: ev.clone(),
+                        next_tier: 0,
+                        next_reminder: r.renotify.map(|d| raised_at + d),
+                        reminders: 0,
+                    });
+            }
+        }
+        out
+    }
+
+    /// Fires what is due at `now`: escalation tiers, reminders, groups.
+    pub fn on_tick(&mut self, now: Instant, wall: SystemTime) -> Vec<Notification> {
+        let mut out = Vec::new();
+        for ((i, alarm), t) in &mut self.tracks {
+            let r = &self.routes[*i];
+            while let Some(tier) = r.escalation.get(t.next_tier) {
+                if t.raised_at + tier.after > now {
+                    break;
+                }
+                t.next_tier += 1;
+                let n = t.next_tier + 1;
+                self.metrics
+                    .escalations
+                    .get_or_create(&labels([("route", &r.id), ("tier", &n.to_string())]))
+                    .inc();
+                warn!(alarm = %alarm, route = %r.id, tier = n, after = ?tier.after, call = ?tier.call, "alarm not acknowledged in time: escalating");
+                for rcv in &tier.receivers {
+                    let Some(info) = self.receivers.get(rcv) else {
+                        continue;
+                    };
+                    let step = Step {
+                        reason: Reason::Escalation,
+                        tier: u32::try_from(n).unwrap_or(u32::MAX),
+                        call: &tier.call,
+                        tag: format!("-t{n}"),
+                    };
+                    out.push(step.notify(&self.prefix, &r.id, rcv, &t.event, info, wall));
+                }
+            }
+            if let (Some(due), Some(every)) = (t.next_reminder, r.renotify) {
+                if due <= now {
+                    t.reminders += 1;
+                    t.next_reminder = Some(due + every);
+                    for rcv in &r.receivers {
+                        let Some(info) = self.receivers.get(rcv) else {
+                            continue;
+                        };
+                        let step = Step {
+                            reason: Reason::Reminder,
+                            tier: 1,
+                            call: &r.call,
+                            tag: format!("-r{}", t.reminders),
+                        };
+                        out.push(step.notify(&self.prefix, &r.id, rcv, &t.event, info, wall));
+                    }
+                }
+            }
+        }
+        let due: Vec<(usize, String)> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.due <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            if let Some(g) = self.groups.remove(&k) {
+                out.extend(self.group_notification(&k, g, wall));
+            }
+        }
+        out
+    }
+
+    /// The highest sequence number up to which every event handled so far has its
+    /// notifications out of the dispatcher (`last` is the last event handled).
+    pub fn mark(&self, last: u64) -> u64 {
+        self.groups
+            .values()
+            .flat_map(|g| g.events.first())
+            .map(|e| e.seq.saturating_sub(1))
+            .min()
+            .map_or(last, |m| m.min(last))
+    }
+
+    /// Replays the journal's history after a restart: events up to `routed` rebuild tracking
+    /// only; later ones are dispatched. Returns the notifications of the later ones.
+    pub fn recover(
+        &mut self,
+        mut history: Vec<AlarmEvent>,
+        routed: u64,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<Notification> {
+        history.retain(crate::rules::annunciated);
+        history.sort_by_key(|e| e.seq);
+        let (old, new): (Vec<_>, Vec<_>) = history.into_iter().partition(|e| e.seq <= routed);
+        for ev in &old {
+            let _ = self.on_event(ev, now, wall);
+        }
+        self.groups.clear();
+        let mut out = Vec::new();
+        for ev in &new {
+            out.extend(self.on_event(ev, now, wall));
+        }
+        if !new.is_empty() || !self.tracks.is_empty() {
+            info!(
+                replayed = new.len(),
+                tracked = self.tracks.len(),
+                "alert dispatcher recovered from the alarm journal"
+            );
+        }
+        out
+    }
+
+    /// Every open group, at once (shutdown).
+    pub fn flush(&mut self, wall: SystemTime) -> Vec<Notification> {
+        let groups = std::mem::take(&mut self.groups);
+        groups
+            .into_iter()
+            .filter_map(|(k, g)| self.group_notification(&k, g, wall))
+            .collect()
+    }
+
+    fn group_notification(
+        &self,
+        (i, rcv): &(usize, String),
+        g: Group,
+        wall: SystemTime,
+    ) -> Option<Notification> {
+        let r = &self.routes[*i];
+        let info = self.receivers.get(rcv)?;
+        let first = g.events.first()?.seq;
+        let last = g.events.last()?.seq;
+        Some(Notification {
+            key: format!("{}-g{first}.{last}-{}-{rcv}", self.prefix, r.id),
+            receiver: rcv.clone(),
+            route: r.id.clone(),
+            reason: if g.events.len() == 1 {
+                Reason::Event
+            } else {
+                Reason::Group
+            },
+            tier: 1,
+            call: r.call.clone(),
+            priority: g.events.iter().map(|e| e.priority).max()?,
+            events: g.events,
+            values: vec![],
+            created: wall,
+            expires: wall + info.expire_after,
+        })
+    }
+
+    /// The next instant something is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let tiers = self.tracks.iter().flat_map(|((i, _), t)| {
+            let tier = self.routes[*i]
+                .escalation
+                .get(t.next_tier)
+                .map(|x| t.raised_at + x.after);
+            tier.into_iter().chain(t.next_reminder)
+        });
+        let groups = self.groups.values().map(|g| g.due);
+        tiers.chain(groups).min()
+    }
+
+    /// Alarms currently tracked for escalation or reminders, as `(route, alarm, tiers notified)`.
+    pub fn tracked(&self) -> Vec<(String, String, usize)> {
+        self.tracks
+            .iter()
+            .map(|((i, a), t)| (self.routes[*i].id.clone(), a.clone(), t.next_tier + 1))
+            .collect()
+    }
+}
+
+/// Runs the dispatcher until the engine closes `rx`; open groups are flushed at the end.
+/// `history` is the alarm journal's replayed history (empty without a journal).
+pub async fn run(
+    mut d: Dispatcher,
+    mut rx: mpsc::Receiver<AlarmEvent>,
+    outbox: Arc<Outbox>,
+    history: Vec<AlarmEvent>,
+) {
+    let mut last = outbox.routed();
+    if let Some(seq) = history.iter().map(|e| e.seq).max() {
+        let ns = d.recover(history, last, Instant::now(), SystemTime::now());
+        last = last.max(seq);
+        store(&outbox, ns, Some(d.mark(last))).await;
+    }
+    loop {
+        let deadline = d.next_deadline();
+        let ns = tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => {
+                    if matches!(ev.transition, Transition::Acknowledged | Transition::Reset) {
+                        let (ob, e) = (outbox.clone(), ev.clone());
+                        let _ = tokio::task::spawn_blocking(move || ob.answer(&e)).await;
+                    }
+                    last = last.max(ev.seq);
+                    d.on_event(&ev, Instant::now(), SystemTime::now())
+                }
+                None => break,
+            },
+            () = sleep_until(deadline) => d.on_tick(Instant::now(), SystemTime::now()),
+        };
+        store(&outbox, ns, Some(d.mark(last))).await;
+    }
+    let ns = d.flush(SystemTime::now());
+    store(&outbox, ns, Some(last)).await;
+    info!("alert dispatcher stopped: the engine's event channel is closed");
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Puts notifications in the outbox (fsync off the runtime), with the routed mark.
+pub async fn store(outbox: &Arc<Outbox>, ns: Vec<Notification>, mark: Option<u64>) {
+    if ns.is_empty() && mark.is_none_or(|m| m <= outbox.routed()) {
+        return;
+    }
+    let ob = outbox.clone();
+    let _ = tokio::task::spawn_blocking(move || ob.enqueue(ns, mark)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AlarmClass;
+    use std::path::Path;
+
+    const CFG: &str = r#"
+[site]
+id = "s"
+[alarms]
+journal_dir = "/var/lib/hazgate/alarms"
+[[receivers]]
+kind = "webhook"
+id = "shift"
+url = "http://127.0.0.1:9/a"
+[[receivers]]
+kind = "webhook"
+id = "manager"
+url = "http://127.0.0.1:9/b"
+send_clear = false
+[[receivers]]
+kind = "webhook"
+id = "township"
+url = "http://127.0.0.1:9/c"
+[[notifications.routes]]
+id = "gas"
+kinds = ["combustible_gas"]
+receivers = ["shift", "manager"]
+call = ["shift leader"]
+group_window = "30s"
+renotify = "10m"
+escalation = [
+  { after = "5m", receivers = ["manager"], call = ["safety manager"] },
+  { after = "15m", receivers = ["township"], call = ["township official"] },
+]
+"#;
+
+    fn dispatcher() -> Dispatcher {
+        let cfg = crate::config::parse(CFG, Path::new("t.toml")).expect("parse");
+        let (cfg, _) = crate::config::validate(&cfg, Path::new(".")).expect("valid");
+        Dispatcher::new(&cfg, Arc::new(Metrics::new()))
+    }
+
+    fn ev(seq: u64, p: Priority, t: Transition, state: AlarmState) -> AlarmEvent {
+        AlarmEvent {
+            seq,
+            alarm: "a.gd1.lel:HH".into(),
+            channel: ChannelId::new("a.gd1.lel"),
+            condition: "HH".into(),
+            priority: p,
+            transition: t,
+            value: Some(55.0),
+            limit: Some(50.0),
+            message: "m".into(),
+            ts: SystemTime::now(),
+            class: AlarmClass::Process,
+            kind: "combustible_gas".into(),
+            state,
+            by: (t == Transition::Acknowledged).then(|| "wang".to_owned()),
+            comment: None,
+        }
+    }
+
+    fn keys(ns: &[Notification]) -> Vec<&str> {
+        ns.iter().map(|n| n.key.as_str()).collect()
+    }
+
+    /// Advances paused time to the dispatcher's next deadline and fires it.
+    async fn step(d: &mut Dispatcher) -> (Duration, Vec<Notification>) {
+        let start = Instant::now();
+        let t = d.next_deadline().expect("something is due");
+        tokio::time::sleep_until(t).await;
+        (t - start, d.on_tick(Instant::now(), SystemTime::now()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unanswered_alarms_escalate_tier_by_tier_until_acknowledged() {
+        tokio::time::timeout(Duration::from_secs(3600), async {
+            let mut d = dispatcher();
+            let t0 = Instant::now();
+            let raised = ev(
+                7,
+                Priority::Critical,
+                Transition::Raised,
+                AlarmState::ActiveUnacknowledged,
+            );
+            let ns = d.on_event(&raised, t0, SystemTime::now());
+            // Critical: never held for the group window.
+            assert_eq!(keys(&ns), ["s-7-gas-shift", "s-7-gas-manager"]);
+            assert_eq!(ns[0].call, ["shift leader"]);
+
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(Instant::now() - t0, Duration::from_secs(300));
+            assert_eq!(keys(&ns), ["s-7-gas-t2-manager"]);
+            assert_eq!((ns[0].reason, ns[0].tier), (Reason::Escalation, 2));
+            assert_eq!(ns[0].call, ["safety manager"]);
+
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(Instant::now() - t0, Duration::from_secs(600));
+            assert_eq!(keys(&ns), ["s-7-gas-r1-shift", "s-7-gas-r1-manager"]);
+            assert_eq!(ns[0].reason, Reason::Reminder);
+
+            // Acknowledged at 12 min: tier 3 (15 min) never fires, no more reminders.
+            tokio::time::advance(Duration::from_secs(120)).await;
+            let ack = ev(
+                8,
+                Priority::Critical,
+                Transition::Acknowledged,
+                AlarmState::ActiveAcknowledged,
+            );
+            let ns = d.on_event(&ack, Instant::now(), SystemTime::now());
+            assert_eq!(
+                keys(&ns),
+                ["s-8-gas-shift", "s-8-gas-manager"],
+                "the acknowledgement is itself notified"
+            );
+            assert!(d.tracked().is_empty());
+            assert_eq!(d.next_deadline(), None);
+            tokio::time::advance(Duration::from_secs(3600)).await;
+            assert!(d.on_tick(Instant::now(), SystemTime::now()).is_empty());
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tiers_continue_after_return_to_normal_while_unacknowledged() {
+        tokio::time::timeout(Duration::from_secs(3600), async {
+            let mut d = dispatcher();
+            let t0 = Instant::now();
+            d.on_event(
+                &ev(
+                    1,
+                    Priority::High,
+                    Transition::Raised,
+                    AlarmState::ActiveUnacknowledged,
+                ),
+                t0,
+                SystemTime::now(),
+            );
+            let cleared = ev(
+                2,
+                Priority::High,
+                Transition::Cleared,
+                AlarmState::ReturnedUnacknowledged,
+            );
+            let ns = d.on_event(&cleared, t0 + Duration::from_secs(60), SystemTime::now());
+            assert_eq!(
+                keys(&ns),
+                ["s-2-gas-shift"],
+                "manager has send_clear = false"
+            );
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(keys(&ns), ["s-1-gas-t2-manager"]);
+            // No reminder: the alarm is no longer active. Next is tier 3 at 15 min.
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(Instant::now() - t0, Duration::from_secs(900));
+            assert_eq!(keys(&ns), ["s-1-gas-t3-township"]);
+            assert_eq!(d.next_deadline(), None);
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reminders_pause_while_returned_and_resume_when_raised_again() {
+        tokio::time::timeout(Duration::from_secs(3600), async {
+            let mut d = dispatcher();
+            let t0 = Instant::now();
+            let up = |seq| {
+                ev(
+                    seq,
+                    Priority::High,
+                    Transition::Raised,
+                    AlarmState::ActiveUnacknowledged,
+                )
+            };
+            d.on_event(&up(1), t0, SystemTime::now());
+            let back = ev(
+                2,
+                Priority::High,
+                Transition::Cleared,
+                AlarmState::ReturnedUnacknowledged,
+            );
+            d.on_event(&back, t0 + Duration::from_secs(60), SystemTime::now());
+            let (_, ns) = step(&mut d).await; // tier 2 at 5 min, no reminder at 10 min
+            assert_eq!(keys(&ns), ["s-1-gas-t2-manager"]);
+            tokio::time::advance(Duration::from_secs(60)).await; // 6 min
+            d.on_event(&up(3), Instant::now(), SystemTime::now());
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(
+                Instant::now() - t0,
+                Duration::from_secs(900),
+                "tier 3 at 15 min first"
+            );
+            assert_eq!(keys(&ns), ["s-1-gas-t3-township"]);
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(
+                Instant::now() - t0,
+                Duration::from_secs(960),
+                "reminder 10 min after the new raise"
+            );
+            assert_eq!(keys(&ns), ["s-1-gas-r1-shift", "s-1-gas-r1-manager"]);
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn low_priority_events_are_grouped_high_ones_are_not() {
+        tokio::time::timeout(Duration::from_secs(3600), async {
+            let mut d = dispatcher();
+            let t0 = Instant::now();
+            let mut a = ev(
+                1,
+                Priority::Low,
+                Transition::Raised,
+                AlarmState::ActiveUnacknowledged,
+            );
+            a.alarm = "a.gd1.lel:H".into();
+            assert!(d.on_event(&a, t0, SystemTime::now()).is_empty());
+            let mut b = a.clone();
+            b.seq = 2;
+            b.priority = Priority::Medium;
+            assert!(
+                d.on_event(&b, t0 + Duration::from_secs(10), SystemTime::now())
+                    .is_empty()
+            );
+            let high = ev(
+                3,
+                Priority::High,
+                Transition::Raised,
+                AlarmState::ActiveUnacknowledged,
+            );
+            assert_eq!(
+                d.on_event(&high, t0 + Duration::from_secs(11), SystemTime::now())
+                    .len(),
+                2
+            );
+            let (_, ns) = step(&mut d).await;
+            assert_eq!(Instant::now() - t0, Duration::from_secs(30));
+            assert_eq!(keys(&ns), ["s-g1.2-gas-manager", "s-g1.2-gas-shift"]);
+            assert_eq!(ns[0].events.len(), 2);
+            assert_eq!(
+                (ns[0].reason, ns[0].priority),
+                (Reason::Group, Priority::Medium)
+            );
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recovery_rebuilds_tracking_and_dispatches_what_was_not_routed() {
+        tokio::time::timeout(Duration::from_secs(3600), async {
+            let mut d = dispatcher();
+            let wall = SystemTime::now();
+            let mut raised = ev(
+                1,
+                Priority::Critical,
+                Transition::Raised,
+                AlarmState::ActiveUnacknowledged,
+            );
+            raised.ts = wall - Duration::from_secs(360);
+            let mut other = ev(
+                2,
+                Priority::High,
+                Transition::Raised,
+                AlarmState::ActiveUnacknowledged,
+            );
+            other.alarm = "a.gd2.lel:H".into();
+            let ns = d.recover(vec![other, raised], 1, Instant::now(), wall);
+            // Event 1 was routed before the restart: no new notification for it; event 2 was not.
+            assert_eq!(keys(&ns), ["s-2-gas-shift", "s-2-gas-manager"]);
+            // Raised 6 minutes ago: tier 2 (5 min) is overdue and fires at once.
+            let ns = d.on_tick(Instant::now(), wall);
+            assert_eq!(keys(&ns), ["s-1-gas-t2-manager"]);
+            assert_eq!(d.tracked().len(), 2);
+            assert_eq!(d.mark(2), 2);
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    #[test]
+    fn routes_match_on_kind_and_the_default_route_sends_everything() {
+        let mut d = dispatcher();
+        let mut e = ev(
+            1,
+            Priority::High,
+            Transition::Raised,
+            AlarmState::ActiveUnacknowledged,
+        );
+        e.kind = "tank".into();
+        assert!(d.on_event(&e, Instant::now(), SystemTime::now()).is_empty());
+        let cfg = crate::config::parse(
+            "[site]\nid = \"s\"\n[[receivers]]\nkind = \"webhook\"\nid = \"h\"\nurl = \"http://127.0.0.1:9/a\"\n",
+            Path::new("t.toml"),
+        )
+        .expect("parse");
+        let (cfg, _) = crate::config::validate(&cfg, Path::new(".")).expect("valid");
+        let mut d = Dispatcher::new(&cfg, Arc::new(Metrics::new()));
+        let ns = d.on_event(&e, Instant::now(), SystemTime::now());
+        // Without an alarm journal, sequence numbers restart with the process: the key carries
+        // the start time so a new run never reuses an old key.
+        let k = &ns[0].key;
+        assert!(k.starts_with("s~") && k.ends_with("-1-default-h"), "{k}");
+    }
+}

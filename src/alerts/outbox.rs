@@ -1,0 +1,1185 @@
+//! The durable outbox and delivery ledger.
+//!
+//! Every notification is appended to `dir/outbox.jsonl` and fsync'd before anyone tries to
+//! deliver it; attempts, outcomes and answers (acknowledgement, reset) are appended as they
+//! happen. One record per line as `{crc32:08x} {json}` (the alarm journal's format).
+//!
+//! Invariants:
+//! - **On disk before the first attempt**: [`Outbox::enqueue`] returns only after the `put`
+//!   records are written and `sync_data` returned. Outcome records are written without a sync:
+//!   losing one at a crash means a notification is delivered again, with the same idempotency
+//!   key (at-least-once), never that one is lost.
+//! - **Replay**: on open the file is read; a line whose CRC or JSON does not check (a torn write)
+//!   is skipped and counted. Every notification without an outcome is pending again and due at
+//!   once.
+//! - **Bounded**: the file is rewritten (compacted: pending notifications plus the newest
+//!   `ledger_entries` finished ones, to a temporary file, fsync'd, renamed, directory fsync'd)
+//!   when it grows past half of `max_bytes`. If the live set still exceeds `max_bytes`, finished
+//!   records go first (oldest first); pending notifications are evicted only when they alone
+//!   exceed it, lowest priority first, then oldest. Per receiver at most `queue_capacity`
+//!   notifications are pending, with the same eviction order. Every eviction is counted
+//!   (`hazgate_alarm_deliveries{result="evicted"}`) and logged at ERROR. The outbox has its own
+//!   budget: time series never take its space and it never takes theirs.
+//! - **Expiry**: a pending notification older than its `expires` time is finished as `expired`,
+//!   counted and logged at ERROR (an alarm that did not reach someone is data loss).
+//! - A disk failure never stops delivery: the notification is kept in memory, the failure is
+//!   counted (`hazgate_outbox_errors_total`) and logged at ERROR.
+//! - Blocking: every method may write and fsync; async callers use `spawn_blocking`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::config::OutboxConfig;
+use crate::model::{AlarmEvent, Priority, Transition};
+use crate::rules::journal::{decode, encode};
+use crate::telemetry::{Metrics, labels};
+
+/// Why a notification was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// An alarm transition matched a route.
+    Event,
+    /// Several low-priority events gathered in a group window.
+    Group,
+    /// A still active, unacknowledged alarm notified again.
+    Reminder,
+    /// Nobody answered: the next tier.
+    Escalation,
+    /// A periodic report of real-time values (regulator feeds).
+    Report,
+}
+
+/// One notification to one receiver, as stored and delivered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Idempotency key: the same for every attempt, across restarts.
+    pub key: String,
+    /// Receiver id.
+    pub receiver: String,
+    /// Route id.
+    pub route: String,
+    /// Why.
+    pub reason: Reason,
+    /// Escalation tier (1 = the route's own receivers).
+    pub tier: u32,
+    /// Whom to call (from the route or tier).
+    #[serde(default)]
+    pub call: Vec<String>,
+    /// The events (one, or several for a group).
+    #[serde(default)]
+    pub events: Vec<AlarmEvent>,
+    /// Real-time values for a report: `(channel, value, unit, time)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<ReportValue>,
+    /// Highest priority of the events (eviction order).
+    pub priority: Priority,
+    /// When it was made.
+    #[serde(with = "humantime_serde")]
+    pub created: SystemTime,
+    /// When it expires if still not delivered.
+    #[serde(with = "humantime_serde")]
+    pub expires: SystemTime,
+}
+
+/// One real-time value in a report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReportValue {
+    /// Channel id.
+    pub channel: String,
+    /// Value; `None` when the channel has no good reading.
+    pub value: Option<f64>,
+    /// Unit.
+    pub unit: String,
+    /// Quality (`good`, `bad`, `unknown`).
+    pub quality: String,
+    /// Time of the reading.
+    #[serde(with = "humantime_serde")]
+    pub ts: Option<SystemTime>,
+}
+
+/// Delivery status in the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Not yet delivered.
+    Pending,
+    /// Accepted by the receiver.
+    Delivered,
+    /// Not delivered before it expired.
+    Expired,
+    /// Evicted to keep the outbox within its bounds.
+    Evicted,
+}
+
+/// One row of the delivery ledger (`/api/v1/notifications`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Outbox id (increasing).
+    pub id: u64,
+    /// Idempotency key.
+    pub key: String,
+    /// Receiver.
+    pub receiver: String,
+    /// Route.
+    pub route: String,
+    /// Why.
+    pub reason: Reason,
+    /// Escalation tier.
+    pub tier: u32,
+    /// Alarms concerned.
+    pub alarms: Vec<String>,
+    /// Transition of the first event.
+    pub transition: Option<Transition>,
+    /// Priority.
+    pub priority: Priority,
+    /// Whom it asked to answer.
+    pub call: Vec<String>,
+    /// When it was made.
+    #[serde(with = "humantime_serde")]
+    pub created: SystemTime,
+    /// Status.
+    pub status: Status,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// When it was delivered, expired or evicted.
+    #[serde(with = "humantime_serde")]
+    pub finished: Option<SystemTime>,
+    /// Who acknowledged the alarm.
+    pub answered_by: Option<String>,
+    /// When.
+    #[serde(with = "humantime_serde")]
+    pub answered_at: Option<SystemTime>,
+    /// Handling result: the reset's person and comment.
+    pub handling: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "records are built one at a time and encoded at once; boxing buys nothing"
+)]
+enum Rec {
+    Put {
+        id: u64,
+        n: Notification,
+    },
+    Try {
+        id: u64,
+        error: String,
+    },
+    Done {
+        id: u64,
+        status: Status,
+        #[serde(with = "humantime_serde")]
+        at: SystemTime,
+    },
+    Answer {
+        alarm: String,
+        transition: Transition,
+        by: String,
+        comment: Option<String>,
+        #[serde(with = "humantime_serde")]
+        at: SystemTime,
+    },
+    Keep {
+        entry: LedgerEntry,
+        n: Option<Notification>,
+    },
+    /// Every alarm event up to this sequence number has its notifications stored.
+    Mark {
+        seq: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Item {
+    entry: LedgerEntry,
+    n: Option<Notification>,
+    due: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Store {
+    path: PathBuf,
+    file: File,
+    bytes: u64,
+    /// Bytes right after the last compaction.
+    live: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Option<Store>,
+    next_id: u64,
+    items: BTreeMap<u64, Item>,
+    routed: u64,
+    /// Pending ids per receiver (index over `items`).
+    pending: HashMap<String, BTreeSet<u64>>,
+    /// Keys of every row in `items` (index).
+    keys: HashSet<String>,
+}
+
+impl Inner {
+    fn insert(&mut self, id: u64, it: Item) {
+        self.keys.insert(it.entry.key.clone());
+        if it.n.is_some() {
+            self.pending
+                .entry(it.entry.receiver.clone())
+                .or_default()
+                .insert(id);
+        }
+        self.items.insert(id, it);
+    }
+
+    fn unpend(&mut self, id: u64) {
+        if let Some(it) = self.items.get(&id) {
+            if let Some(p) = self.pending.get_mut(&it.entry.receiver) {
+                p.remove(&id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.unpend(id);
+        if let Some(it) = self.items.remove(&id) {
+            self.keys.remove(&it.entry.key);
+        }
+    }
+}
+
+/// What a receiver's worker should do next.
+#[derive(Debug)]
+pub enum Next {
+    /// Deliver this (id, notification, attempts so far).
+    Due(u64, Box<Notification>, u32),
+    /// Nothing due before this instant (`None`: nothing pending).
+    Wait(Option<Instant>),
+}
+
+/// What opening the outbox found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Opened {
+    /// Pending notifications replayed.
+    pub pending: usize,
+    /// Finished ones replayed into the ledger.
+    pub finished: usize,
+    /// Damaged lines skipped.
+    pub corrupt: usize,
+}
+
+/// The outbox; shared by the dispatcher, the receivers' workers and the API.
+#[derive(Debug)]
+pub struct Outbox {
+    inner: Mutex<Inner>,
+    cfg: OutboxConfig,
+    caps: HashMap<String, usize>,
+    wake: HashMap<String, Arc<Notify>>,
+    metrics: Arc<Metrics>,
+}
+
+const FILE: &str = "outbox.jsonl";
+
+impl Outbox {
+    /// Opens (replays and compacts) the outbox. `caps` holds each receiver's `queue_capacity`.
+    pub fn open(
+        cfg: &OutboxConfig,
+        caps: HashMap<String, usize>,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<(Self, Opened)> {
+        let mut items = BTreeMap::new();
+        let mut routed = 0;
+        let mut opened = Opened::default();
+        let mut store = None;
+        if let Some(dir) = &cfg.dir {
+            fs::create_dir_all(dir)?;
+            let path = dir.join(FILE);
+            if path.exists() {
+                opened.corrupt = replay(&path, &mut items, &mut routed)?;
+            }
+            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            store = Some(Store {
+                path,
+                file,
+                bytes: 0,
+                live: 0,
+            });
+        }
+        let next_id = items.keys().next_back().map_or(1, |k| k + 1);
+        for it in items.values_mut() {
+            if it.entry.status == Status::Pending {
+                opened.pending += 1;
+            } else {
+                opened.finished += 1;
+            }
+        }
+        let wake = caps
+            .keys()
+            .map(|k| (k.clone(), Arc::new(Notify::new())))
+            .collect();
+        let mut inner = Inner {
+            store,
+            next_id,
+            items: BTreeMap::new(),
+            routed,
+            pending: HashMap::new(),
+            keys: HashSet::new(),
+        };
+        for (id, it) in items {
+            inner.insert(id, it);
+        }
+        let ob = Self {
+            inner: Mutex::new(inner),
+            cfg: cfg.clone(),
+            caps,
+            wake,
+            metrics,
+        };
+        {
+            let mut g = ob.lock();
+            ob.compact(&mut g);
+            ob.gauges(&g);
+        }
+        if opened.corrupt > 0 {
+            ob.metrics.outbox_errors.inc_by(opened.corrupt as u64);
+            warn!(
+                corrupt = opened.corrupt,
+                "outbox: damaged records skipped on replay"
+            );
+        }
+        Ok((ob, opened))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The wake-up of a receiver's worker.
+    pub fn waker(&self, receiver: &str) -> Arc<Notify> {
+        self.wake
+            .get(receiver)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Notify::new()))
+    }
+
+    /// Stores notifications (fsync'd) and wakes their receivers; returns their ids. One whose
+    /// key is already in the outbox is skipped (a replayed event). `mark`: every alarm event up
+    /// to this sequence number now has its notifications stored (written in the same fsync'd
+    /// append).
+    pub fn enqueue(&self, ns: Vec<Notification>, mark: Option<u64>) -> Vec<u64> {
+        let mut g = self.lock();
+        let mark = mark.filter(|m| *m > g.routed);
+        if ns.is_empty() {
+            if let Some(seq) = mark {
+                g.routed = seq;
+                self.append(&mut g, &[Rec::Mark { seq }], false);
+            }
+            return Vec::new();
+        }
+        let mut recs = Vec::new();
+        let mut ids = Vec::new();
+        let now = Instant::now();
+        for n in ns {
+            if g.keys.contains(&n.key) {
+                info!(key = %n.key, "notification already in the outbox; not stored again");
+                continue;
+            }
+            let id = g.next_id;
+            g.next_id += 1;
+            self.metrics
+                .notifications
+                .get_or_create(&labels([
+                    ("receiver", &n.receiver),
+                    ("reason", reason_str(n.reason)),
+                ]))
+                .inc();
+            let entry = entry_of(id, &n);
+            recs.push(Rec::Put { id, n: n.clone() });
+            g.insert(
+                id,
+                Item {
+                    entry,
+                    n: Some(n),
+                    due: Some(now),
+                },
+            );
+            ids.push(id);
+        }
+        if let Some(seq) = mark {
+            g.routed = seq;
+            recs.push(Rec::Mark { seq });
+        }
+        self.append(&mut g, &recs, true);
+        let receivers: Vec<String> = recs
+            .iter()
+            .filter_map(|r| match r {
+                Rec::Put { n, .. } => Some(n.receiver.clone()),
+                _ => None,
+            })
+            .collect();
+        for r in &receivers {
+            self.enforce_cap(&mut g, r);
+        }
+        self.maybe_compact(&mut g);
+        self.gauges(&g);
+        drop(g);
+        for r in receivers {
+            if let Some(w) = self.wake.get(&r) {
+                w.notify_one();
+            }
+        }
+        ids
+    }
+
+    /// The next due notification of `receiver`; expired ones are finished on the way.
+    pub fn next(&self, receiver: &str, now: Instant, wall: SystemTime) -> Next {
+        let mut g = self.lock();
+        let mut expired = Vec::new();
+        let mut earliest: Option<Instant> = None;
+        let mut found = None;
+        let ids = g.pending.get(receiver).into_iter().flatten();
+        for (id, it) in ids.filter_map(|id| g.items.get(id).map(|it| (id, it))) {
+            let Some(n) = &it.n else { continue };
+            if n.expires <= wall {
+                expired.push(*id);
+                continue;
+            }
+            let due = it.due.unwrap_or(now);
+            if due <= now {
+                found = Some((*id, Box::new(n.clone()), it.entry.attempts));
+                break;
+            }
+            earliest = Some(earliest.map_or(due, |e| e.min(due)));
+        }
+        for id in expired {
+            if let Some(e) = self.finish(&mut g, id, Status::Expired, wall) {
+                error!(receiver, key = %e.key, alarms = ?e.alarms, attempts = e.attempts, last_error = ?e.last_error, "notification expired undelivered");
+            }
+        }
+        if !g.items.is_empty() {
+            self.maybe_compact(&mut g);
+            self.gauges(&g);
+        }
+        match found {
+            Some((id, n, a)) => Next::Due(id, n, a),
+            None => Next::Wait(earliest),
+        }
+    }
+
+    /// Records a delivery.
+    pub fn delivered(&self, id: u64, wall: SystemTime) {
+        let mut g = self.lock();
+        if let Some(it) = g.items.get_mut(&id) {
+            it.entry.attempts += 1;
+        }
+        self.finish(&mut g, id, Status::Delivered, wall);
+        self.maybe_compact(&mut g);
+        self.gauges(&g);
+    }
+
+    /// Records a failed attempt; the notification is due again at `retry_at`.
+    pub fn failed(&self, id: u64, error: &str, retry_at: Instant) {
+        let mut g = self.lock();
+        let Some(it) = g.items.get_mut(&id) else {
+            return;
+        };
+        it.entry.attempts += 1;
+        it.entry.last_error = Some(error.to_owned());
+        it.due = Some(retry_at);
+        let receiver = it.entry.receiver.clone();
+        self.metrics
+            .deliveries
+            .get_or_create(&labels([("receiver", &receiver), ("result", "failed")]))
+            .inc();
+        let rec = Rec::Try {
+            id,
+            error: error.to_owned(),
+        };
+        self.append(&mut g, &[rec], false);
+    }
+
+    /// Records who answered an alarm (acknowledge) and the handling result (reset), on every
+    /// ledger row of that alarm.
+    pub fn answer(&self, ev: &AlarmEvent) {
+        let Some(by) = ev.by.clone() else { return };
+        let mut g = self.lock();
+        apply_answer(
+            &mut g.items,
+            &ev.alarm,
+            ev.transition,
+            &by,
+            ev.comment.as_deref(),
+            ev.ts,
+        );
+        let rec = Rec::Answer {
+            alarm: ev.alarm.clone(),
+            transition: ev.transition,
+            by,
+            comment: ev.comment.clone(),
+            at: ev.ts,
+        };
+        self.append(&mut g, &[rec], false);
+    }
+
+    /// Ledger rows, newest first, filtered.
+    pub fn ledger(&self, f: &LedgerFilter) -> Vec<LedgerEntry> {
+        let g = self.lock();
+        g.items
+            .values()
+            .rev()
+            .map(|it| &it.entry)
+            .filter(|e| f.receiver.as_ref().is_none_or(|r| &e.receiver == r))
+            .filter(|e| f.alarm.as_ref().is_none_or(|a| e.alarms.contains(a)))
+            .filter(|e| f.status.is_none_or(|s| e.status == s))
+            .take(f.limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Pending notifications per receiver (every configured receiver is listed).
+    pub fn backlog(&self) -> BTreeMap<String, usize> {
+        backlog(&self.lock(), &self.caps)
+    }
+
+    /// Every alarm event up to this sequence number had its notifications stored.
+    pub fn routed(&self) -> u64 {
+        self.lock().routed
+    }
+
+    /// Whether pending notifications survive a restart.
+    pub fn durable(&self) -> bool {
+        self.cfg.dir.is_some()
+    }
+
+    fn finish(
+        &self,
+        g: &mut Inner,
+        id: u64,
+        status: Status,
+        wall: SystemTime,
+    ) -> Option<LedgerEntry> {
+        g.items.get(&id)?.n.as_ref()?;
+        g.unpend(id);
+        let it = g.items.get_mut(&id)?;
+        it.n = None;
+        it.due = None;
+        it.entry.status = status;
+        it.entry.finished = Some(wall);
+        let e = it.entry.clone();
+        self.metrics
+            .deliveries
+            .get_or_create(&labels([
+                ("receiver", &e.receiver),
+                ("result", status_str(status)),
+            ]))
+            .inc();
+        self.append(
+            g,
+            &[Rec::Done {
+                id,
+                status,
+                at: wall,
+            }],
+            false,
+        );
+        Some(e)
+    }
+
+    fn enforce_cap(&self, g: &mut Inner, receiver: &str) {
+        let cap = self.caps.get(receiver).copied().unwrap_or(usize::MAX);
+        loop {
+            let ids = g.pending.get(receiver);
+            if ids.is_none_or(|p| p.len() <= cap) {
+                return;
+            }
+            let pending: Vec<(Priority, u64)> = ids
+                .into_iter()
+                .flatten()
+                .filter_map(|id| g.items.get(id).map(|it| (it.entry.priority, *id)))
+                .collect();
+            let Some(&(_, victim)) = pending.iter().min() else {
+                return;
+            };
+            if let Some(e) = self.finish(g, victim, Status::Evicted, SystemTime::now()) {
+                error!(receiver, key = %e.key, alarms = ?e.alarms, cap, "receiver's outbox queue full: lowest-priority oldest notification evicted");
+            }
+        }
+    }
+
+    fn append(&self, g: &mut Inner, recs: &[Rec], sync: bool) {
+        let Some(st) = g.store.as_mut() else { return };
+        let mut buf = Vec::new();
+        for r in recs {
+            encode(r, &mut buf);
+        }
+        let res = st
+            .file
+            .write_all(&buf)
+            .and_then(|()| if sync { st.file.sync_data() } else { Ok(()) });
+        match res {
+            Ok(()) => st.bytes += buf.len() as u64,
+            Err(e) => {
+                self.metrics.outbox_errors.inc();
+                error!(path = %st.path.display(), error = %e, "outbox write failed: notifications kept in memory only");
+            }
+        }
+    }
+
+    fn maybe_compact(&self, g: &mut Inner) {
+        // In memory: only the ledger is trimmed, once it holds twice its size.
+        if g.store.is_none() {
+            let pending: usize = g.pending.values().map(BTreeSet::len).sum();
+            if g.items.len() - pending > 2 * self.cfg.ledger_entries {
+                self.compact(g);
+            }
+            return;
+        }
+        // Past half the budget, and at least twice what the last compaction left (so a large
+        // live set does not cause a rewrite on every append), or past the budget.
+        if g.store.as_ref().is_some_and(|s| {
+            s.bytes > self.cfg.max_bytes
+                || (s.bytes > self.cfg.max_bytes / 2 && s.bytes >= 2 * s.live)
+        }) {
+            self.compact(g);
+        }
+    }
+
+    /// Drops finished rows beyond the ledger size, then rewrites the file within `max_bytes`.
+    fn compact(&self, g: &mut Inner) {
+        let finished: Vec<u64> = g
+            .items
+            .iter()
+            .filter(|(_, it)| it.n.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let extra = finished.len().saturating_sub(self.cfg.ledger_entries);
+        for id in &finished[..extra] {
+            g.remove(*id);
+        }
+        if g.store.is_none() {
+            return;
+        }
+        let mut lines: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut mark = Vec::new();
+        encode(&Rec::Mark { seq: g.routed }, &mut mark);
+        let mut total = mark.len() as u64;
+        for (id, it) in &g.items {
+            let mut buf = Vec::new();
+            encode(
+                &Rec::Keep {
+                    entry: it.entry.clone(),
+                    n: it.n.clone(),
+                },
+                &mut buf,
+            );
+            total += buf.len() as u64;
+            lines.insert(*id, buf);
+        }
+        // Over budget: finished rows first (oldest first), then pending ones (lowest priority,
+        // then oldest).
+        let mut order: Vec<(bool, Priority, u64)> = g
+            .items
+            .iter()
+            .map(|(id, it)| (it.n.is_some(), it.entry.priority, *id))
+            .collect();
+        order.sort();
+        let mut victims = Vec::new();
+        for (pending, _, id) in order {
+            if total <= self.cfg.max_bytes {
+                break;
+            }
+            total -= lines.remove(&id).map_or(0, |l| l.len() as u64);
+            victims.push((pending, id));
+        }
+        for (pending, id) in victims {
+            if pending {
+                g.unpend(id);
+                if let Some(it) = g.items.get_mut(&id) {
+                    it.n = None;
+                    it.entry.status = Status::Evicted;
+                    it.entry.finished = Some(SystemTime::now());
+                    let e = it.entry.clone();
+                    self.metrics
+                        .deliveries
+                        .get_or_create(&labels([("receiver", &e.receiver), ("result", "evicted")]))
+                        .inc();
+                    error!(receiver = %e.receiver, key = %e.key, alarms = ?e.alarms, "outbox over its disk budget: notification evicted");
+                }
+            }
+            g.remove(id);
+        }
+        let Some(st) = g.store.as_mut() else { return };
+        let res = (|| -> io::Result<File> {
+            let tmp = st.path.with_extension("jsonl.tmp");
+            let mut f = File::create(&tmp)?;
+            f.write_all(&mark)?;
+            for l in lines.values() {
+                f.write_all(l)?;
+            }
+            f.sync_all()?;
+            fs::rename(&tmp, &st.path)?;
+            if let Some(dir) = st.path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            OpenOptions::new().append(true).open(&st.path)
+        })();
+        match res {
+            Ok(f) => {
+                st.file = f;
+                st.bytes = total;
+                st.live = total;
+                info!(bytes = total, records = lines.len(), "outbox compacted");
+            }
+            Err(e) => {
+                self.metrics.outbox_errors.inc();
+                error!(path = %st.path.display(), error = %e, "outbox compaction failed; appending to the old file");
+            }
+        }
+    }
+
+    fn gauges(&self, g: &Inner) {
+        for (r, n) in backlog(g, &self.caps) {
+            self.metrics
+                .outbox_pending
+                .get_or_create(&labels([("receiver", &r)]))
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let bytes = g.store.as_ref().map_or(0, |s| s.bytes);
+        self.metrics
+            .outbox_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+fn entry_of(id: u64, n: &Notification) -> LedgerEntry {
+    let mut e = LedgerEntry {
+        id,
+        key: n.key.clone(),
+        receiver: n.receiver.clone(),
+        route: n.route.clone(),
+        reason: n.reason,
+        tier: n.tier,
+        alarms: n.events.iter().map(|e| e.alarm.clone()).collect(),
+        transition: n.events.first().map(|e| e.transition),
+        priority: n.priority,
+        call: n.call.clone(),
+        created: n.created,
+        status: Status::Pending,
+        attempts: 0,
+        last_error: None,
+        finished: None,
+        answered_by: None,
+        answered_at: None,
+        handling: None,
+    };
+    // A notification of the answer itself carries it.
+    for ev in &n.events {
+        if let Some(by) = &ev.by {
+            answer_entry(&mut e, ev.transition, by, ev.comment.as_deref(), ev.ts);
+        }
+    }
+    e
+}
+
+fn backlog(g: &Inner, caps: &HashMap<String, usize>) -> BTreeMap<String, usize> {
+    let mut m: BTreeMap<String, usize> = caps.keys().map(|k| (k.clone(), 0)).collect();
+    for (r, ids) in &g.pending {
+        m.insert(r.clone(), ids.len());
+    }
+    m
+}
+
+fn apply_answer(
+    items: &mut BTreeMap<u64, Item>,
+    alarm: &str,
+    t: Transition,
+    by: &str,
+    comment: Option<&str>,
+    at: SystemTime,
+) {
+    for it in items.values_mut() {
+        if it.entry.alarms.iter().any(|a| a == alarm) {
+            answer_entry(&mut it.entry, t, by, comment, at);
+        }
+    }
+}
+
+/// Records an acknowledgement (who, when) or a reset (the handling result) on a ledger row.
+fn answer_entry(
+    e: &mut LedgerEntry,
+    t: Transition,
+    by: &str,
+    comment: Option<&str>,
+    at: SystemTime,
+) {
+    match t {
+        Transition::Acknowledged if e.answered_by.is_none() => {
+            e.answered_by = Some(by.to_owned());
+            e.answered_at = Some(at);
+        }
+        Transition::Reset if e.handling.is_none() => {
+            e.handling = Some(match comment {
+                Some(c) => format!("reset by {by}: {c}"),
+                None => format!("reset by {by}"),
+            });
+        }
+        _ => {}
+    }
+}
+
+/// Reads every record; returns the number of damaged lines.
+fn replay(
+    path: &std::path::Path,
+    items: &mut BTreeMap<u64, Item>,
+    routed: &mut u64,
+) -> io::Result<usize> {
+    let mut corrupt = 0;
+    for line in BufReader::new(File::open(path)?).lines() {
+        let line = match line {
+            Ok(l) => l,
+            Err(_) => {
+                corrupt += 1;
+                continue;
+            }
+        };
+        if line.is_empty() {
+            continue;
+        }
+        let Some(rec) = decode::<Rec>(&line) else {
+            corrupt += 1;
+            continue;
+        };
+        match rec {
+            Rec::Put { id, n } => {
+                let entry = entry_of(id, &n);
+                items.insert(
+                    id,
+                    Item {
+                        entry,
+                        n: Some(n),
+                        due: None,
+                    },
+                );
+            }
+            Rec::Keep { entry, n } => {
+                items.insert(
+                    entry.id,
+                    Item {
+                        entry,
+                        n,
+                        due: None,
+                    },
+                );
+            }
+            Rec::Try { id, error } => {
+                if let Some(it) = items.get_mut(&id) {
+                    it.entry.attempts += 1;
+                    it.entry.last_error = Some(error);
+                }
+            }
+            Rec::Done { id, status, at } => {
+                if let Some(it) = items.get_mut(&id) {
+                    if status == Status::Delivered {
+                        it.entry.attempts += 1;
+                    }
+                    it.n = None;
+                    it.entry.status = status;
+                    it.entry.finished = Some(at);
+                }
+            }
+            Rec::Answer {
+                alarm,
+                transition,
+                by,
+                comment,
+                at,
+            } => apply_answer(items, &alarm, transition, &by, comment.as_deref(), at),
+            Rec::Mark { seq } => *routed = (*routed).max(seq),
+        }
+    }
+    Ok(corrupt)
+}
+
+/// Filter of [`Outbox::ledger`].
+#[derive(Debug, Clone)]
+pub struct LedgerFilter {
+    /// Only this receiver.
+    pub receiver: Option<String>,
+    /// Only rows concerning this alarm.
+    pub alarm: Option<String>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// At most this many rows.
+    pub limit: usize,
+}
+
+fn reason_str(r: Reason) -> &'static str {
+    match r {
+        Reason::Event => "event",
+        Reason::Group => "group",
+        Reason::Reminder => "reminder",
+        Reason::Escalation => "escalation",
+        Reason::Report => "report",
+    }
+}
+
+fn status_str(s: Status) -> &'static str {
+    match s {
+        Status::Pending => "pending",
+        Status::Delivered => "delivered",
+        Status::Expired => "expired",
+        Status::Evicted => "evicted",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ev(seq: u64, p: Priority) -> AlarmEvent {
+        AlarmEvent {
+            seq,
+            alarm: format!("a.t{seq}.level:HH"),
+            channel: crate::model::ChannelId::new(format!("a.t{seq}.level")),
+            condition: "HH".into(),
+            priority: p,
+            transition: Transition::Raised,
+            value: Some(9.0),
+            limit: Some(8.0),
+            message: "m".into(),
+            ts: SystemTime::now(),
+            class: Default::default(),
+            kind: "tank".into(),
+            state: Default::default(),
+            by: None,
+            comment: None,
+        }
+    }
+
+    fn note(seq: u64, p: Priority, receiver: &str) -> Notification {
+        let now = SystemTime::now();
+        Notification {
+            key: format!("s-{seq}-r-{receiver}"),
+            receiver: receiver.into(),
+            route: "r".into(),
+            reason: Reason::Event,
+            tier: 1,
+            call: vec![],
+            events: vec![ev(seq, p)],
+            values: vec![],
+            priority: p,
+            created: now,
+            expires: now + Duration::from_secs(3600),
+        }
+    }
+
+    fn open(dir: &std::path::Path, cap: usize, max_bytes: u64) -> (Outbox, Opened) {
+        let cfg = OutboxConfig {
+            dir: Some(dir.to_owned()),
+            max_bytes,
+            ledger_entries: 100,
+        };
+        let caps = [("hook".to_owned(), cap)].into_iter().collect();
+        Outbox::open(&cfg, caps, Arc::new(Metrics::new())).expect("open")
+    }
+
+    #[test]
+    fn pending_notifications_survive_a_reopen_and_delivered_ones_do_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ob, _) = open(dir.path(), 10, 1 << 20);
+        let ids = ob.enqueue(
+            vec![
+                note(1, Priority::High, "hook"),
+                note(2, Priority::High, "hook"),
+            ],
+            None,
+        );
+        let Next::Due(id, n, 0) = ob.next("hook", Instant::now(), SystemTime::now()) else {
+            panic!("first notification due");
+        };
+        assert_eq!((id, n.key.as_str()), (ids[0], "s-1-r-hook"));
+        ob.delivered(id, SystemTime::now());
+        drop(ob);
+        let (ob, opened) = open(dir.path(), 10, 1 << 20);
+        assert_eq!((opened.pending, opened.finished, opened.corrupt), (1, 1, 0));
+        let Next::Due(id2, n, _) = ob.next("hook", Instant::now(), SystemTime::now()) else {
+            panic!("second notification due after the reopen");
+        };
+        assert_eq!((id2, n.key.as_str()), (ids[1], "s-2-r-hook"));
+        let rows = ob.ledger(&LedgerFilter {
+            receiver: None,
+            alarm: None,
+            status: None,
+            limit: 10,
+        });
+        assert_eq!(rows[1].status, Status::Delivered);
+        assert_eq!(rows[1].attempts, 1);
+        assert_eq!(rows[0].status, Status::Pending);
+        // New ids continue after the replayed ones.
+        assert_eq!(
+            ob.enqueue(vec![note(3, Priority::Low, "hook")], None),
+            vec![ids[1] + 1]
+        );
+    }
+
+    #[test]
+    fn the_routed_mark_survives_and_a_known_key_is_not_stored_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ob, _) = open(dir.path(), 10, 1 << 20);
+        assert_eq!(ob.routed(), 0);
+        ob.enqueue(vec![note(1, Priority::High, "hook")], Some(1));
+        ob.enqueue(vec![], Some(3));
+        assert!(
+            ob.enqueue(vec![note(1, Priority::High, "hook")], Some(2))
+                .is_empty()
+        );
+        assert_eq!(ob.routed(), 3, "the mark never goes back");
+        drop(ob);
+        let (ob, opened) = open(dir.path(), 10, 1 << 20);
+        assert_eq!((ob.routed(), opened.pending), (3, 1));
+        // Compaction (on open) keeps the mark.
+        drop(ob);
+        let (ob, _) = open(dir.path(), 10, 1 << 20);
+        assert_eq!(ob.routed(), 3);
+    }
+
+    #[test]
+    fn in_memory_the_ledger_is_trimmed() {
+        let cfg = OutboxConfig {
+            dir: None,
+            max_bytes: 1 << 20,
+            ledger_entries: 10,
+        };
+        let caps = [("hook".to_owned(), 100)].into_iter().collect();
+        let (ob, _) = Outbox::open(&cfg, caps, Arc::new(Metrics::new())).expect("open");
+        for i in 0..100 {
+            let ids = ob.enqueue(vec![note(i, Priority::High, "hook")], None);
+            ob.delivered(ids[0], SystemTime::now());
+        }
+        let all = LedgerFilter {
+            receiver: None,
+            alarm: None,
+            status: None,
+            limit: 1000,
+        };
+        assert!(ob.ledger(&all).len() <= 21, "{}", ob.ledger(&all).len());
+        assert!(!ob.durable());
+    }
+
+    #[test]
+    fn a_torn_line_is_skipped_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ob, _) = open(dir.path(), 10, 1 << 20);
+        ob.enqueue(vec![note(1, Priority::High, "hook")], None);
+        drop(ob);
+        let path = dir.path().join(FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(b"deadbeef {\"r\":\"put\",\"id\":9")
+            .expect("write");
+        drop(f);
+        let (ob, opened) = open(dir.path(), 10, 1 << 20);
+        assert_eq!((opened.pending, opened.corrupt), (1, 1));
+        assert_eq!(ob.backlog()["hook"], 1);
+    }
+
+    #[test]
+    fn a_full_receiver_queue_evicts_the_lowest_priority_oldest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ob, _) = open(dir.path(), 2, 1 << 20);
+        ob.enqueue(vec![note(1, Priority::Critical, "hook")], None);
+        ob.enqueue(vec![note(2, Priority::Low, "hook")], None);
+        ob.enqueue(vec![note(3, Priority::Low, "hook")], None);
+        ob.enqueue(vec![note(4, Priority::High, "hook")], None);
+        let f = LedgerFilter {
+            receiver: None,
+            alarm: None,
+            status: Some(Status::Pending),
+            limit: 10,
+        };
+        let keys: Vec<String> = ob.ledger(&f).into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, vec!["s-4-r-hook", "s-1-r-hook"]);
+        let f = LedgerFilter {
+            status: Some(Status::Evicted),
+            ..f
+        };
+        assert_eq!(ob.ledger(&f).len(), 2);
+    }
+
+    #[test]
+    fn an_expired_notification_is_finished_and_not_delivered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ob, _) = open(dir.path(), 10, 1 << 20);
+        let mut n = note(1, Priority::High, "hook");
+        n.expires = n.created;
+        ob.enqueue(vec![n], None);
+        assert!(matches!(
+            ob.next("hook", Instant::now(), SystemTime::now()),
+            Next::Wait(None)
+        ));
+        let rows = ob.ledger(&LedgerFilter {
+            receiver: None,
+            alarm: None,
+            status: None,
+            limit: 10,
+        });
+        assert_eq!(rows[0].status, Status::Expired);
+    }
+
+    #[test]
+    fn failures_are_retried_later_and_answers_are_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ob, _) = open(dir.path(), 10, 1 << 20);
+        let ids = ob.enqueue(vec![note(1, Priority::High, "hook")], None);
+        let now = Instant::now();
+        ob.failed(ids[0], "HTTP 500", now + Duration::from_secs(5));
+        match ob.next("hook", now, SystemTime::now()) {
+            Next::Wait(Some(t)) => assert_eq!(t, now + Duration::from_secs(5)),
+            other => panic!("expected a wait, got {other:?}"),
+        }
+        let mut ack = ev(1, Priority::High);
+        ack.transition = Transition::Acknowledged;
+        ack.by = Some("wang".into());
+        ob.answer(&ack);
+        drop(ob);
+        let (ob, _) = open(dir.path(), 10, 1 << 20);
+        let row = &ob.ledger(&LedgerFilter {
+            receiver: None,
+            alarm: None,
+            status: None,
+            limit: 1,
+        })[0];
+        assert_eq!(row.attempts, 1);
+        assert_eq!(row.last_error.as_deref(), Some("HTTP 500"));
+        assert_eq!(row.answered_by.as_deref(), Some("wang"));
+    }
+
+    #[test]
+    fn the_file_stays_within_its_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let max = 64 * 1024;
+        let (ob, _) = open(dir.path(), 100_000, max);
+        for i in 0..400 {
+            let ids = ob.enqueue(vec![note(i, Priority::Low, "hook")], None);
+            if i % 10 != 0 {
+                ob.delivered(ids[0], SystemTime::now());
+            }
+            let len = fs::metadata(dir.path().join(FILE)).expect("meta").len();
+            assert!(len <= max, "outbox file {len} bytes over its {max} budget");
+        }
+        // Pending ones are kept ahead of finished ones while they fit.
+        assert!(ob.backlog()["hook"] > 0);
+    }
+}

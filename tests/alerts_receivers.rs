@@ -1,0 +1,506 @@
+//! Alert delivery against real receivers: HTTP servers on port 0 that record requests and can
+//! answer 500, hang or be slow, and a real mosquitto. Events are fed straight into the alert
+//! dispatcher (the rule engine's channel), so each test controls exactly what is sent.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::Uri;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use base64::Engine;
+use hazgate::alerts::deliver::{dingtalk_sign, feishu_sign, hex, hmac};
+use hazgate::alerts::outbox::{LedgerFilter, Status};
+use hazgate::alerts::regulator::{parse_key, sm4_cbc_decrypt};
+use hazgate::model::{AlarmClass, AlarmEvent, AlarmState, ChannelId, Priority, Transition};
+use hazgate::state::SharedState;
+use hazgate::telemetry::Metrics;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[allow(dead_code, reason = "each test binary uses part of the support module")]
+mod support;
+
+// Mode 0 (the default): answer at once with success.
+const FAIL: u8 = 1;
+const HANG: u8 = 2;
+const SLOW: u8 = 3;
+
+#[derive(Clone, Debug)]
+struct Req {
+    uri: String,
+    headers: HeaderMap,
+    body: String,
+}
+
+#[derive(Clone, Default)]
+struct Hook {
+    mode: Arc<AtomicU8>,
+    calls: Arc<Mutex<Vec<Req>>>,
+    accepted: Arc<Mutex<Vec<Req>>>,
+}
+
+async fn record(
+    State(h): State<Hook>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> impl IntoResponse {
+    let r = Req {
+        uri: uri.to_string(),
+        headers,
+        body,
+    };
+    h.calls.lock().expect("lock").push(r.clone());
+    match h.mode.load(Ordering::SeqCst) {
+        FAIL => (StatusCode::INTERNAL_SERVER_ERROR, "down".to_owned()),
+        HANG => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            (StatusCode::OK, String::new())
+        }
+        SLOW => {
+            // Slow but within the receiver's timeout.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            h.accepted.lock().expect("lock").push(r);
+            (StatusCode::OK, r#"{"errcode":0}"#.to_owned())
+        }
+        _ => {
+            h.accepted.lock().expect("lock").push(r);
+            (
+                StatusCode::OK,
+                r#"{"errcode":0,"code":0,"errmsg":"ok"}"#.to_owned(),
+            )
+        }
+    }
+}
+
+async fn hook() -> (Hook, String) {
+    let h = Hook::default();
+    let app = Router::new().fallback(post(record)).with_state(h.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (h, format!("http://{addr}"))
+}
+
+fn ev(seq: u64, t: Transition) -> AlarmEvent {
+    AlarmEvent {
+        seq,
+        alarm: "a.gd1.lel:HH".into(),
+        channel: ChannelId::new("a.gd1.lel"),
+        condition: "HH".into(),
+        priority: Priority::Critical,
+        transition: t,
+        value: Some(55.0),
+        limit: Some(50.0),
+        message: "a.gd1.lel 55 %LEL above HH 50".into(),
+        ts: SystemTime::now(),
+        class: AlarmClass::Process,
+        kind: "combustible_gas".into(),
+        state: AlarmState::ActiveUnacknowledged,
+        by: None,
+        comment: None,
+    }
+}
+
+/// A Modbus device (never polled in these tests) that defines the channel `a.gd1.lel`.
+const GAS_CHANNEL: &str = "[[sources]]\nkind = \"modbus_tcp\"\nid = \"c\"\naddress = \"127.0.0.1:9\"\n\
+     [[devices]]\nid = \"gd1\"\narea = \"a\"\nsource = \"c\"\n\
+     [[devices.registers]]\nname = \"lel\"\ntable = \"input\"\naddress = 0\nunit = \"%LEL\"\nspan = { raw = [4000, 20000], eng = [0, 100] }\n";
+
+struct Running {
+    tx: mpsc::Sender<AlarmEvent>,
+    outbox: Arc<hazgate::alerts::Outbox>,
+    tasks: hazgate::alerts::Tasks,
+    metrics: Arc<Metrics>,
+    state: Arc<SharedState>,
+}
+
+/// With `[alarms] journal_dir` set, keys are `{site}-{seq}-…` (sequence numbers are stable
+/// across restarts); the engine itself does not run in these tests.
+fn start(toml: &str) -> Running {
+    let toml = format!("{toml}\n[alarms]\njournal_dir = \"/var/lib/hazgate/alarms\"\n");
+    let cfg = hazgate::config::parse(&toml, Path::new("t.toml")).expect("parse");
+    let (cfg, _) = match hazgate::config::validate(&cfg, Path::new(".")) {
+        Ok(c) => c,
+        Err(p) => panic!("invalid test config: {p:?}"),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let p = hazgate::alerts::prepare(&cfg, metrics.clone()).expect("prepare");
+    let outbox = p.outbox.clone();
+    let (tx, rx) = mpsc::channel(16);
+    let state = Arc::new(SharedState::new(&cfg));
+    let tasks = hazgate::alerts::spawn(p, rx, state.clone(), CancellationToken::new());
+    Running {
+        tx,
+        outbox,
+        tasks,
+        metrics,
+        state,
+    }
+}
+
+fn all(outbox: &hazgate::alerts::Outbox) -> Vec<hazgate::alerts::outbox::LedgerEntry> {
+    outbox.ledger(&LedgerFilter {
+        receiver: None,
+        alarm: None,
+        status: None,
+        limit: 1000,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_outage_hang_and_recovery_deliver_once_per_key_with_a_signature() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        h.mode.store(FAIL, Ordering::SeqCst);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("hmac"), "sign-me\n").expect("secret");
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n[notifications.outbox]\ndir = \"{}/outbox\"\n\
+             [[receivers]]\nkind = \"webhook\"\nid = \"hook\"\nurl = \"{url}/alarms\"\ntimeout = \"500ms\"\n\
+             backoff_max = \"1s\"\nhmac_secret = {{ file = \"{}/hmac\" }}\nheaders = {{ X-Site = \"plant-1\" }}\n",
+            dir.path().display(),
+            dir.path().display()
+        ));
+        r.tx.send(ev(1, Transition::Raised)).await.expect("send");
+        // Outage: several 500s.
+        support::eventually(Duration::from_secs(20), "three failed attempts", || {
+            let n = h.calls.lock().expect("lock").len();
+            async move { (n >= 3).then_some(()) }
+        })
+        .await;
+        // Now the receiver hangs: attempts time out after 500 ms and are retried.
+        h.mode.store(HANG, Ordering::SeqCst);
+        let before = h.calls.lock().expect("lock").len();
+        support::eventually(Duration::from_secs(20), "an attempt on the hanging receiver", || {
+            let n = h.calls.lock().expect("lock").len();
+            async move { (n > before).then_some(()) }
+        })
+        .await;
+        let row = &all(&r.outbox)[0];
+        assert_eq!(row.status, Status::Pending);
+        assert!(row.attempts >= 3, "{row:?}");
+        // Recovery, on a slow receiver (answers after 250 ms; the timeout is 500 ms).
+        h.mode.store(SLOW, Ordering::SeqCst);
+        let got = support::eventually(Duration::from_secs(20), "delivery after recovery", || {
+            let a = h.accepted.lock().expect("lock").first().cloned();
+            async move { a }
+        })
+        .await;
+        let key = got.headers["idempotency-key"].to_str().expect("key");
+        assert_eq!(key, "s-1-default-hook");
+        let body: Value = serde_json::from_str(&got.body).expect("json");
+        assert_eq!(body["schema"], "hazgate.alarm.v2");
+        assert_eq!(body["idempotency_key"], key);
+        assert_eq!(body["event"]["alarm"], "a.gd1.lel:HH");
+        assert_eq!(body["events"].as_array().map(Vec::len), Some(1));
+        assert_eq!(got.headers["x-site"], "plant-1");
+        let ts = got.headers["x-hazgate-timestamp"].to_str().expect("ts");
+        let want = format!("sha256={}", hex(&hmac(b"sign-me", format!("{ts}.{}", got.body).as_bytes())));
+        assert_eq!(got.headers["x-hazgate-signature"], want.as_str());
+        // Every attempt carried the same key.
+        for c in h.calls.lock().expect("lock").iter() {
+            assert_eq!(c.headers["idempotency-key"], key);
+        }
+        support::eventually(Duration::from_secs(5), "ledger shows delivered", || {
+            let row = all(&r.outbox)[0].clone();
+            async move { (row.status == Status::Delivered).then_some(()) }
+        })
+        .await;
+        let m = r.metrics.encode();
+        assert!(m.contains("hazgate_alarm_deliveries_total{receiver=\"hook\",result=\"delivered\"} 1"), "{m}");
+        assert!(m.contains("hazgate_outbox_pending{receiver=\"hook\"} 0"), "{m}");
+        drop(r.tx);
+        r.tasks.dispatcher.await.expect("dispatcher");
+        for (_, w) in r.tasks.workers {
+            w.await.expect("worker");
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_are_signed_as_their_platforms_document() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (f, v) in [("ding-token", "DT"), ("ding-secret", "SECabc"), ("fs-token", "hook-id"), ("fs-secret", "fsSecret"), ("wc-key", "WK")] {
+            std::fs::write(dir.path().join(f), v).expect("secret");
+        }
+        let d = dir.path().display();
+        let r = start(&format!(
+            "[site]\nid = \"s\"\nname = \"Plant 1\"\n\
+             [[receivers]]\nkind = \"dingtalk\"\nid = \"ding\"\nurl = \"{url}/robot/send\"\ntoken = {{ file = \"{d}/ding-token\" }}\nsecret = {{ file = \"{d}/ding-secret\" }}\nmention_mobiles = [\"13800000000\"]\n\
+             [[receivers]]\nkind = \"feishu\"\nid = \"fs\"\nurl = \"{url}/open-apis/bot/v2/hook\"\ntoken = {{ file = \"{d}/fs-token\" }}\nsecret = {{ file = \"{d}/fs-secret\" }}\n\
+             [[receivers]]\nkind = \"wecom\"\nid = \"wc\"\nurl = \"{url}/cgi-bin/webhook/send\"\ntoken = {{ file = \"{d}/wc-key\" }}\n\
+             [[receivers]]\nkind = \"webhook\"\nid = \"sms\"\nurl = \"{url}/sms\"\ncontent_type = \"text/plain\"\n\
+             body_template = \"{{site}}: {{alarm}} {{transition}} value {{value}} limit {{limit}}; call {{call}} [{{key}}]\"\n\
+             [[notifications.routes]]\nid = \"gas\"\nreceivers = [\"ding\", \"fs\", \"wc\", \"sms\"]\ncall = [\"Wang 13800000000\"]\n"
+        ));
+        r.tx.send(ev(5, Transition::Raised)).await.expect("send");
+        let reqs = support::eventually(Duration::from_secs(20), "three robot messages and an SMS", || {
+            let a = h.accepted.lock().expect("lock").clone();
+            async move { (a.len() == 4).then_some(a) }
+        })
+        .await;
+        let find = |p: &str| reqs.iter().find(|r| r.uri.starts_with(p)).cloned().expect(p);
+        // DingTalk: timestamp (ms) and sign = urlencode(base64(HMAC-SHA256(secret, ts\nsecret))).
+        let ding = find("/robot/send");
+        let query = ding.uri.split_once('?').map_or("", |(_, q)| q);
+        let q: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let get = |k: &str| q.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone()).expect(k);
+        assert_eq!(get("access_token"), "DT");
+        let ts: u128 = get("timestamp").parse().expect("ms timestamp");
+        let expect = base64::engine::general_purpose::STANDARD
+            .encode(hmac(b"SECabc", format!("{ts}\nSECabc").as_bytes()));
+        assert_eq!(get("sign"), expect);
+        assert_eq!(dingtalk_sign("SECabc", ts), expect);
+        let body: Value = serde_json::from_str(&ding.body).expect("json");
+        assert_eq!(body["msgtype"], "text");
+        assert_eq!(body["at"]["atMobiles"][0], "13800000000");
+        let text = body["text"]["content"].as_str().expect("text");
+        for want in ["Plant 1", "a.gd1.lel:HH", "55", "50", "active_unacknowledged", "Wang 13800000000"] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
+        // Feishu: token in the path, sign = base64(HMAC-SHA256(key = ts\nsecret, msg = "")).
+        let fs = find("/open-apis/bot/v2/hook/hook-id");
+        let body: Value = serde_json::from_str(&fs.body).expect("json");
+        let ts: u64 = body["timestamp"].as_str().expect("ts").parse().expect("secs");
+        let expect = base64::engine::general_purpose::STANDARD
+            .encode(hmac(format!("{ts}\nfsSecret").as_bytes(), b""));
+        assert_eq!(body["sign"], expect.as_str());
+        assert_eq!(feishu_sign("fsSecret", ts), expect);
+        assert_eq!(body["msg_type"], "text");
+        assert!(body["content"]["text"].as_str().expect("text").contains("a.gd1.lel:HH"));
+        // WeCom: key as a query parameter, text message.
+        let wc = find("/cgi-bin/webhook/send");
+        assert!(wc.uri.contains("key=WK"), "{}", wc.uri);
+        let body: Value = serde_json::from_str(&wc.body).expect("json");
+        assert_eq!(body["msgtype"], "text");
+        // SMS gateway: the body template.
+        let sms = find("/sms");
+        assert_eq!(sms.headers["content-type"], "text/plain");
+        assert_eq!(
+            sms.body,
+            "s: a.gd1.lel:HH raised value 55 limit 50; call Wang 13800000000 [s-5-gas-sms]"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Known answers of the robots' documented algorithms, computed independently of the gateway's
+/// code (DingTalk and Feishu document HMAC-SHA256 + base64 over these exact strings).
+#[test]
+fn robot_signatures_known_answers() {
+    // HMAC-SHA256 test case 2 of RFC 4231 pins the primitive.
+    assert_eq!(
+        hex(&hmac(b"Jefe", b"what do ya want for nothing?")),
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
+    let d = dingtalk_sign("Jefe", 0);
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&d)
+        .expect("base64");
+    assert_eq!(raw, hmac(b"Jefe", b"0\nJefe"));
+    let f = feishu_sign("Jefe", 0);
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&f)
+        .expect("base64");
+    assert_eq!(raw, hmac(b"0\nJefe", b""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_feed_is_mapped_and_sm4_encrypted() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("key"), "0123456789abcdeffedcba9876543210\n").expect("key");
+        std::fs::write(dir.path().join("iv"), "000102030405060708090a0b0c0d0e0f\n").expect("iv");
+        let d = dir.path().display();
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[receivers]]\nkind = \"regulator\"\nid = \"mem\"\nurl = \"{url}/dust/api\"\napp_id = \"APP1\"\n\
+             sm4 = {{ key = {{ file = \"{d}/key\" }}, iv = {{ file = \"{d}/iv\" }} }}\n\
+             fields = {{ tag = \"wh\", value = \"sz\", limit_name = \"bjlx\", alarm_time = \"bjsj\", indicator = \"zbbm\", idempotency_key = \"id\" }}\n\
+             codes = {{ HH = \"4\" }}\nconstants = {{ qyxydm = \"91320000MA1XXXXXX\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
+        ));
+        r.tx.send(ev(9, Transition::Raised)).await.expect("send");
+        let req = support::eventually(Duration::from_secs(20), "the regulator record", || {
+            let a = h.accepted.lock().expect("lock").first().cloned();
+            async move { a }
+        })
+        .await;
+        assert_eq!(req.headers["appid"], "APP1");
+        let env: Value = serde_json::from_str(&req.body).expect("envelope");
+        assert_eq!(env["appId"], "APP1");
+        let ct = base64::engine::general_purpose::STANDARD
+            .decode(env["data"].as_str().expect("data"))
+            .expect("base64");
+        let key = parse_key("0123456789abcdeffedcba9876543210").expect("key");
+        let iv = parse_key("000102030405060708090a0b0c0d0e0f").expect("iv");
+        let plain = sm4_cbc_decrypt(&key, &iv, &ct).expect("decrypts with the configured key and IV");
+        let rec: Value = serde_json::from_slice(&plain).expect("record");
+        assert_eq!(rec["wh"], "GT-101");
+        assert_eq!(rec["zbbm"], "KRQT");
+        assert_eq!(rec["sz"], 55.0);
+        assert_eq!(rec["bjlx"], "4");
+        assert_eq!(rec["qyxydm"], "91320000MA1XXXXXX");
+        assert_eq!(rec["id"], "s-9-default-mem");
+        assert!(rec["bjsj"].as_str().is_some_and(|s| s.len() == 19), "{rec}");
+        assert!(rec.get("channel").is_none(), "unmapped canonical fields are not sent");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_receiver_publishes_with_qos1_and_survives_a_broker_restart() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let mut broker = support::mosquitto();
+        let port = broker.port;
+        // A subscriber that records what arrives.
+        let mut o = rumqttc::MqttOptions::new("test-sub", "127.0.0.1", port);
+        o.set_clean_session(false);
+        let (sub, mut el) = rumqttc::AsyncClient::new(o, 16);
+        sub.subscribe("park/#", rumqttc::QoS::AtLeastOnce).await.expect("subscribe");
+        let got: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let g2 = got.clone();
+        tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let v = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                        g2.lock().expect("lock").push((p.topic.clone(), v));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        support::eventually(Duration::from_secs(10), "subscriber connected", || {
+            let s = sub.clone();
+            async move { s.try_publish("park/ping", rumqttc::QoS::AtMostOnce, false, "{}").ok() }
+        })
+        .await;
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n[[receivers]]\nkind = \"mqtt\"\nid = \"park\"\naddress = \"127.0.0.1:{port}\"\n\
+             topic = \"park/{{site}}/{{priority}}/{{alarm}}\"\ntimeout = \"2s\"\nbackoff_max = \"1s\"\n\
+             [[receivers]]\nkind = \"regulator\"\nid = \"gov\"\nmqtt = {{ address = \"127.0.0.1:{port}\", topic = \"park/gov/{{site}}\" }}\n\
+             fields = {{ tag = \"wh\", value = \"sz\", limit_name = \"bjlx\" }}\ncodes = {{ HH = \"4\" }}\n\
+             [[notifications.routes]]\nid = \"all\"\nreceivers = [\"park\", \"gov\"]\n"
+        ));
+        r.tx.send(ev(1, Transition::Raised)).await.expect("send");
+        let (topic, v) = support::eventually(Duration::from_secs(20), "the MQTT notification", || {
+            let g = got.lock().expect("lock").iter().find(|(t, _)| t.starts_with("park/s/")).cloned();
+            async move { g }
+        })
+        .await;
+        assert_eq!(topic, "park/s/critical/a.gd1.lel:HH");
+        assert_eq!(v["schema"], "hazgate.alarm.v2");
+        assert_eq!(v["idempotency_key"], "s-1-all-park");
+        // The regulator feed over MQTT: the mapped record.
+        let (_, g) = support::eventually(Duration::from_secs(20), "the regulator record over MQTT", || {
+            let g = got.lock().expect("lock").iter().find(|(t, _)| t == "park/gov/s").cloned();
+            async move { g }
+        })
+        .await;
+        assert_eq!((g["sz"].as_f64(), g["bjlx"].as_str()), (Some(55.0), Some("4")));
+        // Broker outage: the next notification waits in the outbox and arrives after restart.
+        broker.kill();
+        r.tx.send(ev(2, Transition::Acknowledged)).await.expect("send");
+        support::eventually(Duration::from_secs(20), "a failed attempt during the outage", || {
+            let rows = all(&r.outbox);
+            async move { rows.iter().any(|e| e.key == "s-2-all-park" && e.attempts >= 1).then_some(()) }
+        })
+        .await;
+        broker.restart();
+        support::eventually(Duration::from_secs(30), "delivery after the broker restart", || {
+            let rows = all(&r.outbox);
+            async move {
+                rows.iter()
+                    .any(|e| e.key == "s-2-all-park" && e.status == Status::Delivered)
+                    .then_some(())
+            }
+        })
+        .await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_reports_real_time_values_periodically() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[receivers]]\nkind = \"regulator\"\nid = \"gov\"\nurl = \"{url}/realtime\"\nreport_interval = \"1s\"\n\
+             fields = {{ record_type = \"type\", tag = \"wh\", value = \"sz\", unit = \"dw\", state = \"zt\", time = \"sj\" }}\n\
+             codes = {{ value = \"RT\", good = \"0\", bad = \"1\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\n"
+        ));
+        r.state.record(
+            &hazgate::model::Sample {
+                channel: ChannelId::new("a.gd1.lel"),
+                ts: SystemTime::now(),
+                reading: hazgate::model::Reading::Good(12.5),
+            },
+            vec![],
+        );
+        let req = support::eventually(Duration::from_secs(20), "a real-time report", || {
+            let a = h.accepted.lock().expect("lock").first().cloned();
+            async move { a }
+        })
+        .await;
+        assert!(req.uri.starts_with("/realtime"));
+        let rec: Value = serde_json::from_str(&req.body).expect("json");
+        assert_eq!(rec["type"], "RT");
+        assert_eq!(rec["wh"], "GT-101");
+        assert_eq!(rec["sz"], 12.5);
+        assert_eq!(rec["dw"], "%LEL");
+        assert_eq!(rec["zt"], "0");
+        assert!(rec["sj"].as_str().is_some_and(|s| s.len() == 19), "{rec}");
+        let rows = all(&r.outbox);
+        assert!(rows.iter().any(|e| e.reason == hazgate::alerts::outbox::Reason::Report && e.status == Status::Delivered));
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robot_tokens_never_reach_the_ledger() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dead = support::free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("t"), "TOKEN-7f3a9c").expect("token");
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n[[receivers]]\nkind = \"dingtalk\"\nid = \"ding\"\n\
+             url = \"http://127.0.0.1:{dead}/robot/send\"\ntoken = {{ file = \"{}/t\" }}\n",
+            dir.path().display()
+        ));
+        r.tx.send(ev(1, Transition::Raised)).await.expect("send");
+        let err = support::eventually(Duration::from_secs(20), "a failed attempt", || {
+            let e = all(&r.outbox).first().and_then(|e| e.last_error.clone());
+            async move { e }
+        })
+        .await;
+        assert!(
+            !err.contains("TOKEN-7f3a9c"),
+            "token leaked into the ledger: {err}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
