@@ -185,8 +185,9 @@ pub fn time_scaled(text: &str, speed: f64) -> Result<String, String> {
     toml::to_string(&root).map_err(|e| e.to_string())
 }
 
-const SCALED_DURATIONS: [&str; 8] = [
+const SCALED_DURATIONS: [&str; 9] = [
     "after",
+    "backoff_max",
     "on_delay",
     "off_delay",
     "max_age",
