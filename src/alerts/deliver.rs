@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::{Mutex, mpsc};
@@ -543,11 +543,22 @@ pub fn split_host_port(s: &str) -> Option<(String, u16)> {
     (!h.is_empty()).then(|| (h.trim_matches(['[', ']']).to_owned(), port))
 }
 
-/// An MQTT publisher with QoS 1: one event-loop task forwards PUBACKs; a delivery waits for one.
+/// What the event loop saw of a QoS 1 publish.
+#[derive(Debug, Clone, Copy)]
+enum PubEvent {
+    /// A PUBLISH went out with this packet id.
+    Sent(u16),
+    /// The broker acknowledged this packet id.
+    Acked(u16),
+}
+
+/// An MQTT publisher with QoS 1: one event-loop task forwards the packet ids of outgoing
+/// PUBLISHes and of PUBACKs; a delivery waits for the PUBACK of its own packet id, so a late
+/// PUBACK of an earlier, timed-out attempt is never taken for the current one.
 #[derive(Debug)]
 pub struct MqttPub {
     client: AsyncClient,
-    acks: Mutex<mpsc::Receiver<u16>>,
+    acks: Mutex<mpsc::Receiver<PubEvent>>,
     /// Topic template.
     pub topic: String,
     stop: CancellationToken,
@@ -589,9 +600,12 @@ impl MqttPub {
                 };
                 match ev {
                     Ok(Event::Incoming(Packet::PubAck(a))) => {
-                        // When full, old acknowledgements are dropped: a delivery then times
-                        // out and is retried (same idempotency key).
-                        let _ = tx.try_send(a.pkid);
+                        // When full, old events are dropped: a delivery then times out and is
+                        // retried (same idempotency key).
+                        let _ = tx.try_send(PubEvent::Acked(a.pkid));
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        let _ = tx.try_send(PubEvent::Sent(pkid));
                     }
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         failures = 0;
@@ -636,10 +650,19 @@ impl MqttPub {
                 .publish(topic, QoS::AtLeastOnce, false, body)
                 .await
                 .map_err(|e| e.to_string())?;
-            acks.recv()
-                .await
-                .ok_or_else(|| "MQTT event loop ended".to_owned())?;
-            Ok(())
+            // Ours is the first PUBLISH sent after the request (one publish at a time per
+            // receiver); a retransmission after a reconnect carries the same packet id.
+            let mut ours = None;
+            loop {
+                match acks.recv().await {
+                    None => return Err("MQTT event loop ended".to_owned()),
+                    Some(PubEvent::Sent(p)) => {
+                        ours.get_or_insert(p);
+                    }
+                    Some(PubEvent::Acked(p)) if ours == Some(p) => return Ok(()),
+                    Some(PubEvent::Acked(_)) => {}
+                }
+            }
         })
         .await
         .unwrap_or_else(|_| Err("no PUBACK within the timeout".into()))
