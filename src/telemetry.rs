@@ -88,6 +88,8 @@ pub struct Metrics {
     pub outbox_bytes: Gauge,
     /// Outbox write, compaction and replay failures.
     pub outbox_errors: Counter,
+    /// 1 while the last write to the outbox file failed (notifications only in memory).
+    pub outbox_failing: Gauge,
     /// Escalations to a next tier, by route and tier.
     pub escalations: Family<Labels, Counter>,
 }
@@ -287,6 +289,12 @@ impl Metrics {
             "Outbox write, compaction and replay failures",
             outbox_errors.clone(),
         );
+        let outbox_failing = Gauge::default();
+        registry.register(
+            "outbox_write_failing",
+            "1 while the alert outbox cannot write to disk (notifications kept in memory only)",
+            outbox_failing.clone(),
+        );
         let escalations = Family::<Labels, Counter>::default();
         registry.register(
             "escalations",
@@ -298,6 +306,7 @@ impl Metrics {
             outbox_pending,
             outbox_bytes,
             outbox_errors,
+            outbox_failing,
             escalations,
             registry,
             modbus_device_polls,

@@ -629,9 +629,13 @@ impl Outbox {
             .write_all(&buf)
             .and_then(|()| if sync { st.file.sync_data() } else { Ok(()) });
         match res {
-            Ok(()) => st.bytes += buf.len() as u64,
+            Ok(()) => {
+                st.bytes += buf.len() as u64;
+                self.metrics.outbox_failing.set(0);
+            }
             Err(e) => {
                 self.metrics.outbox_errors.inc();
+                self.metrics.outbox_failing.set(1);
                 error!(path = %st.path.display(), error = %e, "outbox write failed: notifications kept in memory only");
             }
         }

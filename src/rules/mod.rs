@@ -323,6 +323,15 @@ pub async fn run(
             _ = tick.tick() => {
                 let wall = SystemTime::now();
                 let (samples, mut ev) = engine.tick(tokio::time::Instant::now().into_std(), wall);
+                // The alert outbox reports through a gauge (it has no health handle).
+                if metrics.outbox_failing.get() != 0 {
+                    state.health.fail(
+                        "alert outbox",
+                        "cannot write to disk: notifications are kept in memory only",
+                    );
+                } else {
+                    state.health.ok("alert outbox");
+                }
                 ev.extend(engine.gateway_health(&gateway_faults(&state), wall));
                 (samples, ev)
             }
@@ -407,7 +416,7 @@ pub async fn run(
 }
 
 /// Failing gateway components that are fault alarms of their own: an output's spool (full or
-/// unreadable) and the alarm journal. Outputs that are merely down are not: they spool.
+/// unreadable), the alarm journal and the alert outbox. Outputs that are merely down are not: they spool.
 fn gateway_faults(state: &SharedState) -> Vec<(String, String)> {
     state
         .health
