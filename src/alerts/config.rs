@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Problem, Receiver, SecretRef, Severity};
+use crate::config::validate::Problems;
+use crate::config::{Problem, Receiver, SecretRef};
 use crate::model::{AlarmClass, Priority, Transition, check_id};
 
 /// `[notifications]`: the durable outbox and the routes.
@@ -313,18 +314,6 @@ pub const REGULATOR_FIELDS: &[&str] = &[
     "idempotency_key",
 ];
 
-struct P<'a>(&'a mut Vec<Problem>);
-
-impl P<'_> {
-    fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
-        self.0.push(Problem {
-            severity: Severity::Error,
-            path: path.into(),
-            message: msg.into(),
-        });
-    }
-}
-
 /// Checks the receiver kinds of this module and the `[notifications]` section.
 /// `channel_exists` tells whether a channel id is configured.
 pub fn check(
@@ -333,8 +322,7 @@ pub fn check(
     site: &str,
     channel_exists: &dyn Fn(&str) -> bool,
 ) -> Vec<Problem> {
-    let mut out = Vec::new();
-    let mut p = P(&mut out);
+    let mut p = Problems::default();
     for (i, r) in receivers.iter().enumerate() {
         let path = format!("receivers[{i}]");
         let d = r.delivery();
@@ -412,8 +400,7 @@ pub fn check(
         p.err("notifications.outbox.max_bytes", "must be at least 65536");
     }
     if n.outbox.dir.is_none() && !receivers.is_empty() {
-        out_warn(
-            &mut p,
+        p.warn(
             "notifications.outbox.dir",
             "not set: pending notifications are kept in memory only and a restart loses them",
         );
@@ -431,8 +418,7 @@ pub fn check(
             );
         }
         if !r.sites.is_empty() && !r.sites.iter().any(|s| s == site) {
-            out_warn(
-                &mut p,
+            p.warn(
                 format!("{path}.sites"),
                 format!("does not name this site `{site}`: the route never matches"),
             );
@@ -473,18 +459,10 @@ pub fn check(
             );
         }
     }
-    out
+    p.0
 }
 
-fn out_warn(p: &mut P<'_>, path: impl Into<String>, msg: impl Into<String>) {
-    p.0.push(Problem {
-        severity: Severity::Warning,
-        path: path.into(),
-        message: msg.into(),
-    });
-}
-
-fn mqtt_target(m: &MqttTarget, path: &str, p: &mut P<'_>) {
+fn mqtt_target(m: &MqttTarget, path: &str, p: &mut Problems) {
     if crate::alerts::deliver::split_host_port(&m.address).is_none() {
         p.err(format!("{path}.address"), "expected `host:port`");
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::validate::{Problem, ResolvedChannel, Severity};
+use super::validate::{Problem, Problems, ResolvedChannel};
 use super::{LimitRule, SecretRef};
 use crate::model::{ChannelId, Priority, SiteMode, check_id};
 use crate::rules::expr::Expr;
@@ -360,25 +360,6 @@ pub fn sha256_hex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-struct P(Vec<Problem>);
-
-impl P {
-    fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
-        self.0.push(Problem {
-            severity: Severity::Error,
-            path: path.into(),
-            message: msg.into(),
-        });
-    }
-    fn warn(&mut self, path: impl Into<String>, msg: impl Into<String>) {
-        self.0.push(Problem {
-            severity: Severity::Warning,
-            path: path.into(),
-            message: msg.into(),
-        });
-    }
-}
-
 /// Checks `[alarms]` and the alarm options of `[[rules]]` (limit order, delays and the basic
 /// channel checks stay in the main pass).
 pub fn check(
@@ -386,7 +367,7 @@ pub fn check(
     rules: &[LimitRule],
     channels: &HashMap<ChannelId, &ResolvedChannel>,
 ) -> Vec<Problem> {
-    let mut p = P(Vec::new());
+    let mut p = Problems::default();
     let mut ids: HashSet<String> = HashSet::new();
 
     for (i, r) in rules.iter().enumerate() {
@@ -575,7 +556,7 @@ pub fn check(
     }
 
     // Rate and discrete alarms.
-    let mut check_name = |p: &mut P, path: &str, channel: &str, name: &str| {
+    let mut check_name = |p: &mut Problems, path: &str, channel: &str, name: &str| {
         if RESERVED.contains(&name) {
             p.err(
                 format!("{path}.name"),
@@ -593,7 +574,7 @@ pub fn check(
             );
         }
     };
-    let check_common = |p: &mut P, path: &str, channel: &str| -> Option<()> {
+    let check_common = |p: &mut Problems, path: &str, channel: &str| -> Option<()> {
         if channels.contains_key(&ChannelId::new(channel)) {
             Some(())
         } else {

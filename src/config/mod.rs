@@ -12,7 +12,7 @@ pub mod alarms;
 pub mod devmap;
 pub mod modbus;
 pub mod mqtt;
-mod validate;
+pub(crate) mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;

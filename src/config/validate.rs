@@ -131,18 +131,22 @@ pub struct Resolved {
     pub notifications: crate::alerts::config::Notifications,
 }
 
-#[derive(Default)]
-struct Problems(Vec<Problem>);
+/// Collects every problem of a configuration with its path; shared by the config checks of
+/// every module.
+#[derive(Debug, Default)]
+pub(crate) struct Problems(pub(crate) Vec<Problem>);
 
 impl Problems {
-    fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+    /// An error at `path`.
+    pub(crate) fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
         self.0.push(Problem {
             severity: Severity::Error,
             path: path.into(),
             message: msg.into(),
         });
     }
-    fn warn(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+    /// A warning at `path`.
+    pub(crate) fn warn(&mut self, path: impl Into<String>, msg: impl Into<String>) {
         self.0.push(Problem {
             severity: Severity::Warning,
             path: path.into(),
