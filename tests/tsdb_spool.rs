@@ -495,12 +495,9 @@ const CHILD_ENV: &str = "HAZGATE_SPOOL_KILL_CHILD";
 const CHILD_RATE: usize = 10_000;
 const CHILD_FLUSH_MS: u64 = 200;
 
-/// A process that writes to a spool until it is killed; its parent is
-/// `kill_9_loses_at_most_one_flush_interval`.
-#[test]
-#[ignore = "child process of kill_9_loses_at_most_one_flush_interval; run by it"]
-fn spool_kill_child() {
-    let dir = std::env::var(CHILD_ENV).expect("run by kill_9_loses_at_most_one_flush_interval");
+/// The child role of `kill_9_loses_at_most_one_flush_interval`: this test binary, re-run with
+/// that one test selected and `CHILD_ENV` set, writes to a spool until it is killed.
+fn write_until_killed(dir: &str) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -534,13 +531,16 @@ fn spool_kill_child() {
 
 #[test]
 fn kill_9_loses_at_most_one_flush_interval() {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        write_until_killed(&dir);
+        return;
+    }
     let spool = tempfile::tempdir().expect("tmp");
     let exe = std::env::current_exe().expect("test binary");
     let mut child = Command::new(exe)
         .args([
-            "spool_kill_child",
+            "kill_9_loses_at_most_one_flush_interval",
             "--exact",
-            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
