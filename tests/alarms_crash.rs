@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 
 const SITE: &str = r#"
 [[listeners]]
@@ -124,11 +123,7 @@ async fn latched_alarm_survives_kill_9() {
 }
 
 async fn scenario() {
-    let cancel = CancellationToken::new();
-    let spec = hazgate_sim::site::SiteSpec::from_toml_str(SITE).expect("spec");
-    let sim = hazgate_sim::start(spec, Path::new("."), cancel.clone())
-        .await
-        .expect("simulator");
+    let (sim, cancel) = support::sim(SITE).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let api_port = support::free_port();
     let cfg = dir.path().join("crash.toml");

@@ -92,9 +92,7 @@ async fn modbus_to_influxdb_and_back() {
     tokio::time::timeout(Duration::from_secs(120), async {
         let mut influx = support::influxd();
         support::influxql(&influx, "", "CREATE DATABASE e2e").await;
-        let cancel = CancellationToken::new();
-        let spec = hazgate_sim::site::SiteSpec::from_toml_str(SITE).expect("site spec");
-        let sim = hazgate_sim::start(spec, Path::new("."), cancel.clone()).await.expect("simulator");
+        let (sim, cancel) = support::sim(SITE).await;
         let sim_addr = sim.listeners[0].1;
         let started = SystemTime::now();
         let gw = hazgate::app::start(gateway_config(sim_addr, &influx.url())).await.expect("gateway starts");

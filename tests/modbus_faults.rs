@@ -7,8 +7,9 @@
 
 #[allow(dead_code, reason = "each test binary uses part of the helpers")]
 mod modbus_common;
+#[allow(dead_code, reason = "each test binary uses part of the support module")]
+mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use hazgate::model::{BadReason, Reading};
@@ -30,12 +31,7 @@ async fn site() -> (RunningSim, CancellationToken) {
         );
     }
     text += "[[listeners]]\nid = \"solo\"\n[[listeners.devices]]\nid = \"s1\"\nunit_id = 1\nmap_id = \"gas-4-20ma\"\nsignals.lel = { constant = 42 }\n";
-    let cancel = CancellationToken::new();
-    let spec = hazgate_sim::SiteSpec::from_toml_str(&text).expect("site");
-    let sim = hazgate_sim::start(spec, Path::new("."), cancel.clone())
-        .await
-        .expect("simulator starts");
-    (sim, cancel)
+    support::sim(&text).await
 }
 
 fn gateway(sim: &RunningSim) -> hazgate::config::Resolved {

@@ -1,11 +1,11 @@
 //! `hazgate probe` against the simulator: the installer's display value finds the right type,
 //! word order and address base, over Modbus TCP and over RTU on a pseudo-terminal.
 
-use std::path::Path;
+#[allow(dead_code, reason = "each test binary uses part of the support module")]
+mod support;
+
 use std::process::Command;
 use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
 
 const SITE: &str = r#"
 [[listeners]]
@@ -49,11 +49,7 @@ async fn probe(args: Vec<String>) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_marks_the_matching_interpretations() {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let cancel = CancellationToken::new();
-        let spec = hazgate_sim::SiteSpec::from_toml_str(SITE).expect("site");
-        let sim = hazgate_sim::start(spec, Path::new("."), cancel.clone())
-            .await
-            .expect("simulator");
+        let (sim, cancel) = support::sim(SITE).await;
         let addr = sim.addr("tcp").expect("tcp").to_string();
 
         // The tank radar's level is an f32 in CDAB order at holding 0 (manual address 1 with

@@ -5,8 +5,9 @@
 
 #[allow(dead_code, reason = "each test binary uses part of the helpers")]
 mod modbus_common;
+#[allow(dead_code, reason = "each test binary uses part of the support module")]
+mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use hazgate::model::{BadReason, Reading};
@@ -41,12 +42,7 @@ signals.temperature = {{ constant = -12.5 }}
 signals.pressure = {{ constant = 101.3 }}
 "#
     );
-    let cancel = CancellationToken::new();
-    let spec = hazgate_sim::SiteSpec::from_toml_str(&text).expect("site");
-    let sim = hazgate_sim::start(spec, Path::new("."), cancel.clone())
-        .await
-        .expect("simulator starts");
-    (sim, cancel)
+    support::sim(&text).await
 }
 
 fn gateway(source: &str) -> hazgate::config::Resolved {

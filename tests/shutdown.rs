@@ -5,11 +5,8 @@
 mod support;
 
 use std::fmt::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use tokio_util::sync::CancellationToken;
 
 const UNITS: u8 = 20;
 
@@ -23,9 +20,7 @@ async fn sigterm_under_load_exits_within_grace_with_status_0() {
                 "[[listeners.devices]]\nid = \"gd{u}\"\nunit_id = {u}\nmap_id = \"gas-4-20ma\"\nsignals.lel = {{ sine = {{ base = 10, amplitude = 5, period = \"10s\" }} }}\n"
             );
         }
-        let cancel = CancellationToken::new();
-        let spec = hazgate_sim::site::SiteSpec::from_toml_str(&site).expect("spec");
-        let sim = hazgate_sim::start(spec, Path::new("."), cancel.clone()).await.expect("simulator");
+        let (sim, cancel) = support::sim(&site).await;
         let api_port = support::free_port();
         let dead_port = support::free_port(); // nothing listens here: the output keeps failing
         let mut cfg = format!(

@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use tokio_util::sync::CancellationToken;
 
 #[allow(dead_code, reason = "each test binary uses part of the support module")]
 mod support;
@@ -47,12 +46,10 @@ async fn alarm_events_are_posted_and_retried() {
         let hook = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
 
-        let cancel = CancellationToken::new();
-        let spec = hazgate_sim::site::SiteSpec::from_toml_str(
+        let (sim, cancel) = support::sim(
             "[[listeners]]\nid = \"c\"\n[[listeners.devices]]\nid = \"gd1\"\nunit_id = 1\nmap_id = \"gas-4-20ma\"\nsignals.lel = { constant = 30 }\n",
         )
-        .expect("spec");
-        let sim = hazgate_sim::start(spec, Path::new("."), cancel.clone()).await.expect("sim");
+        .await;
         let dir = tempfile::tempdir().expect("tempdir");
         let token = dir.path().join("token");
         std::fs::write(&token, "hook-secret\n").expect("token file");

@@ -81,6 +81,17 @@ impl Drop for Server {
     }
 }
 
+/// Starts the simulator on a site spec (TOML, as `hazgate-sim --site` reads it); cancelling the
+/// returned token stops it.
+pub async fn sim(site: &str) -> (hazgate_sim::RunningSim, tokio_util::sync::CancellationToken) {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let spec = hazgate_sim::SiteSpec::from_toml_str(site).expect("simulated site spec");
+    let sim = hazgate_sim::start(spec, Path::new("."), cancel.clone())
+        .await
+        .expect("simulator starts");
+    (sim, cancel)
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; callers retry on a lost race).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
