@@ -141,6 +141,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     }
     // Alert delivery: receivers' secrets, the outbox replay.
     let alerts_prepared = alerts::prepare(&cfg, metrics.clone())?;
+    alerts_prepared.outbox.report_health(state.clone());
     let _ = state.outbox.set(alerts_prepared.outbox.clone());
 
     // The alarm engine: API tokens, journal replay (before anything is spawned).

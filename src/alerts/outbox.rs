@@ -288,6 +288,8 @@ pub struct Outbox {
     caps: HashMap<String, usize>,
     wake: HashMap<String, Arc<Notify>>,
     metrics: Arc<Metrics>,
+    /// Where disk failures are reported for `/readyz` (component `alert outbox`).
+    state: std::sync::OnceLock<Arc<crate::state::SharedState>>,
 }
 
 const FILE: &str = "outbox.jsonl";
@@ -346,6 +348,7 @@ impl Outbox {
             caps,
             wake,
             metrics,
+            state: std::sync::OnceLock::new(),
         };
         {
             let mut g = ob.lock();
@@ -364,6 +367,12 @@ impl Outbox {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reports disk-write failures (and recovery) as the health component `alert outbox`, which
+    /// `/readyz` shows and the rule engine turns into the fault alarm `gateway:alert outbox`.
+    pub fn report_health(&self, state: Arc<crate::state::SharedState>) {
+        let _ = self.state.set(state);
     }
 
     /// The wake-up of a receiver's worker.
@@ -631,11 +640,23 @@ impl Outbox {
         match res {
             Ok(()) => {
                 st.bytes += buf.len() as u64;
-                self.metrics.outbox_failing.set(0);
+                if self.metrics.outbox_failing.set(0) != 0 {
+                    if let Some(s) = self.state.get() {
+                        s.health.ok("alert outbox");
+                    }
+                }
             }
             Err(e) => {
                 self.metrics.outbox_errors.inc();
                 self.metrics.outbox_failing.set(1);
+                if let Some(s) = self.state.get() {
+                    s.health.fail(
+                        "alert outbox",
+                        format!(
+                            "cannot write to disk ({e}): notifications are kept in memory only"
+                        ),
+                    );
+                }
                 error!(path = %st.path.display(), error = %e, "outbox write failed: notifications kept in memory only");
             }
         }

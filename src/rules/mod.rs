@@ -323,15 +323,6 @@ pub async fn run(
             _ = tick.tick() => {
                 let wall = SystemTime::now();
                 let (samples, mut ev) = engine.tick(tokio::time::Instant::now().into_std(), wall);
-                // The alert outbox reports through a gauge (it has no health handle).
-                if metrics.outbox_failing.get() != 0 {
-                    state.health.fail(
-                        "alert outbox",
-                        "cannot write to disk: notifications are kept in memory only",
-                    );
-                } else {
-                    state.health.ok("alert outbox");
-                }
                 ev.extend(engine.gateway_health(&gateway_faults(&state), wall));
                 (samples, ev)
             }
