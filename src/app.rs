@@ -205,6 +205,17 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     }
     let router = critical(alert_tasks.dispatcher, "alert dispatcher", &fatal);
 
+    // Self-monitoring into the outputs; stops with the sources, before the queues close.
+    if let Some(every) = cfg.gateway.self_monitoring {
+        tokio::spawn(crate::tsdb::internal::run(
+            cfg.site.id.clone(),
+            metrics.clone(),
+            queues.clone(),
+            every,
+            sources_cancel.clone(),
+        ));
+    }
+
     // The rule engine.
     let engine = critical(
         tokio::spawn(rules::run(

@@ -16,6 +16,7 @@
 //! - [`alerts`]: routing, escalation, the durable outbox and receivers (webhook, IM robots, MQTT,
 //!   regulator feeds).
 //! - [`tsdb`]: line protocol and InfluxDB writers.
+//! - [`dashboards`]: Grafana dashboards generated from the resolved configuration.
 //! - [`api`]: the axum router (`/healthz`, `/readyz`, `/metrics`, `/api/v1/...`).
 //! - [`app`]: wires the pipeline, supervises tasks, drains on shutdown.
 //! - [`state`], [`telemetry`], [`queue`]: snapshots, metrics and health, the drop-oldest queue.
@@ -26,6 +27,7 @@ pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod dashboards;
 pub mod demo;
 pub mod model;
 pub mod queue;

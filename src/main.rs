@@ -71,6 +71,16 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Write Grafana dashboards and provisioning files for a configuration's site: its
+    /// equipment, its channels' alarm limits, its language.
+    Dashboards {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Directory to write into (created when missing; files of the same name replaced).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
     /// Read a register range from one Modbus device and show it in every type, word order and
     /// address base, marking the interpretations that match the detector's display (`--expect`).
     Probe(ProbeArgs),
@@ -257,6 +267,21 @@ fn main() -> ExitCode {
                 print!("{}", hazgate::sources::modbus::plan::describe(&cfg));
                 ExitCode::SUCCESS
             }
+            Err(e) => report_load_error(&e),
+        },
+        Command::Dashboards { config, out } => match config::load(&config) {
+            Ok((cfg, _)) => match hazgate::dashboards::write(&cfg, &out) {
+                Ok(files) => {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: cannot write: {e}", out.display());
+                    ExitCode::from(3)
+                }
+            },
             Err(e) => report_load_error(&e),
         },
         Command::Run { config } => {

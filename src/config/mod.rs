@@ -81,6 +81,22 @@ pub struct Site {
     /// Display name.
     #[serde(default)]
     pub name: String,
+    /// Language of generated texts a person reads (Grafana dashboards): `en` (default) or
+    /// `zh-CN`.
+    #[serde(default)]
+    pub language: Language,
+}
+
+/// Language of generated texts, see [`Site::language`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum Language {
+    /// English.
+    #[default]
+    #[serde(rename = "en")]
+    En,
+    /// Simplified Chinese.
+    #[serde(rename = "zh-CN")]
+    ZhCn,
 }
 
 /// Process-wide settings.
@@ -93,6 +109,10 @@ pub struct Gateway {
     /// Capacity (in batches) of the source → rule-engine channel; when full, sources wait.
     #[serde(default = "default_sample_queue")]
     pub sample_queue: usize,
+    /// Write the gateway's own figures (every `/metrics` sample) to every output as measurement
+    /// `hazgate_internal` this often; off when absent.
+    #[serde(with = "humantime_serde", default)]
+    pub self_monitoring: Option<Duration>,
 }
 
 impl Default for Gateway {
@@ -100,6 +120,7 @@ impl Default for Gateway {
         Self {
             shutdown_grace: default_grace(),
             sample_queue: default_sample_queue(),
+            self_monitoring: None,
         }
     }
 }

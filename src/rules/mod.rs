@@ -459,6 +459,7 @@ mod tests {
             site: Site {
                 id: "s".into(),
                 name: String::new(),
+                language: Default::default(),
             },
             gateway: Gateway::default(),
             api: Api::default(),

@@ -8,7 +8,10 @@
 //!   (`hazgate_points_suppressed_total{output}`).
 //! - `downsample`: readings feed the output's [`Downsampler`]; the output gets one aggregate line
 //!   per channel and window (measurement `reading_1m` etc.) instead of raw readings.
-//! - Alarm events go to every output, unreduced.
+//! - Alarm events go to every output, unreduced, with the time their activation was raised
+//!   (`raised_at`) and, on the event that ends it, its `duration`: the fanout remembers the
+//!   raise time of each open alarm (at most one entry per alarm, removed when it closes; empty
+//!   after a restart, so the first events of an alarm raised before it carry neither).
 //!
 //! The engine calls [`Fanout::publish`] once per iteration (samples and events of that step, or
 //! nothing on a timer tick: the call also closes downsampling windows whose time is up) and
@@ -20,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::line::{encode_aggregate, encode_event, encode_sample};
+use super::line::{encode_aggregate, encode_event_with, encode_sample, open_flags};
 use super::reduce::{Aggregate, Downsampler, Reducer};
 use super::writer::OutputQueue;
 use crate::config::{Resolved, ResolvedChannel};
@@ -51,6 +54,8 @@ pub struct Fanout {
     channels: HashMap<ChannelId, ResolvedChannel>,
     sinks: Vec<Sink>,
     aggs: Vec<Aggregate>,
+    /// Raise time of every open alarm, by alarm id.
+    raised: HashMap<String, SystemTime>,
 }
 
 impl Fanout {
@@ -88,6 +93,7 @@ impl Fanout {
                 .collect(),
             sinks,
             aggs: Vec::new(),
+            raised: HashMap::new(),
         }
     }
 
@@ -137,8 +143,23 @@ impl Fanout {
                 .get(&e.channel)
                 .map(|c| c.area.as_str())
                 .unwrap_or_default();
-            let mut l = String::with_capacity(200);
-            encode_event(&self.site, area, e, &mut l);
+            let (active, _) = open_flags(e);
+            let starts = matches!(
+                e.transition,
+                crate::model::Transition::Raised
+                    | crate::model::Transition::Fault
+                    | crate::model::Transition::Flood
+            );
+            if starts && active {
+                self.raised.insert(e.alarm.clone(), e.ts);
+            }
+            let raised = if active {
+                self.raised.get(&e.alarm).copied()
+            } else {
+                self.raised.remove(&e.alarm)
+            };
+            let mut l = String::with_capacity(260);
+            encode_event_with(&self.site, area, e, raised, &mut l);
             for sink in &mut self.sinks {
                 sink.buf.push(l.clone());
             }

@@ -3,7 +3,10 @@
 //! - `reading`: tags `site, area, device, channel, kind, unit`; fields `value` (float, good readings
 //!   only), `quality` (`"good"`/`"bad"`), and for bad readings `reason` and `detail`.
 //! - `alarm_event`: tags `site, area, channel, condition, priority, transition`; fields `alarm`,
-//!   `message`, `seq` (integer), and `value`, `limit` when known.
+//!   `message`, `seq` (integer), `state` (the alarm's state after the transition), `active` and
+//!   `unacked` (integers 0/1, see [`open_flags`]), and when known `value`, `limit`, `by`,
+//!   `raised_at` (integer, ms since the epoch: when the current activation was raised) and
+//!   `duration` (float seconds the activation lasted, on the event that ends it).
 //!
 //! - downsampled measurement (`reading_1m`, …): the `reading` tags; fields `min`, `max`, `mean`
 //!   (floats, only when the window had a good reading), `count`, `bad_count` (integers),
@@ -147,8 +150,47 @@ pub fn encode_aggregate(
     let _ = writeln!(out, " {}", a.start_ns);
 }
 
-/// Appends one `alarm_event` line (with a trailing newline).
+/// Appends one `alarm_event` line (with a trailing newline), without activation times.
 pub fn encode_event(site: &str, area: &str, e: &AlarmEvent, out: &mut String) {
+    encode_event_with(site, area, e, None, out);
+}
+
+/// Whether an alarm is open after event `e` (`active`: it needs to be shown as an alarm now:
+/// active, returned but unacknowledged, or latched; site-level faults and floods until they
+/// end) and whether it waits for a person (`unacked`: active or returned unacknowledged, or
+/// latched until reset). Shelved, suppressed and out-of-service alarms are not active.
+pub fn open_flags(e: &AlarmEvent) -> (bool, bool) {
+    use crate::model::{AlarmClass, AlarmState, Transition};
+    if e.class == AlarmClass::System {
+        let active = matches!(
+            e.transition,
+            Transition::Raised | Transition::Fault | Transition::Flood
+        );
+        return (active, false);
+    }
+    let active = matches!(
+        e.state,
+        AlarmState::ActiveUnacknowledged
+            | AlarmState::ActiveAcknowledged
+            | AlarmState::ReturnedUnacknowledged
+            | AlarmState::Latched
+    );
+    let unacked = matches!(
+        e.state,
+        AlarmState::ActiveUnacknowledged | AlarmState::ReturnedUnacknowledged | AlarmState::Latched
+    );
+    (active, unacked)
+}
+
+/// Appends one `alarm_event` line (with a trailing newline); `raised` is when the alarm's
+/// current (or, on the event that ends it, last) activation was raised, when the caller knows.
+pub fn encode_event_with(
+    site: &str,
+    area: &str,
+    e: &AlarmEvent,
+    raised: Option<std::time::SystemTime>,
+    out: &mut String,
+) {
     out.push_str("alarm_event");
     tag(out, "site", site);
     tag(out, "area", area);
@@ -169,6 +211,28 @@ pub fn encode_event(site: &str, area: &str, e: &AlarmEvent, out: &mut String) {
     if let Some(v) = e.limit.filter(|v| v.is_finite()) {
         out.push_str(",limit=");
         float(out, v);
+    }
+    out.push_str(",state=");
+    escape_string_field(e.state.as_str(), out);
+    let (active, unacked) = open_flags(e);
+    let _ = write!(
+        out,
+        ",active={}i,unacked={}i",
+        u8::from(active),
+        u8::from(unacked)
+    );
+    if let Some(by) = &e.by {
+        out.push_str(",by=");
+        escape_string_field(by, out);
+    }
+    if let Some(r) = raised {
+        let ms = epoch_nanos(r) / 1_000_000;
+        let _ = write!(out, ",raised_at={ms}i");
+        if !active {
+            let secs = e.ts.duration_since(r).unwrap_or_default().as_secs_f64();
+            out.push_str(",duration=");
+            float(out, secs);
+        }
     }
     let _ = writeln!(out, " {}", epoch_nanos(e.ts));
 }

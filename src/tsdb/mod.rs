@@ -4,6 +4,7 @@
 //! settings they share ([`options`]).
 
 pub mod fanout;
+pub mod internal;
 pub mod line;
 pub mod options;
 pub mod reduce;
