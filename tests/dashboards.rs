@@ -1,14 +1,563 @@
-//! Every query of every Grafana dashboard (panels, variables, annotations) runs against a real
-//! influxd filled by the whole demo (simulated Modbus devices and MQTT data units), and returns data.
+//! Grafana dashboards generated from a site's configuration (`hazgate dashboards`):
+//!
+//! - `shipped_dashboards_are_the_demo_configs`: `dashboards/` is exactly what the command
+//!   writes for `config/demo.toml` (one code path).
+//! - `generated_dashboards_are_valid_and_draw_the_configured_limits`: for the demo and for
+//!   `config/tankfarm-dust.toml` (another site, other equipment, other limits, Chinese), a strict
+//!   check of the fields Grafana needs, every configured channel on exactly one equipment panel,
+//!   and every threshold on a panel equal to the configured limits of that panel's channels
+//!   (read from the rules here, not from the generator).
+//! - `every_dashboard_query_returns_data`: every panel, variable and annotation query of both
+//!   sites' dashboards runs on a real influxd fed by the demo (and a second gateway running the
+//!   second site against the demo's simulated devices), and returns data.
 
 #[allow(dead_code, reason = "each test binary uses part of the support module")]
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+use hazgate::config::{self, Resolved};
+use serde_json::Value;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn load(name: &str) -> Resolved {
+    config::load(&root().join("config").join(name))
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+        .0
+}
+
+/// Generated dashboards by file name.
+fn dashboards(cfg: &Resolved) -> BTreeMap<String, Value> {
+    hazgate::dashboards::generate(cfg)
+        .into_iter()
+        .filter(|f| f.path.extension().is_some_and(|e| e == "json"))
+        .map(|f| {
+            let v = serde_json::from_str(&f.contents)
+                .unwrap_or_else(|e| panic!("{}: not JSON: {e}", f.path.display()));
+            (f.path.display().to_string(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn shipped_dashboards_are_the_demo_configs() {
+    let cfg = load("demo.toml");
+    let dir = root().join("dashboards");
+    let mut expected = BTreeSet::new();
+    for f in hazgate::dashboards::generate(&cfg) {
+        let shipped = std::fs::read_to_string(dir.join(&f.path))
+            .unwrap_or_else(|e| panic!("dashboards/{}: {e}", f.path.display()));
+        assert!(
+            shipped == f.contents,
+            "dashboards/{} differs from `hazgate dashboards --config config/demo.toml`: regenerate it",
+            f.path.display()
+        );
+        expected.insert(f.path);
+    }
+    for sub in ["", "provisioning"] {
+        for e in std::fs::read_dir(dir.join(sub)).expect("dashboards/") {
+            let p = e.expect("entry").path();
+            if p.is_file() {
+                let rel = p.strip_prefix(&dir).expect("inside").to_path_buf();
+                assert!(
+                    expected.contains(&rel),
+                    "dashboards/{} is not generated",
+                    rel.display()
+                );
+            }
+        }
+    }
+    let prov = std::fs::read_to_string(dir.join("provisioning/dashboards.yaml")).expect("yaml");
+    assert!(prov.contains(&format!("path: {}\n", hazgate::dashboards::INSTALL_DIR)));
+    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
+    assert!(
+        cargo.contains(r#"["dashboards/*.json", "usr/share/hazgate/dashboards/", "644"]"#),
+        "the package installs the dashboards where the provisioning file points"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A strict check of the dashboard model fields Grafana reads.
+
+const PANEL_TYPES: [&str; 6] = [
+    "row",
+    "timeseries",
+    "stat",
+    "table",
+    "state-timeline",
+    "bargauge",
+];
+/// Grafana unit ids the generator may use (a custom unit is `suffix:…`).
+const UNITS: [&str; 33] = [
+    "none",
+    "short",
+    "s",
+    "ppm",
+    "ppb",
+    "percent",
+    "pressurepa",
+    "pressurehpa",
+    "pressurekpa",
+    "pressurebar",
+    "pressurembar",
+    "celsius",
+    "fahrenheit",
+    "lengthm",
+    "lengthmm",
+    "lengthkm",
+    "watt",
+    "kwatt",
+    "megwatt",
+    "watth",
+    "kwatth",
+    "mwatth",
+    "amp",
+    "volt",
+    "kvolt",
+    "hertz",
+    "conmgm3",
+    "flowlpm",
+    "litreh",
+    "flowcms",
+    "dateTimeFromNow",
+    "dateTimeAsIso",
+    "percentunit",
+];
+const COLOURS: [&str; 7] = ["green", "orange", "red", "yellow", "blue", "purple", "text"];
+
+struct Check<'a> {
+    file: &'a str,
+    errors: Vec<String>,
+}
+
+impl Check<'_> {
+    fn fail(&mut self, msg: String) {
+        self.errors.push(format!("{}: {msg}", self.file));
+    }
+    fn keys(&mut self, what: &str, v: &Value, required: &[&str], optional: &[&str]) {
+        let Some(o) = v.as_object() else {
+            self.fail(format!("{what}: not an object"));
+            return;
+        };
+        for k in required {
+            if !o.contains_key(*k) {
+                self.fail(format!("{what}: `{k}` missing"));
+            }
+        }
+        for k in o.keys() {
+            if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) {
+                self.fail(format!("{what}: unknown field `{k}`"));
+            }
+        }
+    }
+    fn string(&mut self, what: &str, v: &Value) -> String {
+        match v.as_str() {
+            Some(s) if !s.is_empty() => s.to_owned(),
+            _ => {
+                self.fail(format!("{what}: not a non-empty string"));
+                String::new()
+            }
+        }
+    }
+    fn unit(&mut self, what: &str, v: &Value) {
+        let u = self.string(what, v);
+        if !(UNITS.contains(&u.as_str()) || u.strip_prefix("suffix:").is_some_and(|s| !s.is_empty()))
+        {
+            self.fail(format!("{what}: `{u}` is not a Grafana unit"));
+        }
+    }
+    fn thresholds(&mut self, what: &str, t: &Value) {
+        self.keys(what, t, &["mode", "steps"], &[]);
+        if !matches!(t["mode"].as_str(), Some("absolute" | "percentage")) {
+            self.fail(format!("{what}: mode {}", t["mode"]));
+        }
+        let Some(steps) = t["steps"].as_array().filter(|s| !s.is_empty()) else {
+            self.fail(format!("{what}: no steps"));
+            return;
+        };
+        let mut last = f64::NEG_INFINITY;
+        for (i, s) in steps.iter().enumerate() {
+            self.keys(&format!("{what}.steps[{i}]"), s, &["color", "value"], &[]);
+            let c = s["color"].as_str().unwrap_or_default();
+            if !COLOURS.contains(&c) {
+                self.fail(format!("{what}.steps[{i}]: colour `{c}`"));
+            }
+            match (i, &s["value"]) {
+                (0, Value::Null) => {}
+                (0, v) => self.fail(format!("{what}: first step value {v}, must be null")),
+                (_, v) => match v.as_f64() {
+                    Some(x) if x > last => last = x,
+                    _ => self.fail(format!("{what}.steps[{i}]: value {v} not ascending")),
+                },
+            }
+        }
+    }
+    fn mappings(&mut self, what: &str, m: &Value) {
+        for (i, m) in m.as_array().into_iter().flatten().enumerate() {
+            let w = format!("{what}[{i}]");
+            self.keys(&w, m, &["type", "options"], &[]);
+            if m["type"] != "value" {
+                self.fail(format!("{w}: type {}", m["type"]));
+            }
+            for (k, o) in m["options"].as_object().into_iter().flatten() {
+                self.keys(&format!("{w}.options.{k}"), o, &["text"], &["color", "index"]);
+            }
+        }
+    }
+}
+
+fn check_dashboard(file: &str, d: &Value, uids: &HashSet<String>) -> Vec<String> {
+    let mut c = Check {
+        file,
+        errors: Vec::new(),
+    };
+    c.keys(
+        "dashboard",
+        d,
+        &[
+            "uid",
+            "title",
+            "tags",
+            "schemaVersion",
+            "version",
+            "time",
+            "templating",
+            "annotations",
+            "panels",
+        ],
+        &[
+            "timezone",
+            "refresh",
+            "editable",
+            "graphTooltip",
+            "timepicker",
+            "links",
+        ],
+    );
+    let uid = c.string("uid", &d["uid"]);
+    if uid.len() > 40
+        || !uid
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    {
+        c.fail(format!("uid `{uid}` is not a Grafana uid"));
+    }
+    c.string("title", &d["title"]);
+    if d["schemaVersion"].as_u64().is_none_or(|v| v < 36) {
+        c.fail("schemaVersion missing or old".into());
+    }
+    c.keys("time", &d["time"], &["from", "to"], &[]);
+    // Variables.
+    let mut vars: HashSet<String> = ["timeFilter", "__interval", "col"]
+        .map(String::from)
+        .into();
+    for (i, v) in d["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let w = format!("templating.list[{i}]");
+        let name = c.string(&format!("{w}.name"), &v["name"]);
+        if !vars.insert(name.clone()) {
+            c.fail(format!("{w}: variable `{name}` twice"));
+        }
+        match v["type"].as_str() {
+            Some("query") => {
+                c.keys(
+                    &w,
+                    v,
+                    &["name", "type", "datasource", "query", "refresh"],
+                    &[
+                        "label",
+                        "definition",
+                        "includeAll",
+                        "multi",
+                        "allValue",
+                        "current",
+                        "options",
+                        "hide",
+                        "sort",
+                    ],
+                );
+                c.string(&format!("{w}.query"), &v["query"]);
+            }
+            Some("datasource") => {
+                c.keys(
+                    &w,
+                    v,
+                    &["name", "type", "query"],
+                    &["label", "current", "hide", "options", "refresh"],
+                );
+            }
+            Some("custom") => {
+                c.keys(
+                    &w,
+                    v,
+                    &["name", "type", "query"],
+                    &[
+                        "label",
+                        "includeAll",
+                        "multi",
+                        "allValue",
+                        "current",
+                        "options",
+                        "hide",
+                    ],
+                );
+            }
+            t => c.fail(format!("{w}: type {t:?}")),
+        }
+    }
+    let check_refs = |c: &mut Check<'_>, what: &str, q: &str| {
+        for (i, _) in q.match_indices('$') {
+            let name: String = q[i + 1..]
+                .chars()
+                .take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_')
+                .collect();
+            // `$` before anything but a name is a regular expression's end anchor.
+            if !(name.is_empty() || vars.contains(&name) || name.starts_with("tag_")) {
+                c.fail(format!("{what}: unknown variable `${name}` in {q}"));
+            }
+        }
+    };
+    // Annotations.
+    for (i, a) in d["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let w = format!("annotations.list[{i}]");
+        if a["builtIn"] == 1 {
+            continue;
+        }
+        c.keys(
+            &w,
+            a,
+            &["name", "datasource", "enable", "iconColor", "query"],
+            &["hide", "textColumn", "tagsColumn"],
+        );
+        let q = c.string(&format!("{w}.query"), &a["query"]);
+        check_refs(&mut c, &w, &q);
+    }
+    // Links.
+    for (i, l) in d["links"].as_array().into_iter().flatten().enumerate() {
+        let url = l["url"].as_str().unwrap_or_default();
+        let target = url.strip_prefix("/d/").unwrap_or_default();
+        if l["type"] != "link" || !uids.contains(target) {
+            c.fail(format!("links[{i}]: `{url}` is not a generated dashboard"));
+        }
+        c.string(&format!("links[{i}].title"), &l["title"]);
+    }
+    // Panels.
+    let mut ids = HashSet::new();
+    let mut cells: HashSet<(u64, u64)> = HashSet::new();
+    for (i, p) in d["panels"].as_array().into_iter().flatten().enumerate() {
+        let w = format!("panels[{i}] `{}`", p["title"].as_str().unwrap_or("?"));
+        let ty = p["type"].as_str().unwrap_or_default();
+        if !PANEL_TYPES.contains(&ty) {
+            c.fail(format!("{w}: type `{ty}`"));
+        }
+        if !p["id"].as_u64().is_some_and(|id| id > 0 && ids.insert(id)) {
+            c.fail(format!("{w}: id missing or repeated"));
+        }
+        c.string(&format!("{w}.title"), &p["title"]);
+        let g = &p["gridPos"];
+        c.keys(&format!("{w}.gridPos"), g, &["x", "y", "w", "h"], &[]);
+        let [x, y, gw, gh] = ["x", "y", "w", "h"].map(|k| g[k].as_u64().unwrap_or(0));
+        if gw == 0 || gh == 0 || x + gw > 24 {
+            c.fail(format!("{w}: gridPos {g}"));
+        }
+        for cx in x..x + gw {
+            for cy in y..y + gh {
+                if !cells.insert((cx, cy)) {
+                    c.fail(format!("{w}: overlaps another panel at ({cx}, {cy})"));
+                }
+            }
+        }
+        if ty == "row" {
+            c.keys(&w, p, &["id", "type", "title", "gridPos", "collapsed", "panels"], &[]);
+            continue;
+        }
+        c.keys(
+            &w,
+            p,
+            &["id", "type", "title", "gridPos", "datasource", "targets", "fieldConfig", "options"],
+            &["description"],
+        );
+        if p["datasource"]["type"] != "influxdb" {
+            c.fail(format!("{w}: datasource {}", p["datasource"]));
+        }
+        let mut refs = HashSet::new();
+        let targets = p["targets"].as_array().cloned().unwrap_or_default();
+        if targets.is_empty() {
+            c.fail(format!("{w}: no targets"));
+        }
+        for (j, t) in targets.iter().enumerate() {
+            let tw = format!("{w}.targets[{j}]");
+            c.keys(
+                &tw,
+                t,
+                &["refId", "datasource", "rawQuery", "query", "resultFormat"],
+                &["alias"],
+            );
+            if !refs.insert(c.string(&format!("{tw}.refId"), &t["refId"])) {
+                c.fail(format!("{tw}: refId repeated"));
+            }
+            if t["rawQuery"] != true
+                || !matches!(t["resultFormat"].as_str(), Some("time_series" | "table"))
+            {
+                c.fail(format!("{tw}: rawQuery/resultFormat"));
+            }
+            let q = c.string(&format!("{tw}.query"), &t["query"]);
+            check_refs(&mut c, &tw, &q);
+        }
+        let fc = &p["fieldConfig"];
+        c.keys(&format!("{w}.fieldConfig"), fc, &["defaults", "overrides"], &[]);
+        let de = &fc["defaults"];
+        c.keys(
+            &format!("{w}.fieldConfig.defaults"),
+            de,
+            &["unit", "thresholds"],
+            &["custom", "color", "mappings", "min", "max"],
+        );
+        c.unit(&format!("{w}.unit"), &de["unit"]);
+        c.thresholds(&format!("{w}.thresholds"), &de["thresholds"]);
+        c.mappings(&format!("{w}.mappings"), &de["mappings"]);
+        if ty == "state-timeline" && de["mappings"].as_array().is_none_or(Vec::is_empty) {
+            c.fail(format!("{w}: a state timeline without value mappings"));
+        }
+        for (j, o) in fc["overrides"].as_array().into_iter().flatten().enumerate() {
+            let ow = format!("{w}.overrides[{j}]");
+            c.keys(&ow, o, &["matcher", "properties"], &[]);
+            c.keys(&format!("{ow}.matcher"), &o["matcher"], &["id", "options"], &[]);
+            for pr in o["properties"].as_array().into_iter().flatten() {
+                c.keys(&ow, pr, &["id", "value"], &[]);
+                if pr["id"] == "unit" {
+                    c.unit(&ow, &pr["value"]);
+                }
+            }
+        }
+    }
+    c.errors
+}
+
+/// The limits configured for `channel`, read from the rules.
+fn configured_limits(cfg: &Resolved, channel: &str) -> BTreeSet<String> {
+    cfg.rules
+        .iter()
+        .filter(|r| r.channel == channel)
+        .flat_map(|r| [r.ll, r.l, r.h, r.hh])
+        .flatten()
+        .map(|v| format!("{v}"))
+        .collect()
+}
+
+/// Channels named one by one in a panel's queries (`"channel" = '…'`).
+fn panel_channels(p: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in p["targets"].as_array().into_iter().flatten() {
+        let q = t["query"].as_str().unwrap_or_default();
+        if let Some((_, rest)) = q.split_once(r#""channel" = '"#) {
+            out.push(rest.split('\'').next().unwrap_or_default().to_owned());
+        }
+    }
+    out
+}
+
+fn check_site(cfg: &Resolved) {
+    let boards = dashboards(cfg);
+    let uids: HashSet<String> = boards
+        .values()
+        .map(|d| d["uid"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(uids.contains("hazgate-site-overview") && uids.contains("hazgate-health"));
+    let mut errors = Vec::new();
+    let mut placed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut thresholds_checked = 0;
+    for (file, d) in &boards {
+        errors.extend(check_dashboard(file, d, &uids));
+        for p in d["panels"].as_array().into_iter().flatten() {
+            let chans = panel_channels(p);
+            if chans.is_empty() {
+                continue;
+            }
+            for ch in &chans {
+                *placed.entry(ch.clone()).or_default() += 1;
+            }
+            let drawn: BTreeSet<String> = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["value"].as_f64())
+                .map(|v| format!("{v}"))
+                .collect();
+            let energy = p["targets"][0]["query"]
+                .as_str()
+                .is_some_and(|q| q.contains("difference"));
+            for ch in &chans {
+                let want = if energy {
+                    BTreeSet::new()
+                } else {
+                    configured_limits(cfg, ch)
+                };
+                if drawn != want {
+                    errors.push(format!(
+                        "{file}: panel `{}` draws {drawn:?} but {ch} is configured with {want:?}",
+                        p["title"]
+                    ));
+                }
+                thresholds_checked += 1;
+            }
+        }
+    }
+    for ch in &cfg.channels {
+        let n = placed.get(ch.id.as_str()).copied().unwrap_or(0);
+        if n != 1 {
+            errors.push(format!("channel {} is on {n} equipment panels", ch.id));
+        }
+    }
+    assert!(thresholds_checked >= cfg.channels.len());
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn generated_dashboards_are_valid_and_draw_the_configured_limits() {
+    let demo = load("demo.toml");
+    check_site(&demo);
+    let other = load("tankfarm-dust.toml");
+    check_site(&other);
+    // The other site is in Chinese and has its own equipment.
+    let boards = dashboards(&other);
+    assert!(
+        boards["gas.json"]["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("气体检测"))
+    );
+    assert!(!boards.contains_key("power.json"), "no power feeders there");
+    let dust = serde_json::to_string(&boards["dust.json"]).expect("json");
+    for want in ["干式除尘器", "湿式除尘器", "水箱液位", "循环水流量", "探测到火花"] {
+        assert!(dust.contains(want), "dust dashboard lacks {want}");
+    }
+    // Legends carry the channel's label and area.
+    assert!(dust.contains("PDT-201 布袋除尘器压差 · woodshop"));
+    // The demo's wet collector water level is not drawn with tank limits.
+    let demo_dust = dashboards(&demo);
+    let s = serde_json::to_string(&demo_dust["dust.json"]).expect("json");
+    assert!(s.contains("Water tank level (m)") && s.contains("Circulation flow"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every query against a real influxd.
+
 /// Every query in a dashboard with where it came from.
-fn queries(d: &serde_json::Value) -> Vec<(String, String)> {
+fn queries(d: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for p in d["panels"].as_array().into_iter().flatten() {
         for t in p["targets"].as_array().into_iter().flatten() {
@@ -27,24 +576,26 @@ fn queries(d: &serde_json::Value) -> Vec<(String, String)> {
         }
     }
     for a in d["annotations"]["list"].as_array().into_iter().flatten() {
-        out.push((
-            format!("annotation `{}`", a["name"].as_str().unwrap_or("?")),
-            a["query"].as_str().unwrap_or_default().to_owned(),
-        ));
+        if a["builtIn"] != 1 {
+            out.push((
+                format!("annotation `{}`", a["name"].as_str().unwrap_or("?")),
+                a["query"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
     }
     out
 }
 
 /// Grafana's substitutions, as a dashboard opened with "All" selected would send.
-fn substitute(q: &str) -> String {
+fn substitute(q: &str, site: &str) -> String {
     q.replace("$timeFilter", "time > now() - 1h")
         .replace("$__interval", "1s")
-        .replace("/^$site$/", "/^demo$/")
+        .replace("/^$site$/", &format!("/^{site}$/"))
         .replace("/^$area$/", "/^(.*)$/")
-        .replace("/^$channel$/", "/^(.*)$/")
+        .replace("/^$priority$/", "/^(.*)$/")
 }
 
-fn has_data(v: &serde_json::Value) -> bool {
+fn has_data(v: &Value) -> bool {
     v["results"][0]["series"].as_array().is_some_and(|series| {
         series.iter().any(|s| {
             s["values"].as_array().is_some_and(|rows| {
@@ -57,9 +608,94 @@ fn has_data(v: &serde_json::Value) -> bool {
     })
 }
 
+async fn count(influx: &support::Server, q: &str) -> u64 {
+    let v = support::influxql(influx, "hazgate", q).await;
+    v["results"][0]["series"][0]["values"][0][1]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Acknowledges every unacknowledged alarm of the gateway at `api`.
+async fn ack_all(api: std::net::SocketAddr, token: &str) -> usize {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let list: Value = http
+        .get(format!("http://{api}/api/v1/alarms"))
+        .send()
+        .await
+        .expect("GET alarms")
+        .json()
+        .await
+        .expect("alarms JSON");
+    let mut n = 0;
+    for a in list["alarms"].as_array().into_iter().flatten() {
+        if a["unacknowledged"] != true {
+            continue;
+        }
+        let id = a["id"].as_str().unwrap_or_default();
+        let r = http
+            .post(format!("http://{api}/api/v1/alarms/{id}/ack"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"comment": "seen on the dashboard test"}))
+            .send()
+            .await
+            .expect("POST ack");
+        if r.status().is_success() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The second site running against the demo's simulated devices and broker.
+fn second_site(demo: &hazgate::demo::Demo, influx: &str, token: &str) -> Resolved {
+    let path = root().join("config/tankfarm-dust.toml");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let mut cfg = config::parse(&text, &path).expect("parse");
+    for s in &mut cfg.sources {
+        match s {
+            config::Source::ModbusTcp(t) | config::Source::ModbusRtuOverTcp(t) => {
+                t.address = demo.sim_addr.to_string();
+            }
+            config::Source::Mqtt(m) => m.address = demo.broker_addr.to_string(),
+            config::Source::ModbusRtu(_) => {}
+        }
+    }
+    cfg.api.listen = "127.0.0.1:0".parse().expect("addr");
+    cfg.gateway.self_monitoring = Some(Duration::from_secs(2));
+    cfg.outputs.push(
+        toml::from_str::<ConfigOutputs>(&format!(
+            "[[outputs]]\nkind = \"influxdb_v1\"\nid = \"influx\"\nurl = \"{influx}\"\ndatabase = \"hazgate\"\n"
+        ))
+        .expect("output")
+        .outputs
+        .remove(0),
+    );
+    let digest = {
+        use sha2::Digest;
+        sha2::Sha256::digest(token.as_bytes())
+    };
+    cfg.alarms.tokens.push(config::alarms::ApiToken {
+        name: "dashboard-test".into(),
+        role: config::alarms::Role::Operator,
+        sha256: Some(digest.iter().map(|b| format!("{b:02x}")).collect()),
+        token: None,
+    });
+    config::validate(&cfg, &root().join("config"))
+        .unwrap_or_else(|p| panic!("{p:?}"))
+        .0
+}
+
+#[derive(serde::Deserialize)]
+struct ConfigOutputs {
+    outputs: Vec<config::Output>,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_returns_data() {
-    tokio::time::timeout(Duration::from_secs(120), async {
+    tokio::time::timeout(Duration::from_secs(300), async {
         let influx = support::influxd();
         support::influxql(&influx, "", "CREATE DATABASE hazgate").await;
         // The whole demo (Modbus devices and the data units publishing to the embedded broker)
@@ -68,87 +704,123 @@ async fn every_dashboard_query_returns_data() {
             "name = \"quiet\"\ndescription = \"nothing happens\"\nduration = \"1h\"\n",
         )
         .expect("scenario");
+        let token = hazgate::demo::random_token();
         let opts = hazgate::demo::DemoOptions {
             listen: "127.0.0.1:0".parse().expect("addr"),
             influx_url: Some(influx.url()),
             influx_db: "hazgate".into(),
-            operator_token: None,
+            operator_token: Some(token.clone()),
         };
         let demo = hazgate::demo::start(&opts, quiet, 20.0)
             .await
             .unwrap_or_else(|e| panic!("demo does not start: {e:?}"));
+        let other_cfg = second_site(&demo, &influx.url(), &token);
+        let other = hazgate::app::start(other_cfg.clone())
+            .await
+            .unwrap_or_else(|e| panic!("second site does not start: {e:?}"));
         let sim = &demo.sim;
+        // Process alarms on both sites: gas level 1, tank high level.
         sim.handle.set_value("gd101", "lel", 30.0).expect("set gas");
-        sim.handle
-            .set_value("t101", "level", 10.5)
-            .expect("set level");
-        support::eventually(
-            Duration::from_secs(30),
-            "alarm events in influxd",
-            || async {
-                let v = support::influxql(
-                    &influx,
-                    "hazgate",
-                    "SELECT count(seq) FROM alarm_event WHERE transition = 'raised'",
-                )
-                .await;
-                has_data(&v).then_some(())
-            },
-        )
+        sim.handle.set_value("t101", "level", 10.6).expect("set level");
+        support::eventually(Duration::from_secs(60), "raised alarms of both sites", || async {
+            let n = count(
+                &influx,
+                "SELECT count(seq) FROM alarm_event WHERE transition = 'raised' GROUP BY site",
+            )
+            .await;
+            let sites = support::influxql(
+                &influx,
+                "hazgate",
+                "SHOW TAG VALUES FROM alarm_event WITH KEY = site WHERE transition = 'raised'",
+            )
+            .await;
+            let both = sites["results"][0]["series"][0]["values"]
+                .as_array()
+                .is_some_and(|v| v.len() == 2);
+            (n > 0 && both).then_some(())
+        })
         .await;
-        // A broken detector loop so that fault panels have something to show.
-        sim.handle.set_raw("gd102", "lel", 1000.0).expect("set raw");
-        support::eventually(Duration::from_secs(15), "fault readings", || async {
+        // Every Modbus device silent: a fault on every Modbus channel of both sites.
+        let devices = ["gd101", "gd102", "t101", "dc1", "pm1", "line1"];
+        for d in devices {
+            sim.handle.set_silent(d, true).expect("silent");
+        }
+        support::eventually(Duration::from_secs(90), "fault events on every device", || async {
             let v = support::influxql(
                 &influx,
                 "hazgate",
-                "SELECT count(quality) FROM reading WHERE quality = 'bad'",
+                "SELECT count(seq) FROM alarm_event WHERE transition = 'fault' GROUP BY site, channel",
             )
             .await;
-            has_data(&v).then_some(())
+            let n = v["results"][0]["series"].as_array().map_or(0, Vec::len);
+            // 17 Modbus channels on the demo, 14 on the second site.
+            (n >= 31).then_some(())
         })
         .await;
-        // Energy differences need at least two intervals.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // People acknowledge what they see, on both gateways.
+        let acked = ack_all(demo.gateway.api_addr, &token).await + ack_all(other.api_addr, &token).await;
+        assert!(acked > 0, "nothing to acknowledge");
+        for d in devices {
+            sim.handle.set_silent(d, false).expect("answer again");
+        }
+        sim.handle.set_value("t101", "level", 5.0).expect("level back");
+        support::eventually(Duration::from_secs(90), "faults cleared", || async {
+            let v = support::influxql(
+                &influx,
+                "hazgate",
+                "SELECT count(seq) FROM alarm_event WHERE transition = 'fault_cleared' GROUP BY site, channel",
+            )
+            .await;
+            let n = v["results"][0]["series"].as_array().map_or(0, Vec::len);
+            (n >= 31).then_some(())
+        })
+        .await;
+        // A broken detector loop: a channel not reporting now.
+        sim.handle.set_raw("gd102", "lel", 1000.0).expect("set raw");
+        support::eventually(Duration::from_secs(30), "bad readings and several self-monitoring reports", || async {
+            let bad = count(&influx, "SELECT count(quality) FROM reading WHERE quality = 'bad' AND time > now() - 10s").await;
+            let v = support::influxql(
+                &influx,
+                "hazgate",
+                "SELECT count(alarm_flood) FROM hazgate_internal GROUP BY site",
+            )
+            .await;
+            let reports = v["results"][0]["series"].as_array().map_or(0, |s| {
+                s.iter()
+                    .map(|x| x["values"][0][1].as_u64().unwrap_or(0))
+                    .min()
+                    .unwrap_or(0)
+                    * u64::from(s.len() == 2)
+            });
+            (bad > 0 && reports >= 3).then_some(())
+        })
+        .await;
 
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
         let mut checked = 0;
         let mut failures = Vec::new();
-        for entry in std::fs::read_dir(&dir).expect("dashboards/") {
-            let path = entry.expect("entry").path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let d: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).expect("read"))
-                    .expect("dashboard is JSON");
-            assert_eq!(d["tags"][0], "hazgate", "{}", path.display());
-            for (what, q) in queries(&d) {
-                let q = substitute(&q);
-                let unsubstituted = q.match_indices('$').any(|(i, _)| {
-                    q[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                });
-                assert!(
-                    !unsubstituted,
-                    "{}: {what}: unsubstituted variable in {q}",
-                    path.display()
-                );
-                let v = support::influxql(&influx, "hazgate", &q).await;
-                if let Some(err) = v["results"][0]["error"].as_str().or(v["error"].as_str()) {
-                    failures.push(format!("{}: {what}: error `{err}` for {q}", path.display()));
-                } else if !has_data(&v) {
-                    failures.push(format!("{}: {what}: no data for {q}", path.display()));
+        let demo_cfg = load("demo.toml");
+        for (cfg, site) in [(&demo_cfg, "demo"), (&other_cfg, "tankfarm-dust")] {
+            for (file, d) in dashboards(cfg) {
+                for (what, q) in queries(&d) {
+                    let q = substitute(&q, site);
+                    let v = support::influxql(&influx, "hazgate", &q).await;
+                    if let Some(err) = v["results"][0]["error"].as_str().or(v["error"].as_str()) {
+                        failures.push(format!("{site} {file}: {what}: error `{err}` for {q}"));
+                    } else if !has_data(&v) {
+                        failures.push(format!("{site} {file}: {what}: no data for {q}"));
+                    }
+                    checked += 1;
                 }
-                checked += 1;
             }
         }
-        assert!(checked >= 20, "only {checked} queries found");
+        assert!(checked >= 100, "only {checked} queries found");
         assert!(
             failures.is_empty(),
             "{} of {checked} queries failed:\n{}",
             failures.len(),
             failures.join("\n")
         );
+        other.stop().await.expect("stop second site");
         demo.stop().await.expect("stop");
     })
     .await

@@ -544,6 +544,9 @@ fn group_panel(g: &Group<'_>, lang: Language) -> (Value, u64) {
     if !g.unit.is_empty() {
         title = format!("{title} ({})", g.unit);
     }
+    if !g.limits.values().is_empty() && g.kind != "energy" {
+        title = format!("{title} · {}", g.limits.describe());
+    }
     let where_ch = |ch: &ResolvedChannel| {
         format!(
             r#""channel" = '{}' AND {SITE} AND {AREA} AND $timeFilter"#,
