@@ -158,7 +158,10 @@ pub fn state_words(kind: &str, lang: Language) -> [(&'static str, &'static str);
             (tr(lang, "ok", "正常"), "green"),
             (tr(lang, "fault", "故障"), "red"),
         ],
-        _ => [(tr(lang, "off", "关"), "blue"), (tr(lang, "on", "开"), "green")],
+        _ => [
+            (tr(lang, "off", "关"), "blue"),
+            (tr(lang, "on", "开"), "green"),
+        ],
     }
 }
 
@@ -580,7 +583,11 @@ fn group_panel(g: &Group<'_>, lang: Language) -> (Value, u64) {
     let description = if g.limits.values().is_empty() {
         String::new()
     } else {
-        format!("{} {}", tr(lang, "Alarm limits:", "报警限值："), g.limits.describe())
+        format!(
+            "{} {}",
+            tr(lang, "Alarm limits:", "报警限值："),
+            g.limits.describe()
+        )
     };
     if g.state {
         let words = state_words(&g.kind, lang);
@@ -694,7 +701,14 @@ fn links(boards: &[(&str, String)], lang: Language) -> Value {
     Value::Array(l)
 }
 
-fn dashboard(uid: &str, title: String, layout: Layout, annotations: Value, cfg: &Resolved, links: Value) -> Value {
+fn dashboard(
+    uid: &str,
+    title: String,
+    layout: Layout,
+    annotations: Value,
+    cfg: &Resolved,
+    links: Value,
+) -> Value {
     json!({
         "uid": uid,
         "title": title,
@@ -779,7 +793,11 @@ pub fn generate(cfg: &Resolved) -> Vec<File> {
         layout.row(tr(lang, "Signal quality", "信号质量"));
         let mut q = panel(
             "state-timeline",
-            tr(lang, "Quality (bad = fault or not reporting)", "信号质量（故障或无数据）"),
+            tr(
+                lang,
+                "Quality (bad = fault or not reporting)",
+                "信号质量（故障或无数据）",
+            ),
             vec![target(
                 0,
                 format!(
@@ -795,7 +813,14 @@ pub fn generate(cfg: &Resolved) -> Vec<File> {
         let title = format!("{} · {title}", site_name(cfg));
         json_file(
             board,
-            dashboard(&format!("hazgate-{board}"), title, layout, annotations(Some(&re), lang), cfg, nav.clone()),
+            dashboard(
+                &format!("hazgate-{board}"),
+                title,
+                layout,
+                annotations(Some(&re), lang),
+                cfg,
+                nav.clone(),
+            ),
         );
     }
     json_file("gateway-health", health(cfg, nav));
@@ -886,7 +911,11 @@ fn overview(cfg: &Resolved, nav: Value) -> Value {
     l.add(p, 8, 6);
     let mut p = panel(
         "table",
-        tr(lang, "Active alarms (raised = time since the alarm was raised)", "当前报警（产生时间 = 距报警产生的时长）"),
+        tr(
+            lang,
+            "Active alarms (raised = time since the alarm was raised)",
+            "当前报警（产生时间 = 距报警产生的时长）",
+        ),
         vec![target(
             0,
             format!(
@@ -914,7 +943,11 @@ fn overview(cfg: &Resolved, nav: Value) -> Value {
     l.row(tr(lang, "Channels", "通道"));
     let mut p = panel(
         "table",
-        tr(lang, "Channels not reporting now (last reading bad)", "当前无有效数据的通道（最后读数故障）"),
+        tr(
+            lang,
+            "Channels not reporting now (last reading bad)",
+            "当前无有效数据的通道（最后读数故障）",
+        ),
         vec![target(
             0,
             format!(
@@ -929,7 +962,11 @@ fn overview(cfg: &Resolved, nav: Value) -> Value {
     l.add(p, 12, 8);
     let mut p = panel(
         "table",
-        tr(lang, "Fault time per channel (faults ended in the range)", "各通道故障时长（时间范围内结束的故障）"),
+        tr(
+            lang,
+            "Fault time per channel (faults ended in the range)",
+            "各通道故障时长（时间范围内结束的故障）",
+        ),
         vec![target(
             0,
             format!(
@@ -965,7 +1002,11 @@ fn overview(cfg: &Resolved, nav: Value) -> Value {
     l.row(tr(lang, "Alarm log", "报警记录"));
     let mut p = panel(
         "table",
-        tr(lang, "Alarm transitions in the range", "时间范围内的报警变化"),
+        tr(
+            lang,
+            "Alarm transitions in the range",
+            "时间范围内的报警变化",
+        ),
         vec![target(
             0,
             format!(
@@ -978,8 +1019,19 @@ fn overview(cfg: &Resolved, nav: Value) -> Value {
     );
     p["options"] = json!({"showHeader": true, "cellHeight": "sm"});
     l.add(p, 24, 10);
-    let title = format!("{} · {}", site_name(cfg), tr(lang, "Site overview", "厂区总览"));
-    dashboard("hazgate-site-overview", title, l, annotations(None, lang), cfg, nav)
+    let title = format!(
+        "{} · {}",
+        site_name(cfg),
+        tr(lang, "Site overview", "厂区总览")
+    );
+    dashboard(
+        "hazgate-site-overview",
+        title,
+        l,
+        annotations(None, lang),
+        cfg,
+        nav,
+    )
 }
 
 fn health(cfg: &Resolved, nav: Value) -> Value {
@@ -1028,7 +1080,14 @@ fn health(cfg: &Resolved, nav: Value) -> Value {
         format!(r#"SELECT non_negative_difference(last("alarm_events_total")) FROM "{m}" WHERE {w} GROUP BY time($__interval), "transition" fill(none)"#),
         "$tag_transition", "short"), 12, 8);
     let title = format!("{} · {}", site_name(cfg), board_title("health", lang));
-    dashboard("hazgate-health", title, l, annotations(None, lang), cfg, nav)
+    dashboard(
+        "hazgate-health",
+        title,
+        l,
+        annotations(None, lang),
+        cfg,
+        nav,
+    )
 }
 
 fn provisioning_dashboards() -> String {
@@ -1052,10 +1111,11 @@ fn provisioning_datasource(cfg: &Resolved) -> String {
     let (url, db) = cfg
         .outputs
         .iter()
-        .find_map(|o| match o {
-            crate::config::Output::InfluxdbV1(v) => Some((v.url.clone(), v.database.clone())),
-            crate::config::Output::InfluxdbV2(v) => Some((v.url.clone(), v.bucket.clone())),
+        .map(|o| match o {
+            crate::config::Output::InfluxdbV1(v) => (v.url.clone(), v.database.clone()),
+            crate::config::Output::InfluxdbV2(v) => (v.url.clone(), v.bucket.clone()),
         })
+        .next()
         .unwrap_or_else(|| ("http://127.0.0.1:8086".into(), "hazgate".into()));
     format!(
         "# Grafana datasource provisioning for hazgate's InfluxDB, generated by `hazgate dashboards`\n\
@@ -1096,9 +1156,18 @@ mod tests {
 
     #[test]
     fn equipment_from_channel_kinds() {
-        assert_eq!(classify(["tank_level", "temperature", "pressure"]), Equipment::Tank);
-        assert_eq!(classify(["tank_level", "flow", "running"]), Equipment::DustWet);
-        assert_eq!(classify(["differential_pressure", "running", "spark"]), Equipment::DustDry);
+        assert_eq!(
+            classify(["tank_level", "temperature", "pressure"]),
+            Equipment::Tank
+        );
+        assert_eq!(
+            classify(["tank_level", "flow", "running"]),
+            Equipment::DustWet
+        );
+        assert_eq!(
+            classify(["differential_pressure", "running", "spark"]),
+            Equipment::DustDry
+        );
         assert_eq!(classify(["running", "speed"]), Equipment::Line);
         assert_eq!(classify(["power", "energy"]), Equipment::Power);
         assert_eq!(classify(["toxic_gas"]), Equipment::Gas);

@@ -62,8 +62,11 @@ pub fn lines(site: &str, prometheus_text: &str, ts: SystemTime) -> Vec<String> {
     out
 }
 
+/// A sample's labels: `(name, unescaped value)`.
+type SampleLabels<'a> = Vec<(&'a str, String)>;
+
 /// `name{a="x",b="y"} value` → (name, labels, value); `None` for anything else.
-fn parse_sample(l: &str) -> Option<(&str, Vec<(&str, String)>, f64)> {
+fn parse_sample(l: &str) -> Option<(&str, SampleLabels<'_>, f64)> {
     let (head, value) = l.rsplit_once(' ')?;
     let value: f64 = value.parse().ok()?;
     let Some((name, rest)) = head.split_once('{') else {
@@ -153,6 +156,9 @@ mod tests {
         let got = lines("s", &text, SystemTime::now());
         assert_eq!(got.len(), samples, "{text}");
         assert!(got.iter().any(|l| l.contains(" alarm_flood=1 ")));
-        assert!(got.iter().any(|l| l.contains(",receiver=r outbox_pending=4 ")));
+        assert!(
+            got.iter()
+                .any(|l| l.contains(",receiver=r outbox_pending=4 "))
+        );
     }
 }
