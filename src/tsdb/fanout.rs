@@ -47,6 +47,32 @@ struct Sink {
     buf: Vec<String>,
 }
 
+/// Raise time of every open alarm, by alarm id (one entry per open alarm).
+#[derive(Debug, Default)]
+struct Activations(HashMap<String, SystemTime>);
+
+impl Activations {
+    /// Notes `e` and returns when the activation it belongs to was raised, when known: a
+    /// raise (or fault, or flood) that leaves the alarm open starts one; an event after which
+    /// the alarm is no longer open ends it.
+    fn on_event(&mut self, e: &AlarmEvent) -> Option<SystemTime> {
+        use crate::model::Transition;
+        let (active, _) = open_flags(e);
+        let starts = matches!(
+            e.transition,
+            Transition::Raised | Transition::Fault | Transition::Flood
+        );
+        if starts && active {
+            self.0.insert(e.alarm.clone(), e.ts);
+        }
+        if active {
+            self.0.get(&e.alarm).copied()
+        } else {
+            self.0.remove(&e.alarm)
+        }
+    }
+}
+
 /// The engine's handle on every time-series output; see the module docs.
 #[derive(Debug)]
 pub struct Fanout {
@@ -54,8 +80,8 @@ pub struct Fanout {
     channels: HashMap<ChannelId, ResolvedChannel>,
     sinks: Vec<Sink>,
     aggs: Vec<Aggregate>,
-    /// Raise time of every open alarm, by alarm id.
-    raised: HashMap<String, SystemTime>,
+    /// Raise time of every open alarm.
+    raised: Activations,
 }
 
 impl Fanout {
@@ -93,7 +119,7 @@ impl Fanout {
                 .collect(),
             sinks,
             aggs: Vec::new(),
-            raised: HashMap::new(),
+            raised: Activations::default(),
         }
     }
 
@@ -143,21 +169,7 @@ impl Fanout {
                 .get(&e.channel)
                 .map(|c| c.area.as_str())
                 .unwrap_or_default();
-            let (active, _) = open_flags(e);
-            let starts = matches!(
-                e.transition,
-                crate::model::Transition::Raised
-                    | crate::model::Transition::Fault
-                    | crate::model::Transition::Flood
-            );
-            if starts && active {
-                self.raised.insert(e.alarm.clone(), e.ts);
-            }
-            let raised = if active {
-                self.raised.get(&e.alarm).copied()
-            } else {
-                self.raised.remove(&e.alarm)
-            };
+            let raised = self.raised.on_event(e);
             let mut l = String::with_capacity(260);
             encode_event_with(&self.site, area, e, raised, &mut l);
             for sink in &mut self.sinks {
@@ -196,5 +208,75 @@ impl Fanout {
             }
             sink.queue.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{AlarmState, Priority, Transition};
+    use crate::tsdb::line::encode_event_with;
+
+    fn ev(t: Transition, state: AlarmState, secs: u64) -> AlarmEvent {
+        AlarmEvent {
+            seq: secs,
+            alarm: "a.gd1.lel:fault".into(),
+            channel: ChannelId::new("a.gd1.lel"),
+            condition: "fault".into(),
+            priority: Priority::High,
+            transition: t,
+            value: None,
+            limit: None,
+            message: "m".into(),
+            ts: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            class: crate::model::AlarmClass::Fault,
+            kind: "combustible_gas".into(),
+            state,
+            by: (t == Transition::Acknowledged).then(|| "li.wei".into()),
+            comment: None,
+        }
+    }
+
+    #[test]
+    fn events_carry_raise_time_and_the_activation_duration() {
+        let mut acts = Activations::default();
+        let mut lines = Vec::new();
+        for e in [
+            ev(Transition::Fault, AlarmState::ActiveUnacknowledged, 100),
+            ev(
+                Transition::Acknowledged,
+                AlarmState::ActiveAcknowledged,
+                130,
+            ),
+            ev(Transition::FaultCleared, AlarmState::Normal, 160),
+            // After the close, nothing is remembered.
+            ev(Transition::Acknowledged, AlarmState::Normal, 170),
+        ] {
+            let raised = acts.on_event(&e);
+            let mut l = String::new();
+            encode_event_with("s", "a", &e, raised, &mut l);
+            lines.push(l);
+        }
+        assert!(
+            lines[0].contains(
+                ",state=\"active_unacknowledged\",active=1i,unacked=1i,raised_at=100000i "
+            ),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains(",active=1i,unacked=0i,by=\"li.wei\",raised_at=100000i "),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains(",active=0i,unacked=0i,raised_at=100000i,duration=60 "),
+            "{}",
+            lines[2]
+        );
+        assert!(!lines[3].contains("raised_at"), "{}", lines[3]);
+        assert!(acts.0.is_empty());
     }
 }
