@@ -72,6 +72,26 @@ fn shipped_dashboards_are_the_demo_configs() {
             }
         }
     }
+    // The command writes the same files.
+    let out = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .args(["dashboards", "--config"])
+        .arg(root().join("config/demo.toml"))
+        .arg("--out")
+        .arg(out.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run hazgate dashboards");
+    assert!(status.success());
+    for rel in &expected {
+        let a = std::fs::read(out.path().join(rel)).expect("written");
+        let b = std::fs::read(dir.join(rel)).expect("shipped");
+        assert!(
+            a == b,
+            "`hazgate dashboards` wrote another {}",
+            rel.display()
+        );
+    }
     let prov = std::fs::read_to_string(dir.join("provisioning/dashboards.yaml")).expect("yaml");
     assert!(prov.contains(&format!("path: {}\n", hazgate::dashboards::INSTALL_DIR)));
     let cargo = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
