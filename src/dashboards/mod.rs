@@ -4,7 +4,9 @@
 //!
 //! - **Equipment kinds** ([`classify`]): each device is classed by the kinds of its channels
 //!   (a channel of kind `generic` gets one from its unit: `%LEL` combustible gas, `ppm` toxic
-//!   gas, `%VOL` oxygen, `Pa` differential pressure, `kPa` pressure, `kW` power, `kWh` energy):
+//!   gas, `%VOL` oxygen, `Pa` differential pressure, `kPa` pressure, `kW` power, `kWh` energy;
+//!   else from its register name: `lel`, `h2s`/`co`/`nh3`…, `o2`, `dp`, `level`, `flow`,
+//!   `running`, `spark`, `speed`, …, see [`kind_of`]):
 //!   differential pressure, spark or rotary-valve fault → dry dust collector; tank level with
 //!   flow → wet dust collector (water tank and circulation); tank level → tank; combustible or
 //!   toxic gas or oxygen → gas detector; power or energy → power feeder; running or speed →
@@ -104,22 +106,40 @@ fn tr(lang: Language, en: &'static str, zh: &'static str) -> &'static str {
     }
 }
 
-/// The channel's kind, or one derived from its unit when it is `generic` or unset.
+/// The channel's kind, or, when it is `generic` or unset, one derived from its unit and else
+/// from its register name (the last segment of its id).
 pub fn kind_of(ch: &ResolvedChannel) -> String {
     if !ch.kind.is_empty() && ch.kind != "generic" {
         return ch.kind.clone();
     }
-    match ch.unit.as_str() {
-        "%LEL" => "combustible_gas",
-        "ppm" => "toxic_gas",
-        "%VOL" => "oxygen",
-        "Pa" => "differential_pressure",
-        "kPa" | "MPa" => "pressure",
-        "kW" => "power",
-        "kWh" => "energy",
+    let by_unit = match ch.unit.as_str() {
+        "%LEL" => Some("combustible_gas"),
+        "ppm" => Some("toxic_gas"),
+        "%VOL" => Some("oxygen"),
+        "Pa" => Some("differential_pressure"),
+        "kPa" | "MPa" => Some("pressure"),
+        "kW" => Some("power"),
+        "kWh" => Some("energy"),
+        _ => None,
+    };
+    let register = ch.id.as_str().rsplit('.').next().unwrap_or_default();
+    let by_name = match register.to_ascii_lowercase().as_str() {
+        "lel" => "combustible_gas",
+        "h2s" | "co" | "nh3" | "cl2" | "so2" | "no2" | "hcn" => "toxic_gas",
+        "o2" => "oxygen",
+        "dp" => "differential_pressure",
+        "level" => "tank_level",
+        "flow" => "flow",
+        "running" | "run" => "running",
+        "spark" => "spark",
+        "speed" => "speed",
+        "power" => "power",
+        "energy" => "energy",
+        "temperature" | "temp" => "temperature",
+        "pressure" => "pressure",
         _ => "generic",
-    }
-    .to_owned()
+    };
+    by_unit.unwrap_or(by_name).to_owned()
 }
 
 /// The equipment kind of a device from the kinds of its channels (see the module docs).
@@ -1172,6 +1192,20 @@ mod tests {
         assert_eq!(classify(["power", "energy"]), Equipment::Power);
         assert_eq!(classify(["toxic_gas"]), Equipment::Gas);
         assert_eq!(classify(["generic"]), Equipment::Other);
+        let ch = |id: &str, unit: &str| ResolvedChannel {
+            id: crate::model::ChannelId::new(id),
+            device: crate::model::DeviceId::new("d"),
+            area: "a".into(),
+            kind: "generic".into(),
+            unit: unit.into(),
+            label: String::new(),
+            range: None,
+            max_age: std::time::Duration::from_secs(3),
+        };
+        assert_eq!(kind_of(&ch("a.d.x", "%LEL")), "combustible_gas");
+        assert_eq!(kind_of(&ch("a.d.h2s", "")), "toxic_gas");
+        assert_eq!(kind_of(&ch("a.d.level", "m")), "tank_level");
+        assert_eq!(kind_of(&ch("a.d.x", "")), "generic");
     }
 
     #[test]
