@@ -520,7 +520,12 @@ fn panel_channels(p: &Value) -> Vec<String> {
 }
 
 fn check_site(cfg: &Resolved) {
-    let boards = dashboards(cfg);
+    let errors = check_boards(cfg, &dashboards(cfg));
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// Every problem of `boards` generated for `cfg`: Grafana fields, placement, thresholds.
+fn check_boards(cfg: &Resolved, boards: &BTreeMap<String, Value>) -> Vec<String> {
     let uids: HashSet<String> = boards
         .values()
         .map(|d| d["uid"].as_str().unwrap_or_default().to_owned())
@@ -529,7 +534,7 @@ fn check_site(cfg: &Resolved) {
     let mut errors = Vec::new();
     let mut placed: BTreeMap<String, usize> = BTreeMap::new();
     let mut thresholds_checked = 0;
-    for (file, d) in &boards {
+    for (file, d) in boards {
         errors.extend(check_dashboard(file, d, &uids));
         for p in d["panels"].as_array().into_iter().flatten() {
             let chans = panel_channels(p);
@@ -571,8 +576,57 @@ fn check_site(cfg: &Resolved) {
             errors.push(format!("channel {} is on {n} equipment panels", ch.id));
         }
     }
-    assert!(thresholds_checked >= cfg.channels.len());
-    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    if thresholds_checked < cfg.channels.len() {
+        errors.push(format!(
+            "only {thresholds_checked} channel thresholds checked"
+        ));
+    }
+    errors
+}
+
+#[test]
+fn the_check_rejects_what_grafana_or_a_supervisor_would_not_take() {
+    let cfg = load("demo.toml");
+    let good = dashboards(&cfg);
+    assert!(check_boards(&cfg, &good).is_empty());
+    let broken = |f: &dyn Fn(&mut Value)| {
+        let mut b = good.clone();
+        f(b.get_mut("tanks.json").expect("tanks"));
+        check_boards(&cfg, &b).join("\n")
+    };
+    // A panel drawing another limit than the configuration's (the old generator's 25/50 on
+    // 20/40 detectors).
+    let e = broken(&|d| {
+        d["panels"][1]["fieldConfig"]["defaults"]["thresholds"]["steps"][2]["value"] = 9.5.into()
+    });
+    assert!(e.contains("tankfarm.t101.level is configured with"), "{e}");
+    // A unit Grafana does not know.
+    let e = broken(&|d| d["panels"][3]["fieldConfig"]["defaults"]["unit"] = "kpa".into());
+    assert!(e.contains("`kpa` is not a Grafana unit"), "{e}");
+    // Overlapping panels, a missing refId, an unknown variable, an unknown field.
+    let e = broken(&|d| d["panels"][2]["gridPos"]["x"] = 0.into());
+    assert!(e.contains("overlaps"), "{e}");
+    let e = broken(&|d| {
+        d["panels"][1]["targets"][0]
+            .as_object_mut()
+            .expect("target")
+            .remove("refId");
+    });
+    assert!(e.contains("`refId` missing"), "{e}");
+    let e =
+        broken(&|d| d["panels"][1]["targets"][0]["query"] = "SELECT 1 FROM x WHERE $nope".into());
+    assert!(e.contains("unknown variable `$nope`"), "{e}");
+    let e = broken(&|d| d["panels"][1]["fieldConfig"]["defaults"]["thresholdz"] = 1.into());
+    assert!(e.contains("unknown field `thresholdz`"), "{e}");
+    // A state timeline averaging 0/1 without words.
+    let e = broken(&|d| {
+        for p in d["panels"].as_array_mut().expect("panels") {
+            if p["type"] == "state-timeline" {
+                p["fieldConfig"]["defaults"]["mappings"] = serde_json::json!([]);
+            }
+        }
+    });
+    assert!(e.contains("state timeline without value mappings"), "{e}");
 }
 
 #[test]
