@@ -1157,9 +1157,26 @@ fn provisioning_datasource(cfg: &Resolved) -> String {
 }
 
 /// Writes [`generate`]'s files under `out` (creating directories); returns the paths written.
+/// An equipment dashboard written there earlier for equipment the site no longer has (a file of
+/// that name tagged `hazgate`) is removed, so Grafana does not keep showing it.
 pub fn write(cfg: &Resolved, out: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let files = generate(cfg);
+    for board in ["gas", "tanks", "dust", "lines", "power", "other"] {
+        let name = PathBuf::from(format!("{board}.json"));
+        if files.iter().any(|f| f.path == name) {
+            continue;
+        }
+        let p = out.join(&name);
+        let ours = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|d| d["tags"][0] == "hazgate");
+        if ours {
+            std::fs::remove_file(&p)?;
+        }
+    }
     let mut written = Vec::new();
-    for f in generate(cfg) {
+    for f in files {
         let p = out.join(&f.path);
         if let Some(dir) = p.parent() {
             std::fs::create_dir_all(dir)?;
@@ -1206,6 +1223,24 @@ mod tests {
         assert_eq!(kind_of(&ch("a.d.h2s", "")), "toxic_gas");
         assert_eq!(kind_of(&ch("a.d.level", "m")), "tank_level");
         assert_eq!(kind_of(&ch("a.d.x", "")), "generic");
+    }
+
+    #[test]
+    fn rewriting_for_a_site_without_power_feeders_removes_the_old_power_dashboard() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let (demo, _) = crate::config::load(&base.join("demo.toml")).expect("demo");
+        let (other, _) = crate::config::load(&base.join("tankfarm-dust.toml")).expect("other");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("mine.json"), "{}").expect("own file");
+        write(&demo, dir.path()).expect("write demo");
+        assert!(dir.path().join("power.json").exists());
+        write(&other, dir.path()).expect("write other");
+        assert!(!dir.path().join("power.json").exists());
+        assert!(dir.path().join("gas.json").exists());
+        assert!(
+            dir.path().join("mine.json").exists(),
+            "files not ours are kept"
+        );
     }
 
     #[test]
