@@ -21,12 +21,14 @@ table = "input"
 address = 0
 kind = "combustible_gas"
 unit = "%LEL"
+fault_codes = [65535]
 [[devices.registers]]
 name = "h2s"
 table = "input"
 address = 1
 kind = "toxic_gas"
 unit = "%OEL"
+fault_codes = [65535]
 "#;
 
 #[test]

@@ -157,6 +157,7 @@ table = "input"
 address = 0
 kind = "combustible_gas"
 unit = "%LEL"
+fault_codes = [65535]
 [[rules]]
 channel = "x.gd1.lel"
 h = 30

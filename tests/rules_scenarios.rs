@@ -137,7 +137,9 @@ fn build_config(s: &Scenario, file: &Path) -> Resolved {
         if c.bool {
             t.push_str("table = \"discrete\"\ntype = \"bool\"\n");
         } else {
-            t.push_str("table = \"input\"\n");
+            // Scenario files feed Bad samples directly; the code gives gas channels the
+            // path to a fault that `check-config` asks for.
+            t.push_str("table = \"input\"\nfault_codes = [65535]\n");
         }
         if let Some(k) = &c.kind {
             t.push_str(&format!("kind = \"{k}\"\n"));

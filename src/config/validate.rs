@@ -247,6 +247,8 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     let mut channels: Vec<ResolvedChannel> = Vec::new();
     let mut channel_index: HashMap<ChannelId, usize> = HashMap::new();
     let mut per_source: BTreeMap<usize, Vec<ResolvedDevice>> = BTreeMap::new();
+    // Modbus channels whose register cannot signal a fault: (channel, device path, register).
+    let mut no_fault_path: Vec<(ChannelId, String, String)> = Vec::new();
     for (i, d) in cfg.devices.iter().enumerate() {
         let path = format!("devices[{i}]");
         if let Err(e) = check_id(&d.id, false) {
@@ -357,9 +359,18 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 range: r.range.or(r.span.as_ref().map(|s| s.eng)),
                 max_age: d.poll_interval * 3 + timeout * 2,
             });
+            let mut def = r.clone();
+            def.valid = r.effective_valid();
+            if def.valid.is_none() && def.fault_codes.is_empty() {
+                no_fault_path.push((
+                    id.clone(),
+                    path.clone(),
+                    format!("{reg_path} registers[{j}]"),
+                ));
+            }
             points.push(ResolvedPoint {
                 channel: id,
-                def: r.clone(),
+                def,
                 address: u16::try_from(proto).unwrap_or(0),
                 poll_interval: d.poll_interval,
             });
@@ -484,6 +495,41 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 if let Some(&iv) = channel_polls.get(&pt.channel) {
                     pt.poll_interval = iv;
                 }
+            }
+        }
+    }
+
+    // Gas and oxygen channels must have a way to show a broken detector as a fault.
+    for (id, path, reg) in &no_fault_path {
+        let ch = &channels[channel_index[id]];
+        if crate::model::is_gas_kind(&ch.kind) {
+            p.warn(
+                path.clone(),
+                format!(
+                    "{} channel `{id}` has no path to a fault: {reg} has no `valid` raw range, no 4-20 mA `span` and no `fault_codes`, so a broken detector can read as a calm value",
+                    ch.kind
+                ),
+            );
+        }
+    }
+    for (i, s) in cfg.sources.iter().enumerate() {
+        let Source::Mqtt(m) = s else { continue };
+        if m.topics.iter().any(|t| t.status.is_some()) {
+            continue;
+        }
+        for (j, c) in m.channels.iter().enumerate() {
+            let Some(&idx) = channel_index.get(&ChannelId::new(&c.id)) else {
+                continue;
+            };
+            let ch = &channels[idx];
+            if crate::model::is_gas_kind(&ch.kind) {
+                p.warn(
+                    format!("sources[{i}].channels[{j}]"),
+                    format!(
+                        "{} channel `{}` has no path to a fault: no topic of this source reads a `status`, so only silence (max_age) shows a broken detector",
+                        ch.kind, c.id
+                    ),
+                );
             }
         }
     }

@@ -92,6 +92,9 @@ pub enum BadReason {
     Decode { detail: String },
     /// The device (or its data unit) reported a non-numeric status other than a good one.
     DeviceStatus { status: String },
+    /// A gas or oxygen reading further below its range minimum than [`GAS_BELOW_RANGE_TOLERANCE`]
+    /// allows: a broken loop or sensor, never a calm reading.
+    BelowRange { value: f64, min: f64 },
 }
 
 impl BadReason {
@@ -105,6 +108,7 @@ impl BadReason {
             BadReason::Stale => "stale",
             BadReason::Decode { .. } => "decode",
             BadReason::DeviceStatus { .. } => "device_fault",
+            BadReason::BelowRange { .. } => "out_of_range",
         }
     }
 }
@@ -119,6 +123,38 @@ impl fmt::Display for BadReason {
             BadReason::Stale => f.write_str("no good reading within the channel's maximum age"),
             BadReason::Decode { detail } => write!(f, "undecodable value: {detail}"),
             BadReason::DeviceStatus { status } => write!(f, "device reported status `{status}`"),
+            BadReason::BelowRange { value, min } => write!(
+                f,
+                "value {value} below the range minimum {min} (broken loop or sensor)"
+            ),
+        }
+    }
+}
+
+/// How far (as a fraction of the range's span) a gas or oxygen reading may fall below its range
+/// minimum and still be Good: 2.5 %, the NAMUR NE 43 fault limit of a 4–20 mA loop (3.6 mA is
+/// 4 mA − 2.5 % of 16 mA) carried over to the engineering value, so digital detectors get the
+/// same rule. Zero drift within it (−1 %LEL) stays a reading; −6.3 %LEL is a fault.
+pub const GAS_BELOW_RANGE_TOLERANCE: f64 = 0.025;
+
+/// Channel kinds that measure a gas concentration (combustible, toxic, oxygen).
+pub fn is_gas_kind(kind: &str) -> bool {
+    matches!(kind, "combustible_gas" | "toxic_gas" | "oxygen")
+}
+
+/// The lowest Good value of a channel: for a gas channel with a range, its minimum less
+/// [`GAS_BELOW_RANGE_TOLERANCE`] of the span; `None` otherwise.
+pub fn gas_floor(kind: &str, range: Option<[f64; 2]>) -> Option<f64> {
+    let [lo, hi] = range?;
+    (is_gas_kind(kind) && hi > lo).then_some(lo - GAS_BELOW_RANGE_TOLERANCE * (hi - lo))
+}
+
+/// Turns a Good reading below `floor` into `Bad(BelowRange)`; `min` is the range minimum named
+/// in the reason.
+pub fn screen_floor(reading: &mut Reading, floor: f64, min: f64) {
+    if let Reading::Good(v) = *reading {
+        if v < floor {
+            *reading = Reading::Bad(BadReason::BelowRange { value: v, min });
         }
     }
 }
