@@ -439,6 +439,8 @@ async fn poll_reads(
     let mut link_failure = None;
     let mut any_ok = false;
     let mut all_data = true;
+    // The link error that ended this poll's requests, named for the points not asked.
+    let mut first_failure: Option<String> = None;
     for (i, read) in reads.iter().enumerate() {
         let link_ok = link_failure.is_none();
         if i > 0 && !src.timing.pause.is_zero() {
@@ -447,7 +449,19 @@ async fn poll_reads(
         let outcome = if link_ok {
             read_once(ctx, read, timeout).await
         } else {
-            ReadOutcome::LinkError("connection dropped earlier in this poll".into())
+            // Not asked: say what happened to the earlier request of this poll. A serial bus
+            // has no connection to drop; a unit that did not answer is named.
+            ReadOutcome::LinkError(match (&first_failure, link_failure) {
+                (_, Some(LinkFailure::Timeout)) => format!(
+                    "no answer from unit {} (not asked again after a timeout earlier in this poll)",
+                    dev.unit_id
+                ),
+                (Some(e), _) if matches!(src.link, crate::config::ModbusLink::Rtu(_)) => {
+                    format!("not asked after a link error earlier in this poll: {e}")
+                }
+                (Some(e), _) => format!("connection dropped earlier in this poll: {e}"),
+                (None, _) => "connection dropped earlier in this poll".to_owned(),
+            })
         };
         let ts = SystemTime::now();
         let result = match &outcome {
@@ -505,6 +519,11 @@ async fn poll_reads(
                     } else {
                         LinkFailure::Error
                     });
+                }
+                if link_ok {
+                    if let ReadOutcome::LinkError(e) = &outcome {
+                        first_failure = Some(e.clone());
+                    }
                 }
                 let detail = match outcome {
                     ReadOutcome::LinkError(e) => e,
