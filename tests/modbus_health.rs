@@ -1,9 +1,12 @@
 //! Device health tells the truth while a link is down: every due poll counts (attempted,
 //! backed off or waiting to reconnect), and the last error says what is wrong in words.
-//! Real sockets: a port nobody listens on, and a server that closes every connection.
+//! Real sockets: a port nobody listens on, a server that closes every connection, and the
+//! simulator answering with exceptions (counted per request, named alike everywhere).
 
 #[allow(dead_code, reason = "each test binary uses part of the helpers")]
 mod modbus_common;
+#[allow(dead_code, reason = "each test binary uses part of the support module")]
+mod support;
 
 use std::time::Duration;
 
@@ -129,6 +132,81 @@ async fn a_device_closing_every_connection_keeps_counting_while_backed_off() {
         );
         p.stop().await;
         server.abort();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceptions_count_requests_and_are_named_alike_everywhere() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        // A tank gauge: three points served by one request per poll.
+        let (sim, cancel) = support::sim(
+            "[[listeners]]\nid = \"tcp\"\n[[listeners.devices]]\nid = \"t1\"\nunit_id = 3\nmap_id = \"tank-radar\"\nsignals.level = { constant = 7.25 }\n",
+        )
+        .await;
+        let addr = sim.addr("tcp").expect("tcp").to_string();
+        let cfg = resolve(&format!(
+            "[site]\nid = \"x\"\n[[sources]]\nkind = \"modbus_tcp\"\nid = \"conv\"\naddress = \"{addr}\"\ntimeout = \"300ms\"\n[[device_maps]]\nfile = \"maps/tank-radar.toml\"\n[[devices]]\nid = \"t1\"\narea = \"a\"\nsource = \"conv\"\nunit_id = 3\nmap = \"tank-radar\"\npoll_interval = \"100ms\"\n"
+        ));
+        assert_eq!(cfg.sources[0].devices[0].points.len(), 3);
+        let mut p = Pollers::start(&cfg);
+        p.until(Duration::from_secs(10), "a.t1.level", |r| {
+            r.value() == Some(7.25)
+        })
+        .await;
+        sim.handle.set_exception("t1", Some(2)).expect("fault");
+        let named = "exception 0x02 illegal data address";
+        p.until(Duration::from_secs(10), "a.t1.level", |r| {
+            *r == hazgate::model::Reading::Bad(hazgate::model::BadReason::Exception { code: 2 })
+        })
+        .await;
+        p.skip(Duration::from_millis(500)).await;
+        p.stop_polling().await;
+        // One request per poll: the exception count equals the requests answered with one.
+        let m = p.metrics.encode();
+        let value = |prefix: &str| -> u64 {
+            m.lines()
+                .find(|l| l.starts_with(prefix))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{prefix} not in {m}"))
+        };
+        let by_device = value("hazgate_modbus_device_exceptions_total{device=\"t1\"}");
+        let requests = value(
+            "hazgate_modbus_requests_total{source=\"conv\",result=\"exception\"}",
+        );
+        assert!(requests >= 3, "{m}");
+        assert_eq!(by_device, requests, "exceptions counted per point, not per request");
+        let h = p.state.devices()[&DeviceId::new("t1")].clone();
+        assert_eq!(h.exceptions, requests);
+        // The API's device health and the channel's reason use the same words.
+        assert_eq!(h.last_error.as_deref(), Some(named), "{h:?}");
+        assert_eq!(
+            hazgate::model::BadReason::Exception { code: 2 }.to_string(),
+            named
+        );
+        // And so does `hazgate probe`.
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_hazgate"))
+                .args([
+                    "probe", "--tcp", &addr, "--unit", "3", "--table", "holding", "--address",
+                    "0", "--count", "2",
+                ])
+                .output()
+                .expect("hazgate runs")
+        })
+        .await
+        .expect("join");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success());
+        assert!(text.contains(named), "{text}");
+        cancel.cancel();
+        let _ = sim.wait().await;
     })
     .await
     .expect("test timed out");

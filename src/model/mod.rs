@@ -117,7 +117,7 @@ impl fmt::Display for BadReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BadReason::Comm { detail } => write!(f, "communication failure: {detail}"),
-            BadReason::Exception { code } => write!(f, "device exception code {code}"),
+            BadReason::Exception { code } => f.write_str(&exception_text(*code)),
             BadReason::OutOfRange { raw } => write!(f, "raw value {raw} outside valid range"),
             BadReason::DeviceFault { code } => write!(f, "device fault code {code}"),
             BadReason::Stale => f.write_str("no good reading within the channel's maximum age"),
@@ -129,6 +129,24 @@ impl fmt::Display for BadReason {
             ),
         }
     }
+}
+
+/// A Modbus exception as every text names it (samples, device health, `probe`, logs): code in
+/// hex and the specification's name, e.g. `exception 0x02 illegal data address`.
+pub fn exception_text(code: u8) -> String {
+    let name = match code {
+        0x01 => "illegal function",
+        0x02 => "illegal data address",
+        0x03 => "illegal data value",
+        0x04 => "server device failure",
+        0x05 => "acknowledge",
+        0x06 => "server device busy",
+        0x08 => "memory parity error",
+        0x0A => "gateway path unavailable",
+        0x0B => "gateway target device failed to respond",
+        _ => "not defined by the Modbus specification",
+    };
+    format!("exception 0x{code:02X} {name}")
 }
 
 /// How far (as a fraction of the range's span) a gas or oxygen reading may fall below its range

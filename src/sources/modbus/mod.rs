@@ -73,6 +73,8 @@ struct DeviceState {
     skip_until: Option<Instant>,
     /// The failure of the last attempted poll, repeated while backed off.
     last_cause: Option<String>,
+    /// The last answered poll had an exception (to log only the first of a run).
+    excepting: bool,
 }
 
 /// What became of one due poll of a device, for its health.
@@ -84,6 +86,9 @@ enum PollHealth {
         /// Every request was answered with data.
         all_data: bool,
         latency: Duration,
+        /// Requests answered with an exception, and the first code.
+        exceptions: u32,
+        first_exception: Option<u8>,
     },
     /// No request was sent (backed off, or the connection is down); the reason in words.
     NotPolled {
@@ -121,6 +126,7 @@ pub async fn run_source(
             bad_polls: 0,
             skip_until: None,
             last_cause: None,
+            excepting: false,
         })
         .collect();
     let mut ctx: Option<Context> = None;
@@ -260,6 +266,8 @@ pub async fn run_source(
                                     answered: polled.any_ok,
                                     all_data: polled.all_data,
                                     latency: started.elapsed(),
+                                    exceptions: polled.exceptions,
+                                    first_exception: polled.first_exception,
                                 },
                             )
                         }
@@ -304,6 +312,7 @@ fn update_health(
             answered,
             all_data,
             latency,
+            ..
         } => {
             if *answered {
                 d.fails = 0;
@@ -364,15 +373,27 @@ fn update_health(
         .modbus_device_failures
         .get_or_create(&labels(dl))
         .set(i64::from(d.bad_polls));
-    let exceptions = samples
-        .iter()
-        .filter(|s| matches!(s.reading, Reading::Bad(BadReason::Exception { .. })))
-        .count();
+    // Exceptions count requests (as `hazgate_modbus_requests_total{result="exception"}`), not
+    // the points a request serves. The first exception after a poll without one is logged.
+    let (exceptions, first_exception) = match &health {
+        PollHealth::Polled {
+            exceptions,
+            first_exception,
+            ..
+        } => (*exceptions, *first_exception),
+        PollHealth::NotPolled { .. } => (0, None),
+    };
+    if let Some(code) = first_exception.filter(|_| !d.excepting) {
+        warn!(device = %d.dev.id, unit = d.dev.unit_id, code, "device answered with {}", crate::model::exception_text(code));
+    }
+    if let PollHealth::Polled { answered: true, .. } = health {
+        d.excepting = exceptions > 0;
+    }
     if exceptions > 0 {
         metrics
             .modbus_device_exceptions
             .get_or_create(&labels(dl))
-            .inc_by(exceptions as u64);
+            .inc_by(u64::from(exceptions));
     }
     if let Some(latency) = latency {
         metrics
@@ -401,7 +422,7 @@ fn update_health(
         if let Some(latency) = latency {
             h.latency_ms = Some(latency.as_secs_f64() * 1000.0);
         }
-        h.exceptions += exceptions as u64;
+        h.exceptions += u64::from(exceptions);
         h.last_error = last_error;
     });
 }
@@ -422,6 +443,9 @@ struct Polled {
     any_ok: bool,
     /// Every request was answered with data.
     all_data: bool,
+    /// Requests answered with an exception, and the code of the first one.
+    exceptions: u32,
+    first_exception: Option<u8>,
 }
 
 /// Polls one interval group of a device.
@@ -439,6 +463,8 @@ async fn poll_reads(
     let mut link_failure = None;
     let mut any_ok = false;
     let mut all_data = true;
+    let mut exceptions = 0u32;
+    let mut first_exception = None;
     // The link error that ended this poll's requests, named for the points not asked.
     let mut first_failure: Option<String> = None;
     for (i, read) in reads.iter().enumerate() {
@@ -503,6 +529,8 @@ async fn poll_reads(
                 any_ok = true; // the device answered: the link is fine
                 all_data = false; // but the poll failed
                 let code = u8::from(code);
+                exceptions += 1;
+                first_exception.get_or_insert(code);
                 for &pi in &read.points {
                     out.push(Sample {
                         channel: dev.points[pi].channel.clone(),
@@ -553,6 +581,8 @@ async fn poll_reads(
         link_failure,
         any_ok,
         all_data: all_data && !reads.is_empty(),
+        exceptions,
+        first_exception,
     }
 }
 
