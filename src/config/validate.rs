@@ -439,8 +439,22 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
 
     // Channel overrides.
     let mut channel_polls: HashMap<ChannelId, Duration> = HashMap::new();
+    let mut overridden: HashMap<&str, usize> = HashMap::new();
     for (i, c) in cfg.channels.iter().enumerate() {
         let path = format!("channels[{i}]");
+        // A second entry would silently win over the first (a gas channel's max_age moving
+        // from 10 s to 10 min unnoticed).
+        if let Some(first) = overridden.insert(c.id.as_str(), i) {
+            overridden.insert(c.id.as_str(), first);
+            p.err(
+                format!("{path}.id"),
+                format!(
+                    "channel `{}` is already configured by channels[{first}]: merge the two entries",
+                    c.id
+                ),
+            );
+            continue;
+        }
         let Some(&idx) = channel_index.get(&ChannelId::new(&c.id)) else {
             p.err(
                 format!("{path}.id"),
@@ -566,6 +580,18 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         }
         if r.deadband.is_nan() || r.deadband < 0.0 {
             p.err(format!("{path}.deadband"), "must be 0 or more");
+        }
+        if let Some(ch) = ch.filter(|c| crate::model::is_gas_kind(&c.kind)) {
+            let no_deadband = r.deadband <= 0.0 && r.deadband_pct.is_none_or(|d| d <= 0.0);
+            if no_deadband && r.on_delay.is_zero() {
+                p.warn(
+                    path.clone(),
+                    format!(
+                        "{} limit rule with neither `deadband` (or `deadband_pct`) nor `on_delay`: a reading hovering at the limit raises the alarm again and again (ISA-18.2: a deadband of about 2-5 % of span, or a few seconds' on-delay)",
+                        ch.kind
+                    ),
+                );
+            }
         }
         if let Some(ch) = ch {
             if ch.kind == "combustible_gas" && ch.unit == "%LEL" {
@@ -802,6 +828,18 @@ fn check_registers(regs: &[RegisterDef], path: &str, p: &mut Problems) {
                 );
             }
             _ => {}
+        }
+        if r.width() == 1 && r.order != super::ByteOrder::ABCD {
+            let what = match (r.table.is_bits(), r.order) {
+                (true, _) => "has no effect on a single bit",
+                (false, super::ByteOrder::CDAB) => {
+                    "has no effect on a 16-bit register (word order needs two or more words)"
+                }
+                _ => {
+                    "only swaps the two bytes of this 16-bit register (the word part has no effect); most devices send 16-bit registers big-endian: check the manual"
+                }
+            };
+            p.warn(format!("{rp}.order"), format!("`order` {what}"));
         }
         if r.span.is_some() && (r.scale.is_some() || r.offset.is_some()) {
             p.err(
