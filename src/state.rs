@@ -54,7 +54,7 @@ pub struct DeviceHealth {
     pub consecutive_failures: u32,
     /// Latency of the last successful poll.
     pub latency_ms: Option<f64>,
-    /// Exception answers seen.
+    /// Requests answered with an exception (one per request, whatever it served).
     pub exceptions: u64,
     /// The last error, if the last poll had one.
     pub last_error: Option<String>,

@@ -207,7 +207,7 @@ impl Metrics {
         let modbus_device_exceptions = Family::<Labels, Counter>::default();
         registry.register(
             "modbus_device_exceptions",
-            "Modbus exception answers by device",
+            "Modbus requests answered with an exception, by device",
             modbus_device_exceptions.clone(),
         );
         let modbus_device_latency = Family::<Labels, Gauge<f64, AtomicU64>>::default();

@@ -21,12 +21,14 @@ table = "input"
 address = 0
 kind = "combustible_gas"
 unit = "%LEL"
+fault_codes = [65535]
 [[devices.registers]]
 name = "h2s"
 table = "input"
 address = 1
 kind = "toxic_gas"
 unit = "%OEL"
+fault_codes = [65535]
 "#;
 
 #[test]
@@ -99,7 +101,7 @@ expr = "window(lunch) and a.d.lel > 1"
 
 #[test]
 fn gas_limits_latch_by_default_and_example_rules_are_valid() {
-    let text = format!("{BASE}\n[[rules]]\nchannel = \"a.d.lel\"\nh = 20\nhh = 40\n");
+    let text = format!("{BASE}\n[[rules]]\nchannel = \"a.d.lel\"\nh = 20\nhh = 40\ndeadband = 1\n");
     let cfg = config::parse(&text, Path::new("x.toml")).expect("parses");
     let (r, warnings) = config::validate(&cfg, Path::new(".")).expect("valid");
     assert!(warnings.is_empty(), "{warnings:?}");

@@ -157,14 +157,104 @@ table = "input"
 address = 0
 kind = "combustible_gas"
 unit = "%LEL"
+fault_codes = [65535]
 [[rules]]
 channel = "x.gd1.lel"
 h = 30
 hh = 60
+deadband = 1
 "#;
     let cfg = config::parse(text, Path::new("x.toml")).expect("parses");
     let (_, warnings) = config::validate(&cfg, Path::new(".")).expect("valid");
     let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
     assert_eq!(paths, ["rules[0].h", "rules[0].hh"]);
     assert!(warnings.iter().all(|w| w.severity == Severity::Warning));
+}
+
+const ONE_GAS_DEVICE: &str = r#"
+[site]
+id = "a"
+[[sources]]
+kind = "modbus_tcp"
+id = "s"
+address = "127.0.0.1:502"
+[[devices]]
+id = "gd1"
+area = "x"
+source = "s"
+[[devices.registers]]
+name = "lel"
+table = "input"
+address = 0
+kind = "combustible_gas"
+unit = "%LEL"
+range = [0, 100]
+fault_codes = [65535]
+"#;
+
+fn problems(text: &str) -> Vec<String> {
+    let cfg = config::parse(text, Path::new("x.toml")).expect("parses");
+    match config::validate(&cfg, Path::new(".")) {
+        Ok((_, w)) => w.iter().map(|p| p.to_string()).collect(),
+        Err(p) => p.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+#[test]
+fn a_channel_configured_twice_is_rejected_with_both_paths() {
+    let text = format!(
+        "{ONE_GAS_DEVICE}[[channels]]\nid = \"x.gd1.lel\"\nmax_age = \"10s\"\n[[channels]]\nid = \"x.gd1.lel\"\nmax_age = \"10m\"\n"
+    );
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|e| e.starts_with("error: channels[1].id:")
+            && e.contains("x.gd1.lel")
+            && e.contains("channels[0]")),
+        "{p:#?}"
+    );
+    let cfg = config::parse(&text, Path::new("x.toml")).expect("parses");
+    assert!(config::validate(&cfg, Path::new(".")).is_err());
+}
+
+#[test]
+fn order_on_a_16_bit_register_warns() {
+    for (ty, order, warns) in [
+        ("u16", "CDAB", true),
+        ("i16", "DCBA", true),
+        ("u16", "BADC", true),
+        ("f32", "CDAB", false),
+        ("u32", "DCBA", false),
+    ] {
+        let text = ONE_GAS_DEVICE.replace(
+            "kind = \"combustible_gas\"",
+            &format!("type = \"{ty}\"\norder = \"{order}\"\nkind = \"combustible_gas\""),
+        );
+        let p = problems(&text);
+        let hit = p
+            .iter()
+            .any(|e| e.starts_with("warning: devices[0].registers[0].order:"));
+        assert_eq!(hit, warns, "{ty} {order}: {p:#?}");
+    }
+}
+
+#[test]
+fn gas_limit_rules_without_deadband_or_on_delay_warn() {
+    let rule = "[[rules]]\nchannel = \"x.gd1.lel\"\nh = 20\nhh = 40\n";
+    let p = problems(&format!("{ONE_GAS_DEVICE}{rule}"));
+    assert!(
+        p.iter()
+            .any(|e| e.starts_with("warning: rules[0]:") && e.contains("on_delay")),
+        "{p:#?}"
+    );
+    for fix in [
+        "deadband = 1\n",
+        "deadband_pct = 2\n",
+        "on_delay = \"5s\"\n",
+    ] {
+        let p = problems(&format!("{ONE_GAS_DEVICE}{rule}{fix}"));
+        assert!(p.is_empty(), "{fix}: {p:#?}");
+    }
+    // Not a gas channel: no such warning.
+    let text = ONE_GAS_DEVICE.replace("combustible_gas", "tank_level");
+    assert!(problems(&format!("{text}{rule}")).is_empty());
 }

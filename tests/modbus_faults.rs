@@ -211,7 +211,7 @@ async fn a_unit_slower_than_the_timeout_is_bad_and_backed_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exceptions_are_bad_samples_and_keep_the_link() {
     tokio::time::timeout(Duration::from_secs(60), async {
-        let (sim, cancel, p, window) = with_fault(|h| {
+        let (sim, cancel, mut p, window) = with_fault(|h| {
             h.set_exception("d1", Some(4)).expect("fault");
         })
         .await;
@@ -226,8 +226,33 @@ async fn exceptions_are_bad_samples_and_keep_the_link() {
         // An answering device is not backed off: it keeps its full rate of (Bad) samples.
         assert!(rs.len() as f64 >= 0.6 * WINDOW.as_secs_f64() / INTERVAL.as_secs_f64());
         assert_eq!(p.polls("d1", "skipped"), 0);
+        // But an exception is a failed poll: the unit is not healthy (it answered every poll
+        // of the window with an exception and never with data).
         let h = &p.state.devices()[&hazgate::model::DeviceId::new("d1")];
-        assert!(h.exceptions > 0 && h.consecutive_failures == 0, "{h:?}");
+        assert!(h.exceptions > 0, "{h:?}");
+        assert!(
+            f64::from(h.consecutive_failures)
+                >= 0.6 * WINDOW.as_secs_f64() / INTERVAL.as_secs_f64(),
+            "{h:?}"
+        );
+        assert!(
+            h.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("exception")),
+            "{h:?}"
+        );
+        let last_success = h.last_success.expect("it read before the fault");
+        let since = std::time::SystemTime::now()
+            .duration_since(last_success)
+            .unwrap_or_default();
+        assert!(
+            since >= WINDOW,
+            "last_success is {since:?} old: exception answers renewed it"
+        );
+        let ok = p.polls("d1", "ok");
+        p.skip(Duration::from_secs(1)).await;
+        assert_eq!(p.polls("d1", "ok"), ok, "exception polls counted as ok");
+        assert!(p.polls("d1", "failed") > 0);
         let m = p.metrics.encode();
         assert!(
             m.contains("hazgate_modbus_device_exceptions_total{device=\"d1\"}"),

@@ -213,3 +213,76 @@ async fn a_late_reply_is_drained_never_matched_to_the_next_request() {
     .await
     .expect("test timed out");
 }
+
+/// A unit whose first request of a poll times out: its other requests are not sent, and their
+/// channels say which unit did not answer; RS-485 has no connection that could have dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channels_of_a_silent_unit_name_the_unit_not_a_connection() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (sim, cancel) = site("rtu_pty").await;
+        let port = sim.serial_port("bus").expect("pty").to_owned();
+        // Unit 7 read in two requests (level at 0..1, pressure at 3: max_gap 0 keeps them apart).
+        let text = format!(
+            r#"
+[site]
+id = "rtu"
+[[sources]]
+{}
+[[devices]]
+id = "t1"
+area = "a"
+source = "bus"
+unit_id = 7
+poll_interval = "200ms"
+[[devices.registers]]
+name = "level"
+table = "holding"
+address = 0
+type = "f32"
+[[devices.registers]]
+name = "pressure"
+table = "holding"
+address = 3
+scale = 0.1
+"#,
+            serial_source(&port, "drain = \"20ms\"\nmax_gap = 0")
+        );
+        let cfg = resolve(&text);
+        assert_eq!(
+            hazgate::sources::modbus::plan::plan(&cfg.sources[0].devices[0].points, 0).len(),
+            2
+        );
+        let mut p = Pollers::start(&cfg);
+        p.until(Duration::from_secs(10), "a.t1.pressure", |r| {
+            r.value() == Some(101.3)
+        })
+        .await;
+        sim.handle.set_silent("t1", true).expect("fault");
+        let detail = |r: &Reading| match r {
+            Reading::Bad(BadReason::Comm { detail }) => detail.clone(),
+            _ => String::new(),
+        };
+        // Polls before the backoff: level times out, pressure is not asked.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no poll with a timed-out first request"
+            );
+            let w = p.collect(Duration::from_millis(300)).await;
+            let pressure = readings(&w, "a.t1.pressure");
+            if let Some(d) = pressure
+                .iter()
+                .map(detail)
+                .find(|d| d.contains("not asked again"))
+            {
+                break d;
+            }
+        };
+        assert!(seen.contains("no answer from unit 7"), "{seen}");
+        assert!(!seen.contains("connection"), "{seen}");
+        finish(sim, cancel, p).await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -113,6 +113,20 @@ pub struct Span {
     pub eng: [f64; 2],
 }
 
+impl Span {
+    /// For a 4–20 mA span (raw low bound one fifth of the high bound, whatever the raw unit:
+    /// `[4, 20]` mA, `[4000, 20000]` µA, `[819, 4095]` ADC counts), the raw values of the NAMUR
+    /// NE 43 fault limits: below 3.6 mA (open loop) or above 21 mA (short circuit); `None` for
+    /// any other span.
+    pub fn namur_valid(&self) -> Option<[f64; 2]> {
+        let (lo, hi) = (self.raw[0].min(self.raw[1]), self.raw[0].max(self.raw[1]));
+        let is_4_20 = lo > 0.0 && hi.is_finite() && ((lo * 5.0 - hi) / hi).abs() < 0.005;
+        // 16 mA of loop current span `hi - lo` raw units.
+        let per_ma = (hi - lo) / 16.0;
+        is_4_20.then_some([lo - 0.4 * per_ma, hi + 1.0 * per_ma])
+    }
+}
+
 /// One point in a map.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,7 +157,8 @@ pub struct RegisterDef {
     pub offset: Option<f64>,
     /// Span mapping; excludes `scale`/`offset`.
     pub span: Option<Span>,
-    /// Raw values outside this range are Bad(out_of_range), e.g. `[3600, 21000]` µA.
+    /// Raw values outside this range are Bad(out_of_range), e.g. `[3600, 21000]` µA. A 4–20 mA
+    /// `span` without it gets the NAMUR NE 43 limits ([`Span::namur_valid`]).
     pub valid: Option<[f64; 2]>,
     /// Raw values the device uses to signal its own fault.
     #[serde(default)]
@@ -155,6 +170,12 @@ pub struct RegisterDef {
 }
 
 impl RegisterDef {
+    /// The valid raw range: `valid` as written, else the NAMUR NE 43 limits of a 4–20 mA span.
+    pub fn effective_valid(&self) -> Option<[f64; 2]> {
+        self.valid
+            .or_else(|| self.span.as_ref().and_then(Span::namur_valid))
+    }
+
     /// The data type with its table-dependent default.
     pub fn data_type(&self) -> DataType {
         self.data_type.unwrap_or(if self.table.is_bits() {

@@ -254,6 +254,8 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     let mut channels: Vec<ResolvedChannel> = Vec::new();
     let mut channel_index: HashMap<ChannelId, usize> = HashMap::new();
     let mut per_source: BTreeMap<usize, Vec<ResolvedDevice>> = BTreeMap::new();
+    // Modbus channels whose register cannot signal a fault: (channel, device path, register).
+    let mut no_fault_path: Vec<(ChannelId, String, String)> = Vec::new();
     for (i, d) in cfg.devices.iter().enumerate() {
         let path = format!("devices[{i}]");
         if let Err(e) = check_id(&d.id, false) {
@@ -364,9 +366,18 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 range: r.range.or(r.span.as_ref().map(|s| s.eng)),
                 max_age: d.poll_interval * 3 + timeout * 2,
             });
+            let mut def = r.clone();
+            def.valid = r.effective_valid();
+            if def.valid.is_none() && def.fault_codes.is_empty() {
+                no_fault_path.push((
+                    id.clone(),
+                    path.clone(),
+                    format!("{reg_path} registers[{j}]"),
+                ));
+            }
             points.push(ResolvedPoint {
                 channel: id,
-                def: r.clone(),
+                def,
                 address: u16::try_from(proto).unwrap_or(0),
                 poll_interval: d.poll_interval,
             });
@@ -435,8 +446,22 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
 
     // Channel overrides.
     let mut channel_polls: HashMap<ChannelId, Duration> = HashMap::new();
+    let mut overridden: HashMap<&str, usize> = HashMap::new();
     for (i, c) in cfg.channels.iter().enumerate() {
         let path = format!("channels[{i}]");
+        // A second entry would silently win over the first (a gas channel's max_age moving
+        // from 10 s to 10 min unnoticed).
+        if let Some(first) = overridden.insert(c.id.as_str(), i) {
+            overridden.insert(c.id.as_str(), first);
+            p.err(
+                format!("{path}.id"),
+                format!(
+                    "channel `{}` is already configured by channels[{first}]: merge the two entries",
+                    c.id
+                ),
+            );
+            continue;
+        }
         let Some(&idx) = channel_index.get(&ChannelId::new(&c.id)) else {
             p.err(
                 format!("{path}.id"),
@@ -495,6 +520,41 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         }
     }
 
+    // Gas and oxygen channels must have a way to show a broken detector as a fault.
+    for (id, path, reg) in &no_fault_path {
+        let ch = &channels[channel_index[id]];
+        if crate::model::is_gas_kind(&ch.kind) {
+            p.warn(
+                path.clone(),
+                format!(
+                    "{} channel `{id}` has no path to a fault: {reg} has no `valid` raw range, no 4-20 mA `span` and no `fault_codes`, so a broken detector can read as a calm value",
+                    ch.kind
+                ),
+            );
+        }
+    }
+    for (i, s) in cfg.sources.iter().enumerate() {
+        let Source::Mqtt(m) = s else { continue };
+        if m.topics.iter().any(|t| t.status.is_some()) {
+            continue;
+        }
+        for (j, c) in m.channels.iter().enumerate() {
+            let Some(&idx) = channel_index.get(&ChannelId::new(&c.id)) else {
+                continue;
+            };
+            let ch = &channels[idx];
+            if crate::model::is_gas_kind(&ch.kind) {
+                p.warn(
+                    format!("sources[{i}].channels[{j}]"),
+                    format!(
+                        "{} channel `{}` has no path to a fault: no topic of this source reads a `status`, so only silence (max_age) shows a broken detector",
+                        ch.kind, c.id
+                    ),
+                );
+            }
+        }
+    }
+
     // Rules.
     for (i, r) in cfg.rules.iter().enumerate() {
         let path = format!("rules[{i}]");
@@ -527,6 +587,18 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         }
         if r.deadband.is_nan() || r.deadband < 0.0 {
             p.err(format!("{path}.deadband"), "must be 0 or more");
+        }
+        if let Some(ch) = ch.filter(|c| crate::model::is_gas_kind(&c.kind)) {
+            let no_deadband = r.deadband <= 0.0 && r.deadband_pct.is_none_or(|d| d <= 0.0);
+            if no_deadband && r.on_delay.is_zero() {
+                p.warn(
+                    path.clone(),
+                    format!(
+                        "{} limit rule with neither `deadband` (or `deadband_pct`) nor `on_delay`: a reading hovering at the limit raises the alarm again and again (ISA-18.2: a deadband of about 2-5 % of span, or a few seconds' on-delay)",
+                        ch.kind
+                    ),
+                );
+            }
         }
         if let Some(ch) = ch {
             if ch.kind == "combustible_gas" && ch.unit == "%LEL" {
@@ -763,6 +835,18 @@ fn check_registers(regs: &[RegisterDef], path: &str, p: &mut Problems) {
                 );
             }
             _ => {}
+        }
+        if r.width() == 1 && r.order != super::ByteOrder::ABCD {
+            let what = match (r.table.is_bits(), r.order) {
+                (true, _) => "has no effect on a single bit",
+                (false, super::ByteOrder::CDAB) => {
+                    "has no effect on a 16-bit register (word order needs two or more words)"
+                }
+                _ => {
+                    "only swaps the two bytes of this 16-bit register (the word part has no effect); most devices send 16-bit registers big-endian: check the manual"
+                }
+            };
+            p.warn(format!("{rp}.order"), format!("`order` {what}"));
         }
         if r.span.is_some() && (r.scale.is_some() || r.offset.is_some()) {
             p.err(

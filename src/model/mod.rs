@@ -92,6 +92,9 @@ pub enum BadReason {
     Decode { detail: String },
     /// The device (or its data unit) reported a non-numeric status other than a good one.
     DeviceStatus { status: String },
+    /// A gas or oxygen reading further below its range minimum than [`GAS_BELOW_RANGE_TOLERANCE`]
+    /// allows: a broken loop or sensor, never a calm reading.
+    BelowRange { value: f64, min: f64 },
 }
 
 impl BadReason {
@@ -105,6 +108,7 @@ impl BadReason {
             BadReason::Stale => "stale",
             BadReason::Decode { .. } => "decode",
             BadReason::DeviceStatus { .. } => "device_fault",
+            BadReason::BelowRange { .. } => "out_of_range",
         }
     }
 }
@@ -113,12 +117,62 @@ impl fmt::Display for BadReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BadReason::Comm { detail } => write!(f, "communication failure: {detail}"),
-            BadReason::Exception { code } => write!(f, "device exception code {code}"),
+            BadReason::Exception { code } => f.write_str(&exception_text(*code)),
             BadReason::OutOfRange { raw } => write!(f, "raw value {raw} outside valid range"),
             BadReason::DeviceFault { code } => write!(f, "device fault code {code}"),
             BadReason::Stale => f.write_str("no good reading within the channel's maximum age"),
             BadReason::Decode { detail } => write!(f, "undecodable value: {detail}"),
             BadReason::DeviceStatus { status } => write!(f, "device reported status `{status}`"),
+            BadReason::BelowRange { value, min } => write!(
+                f,
+                "value {value} below the range minimum {min} (broken loop or sensor)"
+            ),
+        }
+    }
+}
+
+/// A Modbus exception as every text names it (samples, device health, `probe`, logs): code in
+/// hex and the specification's name, e.g. `exception 0x02 illegal data address`.
+pub fn exception_text(code: u8) -> String {
+    let name = match code {
+        0x01 => "illegal function",
+        0x02 => "illegal data address",
+        0x03 => "illegal data value",
+        0x04 => "server device failure",
+        0x05 => "acknowledge",
+        0x06 => "server device busy",
+        0x08 => "memory parity error",
+        0x0A => "gateway path unavailable",
+        0x0B => "gateway target device failed to respond",
+        _ => "not defined by the Modbus specification",
+    };
+    format!("exception 0x{code:02X} {name}")
+}
+
+/// How far (as a fraction of the range's span) a gas or oxygen reading may fall below its range
+/// minimum and still be Good: 2.5 %, the NAMUR NE 43 fault limit of a 4–20 mA loop (3.6 mA is
+/// 4 mA − 2.5 % of 16 mA) carried over to the engineering value, so digital detectors get the
+/// same rule. Zero drift within it (−1 %LEL) stays a reading; −6.3 %LEL is a fault.
+pub const GAS_BELOW_RANGE_TOLERANCE: f64 = 0.025;
+
+/// Channel kinds that measure a gas concentration (combustible, toxic, oxygen).
+pub fn is_gas_kind(kind: &str) -> bool {
+    matches!(kind, "combustible_gas" | "toxic_gas" | "oxygen")
+}
+
+/// The lowest Good value of a channel: for a gas channel with a range, its minimum less
+/// [`GAS_BELOW_RANGE_TOLERANCE`] of the span; `None` otherwise.
+pub fn gas_floor(kind: &str, range: Option<[f64; 2]>) -> Option<f64> {
+    let [lo, hi] = range?;
+    (is_gas_kind(kind) && hi > lo).then_some(lo - GAS_BELOW_RANGE_TOLERANCE * (hi - lo))
+}
+
+/// Turns a Good reading below `floor` into `Bad(BelowRange)`; `min` is the range minimum named
+/// in the reason.
+pub fn screen_floor(reading: &mut Reading, floor: f64, min: f64) {
+    if let Reading::Good(v) = *reading {
+        if v < floor {
+            *reading = Reading::Bad(BadReason::BelowRange { value: v, min });
         }
     }
 }

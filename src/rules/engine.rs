@@ -25,7 +25,7 @@ use crate::config::alarms::is_gas;
 use crate::config::{Resolved, ResolvedChannel};
 use crate::model::{
     AlarmClass, AlarmEvent, AlarmState, BadReason, ChannelId, Priority, Reading, Sample, SiteMode,
-    Transition,
+    Transition, gas_floor, screen_floor,
 };
 
 #[derive(Debug)]
@@ -567,6 +567,19 @@ impl Engine {
     /// Channel metadata.
     pub fn channel(&self, id: &ChannelId) -> Option<&ResolvedChannel> {
         self.index.get(id).map(|&i| &self.chans[i].meta)
+    }
+
+    /// Screens a batch before it is used anywhere (alarms, snapshot, time series): a gas or
+    /// oxygen reading further below its range minimum than the tolerance is Bad
+    /// ([`crate::model::gas_floor`]), whichever source produced it.
+    pub fn screen(&self, samples: &mut [Sample]) {
+        for s in samples {
+            if let Some(c) = self.channel(&s.channel) {
+                if let (Some(floor), Some([min, _])) = (gas_floor(&c.kind, c.range), c.range) {
+                    screen_floor(&mut s.reading, floor, min);
+                }
+            }
+        }
     }
 
     /// Conditions of a channel that are active or latched (for the channel snapshot).

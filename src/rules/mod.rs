@@ -310,7 +310,8 @@ pub async fn run(
         let mut reply = None;
         let (samples, mut events) = tokio::select! {
             batch = rx.recv() => match batch {
-                Some(b) => {
+                Some(mut b) => {
+                    engine.screen(&mut b);
                     let now = tokio::time::Instant::now().into_std();
                     let mut ev = Vec::new();
                     for s in &b {

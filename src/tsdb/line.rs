@@ -331,7 +331,7 @@ mod tests {
         };
         let mut out = String::new();
         encode_sample("site-a", &ch("t.t101.level", ""), &bad, &mut out);
-        assert!(out.contains(",kind=tank_level quality=\"bad\",reason=\"exception\",detail=\"device exception code 2\" 1700000000000000000"), "{out}");
+        assert!(out.contains(",kind=tank_level quality=\"bad\",reason=\"exception\",detail=\"exception 0x02 illegal data address\" 1700000000000000000"), "{out}");
         assert!(!out.contains("unit="));
     }
 }

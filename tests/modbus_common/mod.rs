@@ -111,6 +111,14 @@ impl Pollers {
             .get()
     }
 
+    /// Stops the pollers and waits for them, keeping state and metrics readable.
+    pub async fn stop_polling(&mut self) {
+        self.cancel.cancel();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+
     /// Stops the pollers and waits for them.
     pub async fn stop(self) {
         self.cancel.cancel();

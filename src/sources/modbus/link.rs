@@ -163,8 +163,8 @@ fn drain_cap(timing: &ModbusTiming) -> Duration {
 async fn tcp_connect(address: &str, timeout: Duration) -> Result<TcpStream, String> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
         .await
-        .map_err(|_| format!("connect to {address} timed out after {timeout:?}"))?
-        .map_err(|e| format!("connect to {address}: {e}"))?;
+        .map_err(|_| format!("connect to {address}: connect timed out after {timeout:?}"))?
+        .map_err(|e| format!("connect to {address}: {}", io_words(&e)))?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
@@ -248,9 +248,74 @@ pub async fn read_range(
     };
     match tokio::time::timeout(timeout, fut).await {
         Err(_) => ReadOutcome::Timeout,
-        Ok(Err(e)) => ReadOutcome::LinkError(e.to_string()),
+        Ok(Err(e)) => ReadOutcome::LinkError(link_error_words(&e)),
         Ok(Ok(Err(code))) => ReadOutcome::Exception(code),
         Ok(Ok(Ok(words))) => ReadOutcome::Data(words),
+    }
+}
+
+/// A transport or protocol error in words an installer understands (never a bare errno).
+pub fn link_error_words(e: &tokio_modbus::Error) -> String {
+    match e {
+        // tokio-modbus 0.17 reports a stream that ended (the device closed the connection) as
+        // `io::Error::last_os_error()`: a stale errno such as "os error 11" or "115". A real
+        // socket error of a request is one of the kinds named in `is_stale_errno`.
+        tokio_modbus::Error::Transport(io) if is_stale_errno(io) => {
+            "connection closed by device".to_owned()
+        }
+        tokio_modbus::Error::Transport(io) => io_words(io),
+        tokio_modbus::Error::Protocol(p) => format!("answer does not match the request ({p})"),
+    }
+}
+
+/// An I/O error in words: the common link failures by name, anything else by its own message
+/// without the `(os error N)` suffix.
+pub fn io_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => "connection refused".to_owned(),
+        K::ConnectionReset
+        | K::ConnectionAborted
+        | K::BrokenPipe
+        | K::UnexpectedEof
+        | K::NotConnected => "connection closed by device".to_owned(),
+        K::TimedOut => "timed out".to_owned(),
+        K::HostUnreachable => "host unreachable".to_owned(),
+        K::NetworkUnreachable => "network unreachable".to_owned(),
+        K::AddrNotAvailable => "address not available".to_owned(),
+        K::WouldBlock => "connection not ready (resource temporarily unavailable)".to_owned(),
+        K::InvalidData => format!("garbled answer: {}", strip_os_error(&e.to_string())),
+        _ => strip_os_error(&e.to_string()),
+    }
+}
+
+/// An OS error whose kind the standard library leaves uncategorised (EINPROGRESS, EAGAIN and the
+/// like): on a request this is the stale errno of a stream that ended.
+fn is_stale_errno(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    e.raw_os_error().is_some()
+        && !matches!(
+            e.kind(),
+            K::ConnectionRefused
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::BrokenPipe
+                | K::UnexpectedEof
+                | K::NotConnected
+                | K::TimedOut
+                | K::HostUnreachable
+                | K::NetworkUnreachable
+                | K::AddrNotAvailable
+                | K::InvalidData
+                | K::PermissionDenied
+                | K::NotFound
+        )
+}
+
+fn strip_os_error(s: &str) -> String {
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_owned(),
+        None => s.to_owned(),
     }
 }
 

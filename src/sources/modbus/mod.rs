@@ -10,7 +10,8 @@
 //! `poll_interval`); a group keeps its cadence and never catches up on missed polls.
 //!
 //! Failure handling, per request:
-//! - device exception → Bad(exception code) for the points of that request; the link is kept;
+//! - device exception → Bad(exception code) for the points of that request; the link is kept
+//!   and the device is not backed off, but the poll is a failed one for its health;
 //! - timeout → Bad(comm) and the connection is dropped and re-established (RTU: the reopened
 //!   stream is drained first), so a late reply is never matched to a later request;
 //! - link error (closed, wrong transaction id, CRC, mismatched header) → Bad(comm), reconnect
@@ -21,7 +22,10 @@
 //! unit on a shared bus costs at most one timeout (plus, on RTU, one drain) per backoff period.
 //!
 //! Health: per device in [`SharedState`] (`GET /api/v1/devices`) and in metrics labelled by
-//! device id (consecutive failures, latency, exceptions, last success).
+//! device id (consecutive failures, latency, exceptions, last success). Every due poll updates
+//! it: a poll is `ok` only when every request returned data; exceptions, timeouts, link errors
+//! and failed connects are `failed`; polls skipped while backed off or waiting to reconnect are
+//! `skipped` and count as failures too, with the cause in words.
 
 pub mod decode;
 pub mod link;
@@ -60,8 +64,38 @@ struct DeviceState {
     dev: ResolvedDevice,
     label: String,
     groups: Vec<Group>,
+    /// Polls in a row in which the device answered nothing (drives the backoff; an exception
+    /// is an answer, so a device that answers with exceptions keeps its full rate).
     fails: u32,
+    /// Polls in a row that did not read every register (exceptions, timeouts, link errors, and
+    /// polls skipped while backed off or not connected): the health counter.
+    bad_polls: u32,
     skip_until: Option<Instant>,
+    /// The failure of the last attempted poll, repeated while backed off.
+    last_cause: Option<String>,
+    /// The last answered poll had an exception (to log only the first of a run).
+    excepting: bool,
+}
+
+/// What became of one due poll of a device, for its health.
+enum PollHealth {
+    /// Requests were sent.
+    Polled {
+        /// At least one request was answered (data or exception).
+        answered: bool,
+        /// Every request was answered with data.
+        all_data: bool,
+        latency: Duration,
+        /// Requests answered with an exception, and the first code.
+        exceptions: u32,
+        first_exception: Option<u8>,
+    },
+    /// No request was sent (backed off, or the connection is down); the reason in words.
+    NotPolled {
+        /// `skipped` (backed off, waiting to reconnect) or `failed` (a connect attempt failed).
+        result: &'static str,
+        reason: String,
+    },
 }
 
 /// Runs the poller for one Modbus source (any transport) until `cancel` fires.
@@ -89,7 +123,10 @@ pub async fn run_source(
             label: d.id.to_string(),
             dev: d.clone(),
             fails: 0,
+            bad_polls: 0,
             skip_until: None,
+            last_cause: None,
+            excepting: false,
         })
         .collect();
     let mut ctx: Option<Context> = None;
@@ -100,6 +137,8 @@ pub async fn run_source(
     let mut drain_next = false;
     let src_label = src.id.to_string();
     let link_desc = src.link.describe();
+    // Why the link is down, in words (for health and samples while waiting to reconnect).
+    let mut link_down: Option<String> = None;
 
     loop {
         let Some(next) = devices
@@ -129,21 +168,36 @@ pub async fn run_source(
                 if g.next_due <= now {
                     g.next_due = now + g.interval;
                 }
-                let samples = if d.skip_until.is_some_and(|t| now < t) {
-                    metrics
-                        .modbus_device_polls
-                        .get_or_create(&labels([("device", &d.label), ("result", "skipped")]))
-                        .inc();
-                    bad_reads(
-                        &d.dev,
-                        &d.groups[gi].reads,
-                        &format!("backing off after {} failed polls", d.fails),
+                let (samples, health) = if d.skip_until.is_some_and(|t| now < t) {
+                    let reason = format!(
+                        "backing off after {} polls without an answer{}",
+                        d.fails,
+                        d.last_cause
+                            .as_deref()
+                            .map(|c| format!(": {c}"))
+                            .unwrap_or_default()
+                    );
+                    (
+                        bad_reads(&d.dev, &d.groups[gi].reads, &reason),
+                        PollHealth::NotPolled {
+                            result: "skipped",
+                            reason,
+                        },
                     )
                 } else if ctx.is_none() && Instant::now() < reconnect_at {
-                    bad_reads(
-                        &d.dev,
-                        &d.groups[gi].reads,
-                        "not connected (waiting to reconnect)",
+                    let reason = format!(
+                        "not connected (waiting to reconnect){}",
+                        link_down
+                            .as_deref()
+                            .map(|c| format!(": {c}"))
+                            .unwrap_or_default()
+                    );
+                    (
+                        bad_reads(&d.dev, &d.groups[gi].reads, &reason),
+                        PollHealth::NotPolled {
+                            result: "skipped",
+                            reason,
+                        },
                     )
                 } else {
                     if ctx.is_none() {
@@ -153,6 +207,7 @@ pub async fn run_source(
                                 state.health.ok(&component);
                                 connect_attempt = 0;
                                 drain_next = false;
+                                link_down = None;
                                 ctx = Some(c);
                             }
                             Err(e) => {
@@ -167,11 +222,23 @@ pub async fn run_source(
                                 state
                                     .health
                                     .fail(&component, format!("cannot connect: {e}"));
+                                link_down = Some(format!("cannot connect: {e}"));
                             }
                         }
                     }
                     match ctx.as_mut() {
-                        None => bad_reads(&d.dev, &d.groups[gi].reads, "not connected"),
+                        None => {
+                            let reason = link_down
+                                .clone()
+                                .unwrap_or_else(|| "not connected".to_owned());
+                            (
+                                bad_reads(&d.dev, &d.groups[gi].reads, &reason),
+                                PollHealth::NotPolled {
+                                    result: "failed",
+                                    reason,
+                                },
+                            )
+                        }
                         Some(c) => {
                             let started = Instant::now();
                             let polled = poll_reads(
@@ -193,20 +260,20 @@ pub async fn run_source(
                                     connector.reset();
                                 }
                             }
-                            update_health(
-                                &state,
-                                &metrics,
-                                d,
-                                polled.any_ok,
-                                started.elapsed(),
-                                &polled.samples,
-                                now,
-                                &src,
-                            );
-                            polled.samples
+                            (
+                                polled.samples,
+                                PollHealth::Polled {
+                                    answered: polled.any_ok,
+                                    all_data: polled.all_data,
+                                    latency: started.elapsed(),
+                                    exceptions: polled.exceptions,
+                                    first_exception: polled.first_exception,
+                                },
+                            )
                         }
                     }
                 };
+                update_health(&state, &metrics, d, health, &samples, now, &src);
                 for s in &samples {
                     let q = if s.reading.value().is_some() {
                         "good"
@@ -230,69 +297,111 @@ pub async fn run_source(
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; a struct would only rename them"
-)]
 fn update_health(
     state: &SharedState,
     metrics: &Metrics,
     d: &mut DeviceState,
-    any_ok: bool,
-    latency: Duration,
+    health: PollHealth,
     samples: &[Sample],
     now: Instant,
     src: &ResolvedSource,
 ) {
-    if any_ok {
-        d.fails = 0;
-        d.skip_until = None;
-    } else {
-        d.fails = d.fails.saturating_add(1);
-        if d.fails >= FAILS_BEFORE_BACKOFF {
-            let base = d
-                .groups
-                .iter()
-                .map(|g| g.interval)
-                .min()
-                .unwrap_or(d.dev.poll_interval)
-                .max(Duration::from_secs(1));
-            let wait = crate::sources::backoff(
-                d.fails - FAILS_BEFORE_BACKOFF,
-                base,
-                src.timing.backoff_max,
-            );
-            d.skip_until = Some(now + wait);
-            debug!(device = %d.dev.id, fails = d.fails, ?wait, "device backed off");
-        }
-    }
-    let exceptions = samples
-        .iter()
-        .filter(|s| matches!(s.reading, Reading::Bad(BadReason::Exception { .. })))
-        .count();
     let dl = [("device", d.label.as_str())];
+    let (result, ok, latency) = match &health {
+        PollHealth::Polled {
+            answered,
+            all_data,
+            latency,
+            ..
+        } => {
+            if *answered {
+                d.fails = 0;
+                d.skip_until = None;
+            } else {
+                d.fails = d.fails.saturating_add(1);
+                if d.fails >= FAILS_BEFORE_BACKOFF {
+                    let base = d
+                        .groups
+                        .iter()
+                        .map(|g| g.interval)
+                        .min()
+                        .unwrap_or(d.dev.poll_interval)
+                        .max(Duration::from_secs(1));
+                    let wait = crate::sources::backoff(
+                        d.fails - FAILS_BEFORE_BACKOFF,
+                        base,
+                        src.timing.backoff_max,
+                    );
+                    d.skip_until = Some(now + wait);
+                    debug!(device = %d.dev.id, fails = d.fails, ?wait, "device backed off");
+                }
+            }
+            let latency = answered.then_some(*latency);
+            if *all_data {
+                ("ok", true, latency)
+            } else {
+                ("failed", false, latency)
+            }
+        }
+        PollHealth::NotPolled { result, .. } => (*result, false, None),
+    };
+    if ok {
+        d.bad_polls = 0;
+    } else {
+        d.bad_polls = d.bad_polls.saturating_add(1);
+    }
+    let last_error = match &health {
+        PollHealth::NotPolled { reason, .. } => Some(reason.clone()),
+        PollHealth::Polled { .. } => samples.iter().find_map(|s| match &s.reading {
+            Reading::Bad(r) => Some(r.to_string()),
+            Reading::Good(_) => None,
+        }),
+    };
+    if let PollHealth::Polled { .. } = health {
+        // What a later backed-off poll repeats as its cause.
+        d.last_cause = samples.iter().find_map(|s| match &s.reading {
+            Reading::Bad(BadReason::Comm { detail }) => Some(detail.clone()),
+            Reading::Bad(r) => Some(r.to_string()),
+            Reading::Good(_) => None,
+        });
+    }
     metrics
         .modbus_device_polls
-        .get_or_create(&labels([
-            ("device", &d.label),
-            ("result", if any_ok { "ok" } else { "failed" }),
-        ]))
+        .get_or_create(&labels([("device", &d.label), ("result", result)]))
         .inc();
     metrics
         .modbus_device_failures
         .get_or_create(&labels(dl))
-        .set(i64::from(d.fails));
+        .set(i64::from(d.bad_polls));
+    // Exceptions count requests (as `hazgate_modbus_requests_total{result="exception"}`), not
+    // the points a request serves. The first exception after a poll without one is logged.
+    let (exceptions, first_exception) = match &health {
+        PollHealth::Polled {
+            exceptions,
+            first_exception,
+            ..
+        } => (*exceptions, *first_exception),
+        PollHealth::NotPolled { .. } => (0, None),
+    };
+    if let Some(code) = first_exception.filter(|_| !d.excepting) {
+        warn!(device = %d.dev.id, unit = d.dev.unit_id, code, "device answered with {}", crate::model::exception_text(code));
+    }
+    if let PollHealth::Polled { answered: true, .. } = health {
+        d.excepting = exceptions > 0;
+    }
     if exceptions > 0 {
         metrics
             .modbus_device_exceptions
             .get_or_create(&labels(dl))
-            .inc_by(exceptions as u64);
+            .inc_by(u64::from(exceptions));
     }
-    if any_ok {
+    if let Some(latency) = latency {
         metrics
             .modbus_device_latency
             .get_or_create(&labels(dl))
             .set(latency.as_secs_f64());
+    }
+    if ok {
         metrics
             .modbus_device_last_success
             .get_or_create(&labels(dl))
@@ -306,16 +415,15 @@ fn update_health(
     state.update_device(&d.dev.id, |h: &mut DeviceHealth| {
         h.source = src.id.to_string();
         h.unit_id = d.dev.unit_id;
-        h.consecutive_failures = d.fails;
-        if any_ok {
+        h.consecutive_failures = d.bad_polls;
+        if ok {
             h.last_success = Some(SystemTime::now());
+        }
+        if let Some(latency) = latency {
             h.latency_ms = Some(latency.as_secs_f64() * 1000.0);
         }
-        h.exceptions += exceptions as u64;
-        h.last_error = samples.iter().find_map(|s| match &s.reading {
-            Reading::Bad(r) => Some(r.to_string()),
-            Reading::Good(_) => None,
-        });
+        h.exceptions += u64::from(exceptions);
+        h.last_error = last_error;
     });
 }
 
@@ -333,6 +441,11 @@ struct Polled {
     link_failure: Option<LinkFailure>,
     /// At least one request was answered (data or exception).
     any_ok: bool,
+    /// Every request was answered with data.
+    all_data: bool,
+    /// Requests answered with an exception, and the code of the first one.
+    exceptions: u32,
+    first_exception: Option<u8>,
 }
 
 /// Polls one interval group of a device.
@@ -349,6 +462,11 @@ async fn poll_reads(
     let mut out = Vec::with_capacity(reads.iter().map(|r| r.points.len()).sum());
     let mut link_failure = None;
     let mut any_ok = false;
+    let mut all_data = true;
+    let mut exceptions = 0u32;
+    let mut first_exception = None;
+    // The link error that ended this poll's requests, named for the points not asked.
+    let mut first_failure: Option<String> = None;
     for (i, read) in reads.iter().enumerate() {
         let link_ok = link_failure.is_none();
         if i > 0 && !src.timing.pause.is_zero() {
@@ -357,7 +475,19 @@ async fn poll_reads(
         let outcome = if link_ok {
             read_once(ctx, read, timeout).await
         } else {
-            ReadOutcome::LinkError("connection dropped earlier in this poll".into())
+            // Not asked: say what happened to the earlier request of this poll. A serial bus
+            // has no connection to drop; a unit that did not answer is named.
+            ReadOutcome::LinkError(match (&first_failure, link_failure) {
+                (_, Some(LinkFailure::Timeout)) => format!(
+                    "no answer from unit {} (not asked again after a timeout earlier in this poll)",
+                    dev.unit_id
+                ),
+                (Some(e), _) if matches!(src.link, crate::config::ModbusLink::Rtu(_)) => {
+                    format!("not asked after a link error earlier in this poll: {e}")
+                }
+                (Some(e), _) => format!("connection dropped earlier in this poll: {e}"),
+                (None, _) => "connection dropped earlier in this poll".to_owned(),
+            })
         };
         let ts = SystemTime::now();
         let result = match &outcome {
@@ -397,7 +527,10 @@ async fn poll_reads(
             }
             ReadOutcome::Exception(code) => {
                 any_ok = true; // the device answered: the link is fine
+                all_data = false; // but the poll failed
                 let code = u8::from(code);
+                exceptions += 1;
+                first_exception.get_or_insert(code);
                 for &pi in &read.points {
                     out.push(Sample {
                         channel: dev.points[pi].channel.clone(),
@@ -407,12 +540,18 @@ async fn poll_reads(
                 }
             }
             ReadOutcome::Timeout | ReadOutcome::LinkError(_) => {
+                all_data = false;
                 if link_ok {
                     link_failure = Some(if matches!(outcome, ReadOutcome::Timeout) {
                         LinkFailure::Timeout
                     } else {
                         LinkFailure::Error
                     });
+                }
+                if link_ok {
+                    if let ReadOutcome::LinkError(e) = &outcome {
+                        first_failure = Some(e.clone());
+                    }
                 }
                 let detail = match outcome {
                     ReadOutcome::LinkError(e) => e,
@@ -441,6 +580,9 @@ async fn poll_reads(
         samples: out,
         link_failure,
         any_ok,
+        all_data: all_data && !reads.is_empty(),
+        exceptions,
+        first_exception,
     }
 }
 

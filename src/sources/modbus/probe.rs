@@ -347,7 +347,7 @@ pub async fn run(req: &ProbeRequest) -> Result<String, String> {
                 return Ok(out);
             }
             ReadOutcome::Exception(code) => {
-                last_err = format!("exception {} ({code:?})", u8::from(code));
+                last_err = crate::model::exception_text(u8::from(code));
             }
             ReadOutcome::Timeout => {
                 return Err(format!(
