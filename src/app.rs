@@ -225,7 +225,10 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     let mut source_tasks = Vec::new();
     for src in cfg.sources.clone() {
         let name = format!("source {}", src.id);
-        state.health.fail(&name, "not connected yet");
+        state.health.fail(
+            &crate::telemetry::Component::Source(src.id.to_string()),
+            "not connected yet",
+        );
         let (tx, st, m, c) = (
             sample_tx.clone(),
             state.clone(),
@@ -249,7 +252,10 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     }
     for (p, m) in mqtt_prepared.into_iter().zip(&cfg.mqtt_sources) {
         let name = format!("source {}", m.id);
-        state.health.fail(&name, "not connected yet");
+        state.health.fail(
+            &crate::telemetry::Component::Source(m.id.to_string()),
+            "not connected yet",
+        );
         let (tx, st, m, c) = (
             sample_tx.clone(),
             state.clone(),

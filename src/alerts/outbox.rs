@@ -642,7 +642,7 @@ impl Outbox {
                 st.bytes += buf.len() as u64;
                 if self.metrics.outbox_failing.set(0) != 0 {
                     if let Some(s) = self.state.get() {
-                        s.health.ok("alert outbox");
+                        s.health.ok(&crate::telemetry::Component::Outbox);
                     }
                 }
             }
@@ -651,7 +651,7 @@ impl Outbox {
                 self.metrics.outbox_failing.set(1);
                 if let Some(s) = self.state.get() {
                     s.health.fail(
-                        "alert outbox",
+                        &crate::telemetry::Component::Outbox,
                         format!(
                             "cannot write to disk ({e}): notifications are kept in memory only"
                         ),
