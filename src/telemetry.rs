@@ -92,6 +92,8 @@ pub struct Metrics {
     pub outbox_failing: Gauge,
     /// Escalations to a next tier, by route and tier.
     pub escalations: Family<Labels, Counter>,
+    /// Blocking jobs (outbox writes, reads) that panicked, by task (`dispatcher`, `receiver`).
+    pub blocking_panics: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -301,7 +303,14 @@ impl Metrics {
             "Unanswered alarms escalated to a next tier",
             escalations.clone(),
         );
+        let blocking_panics = Family::<Labels, Counter>::default();
+        registry.register(
+            "blocking_panics",
+            "Blocking jobs of the alert dispatcher and receivers that panicked",
+            blocking_panics.clone(),
+        );
         Self {
+            blocking_panics,
             notifications,
             outbox_pending,
             outbox_bytes,

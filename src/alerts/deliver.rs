@@ -161,11 +161,14 @@ impl Worker {
         let wake = outbox.waker(&self.id);
         loop {
             let next = {
-                let ob = outbox.clone();
                 let id = self.id.clone();
-                tokio::task::spawn_blocking(move || ob.next(&id, Instant::now(), SystemTime::now()))
+                outbox
+                    .blocking("receiver", move |ob| {
+                        ob.next(&id, Instant::now(), SystemTime::now())
+                    })
                     .await
-                    .unwrap_or(Next::Wait(None))
+                    // Counted and logged; look again in a second rather than never.
+                    .unwrap_or_else(|| Next::Wait(Some(Instant::now() + Duration::from_secs(1))))
             };
             match next {
                 Next::Due(nid, n, attempts) => {
@@ -184,14 +187,14 @@ impl Worker {
                             return;
                         }
                     };
-                    let ob = outbox.clone();
                     match res {
                         Ok(()) => {
                             info!(receiver = %self.id, key = %n.key, attempts = attempts + 1, "notification delivered");
-                            let _ = tokio::task::spawn_blocking(move || {
-                                ob.delivered(nid, SystemTime::now())
-                            })
-                            .await;
+                            outbox
+                                .blocking("receiver", move |ob| {
+                                    ob.delivered(nid, SystemTime::now());
+                                })
+                                .await;
                         }
                         Err(e) => {
                             let wait = crate::sources::backoff(
@@ -201,7 +204,8 @@ impl Worker {
                             );
                             warn!(receiver = %self.id, key = %n.key, attempt = attempts + 1, error = %e, retry_in = ?wait, "notification not delivered; will retry");
                             let retry = Instant::now() + wait;
-                            let _ = tokio::task::spawn_blocking(move || ob.failed(nid, &e, retry))
+                            outbox
+                                .blocking("receiver", move |ob| ob.failed(nid, &e, retry))
                                 .await;
                         }
                     }

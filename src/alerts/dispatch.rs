@@ -452,8 +452,8 @@ pub async fn run(
             ev = rx.recv() => match ev {
                 Some(ev) => {
                     if matches!(ev.transition, Transition::Acknowledged | Transition::Reset) {
-                        let (ob, e) = (outbox.clone(), ev.clone());
-                        let _ = tokio::task::spawn_blocking(move || ob.answer(&e)).await;
+                        let e = ev.clone();
+                        outbox.blocking("dispatcher", move |ob| ob.answer(&e)).await;
                     }
                     last = last.max(ev.seq);
                     d.on_event(&ev, Instant::now(), SystemTime::now())
@@ -481,8 +481,9 @@ pub async fn store(outbox: &Arc<Outbox>, ns: Vec<Notification>, mark: Option<u64
     if ns.is_empty() && mark.is_none_or(|m| m <= outbox.routed()) {
         return;
     }
-    let ob = outbox.clone();
-    let _ = tokio::task::spawn_blocking(move || ob.enqueue(ns, mark)).await;
+    outbox
+        .blocking("dispatcher", move |ob| ob.enqueue(ns, mark))
+        .await;
 }
 
 #[cfg(test)]

@@ -360,6 +360,28 @@ impl Outbox {
         Ok((ob, opened))
     }
 
+    /// Runs `f` on the outbox off the async runtime (`spawn_blocking`). A panic in it is logged
+    /// at ERROR and counted (`hazgate_blocking_panics_total{task}`), never dropped silently;
+    /// the answer is then `None`.
+    pub async fn blocking<T, F>(self: &Arc<Self>, task: &'static str, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Outbox) -> T + Send + 'static,
+    {
+        let ob = self.clone();
+        match tokio::task::spawn_blocking(move || f(&ob)).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.metrics
+                    .blocking_panics
+                    .get_or_create(&labels([("task", task)]))
+                    .inc();
+                error!(task, error = %e, "an outbox operation panicked; what it was doing may be lost");
+                None
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -1062,6 +1084,28 @@ mod tests {
             |p: &std::path::Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700, "it holds names and phone numbers");
         assert_eq!(mode(&dir.join(FILE)), 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_blocking_job_is_logged_and_counted_not_dropped() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (ob, _) = open(tmp.path(), 10, 1 << 20);
+        let ob = Arc::new(ob);
+        let r: Option<()> = tokio::time::timeout(
+            Duration::from_secs(30),
+            ob.blocking("receiver", |_| panic!("injected")),
+        )
+        .await
+        .expect("test timed out");
+        assert!(r.is_none());
+        assert!(
+            ob.metrics
+                .encode()
+                .contains("hazgate_blocking_panics_total{task=\"receiver\"} 1"),
+            "{}",
+            ob.metrics.encode()
+        );
+        assert_eq!(ob.blocking("receiver", |o| o.durable()).await, Some(true));
     }
 
     #[test]
