@@ -1,12 +1,14 @@
-//! Gateway faults end to end: a failing gateway component (here the alert outbox on a real,
-//! full disk) raises the system fault alarm `gateway:{component}`, which reaches the receivers
-//! and `/readyz`.
+//! Gateway faults end to end: a failing gateway component (the alert outbox on a real, full
+//! disk; a receiver that keeps failing) raises the system fault alarm `gateway:{component}`,
+//! which reaches the receivers and `/readyz`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::Value;
 
@@ -19,15 +21,26 @@ const OP_SHA256: &str = "1404ccb7e370497229e0478ebfe329b1067563cb646826f6ef685a0
 type Seen = Arc<Mutex<Vec<Value>>>;
 
 async fn hook() -> (Seen, String) {
+    let (seen, url) = hook_that_can_fail(Arc::default()).await;
+    (seen, url)
+}
+
+/// A webhook receiver that records what it accepted; while `down` is set it answers 500.
+async fn hook_that_can_fail(down: Arc<AtomicBool>) -> (Seen, String) {
     let seen: Seen = Arc::default();
     let app = Router::new()
-        .fallback(post(|State(s): State<Seen>, body: String| async move {
-            if let Ok(v) = serde_json::from_str(&body) {
-                s.lock().expect("lock").push(v);
-            }
-            "ok"
-        }))
-        .with_state(seen.clone());
+        .fallback(post(
+            |State((s, down)): State<(Seen, Arc<AtomicBool>)>, body: String| async move {
+                if down.load(Ordering::SeqCst) {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, "down");
+                }
+                if let Ok(v) = serde_json::from_str(&body) {
+                    s.lock().expect("lock").push(v);
+                }
+                (StatusCode::OK, "ok")
+            },
+        ))
+        .with_state((seen.clone(), down));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -146,6 +159,73 @@ async fn an_outbox_on_a_full_disk_raises_the_gateway_fault_alarm() {
         .await;
         let (_, body) = readyz(&api).await;
         assert!(!body.contains("alert outbox"), "{body}");
+        gw.stop().await.expect("clean stop");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_keeps_failing_is_a_gateway_fault_told_to_the_others() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let down = Arc::new(AtomicBool::new(true));
+        let (seen_a, url_a) = hook_that_can_fail(down.clone()).await;
+        let (seen_b, url_b) = hook().await;
+        // Default backoff_max (30 s): a receiver that comes back gets what is pending within it.
+        let text = format!(
+            "[site]\nid = \"s\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             [alarms]\njournal_dir = \"{d}/journal\"\n\
+             [[alarms.tokens]]\nname = \"op\"\nrole = \"operator\"\nsha256 = \"{OP_SHA256}\"\n\
+             [notifications.outbox]\ndir = \"{d}/outbox\"\n\
+             [[receivers]]\nkind = \"webhook\"\nid = \"a\"\nurl = \"{url_a}/a\"\nfault_after = \"2s\"\n\
+             [[receivers]]\nkind = \"webhook\"\nid = \"b\"\nurl = \"{url_b}/b\"\nfault_after = \"2s\"\n\
+             [[sources]]\nkind = \"modbus_tcp\"\nid = \"c\"\naddress = \"127.0.0.1:9\"\n\
+             [[devices]]\nid = \"gd1\"\narea = \"a\"\nsource = \"c\"\n\
+             [[devices.registers]]\nname = \"lel\"\ntable = \"input\"\naddress = 0\nspan = {{ raw = [4000, 20000], eng = [0, 100] }}\n",
+            d = dir.path().display(),
+        );
+        let cfg = hazgate::config::parse(&text, std::path::Path::new("t.toml")).expect("parse");
+        let (cfg, _) = hazgate::config::validate(&cfg, std::path::Path::new("."))
+            .unwrap_or_else(|p| panic!("invalid config: {p:?}"));
+        let gw = hazgate::app::start(cfg).await.expect("gateway starts");
+        let api = format!("http://{}", gw.api_addr);
+        set_mode(&api, "maintenance").await;
+
+        let fault = ("gateway:receiver a".to_owned(), "fault".to_owned());
+        support::eventually(Duration::from_secs(30), "gateway:receiver a at receiver b", || {
+            let hit = alarms_seen(&seen_b).contains(&fault);
+            async move { hit.then_some(()) }
+        })
+        .await;
+        let (code, body) = readyz(&api).await;
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("receiver a: every delivery attempt failed"), "{body}");
+        assert!(!body.contains("receiver b"), "{body}");
+
+        // Receiver a answers again: what is pending reaches it within the 30 s retry cap, and
+        // the others are told the fault cleared. It is never sent its own fault.
+        down.store(false, Ordering::SeqCst);
+        let back = tokio::time::Instant::now();
+        support::eventually(Duration::from_secs(45), "the pending site-mode change at a", || {
+            let s = alarms_seen(&seen_a);
+            async move { s.iter().any(|(a, _)| a == "site:mode").then_some(()) }
+        })
+        .await;
+        println!("receiver a got its pending notifications {:?} after it came back", back.elapsed());
+        let cleared = ("gateway:receiver a".to_owned(), "fault_cleared".to_owned());
+        support::eventually(Duration::from_secs(30), "fault_cleared at receiver b", || {
+            let hit = alarms_seen(&seen_b).contains(&cleared);
+            async move { hit.then_some(()) }
+        })
+        .await;
+        assert!(
+            !alarms_seen(&seen_a).iter().any(|(a, _)| a == "gateway:receiver a"),
+            "{:?}",
+            alarms_seen(&seen_a)
+        );
+        let (_, body) = readyz(&api).await;
+        assert!(!body.contains("receiver a"), "{body}");
         gw.stop().await.expect("clean stop");
     })
     .await

@@ -219,7 +219,7 @@ impl Dispatcher {
                 let Some(info) = self.receivers.get(rcv) else {
                     continue;
                 };
-                if clear && !info.send_clear {
+                if about_itself(ev, rcv) || (clear && !info.send_clear) {
                     continue;
                 }
                 if groupable {
@@ -289,6 +289,9 @@ impl Dispatcher {
                     let Some(info) = self.receivers.get(rcv) else {
                         continue;
                     };
+                    if about_itself(&t.event, rcv) {
+                        continue;
+                    }
                     let step = Step {
                         reason: Reason::Escalation,
                         tier: u32::try_from(n).unwrap_or(u32::MAX),
@@ -306,6 +309,9 @@ impl Dispatcher {
                         let Some(info) = self.receivers.get(rcv) else {
                             continue;
                         };
+                        if about_itself(&t.event, rcv) {
+                            continue;
+                        }
                         let step = Step {
                             reason: Reason::Reminder,
                             tier: 1,
@@ -467,6 +473,14 @@ pub async fn run(
     let ns = d.flush(SystemTime::now());
     store(&outbox, ns, Some(last)).await;
     info!("alert dispatcher stopped: the engine's event channel is closed");
+}
+
+/// Whether `ev` is the gateway fault of receiver `rcv` itself (`gateway:receiver {rcv}`): it goes
+/// to the other receivers only (the failing one could not deliver it).
+fn about_itself(ev: &AlarmEvent, rcv: &str) -> bool {
+    ev.alarm
+        .strip_prefix("gateway:receiver ")
+        .is_some_and(|r| r == rcv)
 }
 
 async fn sleep_until(t: Option<Instant>) {

@@ -536,6 +536,25 @@ impl Outbox {
         self.append(&mut g, &[rec], false);
     }
 
+    /// Makes every pending notification of `receiver` due now (it answers again: what waited
+    /// out its backoff goes at once).
+    pub fn due_now(&self, receiver: &str) {
+        let mut g = self.lock();
+        let now = Instant::now();
+        let ids: Vec<u64> = g
+            .pending
+            .get(receiver)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        for id in ids {
+            if let Some(it) = g.items.get_mut(&id) {
+                it.due = Some(now);
+            }
+        }
+    }
+
     /// Records who answered an alarm (acknowledge) and the handling result (reset), on every
     /// ledger row of that alarm.
     pub fn answer(&self, ev: &AlarmEvent) {
