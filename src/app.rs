@@ -12,8 +12,10 @@
 //! gone; writers and receivers drain until empty or until the grace period ends (what is left is
 //! logged and counted); the API closes last.
 //!
-//! Supervision: a source task that panics is logged, counted and restarted with backoff. The
-//! engine, router, writers and receivers are not restartable without losing their queue, so a
+//! Supervision: a source task that panics is logged, counted and restarted with backoff; from the
+//! panic until it has run [`HEALTHY_AFTER`] without another one it is a gateway fault (component
+//! `task {name}`: `/readyz` names it and the alarm `gateway:task {name}` is raised), and only then
+//! does its restart backoff start again from 1 s. The engine, router, writers and receivers are not restartable without losing their queue, so a
 //! panic there stops the gateway cleanly with [`RunError::TaskDied`] (exit status 4) — never a
 //! silently missing task.
 
@@ -34,7 +36,7 @@ use crate::config::{Output, Resolved};
 use crate::rules::{self, Sinks};
 use crate::sources;
 use crate::state::SharedState;
-use crate::telemetry::{Metrics, labels};
+use crate::telemetry::{Component, Metrics, labels};
 use crate::tsdb::writer::{OutputQueue, Writer};
 
 /// Why the gateway could not start or did not stop cleanly.
@@ -236,7 +238,10 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     let mut source_tasks = Vec::new();
     for src in cfg.sources.clone() {
         let name = format!("source {}", src.id);
-        state.health.fail(&name, "not connected yet");
+        state.health.fail(
+            &crate::telemetry::Component::Source(src.id.to_string()),
+            "not connected yet",
+        );
         let (tx, st, m, c) = (
             sample_tx.clone(),
             state.clone(),
@@ -246,6 +251,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         source_tasks.push(supervise(
             name,
             metrics.clone(),
+            state.clone(),
             sources_cancel.clone(),
             move || {
                 sources::modbus::run_source(
@@ -260,7 +266,10 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     }
     for (p, m) in mqtt_prepared.into_iter().zip(&cfg.mqtt_sources) {
         let name = format!("source {}", m.id);
-        state.health.fail(&name, "not connected yet");
+        state.health.fail(
+            &crate::telemetry::Component::Source(m.id.to_string()),
+            "not connected yet",
+        );
         let (tx, st, m, c) = (
             sample_tx.clone(),
             state.clone(),
@@ -270,6 +279,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         source_tasks.push(supervise(
             name,
             metrics.clone(),
+            state.clone(),
             sources_cancel.clone(),
             move || {
                 sources::mqtt::run_source(p.clone(), tx.clone(), st.clone(), m.clone(), c.clone())
@@ -353,10 +363,17 @@ fn critical(h: JoinHandle<()>, name: &'static str, fatal: &CancellationToken) ->
     })
 }
 
-/// Runs a restartable task; restarts it with backoff after a panic, until `cancel` fires.
+/// How long a restarted task must run without a panic before it is healthy again: its gateway
+/// fault clears and its restart backoff starts again from the beginning.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// Runs a restartable task; restarts it with backoff after a panic, until `cancel` fires. From a
+/// panic until the task has run [`HEALTHY_AFTER`] without another, the component `task {name}`
+/// is failing (a gateway fault).
 fn supervise<F, Fut>(
     name: String,
     metrics: Arc<Metrics>,
+    state: Arc<SharedState>,
     cancel: CancellationToken,
     make: F,
 ) -> JoinHandle<()>
@@ -365,10 +382,28 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     tokio::spawn(async move {
+        let component = Component::Task(name.clone());
         let mut restarts = 0u32;
         loop {
-            match tokio::spawn(make()).await {
-                Ok(()) => return,
+            let mut task = tokio::spawn(make());
+            let res = if restarts == 0 {
+                task.await
+            } else {
+                tokio::select! {
+                    r = &mut task => r,
+                    () = tokio::time::sleep(HEALTHY_AFTER) => {
+                        restarts = 0;
+                        state.health.ok(&component);
+                        info!(task = %name, after = ?HEALTHY_AFTER, "restarted task is healthy again");
+                        task.await
+                    }
+                }
+            };
+            match res {
+                Ok(()) => {
+                    state.health.ok(&component);
+                    return;
+                }
                 Err(e) => {
                     metrics
                         .task_restarts
@@ -377,6 +412,10 @@ where
                     let wait =
                         sources::backoff(restarts, Duration::from_secs(1), Duration::from_secs(60));
                     restarts = restarts.saturating_add(1);
+                    state.health.fail(
+                        &component,
+                        format!("died ({e}); restart {restarts} in {wait:.1?}"),
+                    );
                     error!(task = %name, error = %e, restart_in = ?wait, "task died; restarting");
                     tokio::select! {
                         () = cancel.cancelled() => return,
@@ -393,6 +432,14 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    fn state() -> Arc<SharedState> {
+        let cfg = crate::config::parse("[site]\nid = \"s\"\n", std::path::Path::new("t.toml"))
+            .expect("parse");
+        let (cfg, _) = crate::config::validate(&cfg, std::path::Path::new("."))
+            .unwrap_or_else(|p| panic!("invalid: {p:?}"));
+        Arc::new(SharedState::new(&cfg))
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_panicking_source_is_restarted_and_counted() {
         let metrics = Arc::new(Metrics::new());
@@ -401,6 +448,7 @@ mod tests {
         let h = supervise(
             "source t".into(),
             metrics.clone(),
+            state(),
             CancellationToken::new(),
             move || {
                 let r = r.clone();
@@ -423,6 +471,90 @@ mod tests {
             "{}",
             metrics.encode()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_died_task_is_a_gateway_fault_until_healthy_and_its_backoff_then_resets() {
+        tokio::time::timeout(Duration::from_secs(3600), async {
+            let st = state();
+            let cancel = CancellationToken::new();
+            let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let crash = Arc::new(tokio::sync::Notify::new());
+            let (s2, c2) = (starts.clone(), crash.clone());
+            let h = supervise(
+                "source t".into(),
+                Arc::new(Metrics::new()),
+                st.clone(),
+                cancel.clone(),
+                move || {
+                    let (s, c) = (s2.clone(), c2.clone());
+                    async move {
+                        s.lock().expect("lock").push(tokio::time::Instant::now());
+                        c.notified().await;
+                        panic!("injected failure");
+                    }
+                },
+            );
+            let runs = |n: usize| {
+                let s = starts.clone();
+                async move {
+                    while s.lock().expect("lock").len() < n {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            };
+            let faults = || st.health.faults();
+            runs(1).await;
+            assert!(faults().is_empty(), "healthy before any panic");
+            // Three panics in a row: each restart waits longer (1, 2, 4 s ceilings).
+            let mut panicked_at = Vec::new();
+            for n in 1..=3 {
+                panicked_at.push(tokio::time::Instant::now());
+                crash.notify_one();
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let f = faults();
+                assert_eq!(f.len(), 1, "{f:?}");
+                assert_eq!(f[0].0, Component::Task("source t".into()));
+                assert!(f[0].1.contains("injected failure"), "{}", f[0].1);
+                assert!(
+                    st.health
+                        .not_ready()
+                        .iter()
+                        .any(|r| r.starts_with("task source t: died")),
+                    "/readyz names it"
+                );
+                runs(n + 1).await;
+            }
+            let s = starts.lock().expect("lock").clone();
+            assert!(
+                s[3] - panicked_at[2] >= Duration::from_secs(2),
+                "third restart backed off"
+            );
+            // Still a fault while running: not yet healthy for a minute.
+            assert_eq!(faults().len(), 1);
+            tokio::time::sleep(HEALTHY_AFTER + Duration::from_secs(1)).await;
+            assert!(
+                faults().is_empty(),
+                "healthy after a minute: {:?}",
+                faults()
+            );
+            // A new panic restarts after the first step of the backoff again (at most 1 s).
+            let t = tokio::time::Instant::now();
+            crash.notify_one();
+            runs(5).await;
+            let s = starts.lock().expect("lock").clone();
+            assert!(
+                s[4] - t <= Duration::from_millis(1100),
+                "backoff reset: restarted after {:?}",
+                s[4] - t
+            );
+            cancel.cancel();
+            crash.notify_one();
+            h.await.expect("supervisor");
+        })
+        .await
+        .expect("test timed out");
     }
 
     #[tokio::test(start_paused = true)]

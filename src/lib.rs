@@ -20,6 +20,7 @@
 //! - [`api`]: the axum router (`/healthz`, `/readyz`, `/metrics`, `/api/v1/...`).
 //! - [`app`]: wires the pipeline, supervises tasks, drains on shutdown.
 //! - [`state`], [`telemetry`], [`queue`]: snapshots, metrics and health, the drop-oldest queue.
+//! - [`storage`]: the CRC-line log shared by the alarm journal and the alert outbox.
 //!
 //! See `docs/ARCHITECTURE.md` for the invariants and the data schema.
 
@@ -34,6 +35,7 @@ pub mod queue;
 pub mod rules;
 pub mod sources;
 pub mod state;
+pub mod storage;
 pub mod telemetry;
 pub mod tsdb;
 

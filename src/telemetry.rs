@@ -92,6 +92,8 @@ pub struct Metrics {
     pub outbox_failing: Gauge,
     /// Escalations to a next tier, by route and tier.
     pub escalations: Family<Labels, Counter>,
+    /// Blocking jobs (outbox writes, reads) that panicked, by task (`dispatcher`, `receiver`).
+    pub blocking_panics: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -301,7 +303,14 @@ impl Metrics {
             "Unanswered alarms escalated to a next tier",
             escalations.clone(),
         );
+        let blocking_panics = Family::<Labels, Counter>::default();
+        registry.register(
+            "blocking_panics",
+            "Blocking jobs of the alert dispatcher and receivers that panicked",
+            blocking_panics.clone(),
+        );
         Self {
+            blocking_panics,
             notifications,
             outbox_pending,
             outbox_bytes,
@@ -349,26 +358,80 @@ impl Metrics {
     }
 }
 
+/// A part of the gateway whose readiness `/readyz` reports. The kind says whether a failure is
+/// a gateway fault: one that the rule engine turns into the system fault alarm
+/// `gateway:{component}` (class `fault`, priority high), sent to the alert router like any alarm.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    /// A Modbus or MQTT source (`source {id}`). Not a gateway fault: its channels go Bad and
+    /// raise their own fault alarms.
+    Source(String),
+    /// An output's connection to its server (`output {id}`). Not a gateway fault: its data is
+    /// spooled.
+    Output(String),
+    /// An output's disk spool, full or unreadable (`output {id} spool`). A gateway fault.
+    Spool(String),
+    /// The alarm journal (`alarm journal`). A gateway fault.
+    Journal,
+    /// The alert outbox (`alert outbox`). A gateway fault.
+    Outbox,
+    /// An alert receiver that keeps failing (`receiver {id}`). A gateway fault.
+    Receiver(String),
+    /// A supervised task that died and is waiting to restart (`task {name}`). A gateway fault.
+    Task(String),
+}
+
+impl Component {
+    /// Whether a failure of this component raises the fault alarm `gateway:{component}`.
+    pub fn raises_fault(&self) -> bool {
+        match self {
+            Self::Source(_) | Self::Output(_) => false,
+            Self::Spool(_) | Self::Journal | Self::Outbox | Self::Receiver(_) | Self::Task(_) => {
+                true
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Source(id) => write!(f, "source {id}"),
+            Self::Output(id) => write!(f, "output {id}"),
+            Self::Spool(id) => write!(f, "output {id} spool"),
+            Self::Journal => f.write_str("alarm journal"),
+            Self::Outbox => f.write_str("alert outbox"),
+            Self::Receiver(id) => write!(f, "receiver {id}"),
+            Self::Task(name) => write!(f, "task {name}"),
+        }
+    }
+}
+
 /// Component health for `/readyz`: `None` = ready, `Some(reason)` = not ready.
 #[derive(Debug, Default)]
 pub struct Health {
-    components: Mutex<BTreeMap<String, Option<String>>>,
+    components: Mutex<BTreeMap<Component, Option<String>>>,
 }
 
 impl Health {
     /// Marks a component ready.
-    pub fn ok(&self, component: &str) {
+    pub fn ok(&self, component: &Component) {
         self.set(component, None);
     }
 
     /// Marks a component not ready, with the reason.
-    pub fn fail(&self, component: &str, reason: impl Into<String>) {
+    pub fn fail(&self, component: &Component, reason: impl Into<String>) {
         self.set(component, Some(reason.into()));
     }
 
-    fn set(&self, component: &str, v: Option<String>) {
+    fn set(&self, component: &Component, v: Option<String>) {
         let mut m = self.components.lock().unwrap_or_else(|e| e.into_inner());
-        m.insert(component.to_owned(), v);
+        match m.get_mut(component) {
+            Some(slot) => *slot = v,
+            None => {
+                m.insert(component.clone(), v);
+            }
+        }
     }
 
     /// Reasons of every component that is not ready, as `component: reason`.
@@ -376,6 +439,15 @@ impl Health {
         let m = self.components.lock().unwrap_or_else(|e| e.into_inner());
         m.iter()
             .filter_map(|(k, v)| v.as_ref().map(|r| format!("{k}: {r}")))
+            .collect()
+    }
+
+    /// Failing components whose failure is a gateway fault, with their reasons.
+    pub fn faults(&self) -> Vec<(Component, String)> {
+        let m = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .filter(|(k, _)| k.raises_fault())
+            .filter_map(|(k, v)| v.as_ref().map(|r| (k.clone(), r.clone())))
             .collect()
     }
 }

@@ -64,8 +64,10 @@ async fn endpoints() {
     };
     assert_eq!(get(&s, "/healthz").await.0, StatusCode::OK);
     assert_eq!(get(&s, "/readyz").await.0, StatusCode::OK);
-    st.health
-        .fail("source bus", "cannot connect to 127.0.0.1:1502: refused");
+    st.health.fail(
+        &hazgate::telemetry::Component::Source("bus".into()),
+        "cannot connect to 127.0.0.1:1502: refused",
+    );
     let (code, body) = get(&s, "/readyz").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("source bus: cannot connect"), "{body}");

@@ -91,7 +91,10 @@ fn run(cfg: &Resolved) -> Harness {
     let state = Arc::new(SharedState::new(cfg));
     let metrics = Arc::new(Metrics::new());
     let cancel = CancellationToken::new();
-    state.health.fail("source m", "not connected yet");
+    state.health.fail(
+        &hazgate::telemetry::Component::Source("m".into()),
+        "not connected yet",
+    );
     let task = tokio::spawn(mqtt::run_source(
         p,
         tx,

@@ -126,9 +126,14 @@ pub struct Delivery {
     /// A notification not delivered this long after it was created expires (reported).
     #[serde(with = "humantime_serde", default = "default_expire")]
     pub expire_after: Duration,
-    /// Cap of the jittered exponential retry backoff.
+    /// Cap of the jittered exponential retry backoff (30 s: a receiver that comes back gets its
+    /// pending notifications within about this long).
     #[serde(with = "humantime_serde", default = "default_backoff_max")]
     pub backoff_max: Duration,
+    /// Every attempt failing for this long (no success in between) makes the receiver a gateway
+    /// fault: `/readyz` names it and `gateway:receiver {id}` goes to the other receivers.
+    #[serde(with = "humantime_serde", default = "default_fault_after")]
+    pub fault_after: Duration,
     /// Send cleared / fault-cleared / reset notifications to this receiver.
     #[serde(default = "default_true")]
     pub send_clear: bool,
@@ -144,6 +149,7 @@ impl Default for Delivery {
             timeout: default_timeout(),
             expire_after: default_expire(),
             backoff_max: default_backoff_max(),
+            fault_after: default_fault_after(),
             send_clear: true,
             queue_capacity: default_capacity(),
         }
@@ -157,7 +163,10 @@ fn default_expire() -> Duration {
     Duration::from_secs(24 * 3600)
 }
 fn default_backoff_max() -> Duration {
-    Duration::from_secs(300)
+    Duration::from_secs(30)
+}
+fn default_fault_after() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_true() -> bool {
     true

@@ -35,6 +35,8 @@ use super::outbox::{Next, Notification, Outbox};
 use super::regulator::Regulator;
 use crate::config::{Receiver, Resolved, Secret};
 use crate::model::ChannelId;
+use crate::state::SharedState;
+use crate::telemetry::Component;
 
 /// What a message says about a channel: label, area and unit.
 #[derive(Debug, Clone, Default)]
@@ -155,17 +157,25 @@ impl Worker {
     pub async fn run(
         self,
         outbox: Arc<Outbox>,
+        state: Arc<SharedState>,
         closed: CancellationToken,
         deadline: CancellationToken,
     ) {
         let wake = outbox.waker(&self.id);
+        let component = Component::Receiver(self.id.clone());
+        // Start of the current run of failed attempts, and whether it is a gateway fault yet.
+        let mut failing_since: Option<Instant> = None;
+        let mut faulted = false;
         loop {
             let next = {
-                let ob = outbox.clone();
                 let id = self.id.clone();
-                tokio::task::spawn_blocking(move || ob.next(&id, Instant::now(), SystemTime::now()))
+                outbox
+                    .blocking("receiver", move |ob| {
+                        ob.next(&id, Instant::now(), SystemTime::now())
+                    })
                     .await
-                    .unwrap_or(Next::Wait(None))
+                    // Counted and logged; look again in a second rather than never.
+                    .unwrap_or_else(|| Next::Wait(Some(Instant::now() + Duration::from_secs(1))))
             };
             match next {
                 Next::Due(nid, n, attempts) => {
@@ -184,14 +194,25 @@ impl Worker {
                             return;
                         }
                     };
-                    let ob = outbox.clone();
                     match res {
                         Ok(()) => {
                             info!(receiver = %self.id, key = %n.key, attempts = attempts + 1, "notification delivered");
-                            let _ = tokio::task::spawn_blocking(move || {
-                                ob.delivered(nid, SystemTime::now())
-                            })
-                            .await;
+                            let back = failing_since.take().is_some();
+                            let id = self.id.clone();
+                            outbox
+                                .blocking("receiver", move |ob| {
+                                    ob.delivered(nid, SystemTime::now());
+                                    if back {
+                                        // It answers again: the rest need not wait out their backoff.
+                                        ob.due_now(&id);
+                                    }
+                                })
+                                .await;
+                            if faulted {
+                                faulted = false;
+                                state.health.ok(&component);
+                                info!(receiver = %self.id, "receiver delivers again");
+                            }
                         }
                         Err(e) => {
                             let wait = crate::sources::backoff(
@@ -200,8 +221,24 @@ impl Worker {
                                 self.delivery.backoff_max,
                             );
                             warn!(receiver = %self.id, key = %n.key, attempt = attempts + 1, error = %e, retry_in = ?wait, "notification not delivered; will retry");
-                            let retry = Instant::now() + wait;
-                            let _ = tokio::task::spawn_blocking(move || ob.failed(nid, &e, retry))
+                            let now = Instant::now();
+                            let since = *failing_since.get_or_insert(now);
+                            if now - since >= self.delivery.fault_after {
+                                if !faulted {
+                                    error!(receiver = %self.id, failing_for = ?(now - since), error = %e, "every delivery attempt of this receiver fails: gateway fault");
+                                }
+                                faulted = true;
+                                state.health.fail(
+                                    &component,
+                                    format!(
+                                        "every delivery attempt failed for {}s: {e}",
+                                        (now - since).as_secs()
+                                    ),
+                                );
+                            }
+                            let retry = now + wait;
+                            outbox
+                                .blocking("receiver", move |ob| ob.failed(nid, &e, retry))
                                 .await;
                         }
                     }

@@ -219,7 +219,7 @@ impl Dispatcher {
                 let Some(info) = self.receivers.get(rcv) else {
                     continue;
                 };
-                if clear && !info.send_clear {
+                if about_itself(ev, rcv) || (clear && !info.send_clear) {
                     continue;
                 }
                 if groupable {
@@ -289,6 +289,9 @@ impl Dispatcher {
                     let Some(info) = self.receivers.get(rcv) else {
                         continue;
                     };
+                    if about_itself(&t.event, rcv) {
+                        continue;
+                    }
                     let step = Step {
                         reason: Reason::Escalation,
                         tier: u32::try_from(n).unwrap_or(u32::MAX),
@@ -306,6 +309,9 @@ impl Dispatcher {
                         let Some(info) = self.receivers.get(rcv) else {
                             continue;
                         };
+                        if about_itself(&t.event, rcv) {
+                            continue;
+                        }
                         let step = Step {
                             reason: Reason::Reminder,
                             tier: 1,
@@ -452,8 +458,8 @@ pub async fn run(
             ev = rx.recv() => match ev {
                 Some(ev) => {
                     if matches!(ev.transition, Transition::Acknowledged | Transition::Reset) {
-                        let (ob, e) = (outbox.clone(), ev.clone());
-                        let _ = tokio::task::spawn_blocking(move || ob.answer(&e)).await;
+                        let e = ev.clone();
+                        outbox.blocking("dispatcher", move |ob| ob.answer(&e)).await;
                     }
                     last = last.max(ev.seq);
                     d.on_event(&ev, Instant::now(), SystemTime::now())
@@ -469,6 +475,14 @@ pub async fn run(
     info!("alert dispatcher stopped: the engine's event channel is closed");
 }
 
+/// Whether `ev` is the gateway fault of receiver `rcv` itself (`gateway:receiver {rcv}`): it goes
+/// to the other receivers only (the failing one could not deliver it).
+fn about_itself(ev: &AlarmEvent, rcv: &str) -> bool {
+    ev.alarm
+        .strip_prefix("gateway:receiver ")
+        .is_some_and(|r| r == rcv)
+}
+
 async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -481,8 +495,9 @@ pub async fn store(outbox: &Arc<Outbox>, ns: Vec<Notification>, mark: Option<u64
     if ns.is_empty() && mark.is_none_or(|m| m <= outbox.routed()) {
         return;
     }
-    let ob = outbox.clone();
-    let _ = tokio::task::spawn_blocking(move || ob.enqueue(ns, mark)).await;
+    outbox
+        .blocking("dispatcher", move |ob| ob.enqueue(ns, mark))
+        .await;
 }
 
 #[cfg(test)]

@@ -156,7 +156,12 @@ pub fn spawn(
         .into_iter()
         .map(|w| {
             let id = w.id().to_owned();
-            let h = tokio::spawn(w.run(p.outbox.clone(), closed.clone(), deadline.clone()));
+            let h = tokio::spawn(w.run(
+                p.outbox.clone(),
+                state.clone(),
+                closed.clone(),
+                deadline.clone(),
+            ));
             (id, h)
         })
         .collect();

@@ -2,7 +2,9 @@
 //!
 //! Every notification is appended to `dir/outbox.jsonl` and fsync'd before anyone tries to
 //! deliver it; attempts, outcomes and answers (acknowledgement, reset) are appended as they
-//! happen. One record per line as `{crc32:08x} {json}` (the alarm journal's format).
+//! happen. One record per line as `{crc32:08x} {json}`, in the CRC-line log shared with the
+//! alarm journal ([`crate::storage::crc_log`]: a failed append is cut off again, the file is
+//! `0600` and a directory the outbox creates `0700`: it holds names and phone numbers).
 //!
 //! Invariants:
 //! - **On disk before the first attempt**: [`Outbox::enqueue`] returns only after the `put`
@@ -27,9 +29,7 @@
 //! - Blocking: every method may write and fsync; async callers use `spawn_blocking`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -40,7 +40,7 @@ use tracing::{error, info, warn};
 
 use super::config::OutboxConfig;
 use crate::model::{AlarmEvent, Priority, Transition};
-use crate::rules::journal::{decode, encode};
+use crate::storage::crc_log::{self, CrcLog, encode};
 use crate::telemetry::{Metrics, labels};
 
 /// Why a notification was made.
@@ -213,9 +213,7 @@ struct Item {
 
 #[derive(Debug)]
 struct Store {
-    path: PathBuf,
-    file: File,
-    bytes: u64,
+    log: CrcLog,
     /// Bytes right after the last compaction.
     live: u64,
 }
@@ -306,16 +304,13 @@ impl Outbox {
         let mut opened = Opened::default();
         let mut store = None;
         if let Some(dir) = &cfg.dir {
-            fs::create_dir_all(dir)?;
+            crc_log::create_private_dir(dir)?;
             let path = dir.join(FILE);
             if path.exists() {
                 opened.corrupt = replay(&path, &mut items, &mut routed)?;
             }
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
             store = Some(Store {
-                path,
-                file,
-                bytes: 0,
+                log: CrcLog::open(&path)?,
                 live: 0,
             });
         }
@@ -363,6 +358,28 @@ impl Outbox {
             );
         }
         Ok((ob, opened))
+    }
+
+    /// Runs `f` on the outbox off the async runtime (`spawn_blocking`). A panic in it is logged
+    /// at ERROR and counted (`hazgate_blocking_panics_total{task}`), never dropped silently;
+    /// the answer is then `None`.
+    pub async fn blocking<T, F>(self: &Arc<Self>, task: &'static str, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Outbox) -> T + Send + 'static,
+    {
+        let ob = self.clone();
+        match tokio::task::spawn_blocking(move || f(&ob)).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.metrics
+                    .blocking_panics
+                    .get_or_create(&labels([("task", task)]))
+                    .inc();
+                error!(task, error = %e, "an outbox operation panicked; what it was doing may be lost");
+                None
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -519,6 +536,25 @@ impl Outbox {
         self.append(&mut g, &[rec], false);
     }
 
+    /// Makes every pending notification of `receiver` due now (it answers again: what waited
+    /// out its backoff goes at once).
+    pub fn due_now(&self, receiver: &str) {
+        let mut g = self.lock();
+        let now = Instant::now();
+        let ids: Vec<u64> = g
+            .pending
+            .get(receiver)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        for id in ids {
+            if let Some(it) = g.items.get_mut(&id) {
+                it.due = Some(now);
+            }
+        }
+    }
+
     /// Records who answered an alarm (acknowledge) and the handling result (reset), on every
     /// ledger row of that alarm.
     pub fn answer(&self, ev: &AlarmEvent) {
@@ -633,16 +669,11 @@ impl Outbox {
         for r in recs {
             encode(r, &mut buf);
         }
-        let res = st
-            .file
-            .write_all(&buf)
-            .and_then(|()| if sync { st.file.sync_data() } else { Ok(()) });
-        match res {
+        match st.log.append(&buf, sync) {
             Ok(()) => {
-                st.bytes += buf.len() as u64;
                 if self.metrics.outbox_failing.set(0) != 0 {
                     if let Some(s) = self.state.get() {
-                        s.health.ok("alert outbox");
+                        s.health.ok(&crate::telemetry::Component::Outbox);
                     }
                 }
             }
@@ -651,13 +682,13 @@ impl Outbox {
                 self.metrics.outbox_failing.set(1);
                 if let Some(s) = self.state.get() {
                     s.health.fail(
-                        "alert outbox",
+                        &crate::telemetry::Component::Outbox,
                         format!(
                             "cannot write to disk ({e}): notifications are kept in memory only"
                         ),
                     );
                 }
-                error!(path = %st.path.display(), error = %e, "outbox write failed: notifications kept in memory only");
+                error!(path = %st.log.path().display(), error = %e, "outbox write failed: notifications kept in memory only");
             }
         }
     }
@@ -674,8 +705,8 @@ impl Outbox {
         // Past half the budget, and at least twice what the last compaction left (so a large
         // live set does not cause a rewrite on every append), or past the budget.
         if g.store.as_ref().is_some_and(|s| {
-            s.bytes > self.cfg.max_bytes
-                || (s.bytes > self.cfg.max_bytes / 2 && s.bytes >= 2 * s.live)
+            s.log.len() > self.cfg.max_bytes
+                || (s.log.len() > self.cfg.max_bytes / 2 && s.log.len() >= 2 * s.live)
         }) {
             self.compact(g);
         }
@@ -746,30 +777,18 @@ impl Outbox {
             g.remove(id);
         }
         let Some(st) = g.store.as_mut() else { return };
-        let res = (|| -> io::Result<File> {
-            let tmp = st.path.with_extension("jsonl.tmp");
-            let mut f = File::create(&tmp)?;
-            f.write_all(&mark)?;
-            for l in lines.values() {
-                f.write_all(l)?;
-            }
-            f.sync_all()?;
-            fs::rename(&tmp, &st.path)?;
-            if let Some(dir) = st.path.parent() {
-                File::open(dir)?.sync_all()?;
-            }
-            OpenOptions::new().append(true).open(&st.path)
-        })();
-        match res {
-            Ok(f) => {
-                st.file = f;
-                st.bytes = total;
-                st.live = total;
-                info!(bytes = total, records = lines.len(), "outbox compacted");
+        let mut contents = mark;
+        for l in lines.values() {
+            contents.extend_from_slice(l);
+        }
+        match st.log.replace(&contents) {
+            Ok(()) => {
+                st.live = st.log.len();
+                info!(bytes = st.live, records = lines.len(), "outbox compacted");
             }
             Err(e) => {
                 self.metrics.outbox_errors.inc();
-                error!(path = %st.path.display(), error = %e, "outbox compaction failed; appending to the old file");
+                error!(path = %st.log.path().display(), error = %e, "outbox compaction failed; appending to the old file");
             }
         }
     }
@@ -781,7 +800,7 @@ impl Outbox {
                 .get_or_create(&labels([("receiver", &r)]))
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        let bytes = g.store.as_ref().map_or(0, |s| s.bytes);
+        let bytes = g.store.as_ref().map_or(0, |s| s.log.len());
         self.metrics
             .outbox_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
@@ -871,20 +890,10 @@ fn replay(
     routed: &mut u64,
 ) -> io::Result<usize> {
     let mut corrupt = 0;
-    for line in BufReader::new(File::open(path)?).lines() {
-        let line = match line {
-            Ok(l) => l,
-            Err(_) => {
-                corrupt += 1;
-                continue;
-            }
-        };
-        if line.is_empty() {
-            continue;
-        }
-        let Some(rec) = decode::<Rec>(&line) else {
+    crc_log::replay::<Rec>(path, |rec| {
+        let Some(rec) = rec else {
             corrupt += 1;
-            continue;
+            return;
         };
         match rec {
             Rec::Put { id, n } => {
@@ -933,7 +942,7 @@ fn replay(
             } => apply_answer(items, &alarm, transition, &by, comment.as_deref(), at),
             Rec::Mark { seq } => *routed = (*routed).max(seq),
         }
-    }
+    })?;
     Ok(corrupt)
 }
 
@@ -972,6 +981,9 @@ fn status_str(s: Status) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::{self, OpenOptions};
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
 
     fn ev(seq: u64, p: Priority) -> AlarmEvent {
@@ -1079,6 +1091,40 @@ mod tests {
         drop(ob);
         let (ob, _) = open(dir.path(), 10, 1 << 20);
         assert_eq!(ob.routed(), 3);
+    }
+
+    #[test]
+    fn the_outbox_file_is_private_whatever_the_umask() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("outbox");
+        let (ob, _) = open(&dir, 10, 1 << 20);
+        ob.enqueue(vec![note(1, Priority::High, "hook")], None);
+        let mode =
+            |p: &std::path::Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "it holds names and phone numbers");
+        assert_eq!(mode(&dir.join(FILE)), 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_blocking_job_is_logged_and_counted_not_dropped() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (ob, _) = open(tmp.path(), 10, 1 << 20);
+        let ob = Arc::new(ob);
+        let r: Option<()> = tokio::time::timeout(
+            Duration::from_secs(30),
+            ob.blocking("receiver", |_| panic!("injected")),
+        )
+        .await
+        .expect("test timed out");
+        assert!(r.is_none());
+        assert!(
+            ob.metrics
+                .encode()
+                .contains("hazgate_blocking_panics_total{task=\"receiver\"} 1"),
+            "{}",
+            ob.metrics.encode()
+        );
+        assert_eq!(ob.blocking("receiver", |o| o.durable()).await, Some(true));
     }
 
     #[test]

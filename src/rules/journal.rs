@@ -8,16 +8,19 @@
 //! than the retention (by last write) are deleted, never the newest: since every segment starts
 //! with a checkpoint, deleting older ones never loses current state.
 //!
-//! Invariants:
+//! Invariants (the line format, cut-back after a failed append, replay and file modes are
+//! [`crate::storage::crc_log`]'s):
 //! - A batch is written with one `write_all` and one `sync_data`; the caller publishes only after
-//!   it returns. Creating a segment also syncs the directory.
+//!   it returns. Creating a segment also syncs the directory. A failed append leaves no partial
+//!   line behind.
 //! - A line whose CRC or JSON does not check (a torn write at a crash, a damaged disk) is
 //!   skipped and counted; it never stops the replay.
+//! - Segments are `0600`, a directory the journal creates `0700`.
 //! - Blocking I/O: callers run these functions off the async runtime (`spawn_blocking`).
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use super::lifecycle::Life;
 use crate::model::{AlarmEvent, SiteMode};
+use crate::storage::crc_log::{self, CrcLog};
+pub use crate::storage::crc_log::{decode, encode};
 
 /// The site mode with who set it, why and when.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,8 +128,7 @@ const SEGMENT_AGE: Duration = Duration::from_secs(86_400);
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
-    file: File,
-    size: u64,
+    log: CrcLog,
     opened: SystemTime,
     retention: Duration,
 }
@@ -144,45 +148,18 @@ fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// Encodes one record as a journal line (also used by the alert outbox).
-pub fn encode<T: Serialize>(r: &T, out: &mut Vec<u8>) {
-    // Serialising these types cannot fail (no maps with non-string keys, no custom errors).
-    let json = serde_json::to_vec(r).unwrap_or_default();
-    let crc = crc32fast::hash(&json);
-    out.extend_from_slice(format!("{crc:08x} ").as_bytes());
-    out.extend_from_slice(&json);
-    out.push(b'\n');
-}
-
-/// Decodes one journal line.
-pub fn decode<T: serde::de::DeserializeOwned>(line: &str) -> Option<T> {
-    let (crc, json) = line.split_once(' ')?;
-    let crc = u32::from_str_radix(crc, 16).ok()?;
-    if crc32fast::hash(json.as_bytes()) != crc {
-        return None;
-    }
-    serde_json::from_str(json).ok()
-}
-
 impl Journal {
     /// Replays every segment of `dir` (created if missing), keeping the newest `history_cap`
     /// events.
     pub fn replay(dir: &Path, history_cap: usize) -> io::Result<Replayed> {
-        fs::create_dir_all(dir)?;
+        crc_log::create_private_dir(dir)?;
         let mut r = Replayed::default();
         for seg in segments(dir)? {
             r.segments += 1;
-            let f = BufReader::new(File::open(&seg)?);
-            for line in f.split(b'\n') {
-                let line = line?;
-                if line.is_empty() {
-                    continue;
-                }
-                match std::str::from_utf8(&line).ok().and_then(decode) {
-                    Some(rec) => r.apply(rec, history_cap),
-                    None => r.damaged += 1,
-                }
-            }
+            crc_log::replay(&seg, |rec| match rec {
+                Some(rec) => r.apply(rec, history_cap),
+                None => r.damaged += 1,
+            })?;
         }
         Ok(r)
     }
@@ -206,15 +183,10 @@ impl Journal {
             n += 1;
             path = dir.join(format!("{:020}.jsonl", seq + 1 + n));
         }
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
-        File::open(dir)?.sync_all()?;
+        let log = CrcLog::create_new(&path)?;
         let mut j = Journal {
             dir: dir.to_owned(),
-            file,
-            size: 0,
+            log,
             opened: now,
             retention,
         };
@@ -223,21 +195,15 @@ impl Journal {
         Ok(j)
     }
 
-    /// Appends records and syncs them to disk.
+    /// Appends records and syncs them to disk; after a failure nothing of them stays in the
+    /// file.
     pub fn append(&mut self, records: &[Record]) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(records.len() * 512);
-        for r in records {
-            encode(r, &mut buf);
-        }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
-        self.size += buf.len() as u64;
-        Ok(())
+        self.log.append_records(records, true)
     }
 
     /// Whether the segment should be rotated (a day old or 64 MiB).
     pub fn should_rotate(&self, now: SystemTime) -> bool {
-        self.size >= SEGMENT_BYTES
+        self.log.len() >= SEGMENT_BYTES
             || now
                 .duration_since(self.opened)
                 .is_ok_and(|d| d >= SEGMENT_AGE)
@@ -272,6 +238,8 @@ impl Journal {
 mod tests {
     use super::*;
     use crate::model::{AlarmClass, AlarmState, ChannelId, Priority, Transition};
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn ev(seq: u64, alarm: &str, t: Transition) -> AlarmEvent {
         AlarmEvent {

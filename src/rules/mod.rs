@@ -53,7 +53,7 @@ use crate::config::Resolved;
 use crate::config::alarms::sha256_hex;
 use crate::model::{AlarmEvent, AlarmState, Sample, Transition};
 use crate::state::SharedState;
-use crate::telemetry::{Metrics, labels};
+use crate::telemetry::{Component, Metrics, labels};
 use journal::{Journal, Record};
 
 /// The engine's I/O side, attached by [`open`].
@@ -256,10 +256,10 @@ async fn persist(
                 metrics.journal_errors.inc();
                 state
                     .health
-                    .fail("alarm journal", format!("cannot write: {e}"));
+                    .fail(&Component::Journal, format!("cannot write: {e}"));
                 error!(error = %e, events = events.len(), "alarm journal write failed; the events are published anyway");
             } else {
-                state.health.ok("alarm journal");
+                state.health.ok(&Component::Journal);
             }
             if let Some(Err(e)) = rot {
                 metrics.journal_errors.inc();
@@ -269,7 +269,7 @@ async fn persist(
         Err(e) => {
             metrics.journal_errors.inc();
             state.health.fail(
-                "alarm journal",
+                &Component::Journal,
                 "the journal writer panicked; alarm state is no longer persisted",
             );
             error!(error = %e, "alarm journal writer panicked; alarm state is no longer persisted");
@@ -407,19 +407,14 @@ pub async fn run(
     info!("rule engine stopped: all sources drained");
 }
 
-/// Failing gateway components that are fault alarms of their own: an output's spool (full or
-/// unreadable), the alarm journal and the alert outbox. Outputs that are merely down are not: they spool.
+/// Failing gateway components that are fault alarms of their own, as `(component, reason)`:
+/// the component's type says which ones are ([`crate::telemetry::Component::raises_fault`]).
 fn gateway_faults(state: &SharedState) -> Vec<(String, String)> {
     state
         .health
-        .not_ready()
+        .faults()
         .into_iter()
-        .filter_map(|r| {
-            let (c, reason) = r.split_once(": ")?;
-            let counts =
-                c == "alarm journal" || (c.starts_with("output ") && c.ends_with(" spool"));
-            counts.then(|| (c.to_owned(), reason.to_owned()))
-        })
+        .map(|(c, reason)| (c.to_string(), reason))
         .collect()
 }
 
@@ -577,22 +572,25 @@ mod tests {
         assert!(e.gateway_health(&[], wall).is_empty());
         // Which failing components count: spools and the journal, not an output that is down.
         let state = SharedState::new(&cfg(rule()));
-        state.health.fail("output o spool", "spool full (1 MiB)");
-        state.health.fail("output o", "connect: refused");
-        state
-            .health
-            .fail("alarm journal", "cannot write: disk full");
-        state.health.fail("source bus", "not connected yet");
+        let h = &state.health;
+        h.fail(&Component::Spool("o".into()), "spool full (1 MiB)");
+        h.fail(&Component::Output("o".into()), "connect: refused");
+        h.fail(&Component::Journal, "cannot write: disk full");
+        h.fail(&Component::Outbox, "cannot write to disk");
+        h.fail(&Component::Receiver("sms".into()), "failing for 60 s");
+        h.fail(&Component::Task("source bus".into()), "panicked");
+        h.fail(&Component::Source("bus".into()), "not connected yet");
         let mut f = gateway_faults(&state);
         f.sort();
+        let names: Vec<&str> = f.iter().map(|(c, _)| c.as_str()).collect();
         assert_eq!(
-            f,
-            vec![
-                (
-                    "alarm journal".to_owned(),
-                    "cannot write: disk full".to_owned()
-                ),
-                ("output o spool".to_owned(), "spool full (1 MiB)".to_owned()),
+            names,
+            [
+                "alarm journal",
+                "alert outbox",
+                "output o spool",
+                "receiver sms",
+                "task source bus"
             ]
         );
         // Sequence numbers continue with the process alarms'.

@@ -246,7 +246,9 @@ impl Writer {
         let l = labels([("output", self.id())]);
         if bytes < max / 2 && self.metrics.spool_full.get_or_create(&l).get() != 0 {
             self.spool_full(false);
-            self.state.health.ok(&format!("output {} spool", self.id()));
+            self.state
+                .health
+                .ok(&crate::telemetry::Component::Spool(self.id().to_owned()));
             info!(output = %self.id(), "spool below half its size again");
         }
     }
@@ -316,9 +318,10 @@ impl Writer {
 
     fn spool_unusable(&self, reason: &str) {
         error!(output = %self.id(), %reason, "spool unusable: points are kept in memory only");
-        self.state
-            .health
-            .fail(&format!("output {} spool", self.id()), reason.to_owned());
+        self.state.health.fail(
+            &crate::telemetry::Component::Spool(self.id().to_owned()),
+            reason.to_owned(),
+        );
     }
 
     /// Forms batches from the memory queue and spools or hands them over.
@@ -405,7 +408,7 @@ impl Writer {
                 Ok((seq, dropped, s.points(), s.bytes()))
             })
             .await;
-            let component = format!("output {} spool", self.id());
+            let component = crate::telemetry::Component::Spool(self.id().to_owned());
             match r {
                 Ok((seq, dropped, points, bytes)) => {
                     self.spool_gauges(points, bytes);
@@ -501,7 +504,7 @@ impl Writer {
                         Err(e) => {
                             error!(output = %self.id(), error = %e, "cannot read the spool");
                             self.state.health.fail(
-                                &format!("output {} spool", self.id()),
+                                &crate::telemetry::Component::Spool(self.id().to_owned()),
                                 format!("spool read failed: {e}"),
                             );
                             tokio::select! {
@@ -615,7 +618,7 @@ impl Writer {
         deadline: &CancellationToken,
     ) -> Delivery {
         let id = self.id().to_owned();
-        let component = format!("output {id}");
+        let component = crate::telemetry::Component::Output(id.clone());
         let mut todo: Vec<Range<usize>> = Vec::with_capacity(32);
         todo.push(0..lines.len());
         let mut attempt: u32 = 0;

@@ -707,3 +707,65 @@ pub fn mosquitto_password_file(dir: &Path, user: &str, password: &str) -> PathBu
     );
     f
 }
+
+/// A small tmpfs mounted on a temporary directory, for real disk-full failures (ENOSPC).
+/// Unmounted when dropped.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `kib` KiB. Needs root (CI runs as root): panics saying so otherwise.
+    pub fn mount(kib: u64) -> Tmpfs {
+        // The effective user, from /proc (no libc call needed).
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let euid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?");
+        assert_eq!(
+            euid, "0",
+            "this test needs root to mount a small tmpfs and fill it (a real ENOSPC); CI runs as root"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={kib}k,mode=0755"))
+            .arg("tmpfs")
+            .arg(dir.path())
+            .output()
+            .expect("cannot run mount");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the file system with a file `name` until the write fails with ENOSPC.
+    pub fn fill(&self, name: &str) {
+        let mut f = std::fs::File::create(self.path().join(name)).expect("create filler");
+        let block = [0u8; 4096];
+        loop {
+            match f.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}

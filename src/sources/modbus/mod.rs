@@ -106,7 +106,7 @@ pub async fn run_source(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let component = format!("source {}", src.id);
+    let component = crate::telemetry::Component::Source(src.id.to_string());
     let now = Instant::now();
     let mut devices: Vec<DeviceState> = src
         .devices

@@ -400,7 +400,7 @@ pub async fn run_source(
 ) {
     let id = p.src.id.clone();
     let label = id.to_string();
-    let component = format!("source {id}");
+    let component = crate::telemetry::Component::Source(id.to_string());
     let cfg = &p.src.cfg;
     let subs = p.mapper.subscriptions(cfg);
     let messages = metrics
