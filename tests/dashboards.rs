@@ -274,6 +274,10 @@ fn check_dashboard(file: &str, d: &Value, uids: &HashSet<String>) -> Vec<String>
         c.fail(format!("uid `{uid}` is not a Grafana uid"));
     }
     c.string("title", &d["title"]);
+    let tz = d["timezone"].as_str().unwrap_or_default();
+    if !(tz == "browser" || tz == "utc" || tz.parse::<chrono_tz::Tz>().is_ok()) {
+        c.fail(format!("timezone `{tz}`"));
+    }
     if d["schemaVersion"].as_u64().is_none_or(|v| v < 36) {
         c.fail("schemaVersion missing or old".into());
     }

@@ -22,7 +22,8 @@
 //! - **Annotations** per dashboard: alarm events of its channels, filtered by the `priority`
 //!   variable, with tags transition, priority and `by` (who acted): raised in red, cleared in
 //!   green, actions by people in blue.
-//! - Texts in `[site] language` (`en` or `zh-CN`).
+//! - Texts in `[site] language` (`en` or `zh-CN`); times in the site's time zone
+//!   (`alarms.schedule.timezone`, the browser's when it is left at UTC).
 //!
 //! Queries are InfluxQL (InfluxDB 1.8, 2.x through its v1 API, 3.x) over the schema in
 //! docs/ARCHITECTURE.md; `tests/dashboards.rs` runs every one against a real influxd.
@@ -733,7 +734,7 @@ fn dashboard(
         "uid": uid,
         "title": title,
         "tags": ["hazgate", cfg.site.id],
-        "timezone": "browser",
+        "timezone": timezone(cfg),
         "schemaVersion": 39,
         "version": 1,
         "refresh": "10s",
@@ -746,6 +747,15 @@ fn dashboard(
         "links": links,
         "panels": layout.panels,
     })
+}
+
+/// The site's time zone (`alarms.schedule.timezone`) so that every time on the dashboards is the
+/// site's; the viewer's browser zone when it is left at its default (UTC).
+fn timezone(cfg: &Resolved) -> &str {
+    match cfg.alarms.schedule.timezone.as_str() {
+        "" | "UTC" => "browser",
+        tz => tz,
+    }
 }
 
 fn board_title(board: &str, lang: Language) -> String {
