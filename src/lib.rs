@@ -19,6 +19,7 @@
 //! - [`api`]: the axum router (`/healthz`, `/readyz`, `/metrics`, `/api/v1/...`).
 //! - [`app`]: wires the pipeline, supervises tasks, drains on shutdown.
 //! - [`state`], [`telemetry`], [`queue`]: snapshots, metrics and health, the drop-oldest queue.
+//! - [`journal`]: syslog priority prefixes when stderr is the systemd journal.
 //!
 //! See `docs/ARCHITECTURE.md` for the invariants and the data schema.
 
@@ -27,6 +28,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod journal;
 pub mod model;
 pub mod queue;
 pub mod rules;
