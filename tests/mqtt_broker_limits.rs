@@ -365,6 +365,7 @@ max_payload_size = 4096
             assert_eq!(open(port, "dtu-4").1, [0x20, 2, 0, 3]);
             assert_eq!(open(port, "dtu-1").1, [0x20, 2, 0, 0]);
             assert_eq!(open(port, "").1, [0x20, 2, 0, 2]);
+            assert_eq!(open(port, &"d".repeat(257)).1, [0x20, 2, 0, 2]);
             // Topics: `plant/a` and `plant/b` fit, a third topic closes the connection.
             let (mut p, _) = open(port, "dtu-3");
             p.write_all(&publish_packet("plant/b", b"1", false, Some(8)))

@@ -297,7 +297,7 @@ pub struct EmbeddedBroker {
     /// beyond this closes the publisher's connection.
     #[serde(default = "default_broker_topics")]
     pub max_topics: usize,
-    /// Longest topic name, in bytes.
+    /// Longest topic name (and client id), in bytes.
     #[serde(default = "default_broker_topic_length")]
     pub max_topic_length: usize,
     /// Most distinct subscription filters (each keeps a commit log of up to

@@ -18,7 +18,8 @@
 //!   closes the connection.
 //! - **Sessions**: at most `max_sessions` distinct client ids; a new one beyond that gets a
 //!   CONNACK refusal (3.1.1: server unavailable, 5: quota exceeded). An empty client id is
-//!   refused (rumqttd would invent a new id, and keep a record of it, for every connection).
+//!   refused (rumqttd would invent a new id, and keep a record of it, for every connection),
+//!   and so is one longer than `max_topic_length`.
 //! - **Credentials** are checked here, before anything is counted, so clients without them
 //!   cannot use up the limits.
 //! - **Packets** larger than `max_payload_size` close the connection before they are read;
@@ -73,6 +74,8 @@ enum Refusal {
     Sessions,
     #[error("empty client id")]
     EmptyClientId,
+    #[error("client id of {0} bytes is longer than max_topic_length")]
+    ClientIdTooLong(usize),
     #[error("wrong or missing credentials")]
     Credentials,
     #[error("malformed packet")]
@@ -92,6 +95,7 @@ impl Refusal {
             Refusal::Filters => "max_filters",
             Refusal::Sessions => "max_sessions",
             Refusal::EmptyClientId => "empty_client_id",
+            Refusal::ClientIdTooLong(_) => "client_id_too_long",
             Refusal::Credentials => "credentials",
             Refusal::Malformed | Refusal::NotConnect => "malformed",
             Refusal::Io(_) => "io",
@@ -379,6 +383,10 @@ async fn serve(client: TcpStream, shared: &Shared) -> Result<(), Refusal> {
         c.client_id
             .is_empty()
             .then(|| (Refusal::EmptyClientId, refuse(2, 0x85)))
+    })
+    .or_else(|| {
+        (c.client_id.len() > limits.max_topic_length)
+            .then(|| (Refusal::ClientIdTooLong(c.client_id.len()), refuse(2, 0x85)))
     })
     .or_else(|| {
         (!admit(&shared.sessions, c.client_id, limits.max_sessions))
