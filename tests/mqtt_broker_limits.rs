@@ -318,7 +318,8 @@ max_payload_size = 4096
 "#,
         )
         .expect("broker config");
-        let broker = hazgate::sources::mqtt::broker::start_broker(&cfg)
+        let metrics = hazgate::telemetry::Metrics::new();
+        let broker = hazgate::sources::mqtt::broker::start_broker(&cfg, &metrics)
             .await
             .expect("broker starts");
         let port = broker.local_addr().port();
@@ -392,6 +393,32 @@ max_payload_size = 4096
         })
         .await
         .expect("client checks");
+        // Every refusal is counted by reason (the server side may still be closing the last
+        // connection: poll).
+        support::eventually(
+            Duration::from_secs(10),
+            "refusals counted by reason",
+            || {
+                let text = metrics.encode();
+                async move {
+                    [
+                        "max_sessions",
+                        "empty_client_id",
+                        "client_id_too_long",
+                        "max_topics",
+                        "packet_too_large",
+                    ]
+                    .iter()
+                    .all(|r| {
+                        text.contains(&format!(
+                            "hazgate_mqtt_broker_refused_total{{reason=\"{r}\"}} 1"
+                        ))
+                    })
+                    .then_some(())
+                }
+            },
+        )
+        .await;
     })
     .await
     .expect("test timed out");

@@ -24,6 +24,7 @@ use tracing::{error, info};
 
 use super::broker_guard::{self, Limits};
 use crate::config::mqtt::EmbeddedBroker;
+use crate::telemetry::Metrics;
 
 /// Why the broker did not start.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +132,11 @@ fn server(
 }
 
 /// Starts the embedded broker and waits (at most 5 s) until it accepts connections.
-pub async fn start_broker(cfg: &EmbeddedBroker) -> Result<BrokerHandle, BrokerError> {
+/// Refusals are counted in `metrics.mqtt_broker_refused`.
+pub async fn start_broker(
+    cfg: &EmbeddedBroker,
+    metrics: &Metrics,
+) -> Result<BrokerHandle, BrokerError> {
     let auth = match (&cfg.username, &cfg.password) {
         (Some(u), Some(p)) => {
             let secret = p.resolve().map_err(BrokerError::Secret)?;
@@ -210,11 +215,13 @@ pub async fn start_broker(cfg: &EmbeddedBroker) -> Result<BrokerHandle, BrokerEr
             .zip(inner_v5)
             .map(|(l, up)| (l, up, "listen_v5", local_addr_v5.unwrap_or(local_addr))),
     ) {
-        broker_guard::spawn(l, up, limits.clone()).map_err(|source| BrokerError::Bind {
-            field,
-            addr,
-            source,
-        })?;
+        broker_guard::spawn(l, up, limits.clone(), metrics.mqtt_broker_refused.clone()).map_err(
+            |source| BrokerError::Bind {
+                field,
+                addr,
+                source,
+            },
+        )?;
     }
     info!(listen = %local_addr, listen_v5 = ?local_addr_v5, authenticated = auth.is_some(), "embedded MQTT broker started");
     Ok(BrokerHandle {

@@ -28,8 +28,8 @@
 //! - **Connections**: at most `max_connections` at a time; further ones are closed at once.
 //!   The CONNECT must arrive within `connection_timeout`.
 //!
-//! Refusals are logged at WARN, at most once per 10 s per kind with a count of those not
-//! logged. The internal port listens on 127.0.0.1 only: processes on the gateway host itself
+//! Refusals are counted (`hazgate_mqtt_broker_refused_total{reason}`) and logged at WARN, at
+//! most once per 10 s per kind with a count of those not logged. The internal port listens on 127.0.0.1 only: processes on the gateway host itself
 //! are trusted not to bypass the guard.
 
 use std::collections::HashSet;
@@ -37,10 +37,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
+
+use crate::telemetry::Labels;
 
 /// How often each kind of refusal is logged at most.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -112,6 +116,7 @@ struct Shared {
     sessions: Mutex<HashSet<Box<[u8]>>>,
     connections: Arc<Semaphore>,
     log: Mutex<Vec<(&'static str, Instant, u64)>>,
+    refused: Family<Labels, Counter>,
 }
 
 /// Adds `key` to `set` unless it is new and the set already holds `max` keys.
@@ -134,6 +139,9 @@ impl Shared {
             return;
         }
         let kind = r.kind();
+        self.refused
+            .get_or_create(&vec![("reason", kind.to_owned())])
+            .inc();
         let now = Instant::now();
         let suppressed = {
             let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
@@ -162,6 +170,7 @@ pub(crate) fn spawn(
     listener: std::net::TcpListener,
     upstream: SocketAddr,
     limits: Limits,
+    refused: Family<Labels, Counter>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
@@ -173,6 +182,7 @@ pub(crate) fn spawn(
         filters: Mutex::default(),
         sessions: Mutex::default(),
         log: Mutex::default(),
+        refused,
     });
     tokio::spawn(async move {
         loop {
@@ -186,6 +196,10 @@ pub(crate) fn spawn(
                 }
             };
             let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+                shared
+                    .refused
+                    .get_or_create(&vec![("reason", "max_connections".to_owned())])
+                    .inc();
                 debug!(%peer, "embedded MQTT broker: max_connections reached, connection closed");
                 continue;
             };
