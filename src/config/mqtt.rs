@@ -638,6 +638,14 @@ mod tests {
     use std::path::Path;
 
     #[test]
+    fn default_broker_memory_bound_is_the_documented_185_mib() {
+        let b: super::EmbeddedBroker = toml::from_str("").expect("defaults");
+        let mib = b.memory_bound() as f64 / (1024.0 * 1024.0);
+        // docs/ARCHITECTURE.md (invariant 10a), README and config/example.toml say "about 185".
+        assert!((180.0..=190.0).contains(&mib), "{mib} MiB");
+    }
+
+    #[test]
     fn every_mqtt_mistake_is_reported_with_its_path() {
         let text = r#"
 [site]
