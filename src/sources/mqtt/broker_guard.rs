@@ -579,6 +579,78 @@ mod tests {
         }
     }
 
+    /// Bounded fuzzing without a dependency: random and mutated packets never panic the
+    /// parsers (each input is parsed as CONNECT and as a 3.1.1 and a 5 SUBSCRIBE).
+    #[test]
+    fn random_and_mutated_packets_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let seeds = [
+            v4_connect(0x04 | 0x20 | 0x80 | 0x40, "d", &["will/t", "bye", "u", "p"]),
+            vec![0, 1, 0, 3, b'a', b'/', b'b', 1, 0, 1, b'#', 0],
+            vec![
+                0,
+                4,
+                b'M',
+                b'Q',
+                b'T',
+                b'T',
+                5,
+                0x04 | 0xC0,
+                0,
+                60,
+                0,
+                0,
+                1,
+                b'x',
+                0,
+                0,
+                1,
+                b't',
+            ],
+        ];
+        for i in 0..20_000 {
+            let mut b = if i % 2 == 0 {
+                let n = (next() % 80) as usize;
+                (0..n).map(|_| next() as u8).collect::<Vec<u8>>()
+            } else {
+                seeds[i % seeds.len()].clone()
+            };
+            if !b.is_empty() {
+                for _ in 0..(next() % 4) {
+                    let at = (next() as usize) % b.len();
+                    b[at] = next() as u8;
+                }
+                let keep = (next() as usize) % (b.len() + 1);
+                b.truncate(keep.max(b.len() / 2));
+            }
+            let _ = parse_connect(&b);
+            let _ = parse_subscribe(&b, false);
+            let _ = parse_subscribe(&b, true);
+        }
+    }
+
+    #[tokio::test]
+    async fn headers_with_overlong_lengths_are_malformed() {
+        let mut r: &[u8] = &[0x30, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert!(matches!(read_header(&mut r).await, Err(Refusal::Malformed)));
+        let mut r: &[u8] = &[0x30, 0xff, 0xff, 0xff, 0x7f];
+        assert_eq!(
+            read_header(&mut r).await.ok().flatten(),
+            Some((0x30, 268_435_455))
+        );
+        let mut r: &[u8] = &[];
+        assert!(matches!(read_header(&mut r).await, Ok(None)));
+        let mut out = Vec::new();
+        encode_header(0x30, 268_435_455, &mut out);
+        assert_eq!(out, [0x30, 0xff, 0xff, 0xff, 0x7f]);
+    }
+
     #[test]
     fn admit_counts_distinct_keys_up_to_the_limit() {
         let set = Mutex::default();
