@@ -170,7 +170,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     // The embedded broker starts before anything is spawned (a failure leaves nothing behind)
     // and before the MQTT sources, which may subscribe to it.
     let mqtt_broker = match &cfg.mqtt_broker {
-        Some(b) => Some(sources::mqtt::broker::start_broker(b).await?),
+        Some(b) => Some(sources::mqtt::broker::start_broker(b, &metrics).await?),
         None => None,
     };
 

@@ -21,6 +21,7 @@
 //! - [`app`]: wires the pipeline, supervises tasks, drains on shutdown.
 //! - [`state`], [`telemetry`], [`queue`]: snapshots, metrics and health, the drop-oldest queue.
 //! - [`storage`]: the CRC-line log shared by the alarm journal and the alert outbox.
+//! - [`journal`]: syslog priority prefixes when stderr is the systemd journal.
 //!
 //! See `docs/ARCHITECTURE.md` for the invariants and the data schema.
 
@@ -30,6 +31,7 @@ pub mod app;
 pub mod config;
 pub mod dashboards;
 pub mod demo;
+pub mod journal;
 pub mod model;
 pub mod queue;
 pub mod rules;

@@ -247,9 +247,19 @@ fn init_logging(format: LogFormat, level: &str) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().flatten_event(true).init(),
+    // Under systemd: `<N>` priority prefixes so journald keeps each line's level; no time
+    // stamp in text (journald records it).
+    let journal = hazgate::journal::stderr_is_journal();
+    use hazgate::journal::PriorityPrefix;
+    match (format, journal) {
+        (LogFormat::Text, false) => b.init(),
+        (LogFormat::Json, false) => b.json().flatten_event(true).init(),
+        (LogFormat::Text, true) => b.without_time().map_event_format(PriorityPrefix).init(),
+        (LogFormat::Json, true) => b
+            .json()
+            .flatten_event(true)
+            .map_event_format(PriorityPrefix)
+            .init(),
     }
 }
 
@@ -292,7 +302,11 @@ fn main() -> ExitCode {
                     }
                     cfg
                 }
-                Err(e) => return report_load_error(&e),
+                Err(e) => {
+                    // Also as a log event: under systemd it is what `journalctl -p err` shows.
+                    tracing::error!(config = %config.display(), "configuration is invalid; `hazgate check-config` lists every problem");
+                    return report_load_error(&e);
+                }
             };
             runtime(async move {
                 let running = hazgate::app::start(cfg)

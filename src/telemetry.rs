@@ -79,6 +79,10 @@ pub struct Metrics {
     /// MQTT connection attempts by source and result (`connected`, `error`,
     /// `subscribe_failed`, `subscribe_timeout`).
     pub mqtt_connections: Family<Labels, Counter>,
+    /// Clients the embedded broker's guard refused or disconnected, by reason (`max_topics`,
+    /// `max_filters`, `max_sessions`, `max_connections`, `packet_too_large`, `topic_too_long`,
+    /// `client_id_too_long`, `empty_client_id`, `credentials`, `malformed`).
+    pub mqtt_broker_refused: Family<Labels, Counter>,
     /// Notifications put in the outbox, by receiver and reason (`event`, `group`, `reminder`,
     /// `escalation`, `report`).
     pub notifications: Family<Labels, Counter>,
@@ -267,6 +271,12 @@ impl Metrics {
             "MQTT connection attempts and subscription results",
             mqtt_connections.clone(),
         );
+        let mqtt_broker_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "mqtt_broker_refused",
+            "Clients the embedded MQTT broker refused or disconnected, by reason",
+            mqtt_broker_refused.clone(),
+        );
         let notifications = Family::<Labels, Counter>::default();
         registry.register(
             "notifications",
@@ -346,6 +356,7 @@ impl Metrics {
             mqtt_messages,
             mqtt_events,
             mqtt_connections,
+            mqtt_broker_refused,
         }
     }
 

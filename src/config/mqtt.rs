@@ -293,6 +293,47 @@ pub struct EmbeddedBroker {
     /// A client must send CONNECT within this long after opening the socket.
     #[serde(with = "humantime_serde", default = "default_broker_connect_timeout")]
     pub connection_timeout: Duration,
+    /// Most distinct topic names published over the broker's life; a publish to a new topic
+    /// beyond this closes the publisher's connection.
+    #[serde(default = "default_broker_topics")]
+    pub max_topics: usize,
+    /// Longest topic name (and client id), in bytes.
+    #[serde(default = "default_broker_topic_length")]
+    pub max_topic_length: usize,
+    /// Most distinct subscription filters (each keeps a commit log of up to
+    /// `segment_size × segment_count` bytes).
+    #[serde(default = "default_broker_filters")]
+    pub max_filters: usize,
+    /// Most distinct client ids (sessions) over the broker's life; new ones beyond this are
+    /// refused at CONNECT.
+    #[serde(default = "default_broker_sessions")]
+    pub max_sessions: usize,
+    /// QoS 1/2 messages in flight to one client.
+    #[serde(default = "default_broker_inflight")]
+    pub max_inflight: usize,
+    /// Packets the broker queues for one client at a time.
+    #[serde(default = "default_broker_queued")]
+    pub max_queued: u64,
+    /// Bytes per commit-log segment of one subscription filter (at least `max_payload_size`).
+    #[serde(default = "default_broker_segment_size")]
+    pub segment_size: usize,
+    /// Segments kept per subscription filter; older messages are dropped for slow readers.
+    #[serde(default = "default_broker_segment_count")]
+    pub segment_count: usize,
+}
+
+impl EmbeddedBroker {
+    /// The most memory the broker's stores can hold with these limits, in bytes: commit logs
+    /// (`max_filters × segment_size × segment_count`), two packet buffers per connection,
+    /// topic and session records (each at most `max_topic_length` bytes, kept twice, plus
+    /// about 512 bytes of bookkeeping).
+    pub fn memory_bound(&self) -> u64 {
+        let logs = self.max_filters as u64 * self.segment_size as u64 * self.segment_count as u64;
+        let connections = self.max_connections as u64 * 2 * self.max_payload_size as u64;
+        let records =
+            (self.max_topics + self.max_sessions) as u64 * (2 * self.max_topic_length as u64 + 512);
+        logs + connections + records
+    }
 }
 
 fn default_true() -> bool {
@@ -302,7 +343,31 @@ fn default_broker_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 1883))
 }
 fn default_broker_connections() -> usize {
-    1000
+    200
+}
+fn default_broker_topics() -> usize {
+    10_000
+}
+fn default_broker_topic_length() -> usize {
+    256
+}
+fn default_broker_filters() -> usize {
+    16
+}
+fn default_broker_sessions() -> usize {
+    10_000
+}
+fn default_broker_inflight() -> usize {
+    100
+}
+fn default_broker_queued() -> u64 {
+    200
+}
+fn default_broker_segment_size() -> usize {
+    1 << 20
+}
+fn default_broker_segment_count() -> usize {
+    4
 }
 fn default_broker_payload() -> usize {
     256 * 1024
@@ -506,6 +571,42 @@ pub(crate) fn check_broker(b: &EmbeddedBroker, err: &mut dyn FnMut(String, Strin
             "must be at least 1".into(),
         );
     }
+    for (name, v) in [
+        ("max_topics", b.max_topics),
+        ("max_topic_length", b.max_topic_length),
+        ("max_filters", b.max_filters),
+        ("max_sessions", b.max_sessions),
+        ("max_inflight", b.max_inflight),
+        ("segment_count", b.segment_count),
+    ] {
+        if v == 0 {
+            err(format!("mqtt_broker.{name}"), "must be at least 1".into());
+        }
+    }
+    if b.max_topic_length > usize::from(u16::MAX) {
+        err(
+            "mqtt_broker.max_topic_length".into(),
+            "must be at most 65535 (MQTT's limit)".into(),
+        );
+    }
+    if b.max_inflight > usize::from(u16::MAX) {
+        err(
+            "mqtt_broker.max_inflight".into(),
+            "must be at most 65535 (MQTT packet ids)".into(),
+        );
+    }
+    if b.max_queued == 0 {
+        err("mqtt_broker.max_queued".into(), "must be at least 1".into());
+    }
+    if b.segment_size < b.max_payload_size {
+        err(
+            "mqtt_broker.segment_size".into(),
+            format!(
+                "must be at least max_payload_size ({} bytes)",
+                b.max_payload_size
+            ),
+        );
+    }
     if b.connection_timeout.is_zero() || b.connection_timeout > Duration::from_millis(65_535) {
         err(
             "mqtt_broker.connection_timeout".into(),
@@ -514,9 +615,35 @@ pub(crate) fn check_broker(b: &EmbeddedBroker, err: &mut dyn FnMut(String, Strin
     }
 }
 
+/// Warnings about the embedded broker: anonymous access from beyond this host.
+pub(crate) fn broker_warnings(b: &EmbeddedBroker, warn: &mut dyn FnMut(String, String)) {
+    if b.username.is_some() {
+        return;
+    }
+    for (name, addr) in [("listen", Some(b.listen)), ("listen_v5", b.listen_v5)] {
+        if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+            warn(
+                format!("mqtt_broker.{name}"),
+                format!(
+                    "the embedded broker listens on {addr} without `username`/`password`: \
+                     anyone who can reach it can publish readings"
+                ),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    #[test]
+    fn default_broker_memory_bound_is_the_documented_185_mib() {
+        let b: super::EmbeddedBroker = toml::from_str("").expect("defaults");
+        let mib = b.memory_bound() as f64 / (1024.0 * 1024.0);
+        // docs/ARCHITECTURE.md (invariant 10a), README and config/example.toml say "about 185".
+        assert!((180.0..=190.0).contains(&mib), "{mib} MiB");
+    }
 
     #[test]
     fn every_mqtt_mistake_is_reported_with_its_path() {

@@ -442,6 +442,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     }
     if let Some(b) = &cfg.mqtt_broker {
         super::mqtt::check_broker(b, &mut |fp, msg| p.err(fp, msg));
+        super::mqtt::broker_warnings(b, &mut |fp, msg| p.warn(fp, msg));
     }
 
     // Channel overrides.

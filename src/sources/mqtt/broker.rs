@@ -6,25 +6,25 @@
 //! - Its listen address is checked by binding it first: a port already in use fails start-up
 //!   with the address, instead of a log line from a broker thread. Port 0 picks a free port
 //!   (reported by [`BrokerHandle::local_addr`]).
-//! - Memory is bounded: per-filter commit logs of at most `SEGMENT_SIZE × SEGMENT_COUNT` bytes,
-//!   payloads of at most `max_payload_size`, at most `max_connections` clients.
+//! - Memory is bounded ([`EmbeddedBroker::memory_bound`]): clients reach rumqttd only through
+//!   the guard (`broker_guard`), which strips retain flags and caps distinct topics, filters
+//!   and client ids, packet size and connections; rumqttd itself keeps per-filter commit logs
+//!   of at most `segment_size × segment_count` bytes, `max_inflight` and `max_queued` packets
+//!   per client. rumqttd listens on an internal 127.0.0.1 port.
 //! - rumqttd 0.20 has no shutdown: the broker runs on its own threads until the process exits.
 //!   Its sessions live in memory only (a gateway restart loses what it queued).
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
 use tracing::{error, info};
 
+use super::broker_guard::{self, Limits};
 use crate::config::mqtt::EmbeddedBroker;
-
-/// Bytes per commit-log segment of one topic filter.
-const SEGMENT_SIZE: usize = 1 << 20;
-/// Segments kept per topic filter.
-const SEGMENT_COUNT: usize = 10;
+use crate::telemetry::Metrics;
 
 /// Why the broker did not start.
 #[derive(Debug, thiserror::Error)]
@@ -75,15 +75,37 @@ impl BrokerHandle {
     }
 }
 
-/// Picks the concrete address: binds `addr` (port 0 = any free port) and releases it.
-fn claim(field: &'static str, addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
-    TcpListener::bind(addr)
-        .and_then(|l| l.local_addr())
+/// Binds `addr` (port 0 = any free port) for the guard.
+fn bind(field: &'static str, addr: SocketAddr) -> Result<TcpListener, BrokerError> {
+    TcpListener::bind(addr).map_err(|source| BrokerError::Bind {
+        field,
+        addr,
+        source,
+    })
+}
+
+/// A free internal loopback port for rumqttd (bound and released).
+fn internal() -> Result<SocketAddr, BrokerError> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    bind("listen", addr)?
+        .local_addr()
         .map_err(|source| BrokerError::Bind {
-            field,
+            field: "listen",
             addr,
             source,
         })
+}
+
+fn local(
+    field: &'static str,
+    l: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, BrokerError> {
+    l.local_addr().map_err(|source| BrokerError::Bind {
+        field,
+        addr,
+        source,
+    })
 }
 
 fn server(
@@ -101,7 +123,7 @@ fn server(
             connection_timeout_ms: u16::try_from(cfg.connection_timeout.as_millis())
                 .unwrap_or(u16::MAX),
             max_payload_size: cfg.max_payload_size,
-            max_inflight_count: 100,
+            max_inflight_count: cfg.max_inflight,
             auth: auth.clone(),
             external_auth: None,
             dynamic_filters: true,
@@ -110,7 +132,11 @@ fn server(
 }
 
 /// Starts the embedded broker and waits (at most 5 s) until it accepts connections.
-pub async fn start_broker(cfg: &EmbeddedBroker) -> Result<BrokerHandle, BrokerError> {
+/// Refusals are counted in `metrics.mqtt_broker_refused`.
+pub async fn start_broker(
+    cfg: &EmbeddedBroker,
+    metrics: &Metrics,
+) -> Result<BrokerHandle, BrokerError> {
     let auth = match (&cfg.username, &cfg.password) {
         (Some(u), Some(p)) => {
             let secret = p.resolve().map_err(BrokerError::Secret)?;
@@ -118,22 +144,30 @@ pub async fn start_broker(cfg: &EmbeddedBroker) -> Result<BrokerHandle, BrokerEr
         }
         _ => None,
     };
-    let local_addr = claim("listen", cfg.listen)?;
-    let local_addr_v5 = cfg.listen_v5.map(|a| claim("listen_v5", a)).transpose()?;
+    // The guard owns the configured addresses; rumqttd listens on internal loopback ports.
+    let listener = bind("listen", cfg.listen)?;
+    let local_addr = local("listen", &listener, cfg.listen)?;
+    let listener_v5 = cfg.listen_v5.map(|a| bind("listen_v5", a)).transpose()?;
+    let local_addr_v5 = match (&listener_v5, cfg.listen_v5) {
+        (Some(l), Some(a)) => Some(local("listen_v5", l, a)?),
+        _ => None,
+    };
+    let inner = internal()?;
+    let inner_v5 = listener_v5.as_ref().map(|_| internal()).transpose()?;
     let config = Config {
         id: 0,
         router: RouterConfig {
             max_connections: cfg.max_connections,
-            max_outgoing_packet_count: 200,
-            max_segment_size: SEGMENT_SIZE.max(cfg.max_payload_size * 2),
-            max_segment_count: SEGMENT_COUNT,
+            max_outgoing_packet_count: cfg.max_queued,
+            max_segment_size: cfg.segment_size.max(cfg.max_payload_size),
+            max_segment_count: cfg.segment_count,
             ..RouterConfig::default()
         },
         v4: Some(HashMap::from([(
             "1".to_owned(),
-            server("hazgate-v4", local_addr, cfg, &auth),
+            server("hazgate-v4", inner, cfg, &auth),
         )])),
-        v5: local_addr_v5
+        v5: inner_v5
             .map(|a| HashMap::from([("1".to_owned(), server("hazgate-v5", a, cfg, &auth))])),
         ..Config::default()
     };
@@ -147,7 +181,7 @@ pub async fn start_broker(cfg: &EmbeddedBroker) -> Result<BrokerHandle, BrokerEr
         })
         .map_err(BrokerError::Thread)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    for addr in std::iter::once(local_addr).chain(local_addr_v5) {
+    for addr in std::iter::once(inner).chain(inner_v5) {
         loop {
             let probe = tokio::time::timeout(
                 Duration::from_millis(500),
@@ -162,6 +196,32 @@ pub async fn start_broker(cfg: &EmbeddedBroker) -> Result<BrokerHandle, BrokerEr
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+    let limits = Limits {
+        max_packet: cfg.max_payload_size,
+        max_topic_length: cfg.max_topic_length,
+        max_topics: cfg.max_topics,
+        max_filters: cfg.max_filters,
+        max_sessions: cfg.max_sessions,
+        max_connections: cfg.max_connections,
+        connect_timeout: cfg.connection_timeout,
+        credentials: auth
+            .as_ref()
+            .and_then(|a| a.iter().next())
+            .map(|(u, p)| (u.clone(), p.clone())),
+    };
+    for (l, up, field, addr) in std::iter::once((listener, inner, "listen", local_addr)).chain(
+        listener_v5
+            .zip(inner_v5)
+            .map(|(l, up)| (l, up, "listen_v5", local_addr_v5.unwrap_or(local_addr))),
+    ) {
+        broker_guard::spawn(l, up, limits.clone(), metrics.mqtt_broker_refused.clone()).map_err(
+            |source| BrokerError::Bind {
+                field,
+                addr,
+                source,
+            },
+        )?;
     }
     info!(listen = %local_addr, listen_v5 = ?local_addr_v5, authenticated = auth.is_some(), "embedded MQTT broker started");
     Ok(BrokerHandle {

@@ -23,6 +23,7 @@
 //!   broker then holds further messages: TCP and QoS 1 flow control), nothing is dropped.
 
 pub mod broker;
+mod broker_guard;
 pub mod mapping;
 
 use std::collections::HashMap;
