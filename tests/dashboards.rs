@@ -94,9 +94,9 @@ fn shipped_dashboards_are_the_demo_configs() {
     }
     let prov = std::fs::read_to_string(dir.join("provisioning/dashboards.yaml")).expect("yaml");
     assert!(prov.contains(&format!("path: {}\n", hazgate::dashboards::INSTALL_DIR)));
-    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
+    let deb = std::fs::read_to_string(root().join("scripts/build-deb")).expect("scripts/build-deb");
     assert!(
-        cargo.contains(r#"["dashboards/*.json", "usr/share/hazgate/dashboards/", "644"]"#),
+        deb.contains(r#"dashboards/*.json "$stage/usr/share/hazgate/dashboards/""#),
         "the package installs the dashboards where the provisioning file points"
     );
 }
