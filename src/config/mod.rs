@@ -127,6 +127,21 @@ pub struct Api {
     /// OpenAPI document and the status page's own files stay open.
     #[serde(default)]
     pub reads: ReadAccess,
+    /// Most API connections open at once; further clients wait in the kernel's accept queue
+    /// (they hold no descriptor of the gateway) until one closes. The API never holds more than
+    /// this many descriptors (plus its listener), so sources, outputs and receivers keep theirs.
+    #[serde(default = "default_api_connections")]
+    pub max_connections: usize,
+    /// A connection must send a complete request head within this long, counted from its
+    /// opening or from the end of the previous response (so it also bounds keep-alive idleness
+    /// between requests); otherwise it is closed.
+    #[serde(with = "humantime_serde", default = "default_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte was read or written for this long is closed (a request
+    /// body that trickles, a client that stopped reading its response or event stream). Must
+    /// be longer than `request_timeout` and than the event stream's 15 s keep-alive.
+    #[serde(with = "humantime_serde", default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
 }
 
 /// Read access to the API, see [`Api::reads`].
@@ -146,8 +161,21 @@ impl Default for Api {
             listen: default_listen(),
             request_timeout: default_api_timeout(),
             reads: ReadAccess::default(),
+            max_connections: default_api_connections(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
         }
     }
+}
+
+fn default_api_connections() -> usize {
+    128
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_listen() -> SocketAddr {
