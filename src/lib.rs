@@ -19,6 +19,7 @@
 //! - [`api`]: the axum router (`/healthz`, `/readyz`, `/metrics`, `/api/v1/...`).
 //! - [`app`]: wires the pipeline, supervises tasks, drains on shutdown.
 //! - [`state`], [`telemetry`], [`queue`]: snapshots, metrics and health, the drop-oldest queue.
+//! - [`private_fs`]: state directories and files created 0750/0640 whatever the umask.
 //!
 //! See `docs/ARCHITECTURE.md` for the invariants and the data schema.
 
@@ -28,6 +29,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod model;
+pub mod private_fs;
 pub mod queue;
 pub mod rules;
 pub mod sources;

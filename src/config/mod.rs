@@ -635,9 +635,27 @@ impl<'de> Deserialize<'de> for SecretRef {
                 f.write_str("{ env = \"VAR\" } or { file = \"/path\" }")
             }
             fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
-                Err(E::custom(
-                    "secrets are never written inline: use { env = \"VAR\" } or { file = \"/path\" }",
-                ))
+                Err(inline())
+            }
+            // Every other inline value is refused the same way: serde's default message would
+            // quote it (`invalid type: integer `8675309``).
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretRef, E> {
+                Err(inline())
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretRef, E> {
+                Err(inline())
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretRef, E> {
+                Err(inline())
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretRef, E> {
+                Err(inline())
+            }
+            fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<SecretRef, E> {
+                Err(inline())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<SecretRef, A::Error> {
+                Err(inline())
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -649,6 +667,11 @@ impl<'de> Deserialize<'de> for SecretRef {
                     file: t.file,
                 })
             }
+        }
+        fn inline<E: serde::de::Error>() -> E {
+            E::custom(format_args!(
+                "{INLINE_SECRET}: use {{ env = \"VAR\" }} or {{ file = \"/path\" }}"
+            ))
         }
         d.deserialize_any(V)
     }
@@ -719,8 +742,72 @@ pub enum LoadError {
 pub fn parse(text: &str, path: &Path) -> Result<Config, LoadError> {
     toml::from_str(text).map_err(|e| LoadError::Parse {
         path: path.to_owned(),
-        message: e.to_string().trim_end().to_owned(),
+        message: parse_message(e, text),
     })
+}
+
+/// The parser's message with the line, column and key path of the error, never the text of
+/// the line: it may hold a secret written inline (the toml crate's own message quotes it).
+fn parse_message(mut e: toml::de::Error, text: &str) -> String {
+    let at = e.span().map(|span| {
+        let start = span.start.min(text.len());
+        let before = text.get(..start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        format!("line {line}, column {column}: ")
+    });
+    // Without its input the error prints its message and the key path (`in `a.b``).
+    e.set_input(None);
+    let body = e
+        .to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    // Inside `[[sources]]`, `[[outputs]]` and `[[receivers]]` (tagged by `kind`) the parser
+    // loses the key: name every inline secret's path from the untyped document.
+    let mut paths = Vec::new();
+    if body.contains(INLINE_SECRET) {
+        if let Ok(doc) = text.parse::<toml::Table>() {
+            inline_secrets(&doc, "", &mut paths);
+        }
+    }
+    paths.retain(|p| !body.contains(&format!("`{p}`")));
+    let paths = if paths.is_empty() {
+        String::new()
+    } else {
+        format!(" (at `{}`)", paths.join("`, `"))
+    };
+    format!("{}{body}{paths}", at.unwrap_or_default())
+}
+
+const INLINE_SECRET: &str = "secrets are never written inline";
+
+/// Paths of secret-bearing keys whose value is not an `{ env }`/`{ file }` table.
+fn inline_secrets(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    let in_sm4 = prefix.ends_with("sm4");
+    for (k, v) in t {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let secret = matches!(k.as_str(), "password" | "token" | "secret" | "hmac_secret")
+            || (in_sm4 && matches!(k.as_str(), "key" | "iv"));
+        match v {
+            toml::Value::Table(sub) => inline_secrets(sub, &path, out),
+            _ if secret => out.push(path),
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let toml::Value::Table(sub) = item {
+                        inline_secrets(sub, &format!("{path}[{i}]"), out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Reads, parses and validates a configuration file. Warnings are returned with the result.
