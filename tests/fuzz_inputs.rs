@@ -99,6 +99,12 @@ fn check_outcome(m: &Mapper, topic: &str, payload: &[u8]) {
         if let Reading::Good(v) = s.reading {
             assert!(v.is_finite(), "Good({v}) from {payload:?}");
         }
+        // Even with 100-year limits no sample leaves 1970..9999 (formatters panic outside).
+        assert!(
+            s.ts >= UNIX_EPOCH && s.ts < UNIX_EPOCH + Duration::from_secs(253_402_300_800),
+            "{:?} from {payload:?}",
+            s.ts
+        );
     }
 }
 
@@ -128,6 +134,8 @@ fn the_timestamp_that_panicked_the_mqtt_source_is_a_bad_decode_sample() {
     ] {
         let o = mapper("auto").map("j/d1", payload.as_bytes(), now());
         assert_eq!(o.samples.len(), 1, "{payload}: {o:?}");
+        assert_eq!(o.samples[0].ts, now(), "{payload}: the receive time");
+        assert_eq!(o.issues[0].kind(), "timestamp_clamped", "{payload}");
     }
     let o = mapper("s").map("j/d1", br#"{"value":1,"ts":1e15}"#, now());
     assert_eq!(o.samples.len(), 1, "{o:?}");

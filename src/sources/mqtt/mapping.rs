@@ -510,7 +510,13 @@ impl Mapper {
                 Ok(dev) => {
                     let future = dev.duration_since(now).unwrap_or_default();
                     let past = now.duration_since(dev).unwrap_or_default();
-                    if future > self.limits.max_future || past > self.limits.max_past {
+                    // Whatever the limits, a time before 1970 or after 9999 is out of range:
+                    // the rest of the gateway (line protocol, messages) never sees one.
+                    let representable = dev >= UNIX_EPOCH && dev < UNIX_EPOCH + MAX_TIME;
+                    if future > self.limits.max_future
+                        || past > self.limits.max_past
+                        || !representable
+                    {
                         let d = format!(
                             "{channel}: device time {} is {} the gateway's clock",
                             fmt_time(dev),
@@ -574,6 +580,9 @@ impl Mapper {
         });
     }
 }
+
+/// 10000-01-01T00:00:00Z after the epoch.
+const MAX_TIME: Duration = Duration::from_secs(253_402_300_800);
 
 fn trunc(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs())
