@@ -297,14 +297,8 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         cfg.api.request_timeout,
     );
     let api_stop2 = api_stop.clone();
-    let api = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { api_stop2.cancelled().await })
-            .await
-        {
-            error!(error = %e, "API server failed");
-        }
-    });
+    let limits = api::serve::Limits::from_config(&cfg.api);
+    let api = tokio::spawn(api::serve::serve(listener, app, limits, api_stop2));
     info!(api = %api_addr, site = %cfg.site.id, channels = cfg.channels.len(), sources = cfg.sources.len() + cfg.mqtt_sources.len(), outputs = cfg.outputs.len(), "gateway started");
 
     let grace = cfg.gateway.shutdown_grace;

@@ -22,6 +22,7 @@
 //! - [`state`], [`telemetry`], [`queue`]: snapshots, metrics and health, the drop-oldest queue.
 //! - [`storage`]: the CRC-line log shared by the alarm journal and the alert outbox.
 //! - [`journal`]: syslog priority prefixes when stderr is the systemd journal.
+//! - [`private_fs`]: state directories and files created 0750/0640 whatever the umask.
 //!
 //! See `docs/ARCHITECTURE.md` for the invariants and the data schema.
 
@@ -33,6 +34,7 @@ pub mod dashboards;
 pub mod demo;
 pub mod journal;
 pub mod model;
+pub mod private_fs;
 pub mod queue;
 pub mod rules;
 pub mod sources;

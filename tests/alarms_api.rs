@@ -233,8 +233,8 @@ async fn scenario() {
     let c = cfg(dir.path(), "viewer");
     let mut g = start(&c).await;
 
-    // `reads = "viewer"`: every read under /api/v1 needs a token (header, or `access_token` for
-    // the browser's EventSource); the OpenAPI document stays open.
+    // `reads = "viewer"`: every read under /api/v1 needs a token in the Authorization header
+    // (the browser's EventSource uses a stream ticket); the OpenAPI document stays open.
     for path in [
         "/api/v1/channels",
         "/api/v1/devices",
@@ -253,7 +253,11 @@ async fn scenario() {
             None,
         )
         .await;
-    assert_eq!(code, StatusCode::OK, "token as a query parameter");
+    assert_eq!(
+        code,
+        StatusCode::UNAUTHORIZED,
+        "a token in the URL (proxy logs, browser history) is not accepted"
+    );
     let (code, _, _) = g
         .req("GET", "/api/v1/channels?access_token=guess", None, None)
         .await;
@@ -487,4 +491,166 @@ async fn scenario() {
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(body["alarm"]["state"], "normal");
     g.stop().await;
+}
+
+/// One router for several requests (stream tickets live in the router).
+async fn call(router: &axum::Router, req: Request<Body>) -> axum::response::Response {
+    router.clone().oneshot(req).await.expect("infallible")
+}
+
+#[tokio::test]
+async fn viewer_reads_guard_every_method_and_the_stream_takes_a_single_use_ticket() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cfg(dir.path(), "viewer");
+        let g = start(&c).await;
+        let router = app(g.api.clone(), Duration::from_secs(5));
+        // Before: HEAD (and every method but GET) passed the read guard: 200 with the length.
+        for method in ["HEAD", "GET", "OPTIONS", "PUT", "DELETE", "PATCH"] {
+            for path in [
+                "/api/v1/channels",
+                "/api/v1/alarms",
+                "/api/v1/notifications",
+            ] {
+                let r = Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .body(Body::empty());
+                let resp = call(&router, r.expect("request")).await;
+                assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+            }
+        }
+        let r = Request::head("/api/v1/channels")
+            .header(header::AUTHORIZATION, format!("Bearer {VIEWER}"))
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(
+            call(&router, r).await.status(),
+            StatusCode::OK,
+            "HEAD with a token"
+        );
+
+        // The stream: no token, or a token in the URL, is refused.
+        for uri in [
+            "/api/v1/stream",
+            &format!("/api/v1/stream?access_token={VIEWER}"),
+        ] {
+            let r = Request::get(uri).body(Body::empty()).expect("request");
+            assert_eq!(
+                call(&router, r).await.status(),
+                StatusCode::UNAUTHORIZED,
+                "{uri}"
+            );
+        }
+        // A ticket costs a token.
+        let r = Request::post("/api/v1/stream/ticket")
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(call(&router, r).await.status(), StatusCode::UNAUTHORIZED);
+        let r = Request::post("/api/v1/stream/ticket")
+            .header(header::AUTHORIZATION, format!("Bearer {VIEWER}"))
+            .body(Body::empty())
+            .expect("request");
+        let resp = call(&router, r).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let v: Value = serde_json::from_slice(&bytes).expect("json");
+        let ticket = v["ticket"].as_str().expect("ticket").to_owned();
+        assert_eq!(v["expires_in"], 60);
+        assert!(!ticket.contains(VIEWER) && ticket.len() == 64, "{ticket}");
+        // It opens one stream, once.
+        let uri = format!("/api/v1/stream?ticket={ticket}");
+        let resp = call(
+            &router,
+            Request::get(&uri).body(Body::empty()).expect("request"),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        drop(resp);
+        let resp = call(
+            &router,
+            Request::get(&uri).body(Body::empty()).expect("request"),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "a used ticket");
+        // Only on the stream: a ticket is no token for other reads.
+        let r = Request::post("/api/v1/stream/ticket")
+            .header(header::AUTHORIZATION, format!("Bearer {OP}"))
+            .body(Body::empty())
+            .expect("request");
+        let bytes = axum::body::to_bytes(call(&router, r).await.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let t2 = serde_json::from_slice::<Value>(&bytes).expect("json")["ticket"]
+            .as_str()
+            .expect("ticket")
+            .to_owned();
+        let r = Request::get(format!("/api/v1/channels?ticket={t2}"))
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(call(&router, r).await.status(), StatusCode::UNAUTHORIZED);
+        drop(g);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn status_page_and_api_responses_carry_security_headers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cfg(dir.path(), "open");
+    let g = start(&c).await;
+    let router = app(g.api.clone(), Duration::from_secs(5));
+    for path in [
+        "/",
+        "/assets/status.js",
+        "/assets/status.css",
+        "/api/v1/channels",
+    ] {
+        let resp = call(
+            &router,
+            Request::get(path).body(Body::empty()).expect("request"),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let h = resp.headers();
+        let csp = h
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("{path}: no Content-Security-Policy"));
+        assert!(
+            csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+            "{csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+    }
+    // The page keeps to its policy: no inline script or style.
+    let resp = call(
+        &router,
+        Request::get("/").body(Body::empty()).expect("request"),
+    )
+    .await;
+    let html = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body")
+            .to_vec(),
+    )
+    .expect("utf-8");
+    assert!(
+        !html.contains("<style") && !html.contains(" style="),
+        "inline style"
+    );
+    for script in html.split("<script").skip(1) {
+        assert!(
+            script.trim_start().starts_with("src="),
+            "inline script: {script}"
+        );
+    }
+    drop(g);
 }

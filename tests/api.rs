@@ -135,6 +135,7 @@ async fn openapi_documents_every_route_and_only_existing_ones() {
         "/api/v1/channels",
         "/api/v1/devices",
         "/api/v1/stream",
+        "/api/v1/stream/ticket",
         "/api/v1/openapi.json",
     ] {
         assert!(

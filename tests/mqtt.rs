@@ -612,3 +612,42 @@ max_age = "1500ms"
     .await
     .expect("test timed out");
 }
+
+/// Issue 13: `parse_rfc3339` cut this timestamp inside the `€` and the panic killed the source
+/// task. Now the channel reads Bad(decode) and the next message is read by the same task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_with_a_multibyte_character_is_bad_decode_and_the_source_keeps_running() {
+    tokio::time::timeout(LIMIT, async {
+        let broker = support::mosquitto();
+        let mut text = source_cfg(broker.port, "3.1.1", "");
+        text.push_str(
+            "[[sources.topics]]\nfilter = \"plant/{area}/json/{device}\"\nchannel = \"{area}.{device}.lel\"\ntimestamp = \"ts\"\nstatus = \"status\"\n",
+        );
+        let cfg = resolve(&text);
+        let mut h = run(&cfg);
+        h.subscribed().await;
+        let msgs = [
+            (
+                "plant/a/json/gd1",
+                r#"{"value":1.0,"ts":"aaaa€bbbbb","status":"ok"}"#.to_owned(),
+                QoS::AtLeastOnce,
+                false,
+            ),
+            ("plant/a/num/gd1", "7".to_owned(), QoS::AtLeastOnce, false),
+        ];
+        publish(broker.port, None, &msgs).await;
+        let samples = h.samples(2).await;
+        assert!(
+            matches!(
+                samples[0].reading,
+                Reading::Bad(hazgate::model::BadReason::Decode { .. })
+            ),
+            "{samples:?}"
+        );
+        assert_eq!(samples[1].reading, Reading::Good(7.0), "{samples:?}");
+        // `stop` fails if the task panicked.
+        h.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}

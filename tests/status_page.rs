@@ -100,6 +100,16 @@ async fn status_page_shows_values_alarms_and_faults() {
         // clicking it reaches the engine and shows in the alarm's audit trail.
         let token_input = browser.find_all("#token").await.pop().expect("token input");
         browser.type_text(&token_input, "demo-test-token\n").await;
+        // With a token the live stream is reopened with a single-use ticket, never the token,
+        // in its URL, and keeps delivering values.
+        let url = support::eventually(Duration::from_secs(15), "the stream open with a ticket", || async {
+            let v = browser
+                .eval("return (typeof source !== 'undefined' && source && source.readyState === 1) ? source.url : null;")
+                .await;
+            v.as_str().filter(|u| u.contains("?ticket=")).map(str::to_owned)
+        })
+        .await;
+        assert!(!url.contains("demo-test-token"), "{url}");
         let note = browser
             .find_all("#user-note")
             .await

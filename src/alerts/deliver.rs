@@ -382,27 +382,49 @@ impl Worker {
         if !status.is_success() {
             return Err(format!("HTTP {status}"));
         }
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("answer is not JSON: {}", http_error(e)))?;
-        let code = v
-            .get("errcode")
-            .or_else(|| v.get("code"))
-            .or_else(|| v.get("StatusCode"))
-            .and_then(Value::as_i64);
-        match code {
-            Some(0) => Ok(()),
-            Some(c) => {
-                let msg = v
-                    .get("errmsg")
-                    .or_else(|| v.get("msg"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                Err(format!("robot answered code {c}: {msg}"))
-            }
-            None => Err("robot answer has no errcode/code".into()),
+        robot_answer(&read_capped(resp, MAX_ANSWER).await?)
+    }
+}
+
+/// Most bytes of a receiver's answer that are read; a longer answer is refused (a hostile or
+/// broken receiver cannot grow the gateway's memory).
+pub const MAX_ANSWER: usize = 64 * 1024;
+
+/// Reads a response body up to `max` bytes.
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(http_error)? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("answer longer than {max} bytes"));
         }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Judges an IM robot's answer body (WeCom/DingTalk `errcode`, Feishu `code`/`StatusCode`):
+/// delivered only when the code is 0. Any bytes give `Ok` or an error, never a panic.
+pub fn robot_answer(body: &[u8]) -> Result<(), String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("answer is not JSON: {e}"))?;
+    let code = v
+        .get("errcode")
+        .or_else(|| v.get("code"))
+        .or_else(|| v.get("StatusCode"))
+        .and_then(Value::as_i64);
+    match code {
+        Some(0) => Ok(()),
+        Some(c) => {
+            let msg = v
+                .get("errmsg")
+                .or_else(|| v.get("msg"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            Err(format!(
+                "robot answered code {c}: {}",
+                crate::sources::mqtt::mapping::excerpt(msg.as_bytes())
+            ))
+        }
+        None => Err("robot answer has no errcode/code".into()),
     }
 }
 

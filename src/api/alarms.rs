@@ -2,7 +2,7 @@
 //!
 //! Actions need `Authorization: Bearer TOKEN` with an operator token from `[[alarms.tokens]]`;
 //! reads need a viewer or operator token when `[api] reads = "viewer"` ([`read_guard`], which
-//! covers every `GET` under `/api/v1`), and are open otherwise. A missing or unknown token is
+//! covers every method under `/api/v1`), and are open otherwise. A missing or unknown token is
 //! answered 401 (with `WWW-Authenticate: Bearer`), a viewer token on an action 403. Actions are carried out by the rule engine (the only writer of alarm state)
 //! and answered after they are journaled; the token's name is recorded as `by`.
 //!
@@ -73,27 +73,22 @@ pub(super) fn handle(s: &ApiState) -> Result<&AlarmsHandle, ApiError> {
     })
 }
 
-/// The bearer token of a request: `Authorization: Bearer TOKEN`, or for reads only an
-/// `access_token` query parameter (browsers cannot set headers on an `EventSource`).
-fn bearer<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Result<&'a str, ApiError> {
+/// The bearer token of a request: `Authorization: Bearer TOKEN` only. Tokens never travel in a
+/// URL (proxy logs, browser history); `EventSource` clients use a stream ticket
+/// ([`super::tickets`]).
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.into());
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value
-            .to_str()
-            .map_err(|_| unauthorized("malformed Authorization header"))?;
-        return value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized("expected `Authorization: Bearer TOKEN`"));
-    }
-    query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|kv| kv.strip_prefix("access_token="))
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing bearer token"))?
+        .to_str()
+        .map_err(|_| unauthorized("malformed Authorization header"))?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| unauthorized("missing bearer token"))
+        .ok_or_else(|| unauthorized("expected `Authorization: Bearer TOKEN`"))
 }
 
 /// Checks the bearer token; returns the holder's name.
@@ -102,7 +97,7 @@ pub(super) fn authorize(
     headers: &HeaderMap,
     need: Role,
 ) -> Result<String, ApiError> {
-    let token = bearer(headers, None)?;
+    let token = bearer(headers)?;
     let (name, role) = h
         .authenticate(token)
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))?;
@@ -115,21 +110,22 @@ pub(super) fn authorize(
     Ok(name.to_owned())
 }
 
-/// Middleware for `[api] reads = "viewer"`: a `GET` under `/api/v1/` (except the OpenAPI
-/// document) needs a viewer or operator token. Actions check the operator role themselves.
+/// Middleware for `[api] reads = "viewer"`: every request under `/api/v1/` (any method: `GET`,
+/// `HEAD`, `OPTIONS`, …; except the OpenAPI document) needs a viewer or operator token, or
+/// for the event stream a redeemed ticket. Actions check the operator role themselves.
 pub async fn read_guard(
     State(s): State<ApiState>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let path = req.uri().path();
-    let guarded = req.method() == axum::http::Method::GET
-        && path.starts_with("/api/v1/")
-        && path != "/api/v1/openapi.json";
+    let guarded = path.starts_with("/api/v1/")
+        && path != "/api/v1/openapi.json"
+        && req.extensions().get::<super::tickets::Redeemed>().is_none();
     if guarded {
         if let Some(h) = s.state.alarms.get() {
             if h.reads == ReadAccess::Viewer {
-                let checked = bearer(req.headers(), req.uri().query()).and_then(|t| {
+                let checked = bearer(req.headers()).and_then(|t| {
                     h.authenticate(t)
                         .map(|_| ())
                         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))

@@ -1,12 +1,15 @@
 //! The HTTP API. [`app`] builds the router so tests can call it without a socket.
 //!
 //! Stable paths: `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /api/v1/channels`,
-//! `GET /api/v1/devices`, `GET /api/v1/stream` (Server-Sent Events), `GET /api/v1/openapi.json`,
+//! `GET /api/v1/devices`, `GET /api/v1/stream` (Server-Sent Events; `POST /api/v1/stream/ticket`
+//! gives a browser a single-use ticket for it, see [`tickets`]), `GET /api/v1/openapi.json`,
 //! the alarm routes of [`alarms`], `GET /api/v1/notifications` ([`notifications`]), and the status page at `/` (assets embedded in the binary,
 //! nothing from a CDN).
 
 pub mod alarms;
 pub mod notifications;
+pub mod serve;
+pub mod tickets;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -37,7 +40,8 @@ pub struct ApiState {
 /// The router.
 pub fn app(s: ApiState, request_timeout: Duration) -> Router {
     // The event stream is long-lived: it is not under the request timeout.
-    let events = Router::new().route("/api/v1/stream", get(stream));
+    let events = Router::new().route(tickets::STREAM_PATH, get(stream));
+    let stream_tickets = Arc::new(tickets::Tickets::default());
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route(
@@ -67,6 +71,7 @@ pub fn app(s: ApiState, request_timeout: Duration) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/channels", get(channels))
         .route("/api/v1/devices", get(devices))
+        .route("/api/v1/stream/ticket", axum::routing::post(tickets::issue))
         .merge(alarms::router())
         .merge(notifications::router())
         .layer(TimeoutLayer::with_status_code(
@@ -78,7 +83,39 @@ pub fn app(s: ApiState, request_timeout: Duration) -> Router {
             s.clone(),
             alarms::read_guard,
         ))
+        .layer(axum::middleware::from_fn(tickets::guard))
+        .layer(axum::Extension(stream_tickets))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(s)
+}
+
+/// The status page's only sources are its own files; nothing may frame it (clickjacking of the
+/// acknowledge and reset buttons) and no response is content-sniffed. Sent on every response,
+/// so also on JSON that a browser is tricked into rendering. The page therefore has no inline
+/// `<script>`, `<style>` or `style=` attributes.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; \
+    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+async fn security_headers(mut resp: axum::response::Response) -> axum::response::Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    resp
 }
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
@@ -107,7 +144,7 @@ async fn stream(
             }
         },
     );
-    Sse::new(st).keep_alive(KeepAlive::default())
+    Sse::new(st).keep_alive(KeepAlive::new().interval(serve::STREAM_KEEP_ALIVE))
 }
 
 async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {

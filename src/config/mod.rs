@@ -148,6 +148,21 @@ pub struct Api {
     /// OpenAPI document and the status page's own files stay open.
     #[serde(default)]
     pub reads: ReadAccess,
+    /// Most API connections open at once; further clients wait in the kernel's accept queue
+    /// (they hold no descriptor of the gateway) until one closes. The API never holds more than
+    /// this many descriptors (plus its listener), so sources, outputs and receivers keep theirs.
+    #[serde(default = "default_api_connections")]
+    pub max_connections: usize,
+    /// A connection must send a complete request head within this long, counted from its
+    /// opening or from the end of the previous response (so it also bounds keep-alive idleness
+    /// between requests); otherwise it is closed.
+    #[serde(with = "humantime_serde", default = "default_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte was read or written for this long is closed (a request
+    /// body that trickles, a client that stopped reading its response or event stream). Must
+    /// be longer than `request_timeout` and than the event stream's 15 s keep-alive.
+    #[serde(with = "humantime_serde", default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
 }
 
 /// Read access to the API, see [`Api::reads`].
@@ -167,8 +182,21 @@ impl Default for Api {
             listen: default_listen(),
             request_timeout: default_api_timeout(),
             reads: ReadAccess::default(),
+            max_connections: default_api_connections(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
         }
     }
+}
+
+fn default_api_connections() -> usize {
+    128
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_listen() -> SocketAddr {
@@ -628,9 +656,27 @@ impl<'de> Deserialize<'de> for SecretRef {
                 f.write_str("{ env = \"VAR\" } or { file = \"/path\" }")
             }
             fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
-                Err(E::custom(
-                    "secrets are never written inline: use { env = \"VAR\" } or { file = \"/path\" }",
-                ))
+                Err(inline())
+            }
+            // Every other inline value is refused the same way: serde's default message would
+            // quote it (`invalid type: integer `8675309``).
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretRef, E> {
+                Err(inline())
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretRef, E> {
+                Err(inline())
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretRef, E> {
+                Err(inline())
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretRef, E> {
+                Err(inline())
+            }
+            fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<SecretRef, E> {
+                Err(inline())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<SecretRef, A::Error> {
+                Err(inline())
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -642,6 +688,11 @@ impl<'de> Deserialize<'de> for SecretRef {
                     file: t.file,
                 })
             }
+        }
+        fn inline<E: serde::de::Error>() -> E {
+            E::custom(format_args!(
+                "{INLINE_SECRET}: use {{ env = \"VAR\" }} or {{ file = \"/path\" }}"
+            ))
         }
         d.deserialize_any(V)
     }
@@ -712,8 +763,72 @@ pub enum LoadError {
 pub fn parse(text: &str, path: &Path) -> Result<Config, LoadError> {
     toml::from_str(text).map_err(|e| LoadError::Parse {
         path: path.to_owned(),
-        message: e.to_string().trim_end().to_owned(),
+        message: parse_message(e, text),
     })
+}
+
+/// The parser's message with the line, column and key path of the error, never the text of
+/// the line: it may hold a secret written inline (the toml crate's own message quotes it).
+fn parse_message(mut e: toml::de::Error, text: &str) -> String {
+    let at = e.span().map(|span| {
+        let start = span.start.min(text.len());
+        let before = text.get(..start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        format!("line {line}, column {column}: ")
+    });
+    // Without its input the error prints its message and the key path (`in `a.b``).
+    e.set_input(None);
+    let body = e
+        .to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    // Inside `[[sources]]`, `[[outputs]]` and `[[receivers]]` (tagged by `kind`) the parser
+    // loses the key: name every inline secret's path from the untyped document.
+    let mut paths = Vec::new();
+    if body.contains(INLINE_SECRET) {
+        if let Ok(doc) = text.parse::<toml::Table>() {
+            inline_secrets(&doc, "", &mut paths);
+        }
+    }
+    paths.retain(|p| !body.contains(&format!("`{p}`")));
+    let paths = if paths.is_empty() {
+        String::new()
+    } else {
+        format!(" (at `{}`)", paths.join("`, `"))
+    };
+    format!("{}{body}{paths}", at.unwrap_or_default())
+}
+
+const INLINE_SECRET: &str = "secrets are never written inline";
+
+/// Paths of secret-bearing keys whose value is not an `{ env }`/`{ file }` table.
+fn inline_secrets(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    let in_sm4 = prefix.ends_with("sm4");
+    for (k, v) in t {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let secret = matches!(k.as_str(), "password" | "token" | "secret" | "hmac_secret")
+            || (in_sm4 && matches!(k.as_str(), "key" | "iv"));
+        match v {
+            toml::Value::Table(sub) => inline_secrets(sub, &path, out),
+            _ if secret => out.push(path),
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let toml::Value::Table(sub) = item {
+                        inline_secrets(sub, &format!("{path}[{i}]"), out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Reads, parses and validates a configuration file. Warnings are returned with the result.

@@ -179,6 +179,25 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     if cfg.gateway.shutdown_grace.is_zero() {
         p.err("gateway.shutdown_grace", "must be longer than 0s");
     }
+    if cfg.api.max_connections == 0 {
+        p.err("api.max_connections", "must be at least 1");
+    }
+    if cfg.api.header_read_timeout.is_zero() {
+        p.err("api.header_read_timeout", "must be longer than 0s");
+    }
+    let idle_min = cfg
+        .api
+        .request_timeout
+        .max(crate::api::serve::STREAM_KEEP_ALIVE);
+    if cfg.api.idle_timeout <= idle_min {
+        p.err(
+            "api.idle_timeout",
+            format!(
+                "must be longer than {} (request_timeout and the event stream's keep-alive)",
+                humantime::format_duration(idle_min)
+            ),
+        );
+    }
 
     // Sources.
     let mut sources: BTreeMap<String, usize> = BTreeMap::new();

@@ -41,7 +41,7 @@
 //!   crash loses nothing that was appended, whatever the policy.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -146,7 +146,7 @@ impl Spool {
     /// Opens (or creates) the spool in `cfg.dir`, scanning existing segments.
     pub fn open(cfg: SpoolConfig) -> io::Result<(Self, OpenReport)> {
         let dir = cfg.dir.clone();
-        fs::create_dir_all(&dir)?;
+        crate::private_fs::create_dir_all(&dir)?;
         let mut firsts = Vec::new();
         for e in fs::read_dir(&dir)? {
             let name = e?.file_name();
@@ -179,7 +179,10 @@ impl Spool {
         for (i, &first) in firsts.iter().enumerate() {
             let newest = i + 1 == firsts.len();
             let path = seg_path(&dir, first);
-            let mut f = OpenOptions::new().read(true).write(true).open(&path)?;
+            let mut f = crate::private_fs::open(
+                crate::private_fs::options().read(true).write(true),
+                &path,
+            )?;
             let size = f.metadata()?.len();
             let mut off = 0u64;
             let mut expect = first;
@@ -293,7 +296,10 @@ impl Spool {
             self.seal()?;
             let first = self.next_seq;
             let path = seg_path(&self.dir, first);
-            let f = OpenOptions::new().create(true).append(true).open(&path)?;
+            let f = crate::private_fs::open(
+                crate::private_fs::options().create(true).append(true),
+                &path,
+            )?;
             if self.cfg.fsync == FsyncPolicy::Batch {
                 f.sync_all()?;
                 File::open(&self.dir)?.sync_all()?;
@@ -564,7 +570,7 @@ impl Spool {
             }
         } else {
             let tmp = self.dir.join("acked.tmp");
-            let mut f = File::create(&tmp)?;
+            let mut f = crate::private_fs::create(&tmp)?;
             f.write_all(acked.as_bytes())?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
@@ -580,7 +586,10 @@ impl Spool {
         if size >= self.cfg.quarantine_size.bytes() {
             fs::rename(&path, self.dir.join(format!("{QUARANTINE_FILE}.1")))?;
         }
-        let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut f = crate::private_fs::open(
+            crate::private_fs::options().create(true).append(true),
+            &path,
+        )?;
         let mut buf = String::new();
         let msg: String = message
             .chars()

@@ -92,16 +92,37 @@ function token() { return sessionStorage.getItem("hazgate-token") || ""; }
 function authHeaders() { return token() ? { "Authorization": `Bearer ${token()}` } : {}; }
 
 let source = null;
-function connect() {
-  if (source) source.close();
-  const q = token() ? `?access_token=${encodeURIComponent(token())}` : "";
+// The stream's URL never carries the token: with a token the page first buys a single-use
+// ticket (valid 60 s) and buys a new one for every reconnection.
+async function connect() {
+  if (source) { source.close(); source = null; }
+  let q = "";
+  if (token()) {
+    try {
+      const r = await fetch("/api/v1/stream/ticket", { method: "POST", headers: authHeaders() });
+      // Refused (unknown token): try without one; that works when reads are open.
+      if (r.ok) q = `?ticket=${encodeURIComponent((await r.json()).ticket)}`;
+    } catch (_) { // gateway unreachable: try again
+      $("#conn").textContent = "reconnecting…";
+      setTimeout(() => { if (!source) connect(); }, 2000);
+      return;
+    }
+  }
+  if (source) return; // a newer connect() won the race
   const es = new EventSource(`/api/v1/stream${q}`);
   source = es;
   es.addEventListener("channels", (e) => {
     $("#conn").textContent = "live";
     renderChannels(JSON.parse(e.data));
   });
-  es.onerror = () => { $("#conn").textContent = "reconnecting…"; };
+  es.onerror = () => {
+    $("#conn").textContent = "reconnecting…";
+    if (q && source === es) { // a used ticket cannot reconnect: start over with a new one
+      es.close();
+      source = null;
+      setTimeout(() => { if (!source) connect(); }, 2000);
+    }
+  };
 }
 
 // Alarms from the alarm engine: acknowledge and reset need an operator token.

@@ -47,7 +47,9 @@ pub fn decode_words(words: &[u16], dt: DataType, order: ByteOrder, bit: Option<u
     match dt {
         DataType::Bool => {
             let w = u16::from_be_bytes([b[0], b[1]]);
-            Raw::Int(i128::from((w >> bit.unwrap_or(0)) & 1))
+            Raw::Int(i128::from(
+                w.checked_shr(u32::from(bit.unwrap_or(0))).unwrap_or(0) & 1,
+            ))
         }
         DataType::U16 => Raw::Int(i128::from(u16::from_be_bytes([b[0], b[1]]))),
         DataType::I16 => Raw::Int(i128::from(i16::from_be_bytes([b[0], b[1]]))),
@@ -99,7 +101,17 @@ pub fn to_reading(raw: Raw, def: &RegisterDef) -> Reading {
     let decimals = def.decimals.or_else(|| def.scale.map(scale_decimals));
     if let Some(d) = decimals {
         let m = 10f64.powi(i32::from(d));
-        v = (v * m).round() / m;
+        let r = (v * m).round() / m;
+        // Rounding a huge value can overflow to infinity: keep the unrounded value then.
+        if r.is_finite() {
+            v = r;
+        }
+    }
+    // A scale or span can push a finite raw value beyond f64 (or divide by a zero span).
+    if !v.is_finite() {
+        return Reading::Bad(BadReason::Decode {
+            detail: format!("scaling raw value {x} gives {v}"),
+        });
     }
     Reading::Good(v)
 }

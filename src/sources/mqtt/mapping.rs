@@ -510,10 +510,16 @@ impl Mapper {
                 Ok(dev) => {
                     let future = dev.duration_since(now).unwrap_or_default();
                     let past = now.duration_since(dev).unwrap_or_default();
-                    if future > self.limits.max_future || past > self.limits.max_past {
+                    // Whatever the limits, a time before 1970 or after 9999 is out of range:
+                    // the rest of the gateway (line protocol, messages) never sees one.
+                    let representable = dev >= UNIX_EPOCH && dev < UNIX_EPOCH + MAX_TIME;
+                    if future > self.limits.max_future
+                        || past > self.limits.max_past
+                        || !representable
+                    {
                         let d = format!(
                             "{channel}: device time {} is {} the gateway's clock",
-                            humantime::format_rfc3339_millis(dev),
+                            fmt_time(dev),
                             if future > Duration::ZERO {
                                 format!("{} ahead of", humantime::format_duration(trunc(future)))
                             } else {
@@ -574,6 +580,9 @@ impl Mapper {
         });
     }
 }
+
+/// 10000-01-01T00:00:00Z after the epoch.
+const MAX_TIME: Duration = Duration::from_secs(253_402_300_800);
 
 fn trunc(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs())
@@ -701,40 +710,36 @@ pub fn parse_ts(v: &Value, unit: TimestampUnit) -> Result<SystemTime, String> {
 }
 
 /// RFC 3339 with `Z` or a numeric offset (`+08:00`); a time without a zone is refused.
+/// Parsed by chrono: any text, however malformed, gives an error, never a panic.
 pub fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
-    let bad = || {
-        format!(
-            "`{}` is not an RFC 3339 time with a zone",
-            excerpt(s.as_bytes())
-        )
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(SystemTime::from)
+        .map_err(|_| {
+            format!(
+                "`{}` is not an RFC 3339 time with a zone",
+                excerpt(s.as_bytes())
+            )
+        })
+}
+
+/// RFC 3339 UTC with milliseconds for messages. Any time a device can send formats without a
+/// panic: before 1970, after 9999 and beyond chrono's range (shown as seconds since 1970).
+fn fmt_time(t: SystemTime) -> String {
+    let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (i128::from(d.as_secs()), d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            match d.subsec_nanos() {
+                0 => (-i128::from(d.as_secs()), 0),
+                n => (-i128::from(d.as_secs()) - 1, 1_000_000_000 - n),
+            }
+        }
     };
-    if s.ends_with(['Z', 'z']) {
-        return humantime::parse_rfc3339(&s.replace('z', "Z")).map_err(|_| bad());
-    }
-    if s.len() < 7 {
-        return Err(bad());
-    }
-    let (base, off) = s.split_at(s.len() - 6);
-    let ob = off.as_bytes();
-    let sign = match ob[0] {
-        b'+' => 1i64,
-        b'-' => -1,
-        _ => return Err(bad()),
-    };
-    if ob[3] != b':' {
-        return Err(bad());
-    }
-    let hh: i64 = off[1..3].parse().map_err(|_| bad())?;
-    let mm: i64 = off[4..6].parse().map_err(|_| bad())?;
-    let t = humantime::parse_rfc3339(&format!("{base}Z")).map_err(|_| bad())?;
-    let shift = Duration::from_secs(u64::try_from(hh * 3600 + mm * 60).map_err(|_| bad())?);
-    // Local time = UTC + offset, so UTC = local - offset.
-    if sign > 0 {
-        t.checked_sub(shift)
-    } else {
-        t.checked_add(shift)
-    }
-    .ok_or_else(bad)
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| chrono::DateTime::from_timestamp(s, nanos))
+        .map(|dt| dt.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| format!("{secs} s since 1970"))
 }
 
 /// At most 64 bytes of a payload, lossily decoded and escaped, for logs.
