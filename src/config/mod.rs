@@ -245,7 +245,8 @@ pub struct ModbusTcpSource {
     /// Connect timeout.
     #[serde(with = "humantime_serde", default = "default_connect_timeout")]
     pub connect_timeout: Duration,
-    /// Pause between two requests on this connection (slow converters).
+    /// Silence before every request on this connection, whichever unit (slow converters); RTU
+    /// over TCP keeps at least 3.5 characters at 9600 baud (4.0 ms).
     #[serde(with = "humantime_serde", default)]
     pub pause: Duration,
     /// Largest gap (in registers or bits) bridged when coalescing reads.

@@ -55,7 +55,8 @@ pub struct ModbusRtuSource {
     /// so a late reply is never taken as the answer to the next request.
     #[serde(with = "humantime_serde", default = "default_drain")]
     pub drain: Duration,
-    /// Pause between two requests on the bus (devices that need a turnaround time).
+    /// Silence on the bus before every request, whatever unit it goes to (slow slaves and
+    /// auto-direction converters need a turnaround time); never less than 3.5 character times.
     #[serde(with = "humantime_serde", default)]
     pub pause: Duration,
     /// Largest gap (in registers or bits) bridged when coalescing reads.
@@ -145,9 +146,37 @@ impl ModbusLink {
         }
     }
 
+    /// The shortest silence on the line before a request: the Modbus serial line's 3.5
+    /// character times (a character is start + data + parity + stop bits; above 19200 baud the
+    /// specification fixes 1.75 ms). RTU over TCP: the converter's serial baud is unknown, so
+    /// 9600 baud 8E1 (11 bits, the specification's default and the slowest common setting) is
+    /// assumed: 4.0 ms. Modbus TCP: none.
+    pub fn min_silence(&self) -> Duration {
+        match self {
+            ModbusLink::Tcp { .. } => Duration::ZERO,
+            ModbusLink::RtuOverTcp { .. } => t35(9600, 11),
+            ModbusLink::Rtu(s) => {
+                let parity = u32::from(s.parity != Parity::None);
+                t35(
+                    s.baud_rate,
+                    1 + u32::from(s.data_bits) + parity + u32::from(s.stop_bits),
+                )
+            }
+        }
+    }
+
     /// True for RTU framing (no transaction ids: after a timeout the stream must be drained).
     pub fn is_rtu(&self) -> bool {
         !matches!(self, ModbusLink::Tcp { .. })
+    }
+}
+
+/// 3.5 character times at `baud` with `bits` per character (1.75 ms above 19200 baud).
+fn t35(baud: u32, bits: u32) -> Duration {
+    if baud > 19_200 {
+        Duration::from_micros(1750)
+    } else {
+        Duration::from_secs_f64(3.5 * f64::from(bits) / f64::from(baud.max(1)))
     }
 }
 
@@ -156,7 +185,8 @@ impl ModbusLink {
 pub struct ModbusTiming {
     /// Per-request timeout.
     pub timeout: Duration,
-    /// Pause between two requests on the connection.
+    /// Silence before every request on the connection or bus (never less than the link's
+    /// [`ModbusLink::min_silence`]).
     pub pause: Duration,
     /// Largest gap bridged when coalescing.
     pub max_gap: u16,

@@ -2,9 +2,10 @@
 //! TCP, RTU over TCP, RTU on a serial port), the commissioning probe ([`probe`]) and the poller
 //! task.
 //!
-//! One poller task per source (connection or serial bus). Requests on one source are serialized
-//! with the configured pause; separate sources poll concurrently, so a dead device costs only its
-//! own connection's time.
+//! One poller task per source (connection or serial bus). Requests on one source are serialized,
+//! each after `pause` of silence (never less than 3.5 character times on RTU framing) counted
+//! from the end of the previous request on the source, whatever unit either went to; separate
+//! sources poll concurrently, so a dead device costs only its own connection's time.
 //!
 //! Each device is polled per interval group (its default interval, and each distinct channel
 //! `poll_interval`); a group keeps its cadence and never catches up on missed polls.
@@ -137,6 +138,10 @@ pub async fn run_source(
     let mut drain_next = false;
     let src_label = src.id.to_string();
     let link_desc = src.link.describe();
+    let mut pacer = Pacer {
+        gap: src.timing.pause.max(src.link.min_silence()),
+        last: None,
+    };
     // Why the link is down, in words (for health and samples while waiting to reconnect).
     let mut link_down: Option<String> = None;
 
@@ -248,6 +253,7 @@ pub async fn run_source(
                                 &src,
                                 &metrics,
                                 &src_label,
+                                &mut pacer,
                             )
                             .await;
                             if let Some(fail) = polled.link_failure {
@@ -427,6 +433,29 @@ fn update_health(
     });
 }
 
+/// Keeps the line quiet before every request on a source, whichever unit it goes to: `pause`,
+/// and never less than the link's 3.5 character times. Measured from the end of the previous
+/// request (its answer, timeout or error), so a bus shared by several units gets the same
+/// turnaround before the first request of each unit as between one unit's requests.
+struct Pacer {
+    gap: Duration,
+    last: Option<Instant>,
+}
+
+impl Pacer {
+    async fn wait(&self) {
+        if let Some(due) = self.last.map(|t| t + self.gap) {
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+    }
+
+    fn done(&mut self) {
+        self.last = Some(Instant::now());
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LinkFailure {
     /// No answer in time: drain (RTU) or reconnect (TCP).
@@ -456,6 +485,7 @@ async fn poll_reads(
     src: &ResolvedSource,
     metrics: &Metrics,
     src_label: &str,
+    pacer: &mut Pacer,
 ) -> Polled {
     ctx.set_slave(Slave(dev.unit_id));
     let timeout = src.timing.timeout;
@@ -467,13 +497,13 @@ async fn poll_reads(
     let mut first_exception = None;
     // The link error that ended this poll's requests, named for the points not asked.
     let mut first_failure: Option<String> = None;
-    for (i, read) in reads.iter().enumerate() {
+    for read in reads {
         let link_ok = link_failure.is_none();
-        if i > 0 && !src.timing.pause.is_zero() {
-            tokio::time::sleep(src.timing.pause).await;
-        }
         let outcome = if link_ok {
-            read_once(ctx, read, timeout).await
+            pacer.wait().await;
+            let o = read_once(ctx, read, timeout).await;
+            pacer.done();
+            o
         } else {
             // Not asked: say what happened to the earlier request of this poll. A serial bus
             // has no connection to drop; a unit that did not answer is named.
