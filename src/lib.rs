@@ -19,6 +19,8 @@
 //! - [`api`]: the axum router (`/healthz`, `/readyz`, `/metrics`, `/api/v1/...`).
 //! - [`app`]: wires the pipeline, supervises tasks, drains on shutdown.
 //! - [`state`], [`telemetry`], [`queue`]: snapshots, metrics and health, the drop-oldest queue.
+//! - [`receipt`]: end-to-end receipts, so an MQTT source acknowledges a message only once every
+//!   output made its readings durable.
 //!
 //! See `docs/ARCHITECTURE.md` for the invariants and the data schema.
 
@@ -29,6 +31,7 @@ pub mod config;
 pub mod demo;
 pub mod model;
 pub mod queue;
+pub mod receipt;
 pub mod rules;
 pub mod sources;
 pub mod state;
