@@ -720,3 +720,55 @@ async fn pause(cancel: &CancellationToken, attempt: &mut u32, cap: Duration) -> 
         () = tokio::time::sleep(wait) => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(pkid: u16) -> AckId {
+        AckId {
+            pkid,
+            exactly_once: false,
+        }
+    }
+
+    #[test]
+    fn acknowledgements_go_out_in_received_order_up_to_the_first_incomplete() {
+        let mut a = Acks::new();
+        let r1 = a.track(id(11));
+        let r2 = a.track(id(12));
+        let r3 = a.track(id(13));
+        drop(r2);
+        drop(r3);
+        assert!(a.ready().is_empty(), "message 11 is not durable yet");
+        drop(r1);
+        let out: Vec<u16> = a.ready().iter().map(|i| i.pkid).collect();
+        assert_eq!(out, vec![11, 12, 13]);
+        assert!(a.pending.is_empty());
+    }
+
+    #[test]
+    fn after_a_reset_old_receipts_acknowledge_nothing() {
+        let mut a = Acks::new();
+        let old = a.track(id(5));
+        a.reset();
+        let new = a.track(id(5));
+        drop(old);
+        assert!(
+            a.ready().is_empty(),
+            "the old connection's message is not acknowledged on the new one"
+        );
+        drop(new);
+        assert_eq!(a.ready().len(), 1);
+    }
+
+    #[test]
+    fn the_window_is_bounded() {
+        let mut a = Acks::new();
+        let held: Vec<Receipt> = (0..MAX_UNACKED).map(|i| a.track(id(i as u16))).collect();
+        assert!(a.full());
+        drop(held);
+        assert_eq!(a.ready().len(), MAX_UNACKED);
+        assert!(!a.full());
+    }
+}
