@@ -24,6 +24,13 @@
 //!   of arrival does not change what is stored.
 //! - Without a spool, the intake waits for the sender (the memory queue absorbs outages).
 //! - Spool file I/O runs in `spawn_blocking`, never on the async runtime.
+//! - **Receipts** (`crate::receipt`, MQTT end-to-end acknowledgement): a line pushed with
+//!   [`OutputQueue::push_held`] makes the intake form a batch at once (no flush-interval wait).
+//!   With a spool the receipts are released right after the append (and an fsync, with
+//!   `fsync = "interval"`); without one (or when the append failed) they ride with the batch and
+//!   are released when the server accepted it, or at its first failed attempt, so an output
+//!   that is down never holds a source's acknowledgements (counted in
+//!   `hazgate_output_acks_released_total`).
 //!
 //! # Policies
 //! - Memory queue: when it holds `queue_capacity` lines, pushing drops the oldest line
