@@ -5,6 +5,10 @@
 //!    publisher (a child process, so its CPU is not counted as the gateway's).
 //! 2. The full gateway (`app::start`: MQTT source → rule engine) at increasing offered rates:
 //!    messages published, samples produced, loss, gateway CPU and RSS, and mosquitto's CPU.
+//! 3. The cost of the end-to-end acknowledgement: the gateway with a spooled InfluxDB v1 output
+//!    (a real influxd), `ack = "durable"` (PUBACK once spooled) against `ack = "received"`, with
+//!    mosquitto's default in-flight window (20) and with `max_inflight_messages 200`; counted
+//!    are points written to InfluxDB.
 
 #[path = "../tests/support/mod.rs"]
 #[expect(
@@ -338,4 +342,115 @@ async fn bench() {
         "(gateway CPU includes this benchmark's own metric polling every 5 ms; 100% = one core)"
     );
     running.stop().await.expect("stop");
+
+    println!(
+        "\n3. mosquitto -> hazgate -> spool -> influxd (points written), end-to-end ack or not"
+    );
+    let influx = support::influxd();
+    support::influxql(&influx, "", "CREATE DATABASE bench").await;
+    let wide = support::mosquitto_with(|_| {
+        "allow_anonymous true\nmax_inflight_messages 200\nmax_queued_messages 200000\n".into()
+    });
+    let wide_pid = wide.pid().expect("mosquitto pid").to_string();
+    let mut summary = Vec::new();
+    for (ack, b, pid, window) in [
+        ("durable", &broker, &mq_pid, "20 (default)"),
+        ("received", &broker, &mq_pid, "20 (default)"),
+        ("durable", &wide, &wide_pid, "200"),
+    ] {
+        let best = ack_run(b.port, pid, &influx, ack, window).await;
+        summary.push(format!(
+            "ack = {ack:<8} window {window:<12}: {best:.0} points/s loss-free"
+        ));
+    }
+    println!("\nhighest loss-free rate to InfluxDB:");
+    for l in summary {
+        println!("  {l}");
+    }
+}
+
+/// One gateway with a spooled InfluxDB output and the given `ack` policy, at increasing rates;
+/// returns the highest rate written with no loss.
+async fn ack_run(
+    port: u16,
+    mq_pid: &str,
+    influx: &support::Server,
+    ack: &str,
+    window: &str,
+) -> f64 {
+    let spool = tempfile::tempdir().expect("spool dir");
+    let prefix = format!("bench/ack{}", ack.len() + window.len());
+    let text = format!(
+        "[site]\nid = \"bench\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+         [[sources]]\nkind = \"mqtt\"\nid = \"m\"\naddress = \"127.0.0.1:{port}\"\nmax_age = \"1h\"\n\
+         ack = \"{ack}\"\nclient_id = \"bench-ack-{ack}-{}\"\n\
+         [[sources.topics]]\nfilter = \"{prefix}/{{device}}\"\nchannel = \"a.{{device}}.v\"\nformat = \"number\"\n\
+         [[outputs]]\nkind = \"influxdb_v1\"\nid = \"o\"\nurl = \"{}\"\ndatabase = \"bench\"\n\
+         spool = {{ dir = \"{}\" }}\n",
+        window.len(),
+        influx.url(),
+        spool.path().display()
+    );
+    let mut text = text;
+    for d in 0..10 {
+        text.push_str(&format!("[[sources.channels]]\nid = \"a.d{d}.v\"\n"));
+    }
+    let cfg = hazgate::config::parse(&text, Path::new("bench.toml")).expect("config");
+    let (cfg, _) = hazgate::config::validate(&cfg, Path::new(".")).expect("valid");
+    let running = hazgate::app::start(cfg).await.expect("gateway");
+    let st = running.state.clone();
+    let t0 = Instant::now();
+    while st
+        .health
+        .not_ready()
+        .iter()
+        .any(|r| r.starts_with("source m"))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "gateway not subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = running.metrics.clone();
+    let written = move || -> u64 {
+        metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with(r#"hazgate_points_written_total{output="o"}"#))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    println!("\n   ack = \"{ack}\", mosquitto max_inflight_messages {window}");
+    println!(
+        "{:>10} {:>9} {:>9} {:>6} {:>10} {:>12} {:>13}",
+        "offered/s", "sent", "written", "lost", "written/s", "gateway CPU", "mosquitto CPU"
+    );
+    let mut best = 0.0f64;
+    for rate in [1_000, 2_000, 5_000, 10_000, 0] {
+        let s = step(port, &prefix, rate, count_for(rate), mq_pid, &written).await;
+        if s.got == s.sent {
+            best = best.max(s.rate);
+        }
+        println!(
+            "{:>10} {:>9} {:>9} {:>6} {:>10.0} {:>11.0}% {:>12.0}%",
+            if rate == 0 {
+                "max".to_owned()
+            } else {
+                rate.to_string()
+            },
+            s.sent,
+            s.got,
+            s.sent - s.got.min(s.sent),
+            s.rate,
+            s.cpu,
+            s.mq_cpu
+        );
+        if s.got < s.sent / 2 {
+            break;
+        }
+    }
+    running.stop().await.expect("stop");
+    best
 }

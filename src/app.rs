@@ -180,7 +180,8 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     let sources_cancel = CancellationToken::new();
     let api_stop = CancellationToken::new();
 
-    let (sample_tx, sample_rx) = mpsc::channel(cfg.gateway.sample_queue);
+    let (sample_tx, sample_rx) =
+        mpsc::channel::<crate::receipt::SampleBatch>(cfg.gateway.sample_queue);
     let (alert_tx, alert_rx) = mpsc::channel(1024);
 
     // Outputs and receivers.

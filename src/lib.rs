@@ -23,6 +23,8 @@
 //! - [`storage`]: the CRC-line log shared by the alarm journal and the alert outbox.
 //! - [`journal`]: syslog priority prefixes when stderr is the systemd journal.
 //! - [`private_fs`]: state directories and files created 0750/0640 whatever the umask.
+//! - [`receipt`]: end-to-end receipts, so an MQTT source acknowledges a message only once every
+//!   output made its readings durable.
 //!
 //! See `docs/ARCHITECTURE.md` for the invariants and the data schema.
 
@@ -36,6 +38,7 @@ pub mod journal;
 pub mod model;
 pub mod private_fs;
 pub mod queue;
+pub mod receipt;
 pub mod rules;
 pub mod sources;
 pub mod state;

@@ -76,6 +76,14 @@ pub struct Metrics {
     /// MQTT message problems by source and event (`decode_error`, `unmapped_topic`,
     /// `unknown_channel`, `timestamp_clamped`, `timestamp_rejected`, `retained_ignored`).
     pub mqtt_events: Family<Labels, Counter>,
+    /// MQTT messages acknowledged to the broker (PUBACK) once their readings were durable, by
+    /// source.
+    pub mqtt_acks: Family<Labels, Counter>,
+    /// MQTT messages received and not yet acknowledged, by source.
+    pub mqtt_unacked: Family<Labels, Gauge>,
+    /// Receipts an output released without making their readings durable (a write failed and
+    /// the output has no working spool), by output.
+    pub acks_released: Family<Labels, Counter>,
     /// MQTT connection attempts by source and result (`connected`, `error`,
     /// `subscribe_failed`, `subscribe_timeout`).
     pub mqtt_connections: Family<Labels, Counter>,
@@ -265,6 +273,24 @@ impl Metrics {
             "MQTT messages or values that were not turned into good samples, by cause",
             mqtt_events.clone(),
         );
+        let mqtt_acks = Family::<Labels, Counter>::default();
+        registry.register(
+            "mqtt_acks",
+            "MQTT messages acknowledged to the broker after every output made their readings durable",
+            mqtt_acks.clone(),
+        );
+        let mqtt_unacked = Family::<Labels, Gauge>::default();
+        registry.register(
+            "mqtt_unacked",
+            "MQTT messages received and not yet acknowledged to the broker",
+            mqtt_unacked.clone(),
+        );
+        let acks_released = Family::<Labels, Counter>::default();
+        registry.register(
+            "output_acks_released",
+            "MQTT messages an output let be acknowledged before they were durable (write failed, no working spool)",
+            acks_released.clone(),
+        );
         let mqtt_connections = Family::<Labels, Counter>::default();
         registry.register(
             "mqtt_connections",
@@ -355,6 +381,9 @@ impl Metrics {
             alarms_by_state,
             mqtt_messages,
             mqtt_events,
+            mqtt_acks,
+            mqtt_unacked,
+            acks_released,
             mqtt_connections,
             mqtt_broker_refused,
         }

@@ -65,6 +65,10 @@ pub struct MqttSource {
     /// counted) or `accept`.
     #[serde(default)]
     pub retained: Retained,
+    /// When a QoS 1 message is acknowledged to the broker: `durable` (default: once every
+    /// output made its readings durable) or `received`.
+    #[serde(default)]
+    pub ack: AckPolicy,
     /// Maximum age of the channels that do not give their own.
     #[serde(with = "humantime_serde", default = "default_max_age")]
     pub max_age: Duration,
@@ -119,6 +123,20 @@ pub enum Retained {
     Ignore,
     /// Treat them like any other message.
     Accept,
+}
+
+/// When a QoS 1 message is acknowledged to the broker (PUBACK).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AckPolicy {
+    /// Once its readings are in every output's spool (or, for an output without one, accepted by
+    /// the server): a crash of the gateway loses no acknowledged reading, the broker sends the
+    /// others again.
+    #[default]
+    Durable,
+    /// As soon as it is received: a crash loses the readings that were still in memory (up to a
+    /// flush interval). Slightly cheaper; for sites that do not need every reading.
+    Received,
 }
 
 /// TLS to the broker (rustls).

@@ -51,7 +51,8 @@ pub use engine::{Action, AlarmView, Command, CommandError, Engine, order};
 
 use crate::config::Resolved;
 use crate::config::alarms::sha256_hex;
-use crate::model::{AlarmEvent, AlarmState, Sample, Transition};
+use crate::model::{AlarmEvent, AlarmState, Transition};
+use crate::receipt::SampleBatch;
 use crate::state::SharedState;
 use crate::telemetry::{Component, Metrics, labels};
 use journal::{Journal, Record};
@@ -296,9 +297,12 @@ pub fn annunciated(e: &AlarmEvent) -> bool {
 }
 
 /// Runs the engine until the sample channel closes, then closes the outputs.
-pub async fn run(
+///
+/// A batch's receipt (see `crate::receipt`) is handed to the outputs with its samples and
+/// dropped by the engine at the end of the step: the engine never waits for it.
+pub async fn run<B: Into<SampleBatch> + Send + 'static>(
     mut engine: Engine,
-    mut rx: mpsc::Receiver<Vec<Sample>>,
+    mut rx: mpsc::Receiver<B>,
     mut sinks: Sinks,
     state: Arc<SharedState>,
     metrics: Arc<Metrics>,
@@ -308,9 +312,12 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut reply = None;
+        let mut receipt = None;
         let (samples, mut events) = tokio::select! {
             batch = rx.recv() => match batch {
-                Some(mut b) => {
+                Some(b) => {
+                    let SampleBatch { samples: mut b, receipt: r } = b.into();
+                    receipt = r;
                     engine.screen(&mut b);
                     let now = tokio::time::Instant::now().into_std();
                     let mut ev = Vec::new();
@@ -389,7 +396,11 @@ pub async fn run(
         metrics
             .channels_bad
             .set(i64::try_from(engine.faults()).unwrap_or(i64::MAX));
-        sinks.outputs.publish(&samples, &events);
+        sinks
+            .outputs
+            .publish_held(&samples, &events, receipt.as_ref());
+        // The outputs hold their clones; the engine's own is done with this step.
+        drop(receipt);
         if let Some((tx, ev)) = reply {
             // The command's events are journaled: answer the person now.
             let _ = tx.send(Ok(ev));
@@ -448,7 +459,7 @@ mod tests {
     use crate::config::{Api, Gateway, Site};
     use crate::config::{LimitRule, ResolvedChannel};
     use crate::model::{AlarmClass, DeviceId, Priority};
-    use crate::model::{BadReason, ChannelId, Reading};
+    use crate::model::{BadReason, ChannelId, Reading, Sample};
 
     fn cfg(rule: LimitRule) -> Resolved {
         Resolved {

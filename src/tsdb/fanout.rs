@@ -15,7 +15,8 @@
 //!
 //! The engine calls [`Fanout::publish`] once per iteration (samples and events of that step, or
 //! nothing on a timer tick: the call also closes downsampling windows whose time is up) and
-//! [`Fanout::close`] when it stops (open windows are flushed, then the queues closed). A sample
+//! [`Fanout::close`] when it stops (open windows are flushed, then the queues closed);
+//! [`Fanout::publish_held`] when the samples came with a receipt (see `crate::receipt`). A sample
 //! is encoded once, whatever the number of outputs. Nothing here blocks: output queues drop their
 //! oldest lines when full.
 
@@ -28,6 +29,7 @@ use super::reduce::{Aggregate, Downsampler, Reducer};
 use super::writer::OutputQueue;
 use crate::config::{Resolved, ResolvedChannel};
 use crate::model::{AlarmEvent, ChannelId, Sample};
+use crate::receipt::Receipt;
 
 #[derive(Debug)]
 enum Mode {
@@ -128,8 +130,32 @@ impl Fanout {
         self.publish_at(samples, events, SystemTime::now());
     }
 
+    /// [`Fanout::publish`] for samples that came with a receipt: every raw or reduced output
+    /// that gets lines from this step holds a clone on the step's last line until the lines are
+    /// durable. Outputs that get nothing from the step (everything reduced away) and downsampled
+    /// outputs (which keep aggregates, not readings) do not hold it: for them the readings are
+    /// done once processed.
+    pub fn publish_held(
+        &mut self,
+        samples: &[Sample],
+        events: &[AlarmEvent],
+        receipt: Option<&Receipt>,
+    ) {
+        self.publish_inner(samples, events, SystemTime::now(), receipt);
+    }
+
     /// [`Fanout::publish`] with an explicit "now" (closes downsampling windows that are due).
     pub fn publish_at(&mut self, samples: &[Sample], events: &[AlarmEvent], now: SystemTime) {
+        self.publish_inner(samples, events, now, None);
+    }
+
+    fn publish_inner(
+        &mut self,
+        samples: &[Sample],
+        events: &[AlarmEvent],
+        now: SystemTime,
+        receipt: Option<&Receipt>,
+    ) {
         let mut line = String::with_capacity(200);
         for s in samples {
             let Some(ch) = self.channels.get(&s.channel) else {
@@ -178,8 +204,15 @@ impl Fanout {
         }
         self.flush_windows(|ds, out| ds.tick(now, out));
         for sink in &mut self.sinks {
-            if !sink.buf.is_empty() {
-                sink.queue.push(std::mem::take(&mut sink.buf));
+            if sink.buf.is_empty() {
+                continue;
+            }
+            let lines = std::mem::take(&mut sink.buf);
+            match receipt {
+                Some(r) if !matches!(sink.mode, Mode::Downsample { .. }) => {
+                    sink.queue.push_held(lines, r.clone());
+                }
+                _ => sink.queue.push(lines),
             }
         }
     }

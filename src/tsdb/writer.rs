@@ -24,6 +24,13 @@
 //!   of arrival does not change what is stored.
 //! - Without a spool, the intake waits for the sender (the memory queue absorbs outages).
 //! - Spool file I/O runs in `spawn_blocking`, never on the async runtime.
+//! - **Receipts** (`crate::receipt`, MQTT end-to-end acknowledgement): a line pushed with
+//!   [`OutputQueue::push_held`] makes the intake form a batch at once (no flush-interval wait).
+//!   With a spool the receipts are released right after the append (and an fsync, with
+//!   `fsync = "interval"`); without one (or when the append failed) they ride with the batch and
+//!   are released when the server accepted it, or at its first failed attempt, so an output
+//!   that is down never holds a source's acknowledgements (counted in
+//!   `hazgate_output_acks_released_total`).
 //!
 //! # Policies
 //! - Memory queue: when it holds `queue_capacity` lines, pushing drops the oldest line
@@ -46,7 +53,7 @@
 
 use std::io::{self, Write};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,10 +63,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::line::push_with_precision;
-use super::options::ByteSize;
+use super::options::{ByteSize, FsyncPolicy};
 use super::spool::{QUARANTINE_FILE, Spool};
 use crate::config::{Output, Secret};
 use crate::queue::DropOldest;
+use crate::receipt::Receipt;
 use crate::state::SharedState;
 use crate::telemetry::{Metrics, labels};
 
@@ -67,8 +75,19 @@ use crate::telemetry::{Metrics, labels};
 #[derive(Debug)]
 pub struct OutputQueue {
     id: String,
-    q: DropOldest<String>,
+    q: DropOldest<Entry>,
+    /// Set when a line carrying a receipt was pushed: the intake flushes at once instead of
+    /// waiting for the flush interval (a source is waiting to acknowledge).
+    held: AtomicBool,
     metrics: Arc<Metrics>,
+}
+
+/// One encoded line; the last line of an engine step that came from an acknowledging source
+/// carries that message's receipt (see `crate::receipt`).
+#[derive(Debug)]
+struct Entry {
+    line: String,
+    hold: Option<Receipt>,
 }
 
 impl OutputQueue {
@@ -77,6 +96,7 @@ impl OutputQueue {
         Self {
             id: id.to_owned(),
             q: DropOldest::new(capacity),
+            held: AtomicBool::new(false),
             metrics,
         }
     }
@@ -96,7 +116,25 @@ impl OutputQueue {
 
     /// Appends encoded lines (each ending in `\n`); never blocks, drops the oldest when full.
     pub fn push(&self, lines: impl IntoIterator<Item = String>) {
-        let (dropped, len) = self.q.push(lines);
+        self.push_entries(lines.into_iter().map(|line| Entry { line, hold: None }));
+    }
+
+    /// Like [`OutputQueue::push`], with `receipt` held by the last line until the writer made
+    /// the lines durable. A receipt whose line is dropped because the queue is full completes
+    /// (that loss is counted as `queue_full`).
+    pub fn push_held(&self, lines: Vec<String>, receipt: Receipt) {
+        let n = lines.len();
+        let mut receipt = Some(receipt);
+        // Set before the push wakes the intake.
+        self.held.store(true, Ordering::Release);
+        self.push_entries(lines.into_iter().enumerate().map(|(i, line)| Entry {
+            line,
+            hold: if i + 1 == n { receipt.take() } else { None },
+        }));
+    }
+
+    fn push_entries(&self, entries: impl IntoIterator<Item = Entry>) {
+        let (dropped, len) = self.q.push(entries);
         if dropped > 0 {
             self.metrics
                 .points_dropped
@@ -112,14 +150,29 @@ impl OutputQueue {
         self.q.close();
     }
 
-    fn take(&self, n: usize) -> (Vec<String>, bool) {
-        let r = self.q.take(n);
+    /// Takes up to `n` lines with the receipts they carry.
+    fn take(&self, n: usize) -> (Vec<String>, Vec<Receipt>, bool) {
+        self.held.store(false, Ordering::Release);
+        let (entries, closed) = self.q.take(n);
         self.set_gauge(self.q.len().0);
-        r
+        let mut holds = Vec::new();
+        let lines = entries
+            .into_iter()
+            .map(|e| {
+                holds.extend(e.hold);
+                e.line
+            })
+            .collect();
+        (lines, holds, closed)
     }
 
     fn len(&self) -> (usize, bool) {
         self.q.len()
+    }
+
+    /// Whether a source waits for lines in the queue.
+    fn holds(&self) -> bool {
+        self.held.load(Ordering::Acquire)
     }
 
     fn set_gauge(&self, len: usize) {
@@ -152,6 +205,8 @@ enum Attempt {
 struct Batch {
     seq: Option<u64>,
     lines: Vec<String>,
+    /// Receipts released when the batch is delivered (only when it is not in the spool).
+    holds: Vec<Receipt>,
 }
 
 /// How delivering a batch ended.
@@ -338,7 +393,9 @@ impl Writer {
             let flush_at = tokio::time::Instant::now() + b.flush_interval;
             loop {
                 let (len, closed) = self.queue.len();
-                if len >= b.batch_size || closed || deadline.is_cancelled() {
+                // A source waiting to acknowledge: no flush-interval delay.
+                let waited_for = len > 0 && self.queue.holds();
+                if len >= b.batch_size || closed || deadline.is_cancelled() || waited_for {
                     break;
                 }
                 tokio::select! {
@@ -349,12 +406,15 @@ impl Writer {
             }
             // Take everything that is there, batch by batch.
             let closed = loop {
-                let (batch, closed) = self.queue.take(b.batch_size);
+                let (batch, holds, closed) = self.queue.take(b.batch_size);
                 if batch.is_empty() {
                     break closed;
                 }
                 let full = batch.len() == b.batch_size;
-                if !self.hand_off(spool, &live, backlog, batch, deadline).await {
+                if !self
+                    .hand_off(spool, &live, backlog, batch, holds, deadline)
+                    .await
+                {
                     // Deadline without a spool: what is still queued is lost.
                     let (left, _) = self.queue.len();
                     let _ = self.queue.take(left);
@@ -387,6 +447,7 @@ impl Writer {
         live: &mpsc::Sender<Batch>,
         backlog: &Notify,
         lines: Vec<String>,
+        holds: Vec<Receipt>,
         deadline: &CancellationToken,
     ) -> bool {
         if let Some(spool) = spool {
@@ -403,14 +464,29 @@ impl Writer {
                 .spool
                 .as_ref()
                 .map_or(u64::MAX, |c| c.max_size.bytes());
+            // A source waits for these lines: with `fsync = "interval"` they are synced now,
+            // not at the next interval (`batch` syncs every record, `never` never does).
+            let sync_now = !holds.is_empty()
+                && self
+                    .output
+                    .batching()
+                    .spool
+                    .as_ref()
+                    .is_some_and(|c| c.fsync == FsyncPolicy::Interval);
             let r = on_spool(spool, move |s| {
                 let (seq, dropped) = s.append(&payload, points, claim)?;
-                Ok((seq, dropped, s.points(), s.bytes()))
+                let synced = if sync_now { s.sync() } else { Ok(()) };
+                Ok((seq, dropped, s.points(), s.bytes(), synced))
             })
             .await;
             let component = crate::telemetry::Component::Spool(self.id().to_owned());
             match r {
-                Ok((seq, dropped, points, bytes)) => {
+                Ok((seq, dropped, points, bytes, synced)) => {
+                    if let Err(e) = synced {
+                        warn!(output = %self.id(), error = %e, "spool fsync failed");
+                    }
+                    // Spooled: the lines survive a crash of the gateway; release the receipts.
+                    drop(holds);
                     self.spool_gauges(points, bytes);
                     if dropped > 0 {
                         self.spool_full(true);
@@ -428,6 +504,7 @@ impl Writer {
                         Some(p) => p.send(Batch {
                             seq: Some(seq),
                             lines,
+                            holds: Vec::new(),
                         }),
                         None => backlog.notify_one(),
                     }
@@ -439,15 +516,31 @@ impl Writer {
                         .health
                         .fail(&component, format!("spool write failed: {e}"));
                     if let Some(p) = permit {
-                        p.send(Batch { seq: None, lines });
+                        p.send(Batch {
+                            seq: None,
+                            lines,
+                            holds,
+                        });
                         return true;
                     }
+                    return self.hand_to_sender(live, lines, holds, deadline).await;
                 }
             }
         }
+        self.hand_to_sender(live, lines, holds, deadline).await
+    }
+
+    /// The memory path: waits for the sender to take the batch (receipts go with it).
+    async fn hand_to_sender(
+        &self,
+        live: &mpsc::Sender<Batch>,
+        lines: Vec<String>,
+        holds: Vec<Receipt>,
+        deadline: &CancellationToken,
+    ) -> bool {
         let n = lines.len();
         tokio::select! {
-            r = live.send(Batch { seq: None, lines }) => {
+            r = live.send(Batch { seq: None, lines, holds }) => {
                 if r.is_err() {
                     // The sender is gone (deadline): nothing will send these.
                     self.drop_points("shutdown", n as u64);
@@ -498,6 +591,7 @@ impl Writer {
                                 return Some(Batch {
                                     seq: Some(r.seq),
                                     lines: r.lines,
+                                    holds: Vec::new(),
                                 });
                             }
                         }
@@ -580,8 +674,13 @@ impl Writer {
                 self.next_batch(spool, live, backlog, prefer_live, deadline)
                     .await
             };
-            let Some(batch) = batch else { return };
-            match self.deliver(&batch.lines, spool, deadline).await {
+            let Some(mut batch) = batch else { return };
+            let outcome = self
+                .deliver(&batch.lines, &mut batch.holds, spool, deadline)
+                .await;
+            // Delivered (or given up at the deadline): the receipts are complete.
+            batch.holds.clear();
+            match outcome {
                 Delivery::Done => {
                     written.fetch_add(batch.lines.len() as u64, Ordering::Relaxed);
                     if let (Some(spool), Some(seq)) = (spool, batch.seq) {
@@ -611,9 +710,14 @@ impl Writer {
 
     /// Delivers one batch: retries what may succeed later, splits what the server refuses as
     /// invalid or too large, quarantines single points it still refuses.
+    ///
+    /// `holds` (receipts of a batch that is not in the spool) are released at the first failed
+    /// attempt: an output that is down and has no spool must not hold a source's
+    /// acknowledgements, or the broker would stop sending and alarms would wait on InfluxDB.
     async fn deliver(
         &self,
         lines: &[String],
+        holds: &mut Vec<Receipt>,
         spool: Option<&SharedSpool>,
         deadline: &CancellationToken,
     ) -> Delivery {
@@ -676,6 +780,13 @@ impl Writer {
                         )
                     });
                     attempt = attempt.saturating_add(1);
+                    if !holds.is_empty() {
+                        self.metrics
+                            .acks_released
+                            .get_or_create(&labels([("output", &id)]))
+                            .inc_by(holds.len() as u64);
+                        holds.clear();
+                    }
                     if auth {
                         error!(output = %id, %reason, "output refuses our credentials; points are kept and retried");
                     } else if attempt == 1 || attempt % 10 == 0 {

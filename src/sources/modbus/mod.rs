@@ -99,10 +99,11 @@ enum PollHealth {
     },
 }
 
-/// Runs the poller for one Modbus source (any transport) until `cancel` fires.
-pub async fn run_source(
+/// Runs the poller for one Modbus source (any transport) until `cancel` fires. `B` is what the
+/// engine's queue carries (a plain `Vec<Sample>` or a receipt-less `SampleBatch`).
+pub async fn run_source<B: From<Vec<Sample>> + Send + 'static>(
     src: ResolvedSource,
-    tx: mpsc::Sender<Vec<Sample>>,
+    tx: mpsc::Sender<B>,
     state: Arc<SharedState>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
@@ -296,7 +297,7 @@ pub async fn run_source(
                 }
                 tokio::select! {
                     () = cancel.cancelled() => return,
-                    r = tx.send(samples) => if r.is_err() { return; }
+                    r = tx.send(B::from(samples)) => if r.is_err() { return; }
                 }
             }
         }

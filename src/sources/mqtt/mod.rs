@@ -21,6 +21,17 @@
 //!   timestamps and ignored retained messages are counted the same way.
 //! - Samples go to the engine over the bounded sample queue; when it is full the task waits (the
 //!   broker then holds further messages: TCP and QoS 1 flow control), nothing is dropped.
+//! - **End-to-end acknowledgement** (`ack = "durable"`, the default): a QoS 1 message is
+//!   acknowledged (PUBACK) only when its readings are durable in every output (see
+//!   `crate::receipt`): each message gets a receipt that travels with its samples through the
+//!   engine to the output queues; the source acknowledges in the order received, up to the first
+//!   message whose receipt is not complete. Messages without usable samples (bad payloads,
+//!   unmapped topics, ignored retained messages) are acknowledged once counted, in their turn.
+//!   At most [`MAX_UNACKED`] messages are un-acknowledged: beyond that the source stops reading
+//!   until some complete (the broker's own window, e.g. mosquitto's `max_inflight_messages`,
+//!   default 20, is usually smaller; MQTT 5 announces [`MAX_UNACKED`] as receive maximum). After a
+//!   reconnect, messages not acknowledged on the old connection are not acknowledged on the new
+//!   one: the broker sends them again (at-least-once; InfluxDB stores a duplicate once).
 
 pub mod broker;
 mod broker_guard;
@@ -37,8 +48,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Secret;
-use crate::config::mqtt::{MqttProtocol, MqttSource, Retained};
-use crate::model::{Sample, SourceId};
+use crate::config::mqtt::{AckPolicy, MqttProtocol, MqttSource, Retained};
+use crate::model::SourceId;
+use crate::receipt::{Board, Receipt, SampleBatch};
 use crate::state::SharedState;
 use crate::telemetry::{Metrics, labels};
 
@@ -47,8 +59,11 @@ use self::mapping::{Issue, Mapper, excerpt};
 /// Largest MQTT packet accepted or sent (data-unit messages with many records can exceed the
 /// client library's 10 KiB default).
 const MAX_PACKET: usize = 1 << 20;
-/// Requests queued for the event loop (only SUBSCRIBE and DISCONNECT go through it).
-const REQUEST_CAPACITY: usize = 64;
+/// Most messages received and not yet acknowledged (`ack = "durable"`).
+pub const MAX_UNACKED: usize = 1000;
+/// Requests queued for the event loop: SUBSCRIBE, DISCONNECT and at most one PUBACK per
+/// un-acknowledged message, so queueing a PUBACK never fails.
+const REQUEST_CAPACITY: usize = 64 + MAX_UNACKED;
 /// Minimum interval between two log lines of one kind of message problem.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -139,6 +154,63 @@ pub fn prepare(src: &ResolvedMqttSource, site: &str) -> Result<Prepared, (String
     })
 }
 
+/// What identifies a received QoS 1 (or 2) message for its acknowledgement.
+#[derive(Clone, Copy, Debug)]
+struct AckId {
+    pkid: u16,
+    exactly_once: bool,
+}
+
+/// The messages received and not yet acknowledged, in the order received.
+struct Acks {
+    board: Arc<Board>,
+    next: u64,
+    pending: std::collections::VecDeque<(u64, AckId)>,
+}
+
+impl Acks {
+    fn new() -> Self {
+        Self {
+            board: Board::new(),
+            next: 0,
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Issues the receipt of a message that must be acknowledged.
+    fn track(&mut self, id: AckId) -> Receipt {
+        let seq = self.next;
+        self.next += 1;
+        self.pending.push_back((seq, id));
+        self.board.issue(seq)
+    }
+
+    /// The messages that can be acknowledged now: the complete ones at the front.
+    fn ready(&mut self) -> Vec<AckId> {
+        let mut out = Vec::new();
+        while let Some(&(seq, id)) = self.pending.front() {
+            if !self.board.take(seq) {
+                break;
+            }
+            self.pending.pop_front();
+            out.push(id);
+        }
+        self.board
+            .forget_below(self.pending.front().map_or(self.next, |p| p.0));
+        out
+    }
+
+    /// The connection is gone: what was not acknowledged will be sent again by the broker.
+    fn reset(&mut self) {
+        self.pending.clear();
+        self.board.forget_below(self.next);
+    }
+
+    fn full(&self) -> bool {
+        self.pending.len() >= MAX_UNACKED
+    }
+}
+
 /// A protocol-independent view of what the event loop reported.
 enum Ev {
     ConnAck {
@@ -148,6 +220,8 @@ enum Ev {
         topic: String,
         payload: Bytes,
         retain: bool,
+        /// `None` for QoS 0.
+        ack: Option<AckId>,
     },
     SubAck {
         refused: Vec<usize>,
@@ -177,6 +251,7 @@ fn split_address(a: &str) -> (String, u16) {
 impl Link {
     fn new(p: &Prepared) -> Self {
         let c = &p.src.cfg;
+        let manual_acks = c.ack == AckPolicy::Durable;
         let (host, port) = split_address(&c.address);
         let connect_secs = c.connect_timeout.as_secs_f64().ceil().max(1.0) as u64;
         let transport = match &p.tls {
@@ -189,6 +264,7 @@ impl Link {
                 o.set_keep_alive(c.keep_alive)
                     .set_clean_session(c.clean_session)
                     .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+                    .set_manual_acks(manual_acks)
                     .set_transport(transport);
                 if let Some(u) = &c.username {
                     o.set_credentials(
@@ -208,7 +284,11 @@ impl Link {
                     .set_clean_start(c.clean_session)
                     .set_max_packet_size(Some(MAX_PACKET as u32))
                     .set_connection_timeout(connect_secs)
+                    .set_manual_acks(manual_acks)
                     .set_transport(transport);
+                if manual_acks {
+                    o.set_receive_maximum(u16::try_from(MAX_UNACKED).ok());
+                }
                 if !c.clean_session {
                     let secs = u32::try_from(c.session_expiry.as_secs()).unwrap_or(u32::MAX);
                     o.set_session_expiry_interval(Some(secs));
@@ -234,6 +314,10 @@ impl Link {
                         session_present: a.session_present,
                     }),
                     Event::Incoming(Packet::Publish(p)) => Ok(Ev::Publish {
+                        ack: (p.qos != rumqttc::QoS::AtMostOnce).then_some(AckId {
+                            pkid: p.pkid,
+                            exactly_once: p.qos == rumqttc::QoS::ExactlyOnce,
+                        }),
                         topic: p.topic,
                         payload: p.payload,
                         retain: p.retain,
@@ -259,6 +343,10 @@ impl Link {
                         session_present: a.session_present,
                     }),
                     Event::Incoming(Packet::Publish(p)) => Ok(Ev::Publish {
+                        ack: (p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce).then_some(AckId {
+                            pkid: p.pkid,
+                            exactly_once: p.qos == rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+                        }),
                         topic: String::from_utf8_lossy(&p.topic).into_owned(),
                         payload: p.payload,
                         retain: p.retain,
@@ -303,6 +391,33 @@ impl Link {
                         .collect::<Vec<_>>(),
                 )
                 .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Queues the acknowledgement of a received message (sent by the next polls).
+    fn ack(&self, id: AckId) -> Result<(), String> {
+        match self {
+            Link::V4(c, _) => {
+                let qos = if id.exactly_once {
+                    rumqttc::QoS::ExactlyOnce
+                } else {
+                    rumqttc::QoS::AtLeastOnce
+                };
+                let mut p = rumqttc::Publish::new("", qos, Vec::new());
+                p.pkid = id.pkid;
+                c.try_ack(&p).map_err(|e| e.to_string())
+            }
+            Link::V5(c, _) => {
+                use rumqttc::v5::mqttbytes::QoS;
+                let qos = if id.exactly_once {
+                    QoS::ExactlyOnce
+                } else {
+                    QoS::AtLeastOnce
+                };
+                let mut p = rumqttc::v5::mqttbytes::v5::Publish::new("", qos, Vec::new(), None);
+                p.pkid = id.pkid;
+                c.try_ack(&p).map_err(|e| e.to_string())
+            }
         }
     }
 
@@ -392,9 +507,12 @@ impl LogLimiter {
 }
 
 /// Runs one MQTT source until `cancel` fires.
-pub async fn run_source(
+///
+/// `B` is what the engine's queue carries: [`SampleBatch`] keeps the receipts (end-to-end
+/// acknowledgement); a plain `Vec<Sample>` completes them on hand-over.
+pub async fn run_source<B: From<SampleBatch> + Send + 'static>(
     p: Prepared,
-    tx: mpsc::Sender<Vec<Sample>>,
+    tx: mpsc::Sender<B>,
     state: Arc<SharedState>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
@@ -424,12 +542,28 @@ pub async fn run_source(
     };
     let mut limiter = LogLimiter::new();
     let mut attempt: u32 = 0;
+    let mut acks = (cfg.ack == AckPolicy::Durable).then(Acks::new);
+    let board = acks.as_ref().map(|a| a.board.clone());
+    let acked = metrics
+        .mqtt_acks
+        .get_or_create(&labels([("source", &label)]))
+        .clone();
+    let unacked = metrics
+        .mqtt_unacked
+        .get_or_create(&labels([("source", &label)]))
+        .clone();
+    unacked.set(0);
 
     'link: loop {
         let mut link = Link::new(&p);
         let mut suback_due: Option<tokio::time::Instant> = None;
+        if let Some(a) = acks.as_mut() {
+            a.reset();
+            unacked.set(0);
+        }
         loop {
             let due = suback_due;
+            let full = acks.as_ref().is_some_and(Acks::full);
             let ev = tokio::select! {
                 () = cancel.cancelled() => {
                     link.disconnect(Duration::from_secs(1)).await;
@@ -444,10 +578,29 @@ pub async fn run_source(
                     }
                     continue 'link;
                 }
-                ev = link.poll() => ev,
+                () = async { match &board { Some(b) => b.notified().await, None => std::future::pending().await } } => {
+                    if let Some(a) = acks.as_mut() {
+                        for aid in a.ready() {
+                            if let Err(e) = link.ack(aid) {
+                                // Cannot happen (the request queue has room for every pending
+                                // ack); the broker sends the message again after a reconnect.
+                                warn!(source = %id, error = %e, "cannot queue a PUBACK");
+                            } else {
+                                acked.inc();
+                            }
+                        }
+                        unacked.set(i64::try_from(a.pending.len()).unwrap_or(i64::MAX));
+                    }
+                    continue;
+                }
+                ev = link.poll(), if !full => ev,
             };
             match ev {
                 Ok(Ev::ConnAck { session_present }) => {
+                    if let Some(a) = acks.as_mut() {
+                        a.reset();
+                        unacked.set(0);
+                    }
                     conn("connected");
                     info!(source = %id, address = %cfg.address, session_present, filters = subs.len(), "connected; subscribing");
                     match link.subscribe(&subs) {
@@ -484,8 +637,19 @@ pub async fn run_source(
                     topic,
                     payload,
                     retain,
+                    ack,
                 }) => {
                     messages.inc();
+                    // Dropped unused on every path that yields no samples: such a message is
+                    // acknowledged in its turn, once counted.
+                    let receipt = match (acks.as_mut(), ack) {
+                        (Some(a), Some(id)) => {
+                            let r = a.track(id);
+                            unacked.set(i64::try_from(a.pending.len()).unwrap_or(i64::MAX));
+                            Some(r)
+                        }
+                        _ => None,
+                    };
                     if retain && cfg.retained == Retained::Ignore {
                         let issue = Issue::RetainedIgnored;
                         metrics
@@ -524,13 +688,17 @@ pub async fn run_source(
                             link.disconnect(Duration::from_secs(1)).await;
                             return;
                         }
-                        r = tx.send(out.samples) => if r.is_err() { return; }
+                        r = tx.send(B::from(SampleBatch { samples: out.samples, receipt })) => if r.is_err() { return; }
                     }
                 }
                 Ok(Ev::Other) => {}
                 Err(e) => {
                     conn("error");
                     suback_due = None;
+                    if let Some(a) = acks.as_mut() {
+                        a.reset();
+                        unacked.set(0);
+                    }
                     warn!(source = %id, address = %cfg.address, error = %e, attempt, "MQTT connection failed; reconnecting after a backoff");
                     state
                         .health
@@ -551,5 +719,57 @@ async fn pause(cancel: &CancellationToken, attempt: &mut u32, cap: Duration) -> 
     tokio::select! {
         () = cancel.cancelled() => false,
         () = tokio::time::sleep(wait) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(pkid: u16) -> AckId {
+        AckId {
+            pkid,
+            exactly_once: false,
+        }
+    }
+
+    #[test]
+    fn acknowledgements_go_out_in_received_order_up_to_the_first_incomplete() {
+        let mut a = Acks::new();
+        let r1 = a.track(id(11));
+        let r2 = a.track(id(12));
+        let r3 = a.track(id(13));
+        drop(r2);
+        drop(r3);
+        assert!(a.ready().is_empty(), "message 11 is not durable yet");
+        drop(r1);
+        let out: Vec<u16> = a.ready().iter().map(|i| i.pkid).collect();
+        assert_eq!(out, vec![11, 12, 13]);
+        assert!(a.pending.is_empty());
+    }
+
+    #[test]
+    fn after_a_reset_old_receipts_acknowledge_nothing() {
+        let mut a = Acks::new();
+        let old = a.track(id(5));
+        a.reset();
+        let new = a.track(id(5));
+        drop(old);
+        assert!(
+            a.ready().is_empty(),
+            "the old connection's message is not acknowledged on the new one"
+        );
+        drop(new);
+        assert_eq!(a.ready().len(), 1);
+    }
+
+    #[test]
+    fn the_window_is_bounded() {
+        let mut a = Acks::new();
+        let held: Vec<Receipt> = (0..MAX_UNACKED).map(|i| a.track(id(i as u16))).collect();
+        assert!(a.full());
+        drop(held);
+        assert_eq!(a.ready().len(), MAX_UNACKED);
+        assert!(!a.full());
     }
 }
