@@ -69,6 +69,9 @@ struct Step {
     /// Channels that read Bad (communication failure).
     #[serde(default)]
     bad: Vec<String>,
+    /// Channels whose loop is broken while the device answers (Bad: raw value out of range).
+    #[serde(default)]
+    broken: Vec<String>,
     /// Exactly these transitions, in order.
     expect: Vec<String>,
     /// Alarm states after the step.
@@ -296,6 +299,14 @@ fn run_scenario(file: &Path) -> Result<(), String> {
                 reading: Reading::Bad(BadReason::Comm {
                     detail: "timeout".into(),
                 }),
+            };
+            batch.extend(run.engine.on_sample(&s, now));
+        }
+        for ch in &step.broken {
+            let s = Sample {
+                channel: ChannelId::new(full_id(ch)),
+                ts: wall,
+                reading: Reading::Bad(BadReason::OutOfRange { raw: 2.1 }),
             };
             batch.extend(run.engine.on_sample(&s, now));
         }

@@ -846,7 +846,9 @@ impl Engine {
         let Ok(Some(t)) = al.life.step(&Input::Condition(cond), &ctx) else {
             return;
         };
-        let counted = cond && al.class == AlarmClass::Process && !al.life.hidden();
+        // Process and fault alarms both count towards the flood and chattering: a converter
+        // losing power floods the people on duty as surely as a process upset does.
+        let counted = cond && !al.life.hidden();
         self.emit(a, t, wall, None, None, out);
         if counted {
             self.activation(a, now, wall, out);
