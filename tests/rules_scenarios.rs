@@ -1,7 +1,8 @@
 //! Data-driven alarm scenarios: every `tests/scenarios/*.toml` file gives channels, rules and
 //! timed steps (samples, bad readings, actions, site-mode changes, restarts); each step lists
 //! exactly the transitions it must produce (`"{alarm} {transition} {state}"`, in published
-//! order) and optionally the states alarms must be in afterwards.
+//! order, followed by `[repeat]`, `[chattering]` or `[consequence of ALARM]` when the transition
+//! is not notified one by one) and optionally the states alarms must be in afterwards.
 //!
 //! The engine runs on a virtual clock (no sleeping); every step ends with a tick. Every batch of
 //! events is journaled exactly as the engine task does, and `restart = true` rebuilds the engine
@@ -318,12 +319,23 @@ fn run_scenario(file: &Path) -> Result<(), String> {
         let got: Vec<String> = events
             .iter()
             .map(|e| {
-                format!(
+                let mut line = format!(
                     "{} {} {}",
                     e.alarm.trim_start_matches("a.d."),
                     e.transition.as_str(),
                     e.state.as_str()
-                )
+                );
+                // How it reaches people, when not one notification per transition.
+                if e.notice.repeat {
+                    line.push_str(" [repeat]");
+                }
+                if e.notice.chattering {
+                    line.push_str(" [chattering]");
+                }
+                if let Some(c) = &e.notice.consequence_of {
+                    line.push_str(&format!(" [consequence of {c}]"));
+                }
+                line
             })
             .collect();
         let want: Vec<String> = step.expect.clone();

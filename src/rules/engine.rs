@@ -60,6 +60,9 @@ struct AlarmRt {
     value: Option<f64>,
     activations: VecDeque<Instant>,
     chattering: bool,
+    /// The condition's latest rise was a repeat (latched, still unanswered): its return is
+    /// one too.
+    repeating: bool,
     since: Option<SystemTime>,
 }
 
@@ -293,6 +296,7 @@ fn new_alarm(
         value: None,
         activations: VecDeque::new(),
         chattering: false,
+        repeating: false,
         since: None,
     }
 }
@@ -736,6 +740,7 @@ impl Engine {
             state: al.life.state(),
             by: by.map(str::to_owned),
             comment: comment.filter(|c| !c.is_empty()).map(str::to_owned),
+            notice: Default::default(),
         });
     }
 
@@ -824,6 +829,7 @@ impl Engine {
             state: AlarmState::Normal,
             by: by.map(str::to_owned),
             comment: None,
+            notice: Default::default(),
         });
     }
 
@@ -843,22 +849,45 @@ impl Engine {
             by: "system",
             comment: "",
         };
+        let repeat = if cond {
+            al.life.is_repeat(true)
+        } else {
+            al.repeating
+        };
+        let chattering = al.chattering;
         let Ok(Some(t)) = al.life.step(&Input::Condition(cond), &ctx) else {
             return;
         };
+        if cond {
+            al.repeating = repeat;
+        }
         // Process and fault alarms both count towards the flood and chattering: a converter
-        // losing power floods the people on duty as surely as a process upset does.
-        let counted = cond && !al.life.hidden();
+        // losing power floods the people on duty as surely as a process upset does. A repeat is
+        // not a new activation (no flood count) but it is a crossing (chattering count).
+        let visible = cond && !al.life.hidden();
         self.emit(a, t, wall, None, None, out);
-        if counted {
-            self.activation(a, now, wall, out);
+        if let Some(e) = out.last_mut() {
+            e.notice.repeat = repeat;
+            e.notice.chattering = chattering;
+        }
+        if visible {
+            self.activation(a, now, wall, !repeat, out);
         }
     }
 
-    fn activation(&mut self, a: usize, now: Instant, wall: SystemTime, out: &mut Vec<AlarmEvent>) {
+    fn activation(
+        &mut self,
+        a: usize,
+        now: Instant,
+        wall: SystemTime,
+        new: bool,
+        out: &mut Vec<AlarmEvent>,
+    ) {
         let s = self.settings.clone();
         prune(&mut self.recent, now, s.flood_window);
-        self.recent.push_back(now);
+        if new {
+            self.recent.push_back(now);
+        }
         if !self.flood && self.recent.len() > s.flood_threshold {
             self.flood = true;
             let msg = format!(
@@ -884,10 +913,10 @@ impl Engine {
             let n = al.activations.len();
             self.emit(a, Transition::Chattering, wall, None, None, out);
             if let Some(e) = out.last_mut() {
+                let w = humantime::format_duration(s.chatter_window);
                 e.message = format!(
-                    "{} chattering: {n} activations within {}",
-                    e.alarm,
-                    humantime::format_duration(s.chatter_window)
+                    "{alarm} chattering: {n} activations within {w}; further ones are summarised, not notified one by one / 报警振荡：{alarm} 在 {w} 内激活 {n} 次，此后的激活汇总通知，不再逐次通知",
+                    alarm = e.alarm,
                 );
             }
         }
@@ -1122,6 +1151,10 @@ impl Engine {
                     comment,
                 };
                 if let Some(t) = al.life.step(&input, &ctx)? {
+                    if matches!(t, Transition::Acknowledged | Transition::Reset) {
+                        // Answered: the next return or crossing is news again.
+                        al.repeating = false;
+                    }
                     let c = match action {
                         Action::OutOfService { reason } if comment.is_empty() => reason.as_str(),
                         _ => comment.as_str(),

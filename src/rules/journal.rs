@@ -290,6 +290,7 @@ mod tests {
             state: AlarmState::ActiveUnacknowledged,
             by: None,
             comment: None,
+            notice: Default::default(),
         }
     }
 

@@ -162,6 +162,14 @@ impl Life {
         self.state() == AlarmState::Normal
     }
 
+    /// Whether the condition becoming `cond` is a repeat rather than a new activation: the
+    /// condition comes back while the latched alarm's activation is still unanswered (not
+    /// acknowledged, not reset). ISA-18.2: such a re-crossing is not a new alarm; it is recorded
+    /// but not announced again.
+    pub fn is_repeat(&self, cond: bool) -> bool {
+        cond && !self.cond && self.latched && self.unacked && !self.hidden()
+    }
+
     fn reveal(&mut self) {
         if !self.hidden() && self.cond {
             self.unacked = true;
@@ -394,6 +402,43 @@ mod tests {
                 (9, Reset, Err(Refused::NotLatched), Normal),
             ],
         );
+    }
+
+    #[test]
+    fn re_crossing_while_latched_and_unanswered_is_a_repeat() {
+        let ctx = Ctx {
+            latching: true,
+            now: t(0),
+            by: "system",
+            comment: "",
+        };
+        let mut life = Life::default();
+        // (condition, a repeat?, state after)
+        let rows = [
+            (true, false, ActiveUnacknowledged),
+            (false, false, Latched),
+            (true, true, ActiveUnacknowledged),
+            (false, false, Latched),
+            (true, true, ActiveUnacknowledged),
+        ];
+        for (i, (cond, repeat, state)) in rows.into_iter().enumerate() {
+            assert_eq!(life.is_repeat(cond), repeat, "row {i}");
+            life.step(&Condition(cond), &ctx).expect("condition");
+            assert_eq!(life.state(), state, "row {i}");
+        }
+        // Acknowledged: the next crossing is a new activation again.
+        life.step(&Ack, &ctx).expect("ack");
+        life.step(&Condition(false), &ctx).expect("condition");
+        assert!(!life.is_repeat(true), "answered: a new activation");
+        // Non-latching alarms have no repeats: each activation is one (chatter policy applies).
+        let mut plain = Life::default();
+        let ctx = Ctx {
+            latching: false,
+            ..ctx
+        };
+        plain.step(&Condition(true), &ctx).expect("condition");
+        plain.step(&Condition(false), &ctx).expect("condition");
+        assert!(!plain.is_repeat(true));
     }
 
     #[test]
