@@ -161,6 +161,12 @@ impl Dispatcher {
                 .channels
                 .iter()
                 .map(|c| (c.id.clone(), c.area.clone()))
+                // Device and source communication alarms (`device.{id}`, `source.{id}`).
+                .chain(
+                    crate::rules::groups::groups(cfg)
+                        .into_iter()
+                        .map(|g| (g.channel, g.area)),
+                )
                 .collect(),
             receivers: cfg
                 .receivers

@@ -59,6 +59,10 @@ pub struct Life {
     /// Suppressed by the site mode.
     #[serde(default)]
     pub suppressed: bool,
+    /// Suppressed by design as a consequence of this alarm (a device or source communication
+    /// alarm): still recorded, never annunciated, nothing to acknowledge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consequential: Option<String>,
 }
 
 /// Something that may change an alarm's lifecycle.
@@ -86,6 +90,9 @@ pub enum Input {
     Return,
     /// The site mode suppresses (true) or releases (false) this alarm.
     Suppress(bool),
+    /// The alarm becomes a consequence of another one (`Some(alarm)`: suppressed by design), or
+    /// no longer is (`None`).
+    Consequence(Option<String>),
     /// Time passed (shelves expire).
     Tick,
 }
@@ -136,7 +143,7 @@ impl Life {
             AlarmState::OutOfService
         } else if self.shelf.is_some() {
             AlarmState::Shelved
-        } else if self.suppressed {
+        } else if self.suppressed || self.consequential.is_some() {
             AlarmState::Suppressed
         } else if self.cond && self.unacked {
             AlarmState::ActiveUnacknowledged
@@ -154,7 +161,10 @@ impl Life {
     /// Whether the alarm is hidden from people (shelved, suppressed or out of service): its
     /// transitions are journaled and written to the time series, but not annunciated.
     pub fn hidden(&self) -> bool {
-        self.oos.is_some() || self.shelf.is_some() || self.suppressed
+        self.oos.is_some()
+            || self.shelf.is_some()
+            || self.suppressed
+            || self.consequential.is_some()
     }
 
     /// Whether the alarm is in a state other than normal (listed as "active").
@@ -277,6 +287,23 @@ impl Life {
                         self.latched = true;
                     }
                     Ok(Some(Transition::Unsuppressed))
+                }
+            }
+            Input::Consequence(cause) => {
+                if *cause == self.consequential {
+                    return Ok(None);
+                }
+                let was = self
+                    .consequential
+                    .replace(cause.clone().unwrap_or_default());
+                match (was, cause) {
+                    (None, Some(_)) => Ok(Some(Transition::Suppressed)),
+                    (Some(_), Some(_)) => Ok(None),
+                    (_, None) => {
+                        self.consequential = None;
+                        self.reveal();
+                        Ok(Some(Transition::Unsuppressed))
+                    }
                 }
             }
             Input::Tick => match &self.shelf {
@@ -582,6 +609,42 @@ mod tests {
                     ActiveUnacknowledged,
                 ),
                 (7, Condition(false), Ok(Some(Transition::Cleared)), Latched),
+            ],
+        );
+    }
+
+    #[test]
+    fn consequences_are_suppressed_by_design() {
+        let cause = || Input::Consequence(Some("device.gd1:comm".into()));
+        run(
+            false,
+            vec![
+                (0, cause(), Ok(Some(Transition::Suppressed)), Suppressed),
+                (0, cause(), Ok(None), Suppressed),
+                // Raised as a consequence: recorded, nothing to acknowledge.
+                (1, Condition(true), Ok(Some(Transition::Raised)), Suppressed),
+                (2, Ack, Err(Refused::NothingToAck), Suppressed),
+                // The site mode does not release it.
+                (
+                    3,
+                    Suppress(true),
+                    Ok(Some(Transition::Suppressed)),
+                    Suppressed,
+                ),
+                (
+                    4,
+                    Suppress(false),
+                    Ok(Some(Transition::Unsuppressed)),
+                    Suppressed,
+                ),
+                // Released while still true: its own alarm now, to be acknowledged.
+                (
+                    5,
+                    Input::Consequence(None),
+                    Ok(Some(Transition::Unsuppressed)),
+                    ActiveUnacknowledged,
+                ),
+                (6, Input::Consequence(None), Ok(None), ActiveUnacknowledged),
             ],
         );
     }
