@@ -108,6 +108,7 @@ fn ev(seq: u64, t: Transition) -> AlarmEvent {
         state: AlarmState::ActiveUnacknowledged,
         by: None,
         comment: None,
+        notice: Default::default(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Data-driven alarm scenarios: every `tests/scenarios/*.toml` file gives channels, rules and
 //! timed steps (samples, bad readings, actions, site-mode changes, restarts); each step lists
 //! exactly the transitions it must produce (`"{alarm} {transition} {state}"`, in published
-//! order) and optionally the states alarms must be in afterwards.
+//! order, followed by `[repeat]`, `[chattering]` or `[consequence of ALARM]` when the transition
+//! is not notified one by one) and optionally the states alarms must be in afterwards.
 //!
 //! The engine runs on a virtual clock (no sleeping); every step ends with a tick. Every batch of
 //! events is journaled exactly as the engine task does, and `restart = true` rebuilds the engine
@@ -45,6 +46,12 @@ struct Chan {
     bool: bool,
     #[serde(default = "default_max_age")]
     max_age: String,
+    /// Device (default `d`); the channel id is `a.{device}.{name}`.
+    #[serde(default)]
+    device: Option<String>,
+    /// Source of the device (default `bus`; a device's first channel decides).
+    #[serde(default)]
+    source: Option<String>,
 }
 
 fn default_max_age() -> String {
@@ -69,6 +76,9 @@ struct Step {
     /// Channels that read Bad (communication failure).
     #[serde(default)]
     bad: Vec<String>,
+    /// Channels whose loop is broken while the device answers (Bad: raw value out of range).
+    #[serde(default)]
+    broken: Vec<String>,
     /// Exactly these transitions, in order.
     expect: Vec<String>,
     /// Alarm states after the step.
@@ -110,51 +120,92 @@ fn default_by() -> String {
     "operator".into()
 }
 
+/// `lel` is `a.d.lel`; `u1.lel` is `a.u1.lel` (device `u1`); longer ids are as written.
 fn full_id(name: &str) -> String {
-    if name.contains('.') {
-        name.to_owned()
-    } else {
-        format!("a.d.{name}")
+    match name.matches('.').count() {
+        0 => format!("a.d.{name}"),
+        1 if !name.starts_with("device.") && !name.starts_with("source.") => format!("a.{name}"),
+        _ => name.to_owned(),
     }
 }
 
 fn alarm_id(name: &str) -> String {
     match name.split_once(':') {
-        Some((ch, cond)) if !ch.contains('.') && ch != "site" => format!("a.d.{ch}:{cond}"),
+        Some((ch, cond)) if ch != "site" => format!("{}:{cond}", full_id(ch)),
         _ => name.to_owned(),
     }
 }
 
+/// The inverse of [`alarm_id`], for printing.
+fn short_id(id: &str) -> &str {
+    if let Some(rest) = id.strip_prefix("a.d.") {
+        rest
+    } else if id.starts_with("a.")
+        && id
+            .split(':')
+            .next()
+            .is_some_and(|c| c.matches('.').count() == 2)
+    {
+        &id[2..]
+    } else {
+        id
+    }
+}
+
 fn build_config(s: &Scenario, file: &Path) -> Resolved {
-    let mut t = String::from(
-        "[site]\nid = \"s\"\n[[sources]]\nkind = \"modbus_tcp\"\nid = \"bus\"\naddress = \"127.0.0.1:1502\"\n[[devices]]\nid = \"d\"\narea = \"a\"\nsource = \"bus\"\n",
-    );
-    for (i, c) in s.channels.iter().enumerate() {
+    let mut t = String::from("[site]\nid = \"s\"\n");
+    let dev = |c: &Chan| c.device.clone().unwrap_or_else(|| "d".into());
+    let mut sources: Vec<String> = Vec::new();
+    let mut devices: Vec<(String, String)> = Vec::new();
+    for c in &s.channels {
+        let src = c.source.clone().unwrap_or_else(|| "bus".into());
+        if !sources.contains(&src) {
+            sources.push(src.clone());
+        }
+        if !devices.iter().any(|(d, _)| *d == dev(c)) {
+            devices.push((dev(c), src));
+        }
+    }
+    for (i, src) in sources.iter().enumerate() {
         t.push_str(&format!(
-            "[[devices.registers]]\nname = \"{}\"\naddress = {i}\n",
-            c.name
+            "[[sources]]\nkind = \"modbus_tcp\"\nid = \"{src}\"\naddress = \"127.0.0.1:{}\"\n",
+            1502 + i
         ));
-        if c.bool {
-            t.push_str("table = \"discrete\"\ntype = \"bool\"\n");
-        } else {
-            // Scenario files feed Bad samples directly; the code gives gas channels the
-            // path to a fault that `check-config` asks for.
-            t.push_str("table = \"input\"\nfault_codes = [65535]\n");
-        }
-        if let Some(k) = &c.kind {
-            t.push_str(&format!("kind = \"{k}\"\n"));
-        }
-        if let Some(u) = &c.unit {
-            t.push_str(&format!("unit = \"{u}\"\n"));
-        }
-        if let Some([lo, hi]) = c.range {
-            t.push_str(&format!("range = [{lo}, {hi}]\n"));
+    }
+    for (u, (d, src)) in devices.iter().enumerate() {
+        t.push_str(&format!(
+            "[[devices]]\nid = \"{d}\"\narea = \"a\"\nsource = \"{src}\"\nunit_id = {}\n",
+            u + 1
+        ));
+        for (i, c) in s.channels.iter().enumerate().filter(|(_, c)| dev(c) == *d) {
+            t.push_str(&format!(
+                "[[devices.registers]]\nname = \"{}\"\naddress = {i}\n",
+                c.name
+            ));
+            if c.bool {
+                t.push_str("table = \"discrete\"\ntype = \"bool\"\n");
+            } else {
+                // Scenario files feed Bad samples directly; the code gives gas channels the
+                // path to a fault that `check-config` asks for.
+                t.push_str("table = \"input\"\nfault_codes = [65535]\n");
+            }
+            if let Some(k) = &c.kind {
+                t.push_str(&format!("kind = \"{k}\"\n"));
+            }
+            if let Some(u) = &c.unit {
+                t.push_str(&format!("unit = \"{u}\"\n"));
+            }
+            if let Some([lo, hi]) = c.range {
+                t.push_str(&format!("range = [{lo}, {hi}]\n"));
+            }
         }
     }
     for c in &s.channels {
         t.push_str(&format!(
-            "[[channels]]\nid = \"a.d.{}\"\nmax_age = \"{}\"\n",
-            c.name, c.max_age
+            "[[channels]]\nid = \"a.{}.{}\"\nmax_age = \"{}\"\n",
+            dev(c),
+            c.name,
+            c.max_age
         ));
     }
     t.push_str(&s.config);
@@ -285,25 +336,36 @@ fn run_scenario(file: &Path) -> Result<(), String> {
                 }
             }
         }
-        let mut batch = Vec::new();
+        // One batch, as one poll: good readings, then communication failures, then broken loops.
+        let mut samples = Vec::new();
         for (ch, v) in &step.set {
-            let s = Sample {
+            samples.push(Sample {
                 channel: ChannelId::new(full_id(ch)),
                 ts: wall,
                 reading: Reading::Good(*v),
-            };
-            batch.extend(run.engine.on_sample(&s, now));
+            });
         }
         for ch in &step.bad {
-            let s = Sample {
+            samples.push(Sample {
                 channel: ChannelId::new(full_id(ch)),
                 ts: wall,
                 reading: Reading::Bad(BadReason::Comm {
                     detail: "timeout".into(),
                 }),
-            };
-            batch.extend(run.engine.on_sample(&s, now));
+            });
         }
+        for ch in &step.broken {
+            samples.push(Sample {
+                channel: ChannelId::new(full_id(ch)),
+                ts: wall,
+                reading: Reading::Bad(BadReason::OutOfRange { raw: 2.1 }),
+            });
+        }
+        let mut batch = if samples.is_empty() {
+            Vec::new()
+        } else {
+            run.engine.on_batch(&samples, now)
+        };
         let (_, ev) = run.engine.tick(now, wall);
         batch.extend(ev);
         rules::order(&mut batch);
@@ -312,12 +374,23 @@ fn run_scenario(file: &Path) -> Result<(), String> {
         let got: Vec<String> = events
             .iter()
             .map(|e| {
-                format!(
+                let mut line = format!(
                     "{} {} {}",
-                    e.alarm.trim_start_matches("a.d."),
+                    short_id(&e.alarm),
                     e.transition.as_str(),
                     e.state.as_str()
-                )
+                );
+                // How it reaches people, when not one notification per transition.
+                if e.notice.repeat {
+                    line.push_str(" [repeat]");
+                }
+                if e.notice.chattering {
+                    line.push_str(" [chattering]");
+                }
+                if let Some(c) = &e.notice.consequence_of {
+                    line.push_str(&format!(" [consequence of {}]", short_id(c)));
+                }
+                line
             })
             .collect();
         let want: Vec<String> = step.expect.clone();

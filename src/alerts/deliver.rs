@@ -478,6 +478,9 @@ pub fn message_text(ctx: &Context, n: &Notification) -> String {
         super::outbox::Reason::Reminder => {
             s.push_str("【提醒 reminder】Still unacknowledged / 仍未确认\n")
         }
+        super::outbox::Reason::Summary => s.push_str(
+            "【振荡汇总 chattering summary】Repeated activations, summarised / 反复激活，汇总通知\n",
+        ),
         _ => {}
     }
     for e in &n.events {

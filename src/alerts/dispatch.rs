@@ -46,6 +46,24 @@ struct Track {
     reminders: u32,
 }
 
+/// Transitions of one alarm on one route that are summarised instead of notified one by one
+/// (a chattering alarm, a latched alarm's repeats).
+#[derive(Debug)]
+struct Summary {
+    due: Instant,
+    /// Sequence number of the first event summarised (the routed mark waits for it).
+    first: u64,
+    /// Activations (raised or fault) summarised.
+    activations: u32,
+    /// Transitions summarised.
+    transitions: u32,
+    since: SystemTime,
+    last: AlarmEvent,
+}
+
+/// The summary period of a route without `renotify`.
+pub const SUMMARY_PERIOD: Duration = Duration::from_secs(600);
+
 #[derive(Debug)]
 struct Group {
     due: Instant,
@@ -103,6 +121,7 @@ pub struct Dispatcher {
     receivers: HashMap<String, Recv>,
     tracks: BTreeMap<(usize, String), Track>,
     groups: BTreeMap<(usize, String), Group>,
+    summaries: BTreeMap<(usize, String), Summary>,
     metrics: Arc<Metrics>,
 }
 
@@ -142,6 +161,12 @@ impl Dispatcher {
                 .channels
                 .iter()
                 .map(|c| (c.id.clone(), c.area.clone()))
+                // Device and source communication alarms (`device.{id}`, `source.{id}`).
+                .chain(
+                    crate::rules::groups::groups(cfg)
+                        .into_iter()
+                        .map(|g| (g.channel, g.area)),
+                )
                 .collect(),
             receivers: cfg
                 .receivers
@@ -159,6 +184,7 @@ impl Dispatcher {
                 .collect(),
             tracks: BTreeMap::new(),
             groups: BTreeMap::new(),
+            summaries: BTreeMap::new(),
             metrics,
         }
     }
@@ -210,16 +236,44 @@ impl Dispatcher {
             ev.transition,
             Transition::Cleared | Transition::FaultCleared | Transition::Reset
         );
+        let condition = matches!(
+            ev.transition,
+            Transition::Raised | Transition::Cleared | Transition::Fault | Transition::FaultCleared
+        );
+        // Consequences of a device or source alarm are recorded, never notified; repeats and a
+        // chattering alarm's crossings go into one summary per route period.
+        let consequence = ev.notice.consequence_of.is_some();
+        let summarised = condition && !consequence && (ev.notice.repeat || ev.notice.chattering);
         for (i, r) in self.routes.iter().enumerate() {
             if !self.matches(r, ev) {
                 continue;
+            }
+            if summarised {
+                let period = r.renotify.unwrap_or(SUMMARY_PERIOD);
+                let s = self
+                    .summaries
+                    .entry((i, ev.alarm.clone()))
+                    .or_insert_with(|| Summary {
+                        due: now + period,
+                        first: ev.seq,
+                        activations: 0,
+                        transitions: 0,
+                        since: ev.ts,
+                        last: ev.clone(),
+                    });
+                s.transitions += 1;
+                if matches!(ev.transition, Transition::Raised | Transition::Fault) {
+                    s.activations += 1;
+                }
+                s.last = ev.clone();
             }
             let groupable = ev.priority <= Priority::Medium && r.group_window.is_some();
             for rcv in &r.receivers {
                 let Some(info) = self.receivers.get(rcv) else {
                     continue;
                 };
-                if about_itself(ev, rcv) || (clear && !info.send_clear) {
+                if about_itself(ev, rcv) || (clear && !info.send_clear) || summarised || consequence
+                {
                     continue;
                 }
                 if groupable {
@@ -334,7 +388,49 @@ impl Dispatcher {
                 out.extend(self.group_notification(&k, g, wall));
             }
         }
+        let due: Vec<(usize, String)> = self
+            .summaries
+            .iter()
+            .filter(|(_, s)| s.due <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            if let Some(s) = self.summaries.remove(&k) {
+                out.extend(self.summary_notifications(k.0, s, wall));
+            }
+        }
         out
+    }
+
+    /// The summary of one alarm's summarised transitions, to the route's tier-1 receivers.
+    /// Nothing when no activation was summarised (returns only).
+    fn summary_notifications(&self, i: usize, s: Summary, wall: SystemTime) -> Vec<Notification> {
+        if s.activations == 0 {
+            return Vec::new();
+        }
+        let r = &self.routes[i];
+        let mut ev = s.last;
+        let since = humantime::format_rfc3339_seconds(s.since);
+        ev.message = format!(
+            "{alarm} repeated: {a} activations ({t} transitions) since {since}, not notified one by one; now {state} / {alarm} 反复激活：自 {since} 起激活 {a} 次（共 {t} 次变化），未逐次通知；当前状态 {state}",
+            alarm = ev.alarm,
+            a = s.activations,
+            t = s.transitions,
+            state = ev.state.as_str(),
+        );
+        let step = Step {
+            reason: Reason::Summary,
+            tier: 1,
+            call: &r.call,
+            tag: "-s".into(),
+        };
+        r.receivers
+            .iter()
+            .filter_map(|rcv| {
+                let info = self.receivers.get(rcv)?;
+                Some(step.notify(&self.prefix, &r.id, rcv, &ev, info, wall))
+            })
+            .collect()
     }
 
     /// The highest sequence number up to which every event handled so far has its
@@ -343,7 +439,9 @@ impl Dispatcher {
         self.groups
             .values()
             .flat_map(|g| g.events.first())
-            .map(|e| e.seq.saturating_sub(1))
+            .map(|e| e.seq)
+            .chain(self.summaries.values().map(|s| s.first))
+            .map(|seq| seq.saturating_sub(1))
             .min()
             .map_or(last, |m| m.min(last))
     }
@@ -364,6 +462,7 @@ impl Dispatcher {
             let _ = self.on_event(ev, now, wall);
         }
         self.groups.clear();
+        self.summaries.clear();
         let mut out = Vec::new();
         for ev in &new {
             out.extend(self.on_event(ev, now, wall));
@@ -381,10 +480,15 @@ impl Dispatcher {
     /// Every open group, at once (shutdown).
     pub fn flush(&mut self, wall: SystemTime) -> Vec<Notification> {
         let groups = std::mem::take(&mut self.groups);
-        groups
+        let summaries = std::mem::take(&mut self.summaries);
+        let mut out: Vec<Notification> = groups
             .into_iter()
             .filter_map(|(k, g)| self.group_notification(&k, g, wall))
-            .collect()
+            .collect();
+        for ((i, _), s) in summaries {
+            out.extend(self.summary_notifications(i, s, wall));
+        }
+        out
     }
 
     fn group_notification(
@@ -426,7 +530,8 @@ impl Dispatcher {
             tier.into_iter().chain(t.next_reminder)
         });
         let groups = self.groups.values().map(|g| g.due);
-        tiers.chain(groups).min()
+        let summaries = self.summaries.values().map(|s| s.due);
+        tiers.chain(groups).chain(summaries).min()
     }
 
     /// Alarms currently tracked for escalation or reminders, as `(route, alarm, tiers notified)`.
@@ -560,6 +665,7 @@ escalation = [
             state,
             by: (t == Transition::Acknowledged).then(|| "wang".to_owned()),
             comment: None,
+            notice: Default::default(),
         }
     }
 
@@ -782,6 +888,76 @@ escalation = [
         })
         .await
         .expect("test timed out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn repeats_and_chatter_are_summarised_once_per_period() {
+        tokio::time::timeout(Duration::from_secs(3600), async {
+            let mut d = dispatcher();
+            let t0 = Instant::now();
+            let wall = SystemTime::now();
+            let raised = |seq| {
+                ev(
+                    seq,
+                    Priority::High,
+                    Transition::Raised,
+                    AlarmState::ActiveUnacknowledged,
+                )
+            };
+            let cleared = |seq| {
+                ev(
+                    seq,
+                    Priority::High,
+                    Transition::Cleared,
+                    AlarmState::Latched,
+                )
+            };
+            let ns = d.on_event(&raised(1), t0, wall);
+            assert_eq!(keys(&ns), ["s-1-gas-shift", "s-1-gas-manager"]);
+            let ns = d.on_event(&cleared(2), t0, wall);
+            assert_eq!(keys(&ns), ["s-2-gas-shift"], "the first return is news");
+            // Latched and unanswered: the crossings are repeats; then it chatters.
+            let mut quiet = Vec::new();
+            for seq in 3..=20 {
+                let mut e = if seq % 2 == 1 {
+                    raised(seq)
+                } else {
+                    cleared(seq)
+                };
+                e.notice.repeat = true;
+                e.notice.chattering = seq > 5;
+                quiet.extend(d.on_event(&e, t0, wall));
+            }
+            assert!(quiet.is_empty(), "no notification per crossing: {quiet:?}");
+            let mut chatter = raised(21);
+            chatter.transition = Transition::Chattering;
+            assert_eq!(d.on_event(&chatter, t0, wall).len(), 2, "told it chatters");
+            assert_eq!(d.mark(21), 2, "the summarised events are not routed yet");
+            // The summary comes one renotify period (10 min) after the first repeat.
+            let mut summaries = Vec::new();
+            while Instant::now() - t0 < Duration::from_secs(600) {
+                let (_, ns) = step(&mut d).await;
+                summaries.extend(ns.into_iter().filter(|n| n.reason == Reason::Summary));
+            }
+            assert_eq!(keys(&summaries), ["s-20-gas-s-shift", "s-20-gas-s-manager"]);
+            let text = &summaries[0].events[0].message;
+            assert!(text.contains("9 activations (18 transitions)"), "{text}");
+            assert!(text.contains("反复激活"), "{text}");
+            assert_eq!(d.mark(21), 21);
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    #[test]
+    fn consequences_are_recorded_not_notified() {
+        let mut d = dispatcher();
+        let mut e = ev(1, Priority::High, Transition::Fault, AlarmState::Suppressed);
+        e.notice.consequence_of = Some("device.gd1:comm".into());
+        assert!(d.on_event(&e, Instant::now(), SystemTime::now()).is_empty());
+        e.transition = Transition::FaultCleared;
+        e.state = AlarmState::Normal;
+        assert!(d.on_event(&e, Instant::now(), SystemTime::now()).is_empty());
     }
 
     #[test]

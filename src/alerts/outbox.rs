@@ -57,6 +57,9 @@ pub enum Reason {
     Escalation,
     /// A periodic report of real-time values (regulator feeds).
     Report,
+    /// One summary of a chattering alarm's transitions (or of a latched alarm's repeats) over a
+    /// route's `renotify` period, instead of one notification each.
+    Summary,
 }
 
 /// One notification to one receiver, as stored and delivered.
@@ -966,6 +969,7 @@ fn reason_str(r: Reason) -> &'static str {
         Reason::Reminder => "reminder",
         Reason::Escalation => "escalation",
         Reason::Report => "report",
+        Reason::Summary => "summary",
     }
 }
 
@@ -1003,6 +1007,7 @@ mod tests {
             state: Default::default(),
             by: None,
             comment: None,
+            notice: Default::default(),
         }
     }
 

@@ -407,6 +407,35 @@ pub struct AlarmEvent {
     /// The person's comment or reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// How the transition is announced to people (all unset for an ordinary transition).
+    #[serde(default, flatten)]
+    pub notice: Notice,
+}
+
+/// Why a recorded transition is not (or not one by one) notified to people. Every field is
+/// omitted from JSON when unset, so ordinary events look as before.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// The condition came back (or went again) while the latched alarm's activation was still
+    /// unanswered: not a new activation (ISA-18.2). Journaled and written, never notified.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeat: bool,
+    /// The alarm is chattering (`alarms.chatter_threshold` activations within
+    /// `alarms.chatter_window`): its raised/cleared transitions are counted into one summary per
+    /// route period instead of one notification each.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chattering: bool,
+    /// Suppressed by design as a consequence of this alarm (a device or source communication
+    /// alarm, `device.{id}:comm` / `source.{id}:comm`): recorded, never notified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consequence_of: Option<String>,
+}
+
+impl Notice {
+    /// Whether a transition with this notice is notified one by one.
+    pub fn notified(&self) -> bool {
+        !self.repeat && !self.chattering && self.consequence_of.is_none()
+    }
 }
 
 /// The site's operating mode, set by a person through the API (with who and why). Alarms can be

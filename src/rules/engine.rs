@@ -36,6 +36,8 @@ enum Det {
     Stuck(Stuck),
     Composite,
     Fault,
+    /// A device or source communication alarm.
+    Group,
 }
 
 #[derive(Debug)]
@@ -60,6 +62,9 @@ struct AlarmRt {
     value: Option<f64>,
     activations: VecDeque<Instant>,
     chattering: bool,
+    /// The condition's latest rise was a repeat (latched, still unanswered): its return is
+    /// one too.
+    repeating: bool,
     since: Option<SystemTime>,
 }
 
@@ -72,6 +77,23 @@ struct ChannelRt {
     value: Option<f64>,
     last_good: Instant,
     bad: Option<String>,
+    /// The current Bad reason is a communication one (`comm`, `stale`).
+    bad_comm: bool,
+    /// A communication fault waits for the end of the batch to learn whether its device or
+    /// source is down (then it is a consequence).
+    pending: bool,
+    /// Read (Bad) in the current batch.
+    fresh: bool,
+    /// The active fault was raised for a communication reason.
+    fault_comm: bool,
+    /// Its device group and source group, when it has them.
+    groups: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct GroupRt {
+    def: super::groups::GroupDef,
+    alarm: usize,
 }
 
 #[derive(Debug)]
@@ -183,6 +205,9 @@ pub struct AlarmView {
     pub out_of_service: Option<OutOfService>,
     /// Suppressed by the site mode.
     pub suppressed: bool,
+    /// Suppressed by design as a consequence of this device or source communication alarm
+    /// (state `suppressed`): still Bad and listed, not notified, nothing to acknowledge.
+    pub consequence_of: Option<String>,
     /// Activated at least the chattering threshold within the chattering window.
     pub chattering: bool,
     /// Latest value seen by the alarm.
@@ -261,6 +286,7 @@ pub struct Engine {
     settings: Settings,
     recent: VecDeque<Instant>,
     flood: bool,
+    groups: Vec<GroupRt>,
     /// Gateway components failing now (component → reason), see [`Engine::gateway_health`].
     gateway: std::collections::BTreeMap<String, String>,
     pub(super) io: Option<super::Io>,
@@ -293,6 +319,7 @@ fn new_alarm(
         value: None,
         activations: VecDeque::new(),
         chattering: false,
+        repeating: false,
         since: None,
     }
 }
@@ -321,6 +348,11 @@ impl Engine {
                 value: None,
                 last_good: now,
                 bad: None,
+                bad_comm: false,
+                pending: false,
+                fresh: false,
+                fault_comm: false,
+                groups: Vec::new(),
             });
         }
         let index: HashMap<ChannelId, usize> = chans
@@ -487,6 +519,22 @@ impl Engine {
                 timers,
             });
         }
+        let mut groups = Vec::new();
+        for (g, def) in super::groups::groups(cfg).into_iter().enumerate() {
+            let mut al = new_alarm(def.alarm_id(), "comm".into(), None, Det::Group);
+            al.channel = def.channel.clone();
+            al.area = def.area.clone();
+            al.kind = def.kind.clone();
+            al.class = AlarmClass::Fault;
+            alarms.push(al);
+            for &m in &def.members {
+                chans[m].groups.push(g);
+            }
+            groups.push(GroupRt {
+                def,
+                alarm: alarms.len() - 1,
+            });
+        }
         let by_id = alarms
             .iter()
             .enumerate()
@@ -512,6 +560,7 @@ impl Engine {
             },
             recent: VecDeque::new(),
             flood: false,
+            groups,
             gateway: std::collections::BTreeMap::new(),
             io: None,
         }
@@ -531,7 +580,11 @@ impl Engine {
                     al.delay.pending = None;
                     if al.class == AlarmClass::Fault && life.cond {
                         if let Some(c) = al.chan {
-                            self.chans[c].bad = Some("fault before restart".into());
+                            let comm = life.consequential.is_some();
+                            let ch = &mut self.chans[c];
+                            ch.bad = Some("fault before restart".into());
+                            ch.bad_comm = comm;
+                            ch.fault_comm = comm;
                         }
                     }
                 }
@@ -656,6 +709,7 @@ impl Engine {
             shelf: al.life.shelf.clone(),
             out_of_service: al.life.oos.clone(),
             suppressed: al.life.suppressed,
+            consequence_of: al.life.consequential.clone(),
             chattering: al.chattering,
             value: al.value,
             limit: al.limit,
@@ -749,6 +803,7 @@ impl Engine {
             state: al.life.state(),
             by: by.map(str::to_owned),
             comment: comment.filter(|c| !c.is_empty()).map(str::to_owned),
+            notice: Default::default(),
         });
     }
 
@@ -837,6 +892,7 @@ impl Engine {
             state: AlarmState::Normal,
             by: by.map(str::to_owned),
             comment: None,
+            notice: Default::default(),
         });
     }
 
@@ -856,20 +912,45 @@ impl Engine {
             by: "system",
             comment: "",
         };
+        let repeat = if cond {
+            al.life.is_repeat(true)
+        } else {
+            al.repeating
+        };
+        let chattering = al.chattering;
         let Ok(Some(t)) = al.life.step(&Input::Condition(cond), &ctx) else {
             return;
         };
-        let counted = cond && al.class == AlarmClass::Process && !al.life.hidden();
+        if cond {
+            al.repeating = repeat;
+        }
+        // Process and fault alarms both count towards the flood and chattering: a converter
+        // losing power floods the people on duty as surely as a process upset does. A repeat is
+        // not a new activation (no flood count) but it is a crossing (chattering count).
+        let visible = cond && !al.life.hidden();
         self.emit(a, t, wall, None, None, out);
-        if counted {
-            self.activation(a, now, wall, out);
+        if let Some(e) = out.last_mut() {
+            e.notice.repeat = repeat;
+            e.notice.chattering = chattering;
+        }
+        if visible {
+            self.activation(a, now, wall, !repeat, out);
         }
     }
 
-    fn activation(&mut self, a: usize, now: Instant, wall: SystemTime, out: &mut Vec<AlarmEvent>) {
+    fn activation(
+        &mut self,
+        a: usize,
+        now: Instant,
+        wall: SystemTime,
+        new: bool,
+        out: &mut Vec<AlarmEvent>,
+    ) {
         let s = self.settings.clone();
         prune(&mut self.recent, now, s.flood_window);
-        self.recent.push_back(now);
+        if new {
+            self.recent.push_back(now);
+        }
         if !self.flood && self.recent.len() > s.flood_threshold {
             self.flood = true;
             let msg = format!(
@@ -895,10 +976,10 @@ impl Engine {
             let n = al.activations.len();
             self.emit(a, Transition::Chattering, wall, None, None, out);
             if let Some(e) = out.last_mut() {
+                let w = humantime::format_duration(s.chatter_window);
                 e.message = format!(
-                    "{} chattering: {n} activations within {}",
-                    e.alarm,
-                    humantime::format_duration(s.chatter_window)
+                    "{alarm} chattering: {n} activations within {w}; further ones are summarised, not notified one by one / 报警振荡：{alarm} 在 {w} 内激活 {n} 次，此后的激活汇总通知，不再逐次通知",
+                    alarm = e.alarm,
                 );
             }
         }
@@ -936,21 +1017,48 @@ impl Engine {
         }
     }
 
-    /// Steps on one sample.
+    /// Steps on one sample (a batch of one).
     pub fn on_sample(&mut self, s: &Sample, now: Instant) -> Vec<AlarmEvent> {
+        self.on_batch(std::slice::from_ref(s), now)
+    }
+
+    /// Steps on a batch of samples (one poll of a device, one MQTT message). Communication
+    /// faults are settled at the end of the batch: when a whole device or source is down, one
+    /// communication alarm is raised and its channels' faults are consequences of it.
+    pub fn on_batch(&mut self, batch: &[Sample], now: Instant) -> Vec<AlarmEvent> {
         let mut out = Vec::new();
+        for s in batch {
+            self.apply(s, now, &mut out);
+        }
+        if let Some(last) = batch.last() {
+            self.settle(now, last.ts, &mut out);
+        }
+        order(&mut out);
+        out
+    }
+
+    fn apply(&mut self, s: &Sample, now: Instant, out: &mut Vec<AlarmEvent>) {
         let Some(&i) = self.index.get(&s.channel) else {
-            return out;
+            return;
         };
         let wall = s.ts;
         match &s.reading {
             Reading::Bad(reason) => {
                 let was_good = self.chans[i].value.is_some();
-                self.chans[i].value = None;
-                self.chans[i].bad = Some(reason.to_string());
-                let f = self.chans[i].fault;
+                let comm = matches!(reason, BadReason::Comm { .. } | BadReason::Stale);
+                let c = &mut self.chans[i];
+                c.value = None;
+                c.bad = Some(reason.to_string());
+                c.bad_comm = comm;
+                c.fresh = true;
+                let f = c.fault;
                 if !self.alarms[f].life.cond {
-                    self.set_cond(f, true, now, wall, &mut out);
+                    if comm && !self.chans[i].groups.is_empty() {
+                        self.chans[i].pending = true;
+                    } else {
+                        self.chans[i].fault_comm = comm;
+                        self.set_cond(f, true, now, wall, out);
+                    }
                 }
                 for k in 0..self.chans[i].alarms.len() {
                     let a = self.chans[i].alarms[k];
@@ -959,7 +1067,7 @@ impl Engine {
                 if was_good {
                     for k in 0..self.chans[i].deps.len() {
                         let d = self.chans[i].deps[k];
-                        self.eval_comp(d, now, wall, &mut out);
+                        self.eval_comp(d, now, wall, out);
                     }
                 }
             }
@@ -969,10 +1077,18 @@ impl Engine {
                 c.value = Some(v);
                 c.last_good = now;
                 c.bad = None;
+                c.bad_comm = false;
+                c.pending = false;
+                c.fault_comm = false;
                 let f = c.fault;
                 if self.alarms[f].life.cond {
                     self.alarms[f].value = Some(v);
-                    self.set_cond(f, false, now, wall, &mut out);
+                    // A consequence clears with its cause named, and is no longer one.
+                    let cause = self.alarms[f].life.consequential.take();
+                    self.set_cond(f, false, now, wall, out);
+                    if let (Some(c), Some(e)) = (cause, out.last_mut()) {
+                        e.notice.consequence_of = Some(c);
+                    }
                 }
                 for k in 0..self.chans[i].alarms.len() {
                     let a = self.chans[i].alarms[k];
@@ -989,23 +1105,171 @@ impl Engine {
                         }
                         Det::Discrete(d) => Some(d.eval(v)),
                         Det::Stuck(st) => Some(st.eval(now, v)),
-                        Det::Composite | Det::Fault => None,
+                        Det::Composite | Det::Fault | Det::Group => None,
                     };
                     if let Some(raw) = raw {
                         al.raw = raw;
                         if let Some(cond) = al.delay.feed(raw, now) {
-                            self.set_cond(a, cond, now, wall, &mut out);
+                            self.set_cond(a, cond, now, wall, out);
                         }
                     }
                 }
                 for k in 0..self.chans[i].deps.len() {
                     let d = self.chans[i].deps[k];
-                    self.eval_comp(d, now, wall, &mut out);
+                    self.eval_comp(d, now, wall, out);
                 }
             }
         }
-        order(&mut out);
-        out
+    }
+
+    /// Settles communication faults after a batch (see [`super::groups`]): groups that went
+    /// down raise their alarm (a consequence of their source's when that is down too), groups
+    /// that answer again clear it; channel faults for a communication reason become
+    /// consequences of the outermost group that is down, or stay their own alarms.
+    fn settle(&mut self, now: Instant, wall: SystemTime, out: &mut Vec<AlarmEvent>) {
+        if self.groups.is_empty() {
+            for c in &mut self.chans {
+                c.fresh = false;
+            }
+            return;
+        }
+        let down: Vec<bool> = self
+            .groups
+            .iter()
+            .map(|g| {
+                g.def.members.iter().all(|&m| {
+                    let c = &self.chans[m];
+                    c.bad.is_some() && c.bad_comm
+                })
+            })
+            .collect();
+        let cause_of = |gs: &[usize], groups: &[GroupRt], alarms: &[AlarmRt]| {
+            // Source groups come first: the outermost group that is down.
+            gs.iter()
+                .copied()
+                .filter(|&g| down[g])
+                .min()
+                .map(|g| alarms[groups[g].alarm].id.clone())
+        };
+        for (g, &is_down) in down.iter().enumerate() {
+            let a = self.groups[g].alarm;
+            let parent: Vec<usize> = self.groups[g].def.parent.into_iter().collect();
+            let cause = cause_of(&parent, &self.groups, &self.alarms);
+            if is_down && !self.alarms[a].life.cond {
+                let n = self.groups[g].def.members.len();
+                let detail = self.groups[g]
+                    .def
+                    .members
+                    .iter()
+                    .find_map(|&m| self.chans[m].bad.clone())
+                    .unwrap_or_default();
+                let (what, what_zh) = match self.groups[g].def.scope {
+                    super::groups::Scope::Device => ("device", "设备"),
+                    super::groups::Scope::Source => ("source", "数据源"),
+                };
+                let name = self.groups[g].def.name.clone();
+                let msg = format!(
+                    "{what} {name} not communicating: its {n} channels have no readings ({detail}); their faults are suppressed as consequences / {what_zh} {name} 通信中断：{n} 个通道无读数，其通道故障作为后果报警被抑制"
+                );
+                self.raise_consequence(a, cause, now, wall, out);
+                if let Some(e) = out.last_mut() {
+                    e.message = msg;
+                }
+            } else if is_down {
+                self.reconsider(a, cause, true, wall, out);
+            } else if self.alarms[a].life.cond {
+                let cause = self.alarms[a].life.consequential.take();
+                self.set_cond(a, false, now, wall, out);
+                if let Some(e) = out.last_mut() {
+                    let name = &self.groups[g].def.name;
+                    e.message = format!("{} answering again / {name} 恢复通信", e.channel);
+                    e.notice.consequence_of = cause;
+                }
+            }
+        }
+        for i in 0..self.chans.len() {
+            let c = &self.chans[i];
+            let f = c.fault;
+            let fresh = c.fresh;
+            if c.groups.is_empty() || c.bad.is_none() {
+                continue;
+            }
+            let cause = cause_of(&c.groups, &self.groups, &self.alarms);
+            if c.pending {
+                self.chans[i].pending = false;
+                self.chans[i].fault_comm = true;
+                self.raise_consequence(f, cause, now, wall, out);
+            } else if self.alarms[f].life.cond
+                && (c.fault_comm || self.alarms[f].life.consequential.is_some())
+            {
+                self.reconsider(f, cause, fresh, wall, out);
+            }
+        }
+        for c in &mut self.chans {
+            c.fresh = false;
+        }
+    }
+
+    /// Raises alarm `a`, as a consequence of `cause` when there is one.
+    fn raise_consequence(
+        &mut self,
+        a: usize,
+        cause: Option<String>,
+        now: Instant,
+        wall: SystemTime,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        let consequence = cause.is_some();
+        if consequence {
+            self.alarms[a].life.consequential = cause.clone();
+        }
+        self.set_cond(a, true, now, wall, out);
+        if consequence {
+            if let Some(e) = out.last_mut() {
+                e.notice.consequence_of = cause;
+            }
+        }
+    }
+
+    /// An active alarm becomes a consequence of `cause`, or (when `fresh`: it read Bad again
+    /// while nothing above it is down) its own alarm again.
+    fn reconsider(
+        &mut self,
+        a: usize,
+        cause: Option<String>,
+        fresh: bool,
+        wall: SystemTime,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        let current = self.alarms[a].life.consequential.clone();
+        let input = match (&current, &cause) {
+            (None, Some(_)) => Input::Consequence(cause.clone()),
+            (Some(_), None) if fresh => Input::Consequence(None),
+            _ => return,
+        };
+        let al = &mut self.alarms[a];
+        let ctx = Ctx {
+            latching: al.latching,
+            now: wall,
+            by: "system",
+            comment: "",
+        };
+        if let Ok(Some(t)) = al.life.step(&input, &ctx) {
+            let comment = match (&cause, &current) {
+                (Some(c), _) => format!("consequence of {c} / {c} 的后果报警"),
+                (None, Some(c)) => format!(
+                    "no longer a consequence of {c}: {} / 不再是 {c} 的后果报警",
+                    al.chan
+                        .and_then(|i| self.chans[i].bad.clone())
+                        .unwrap_or_else(|| "still failing".into())
+                ),
+                (None, None) => String::new(),
+            };
+            self.emit(a, t, wall, Some("system"), Some(&comment), out);
+            if let Some(e) = out.last_mut() {
+                e.notice.consequence_of = cause.or(current);
+            }
+        }
     }
 
     /// Time passes: completes delays, marks stale channels, expires shelves, evaluates timed
@@ -1021,10 +1285,11 @@ impl Engine {
                     ts: wall,
                     reading: Reading::Bad(BadReason::Stale),
                 };
-                out.extend(self.on_sample(&s, now));
+                self.apply(&s, now, &mut out);
                 samples.push(s);
             }
         }
+        self.settle(now, wall, &mut out);
         let s = self.settings.clone();
         for a in 0..self.alarms.len() {
             let al = &mut self.alarms[a];
@@ -1133,6 +1398,10 @@ impl Engine {
                     comment,
                 };
                 if let Some(t) = al.life.step(&input, &ctx)? {
+                    if matches!(t, Transition::Acknowledged | Transition::Reset) {
+                        // Answered: the next return or crossing is news again.
+                        al.repeating = false;
+                    }
                     let c = match action {
                         Action::OutOfService { reason } if comment.is_empty() => reason.as_str(),
                         _ => comment.as_str(),

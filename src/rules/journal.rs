@@ -258,6 +258,7 @@ mod tests {
             state: AlarmState::ActiveUnacknowledged,
             by: None,
             comment: None,
+            notice: Default::default(),
         }
     }
 

@@ -59,6 +59,10 @@ pub struct Life {
     /// Suppressed by the site mode.
     #[serde(default)]
     pub suppressed: bool,
+    /// Suppressed by design as a consequence of this alarm (a device or source communication
+    /// alarm): still recorded, never annunciated, nothing to acknowledge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consequential: Option<String>,
 }
 
 /// Something that may change an alarm's lifecycle.
@@ -86,6 +90,9 @@ pub enum Input {
     Return,
     /// The site mode suppresses (true) or releases (false) this alarm.
     Suppress(bool),
+    /// The alarm becomes a consequence of another one (`Some(alarm)`: suppressed by design), or
+    /// no longer is (`None`).
+    Consequence(Option<String>),
     /// Time passed (shelves expire).
     Tick,
 }
@@ -136,7 +143,7 @@ impl Life {
             AlarmState::OutOfService
         } else if self.shelf.is_some() {
             AlarmState::Shelved
-        } else if self.suppressed {
+        } else if self.suppressed || self.consequential.is_some() {
             AlarmState::Suppressed
         } else if self.cond && self.unacked {
             AlarmState::ActiveUnacknowledged
@@ -154,12 +161,23 @@ impl Life {
     /// Whether the alarm is hidden from people (shelved, suppressed or out of service): its
     /// transitions are journaled and written to the time series, but not annunciated.
     pub fn hidden(&self) -> bool {
-        self.oos.is_some() || self.shelf.is_some() || self.suppressed
+        self.oos.is_some()
+            || self.shelf.is_some()
+            || self.suppressed
+            || self.consequential.is_some()
     }
 
     /// Whether the alarm is in a state other than normal (listed as "active").
     pub fn is_normal(&self) -> bool {
         self.state() == AlarmState::Normal
+    }
+
+    /// Whether the condition becoming `cond` is a repeat rather than a new activation: the
+    /// condition comes back while the latched alarm's activation is still unanswered (not
+    /// acknowledged, not reset). ISA-18.2: such a re-crossing is not a new alarm; it is recorded
+    /// but not announced again.
+    pub fn is_repeat(&self, cond: bool) -> bool {
+        cond && !self.cond && self.latched && self.unacked && !self.hidden()
     }
 
     fn reveal(&mut self) {
@@ -269,6 +287,23 @@ impl Life {
                         self.latched = true;
                     }
                     Ok(Some(Transition::Unsuppressed))
+                }
+            }
+            Input::Consequence(cause) => {
+                if *cause == self.consequential {
+                    return Ok(None);
+                }
+                let was = self
+                    .consequential
+                    .replace(cause.clone().unwrap_or_default());
+                match (was, cause) {
+                    (None, Some(_)) => Ok(Some(Transition::Suppressed)),
+                    (Some(_), Some(_)) => Ok(None),
+                    (_, None) => {
+                        self.consequential = None;
+                        self.reveal();
+                        Ok(Some(Transition::Unsuppressed))
+                    }
                 }
             }
             Input::Tick => match &self.shelf {
@@ -394,6 +429,43 @@ mod tests {
                 (9, Reset, Err(Refused::NotLatched), Normal),
             ],
         );
+    }
+
+    #[test]
+    fn re_crossing_while_latched_and_unanswered_is_a_repeat() {
+        let ctx = Ctx {
+            latching: true,
+            now: t(0),
+            by: "system",
+            comment: "",
+        };
+        let mut life = Life::default();
+        // (condition, a repeat?, state after)
+        let rows = [
+            (true, false, ActiveUnacknowledged),
+            (false, false, Latched),
+            (true, true, ActiveUnacknowledged),
+            (false, false, Latched),
+            (true, true, ActiveUnacknowledged),
+        ];
+        for (i, (cond, repeat, state)) in rows.into_iter().enumerate() {
+            assert_eq!(life.is_repeat(cond), repeat, "row {i}");
+            life.step(&Condition(cond), &ctx).expect("condition");
+            assert_eq!(life.state(), state, "row {i}");
+        }
+        // Acknowledged: the next crossing is a new activation again.
+        life.step(&Ack, &ctx).expect("ack");
+        life.step(&Condition(false), &ctx).expect("condition");
+        assert!(!life.is_repeat(true), "answered: a new activation");
+        // Non-latching alarms have no repeats: each activation is one (chatter policy applies).
+        let mut plain = Life::default();
+        let ctx = Ctx {
+            latching: false,
+            ..ctx
+        };
+        plain.step(&Condition(true), &ctx).expect("condition");
+        plain.step(&Condition(false), &ctx).expect("condition");
+        assert!(!plain.is_repeat(true));
     }
 
     #[test]
@@ -537,6 +609,42 @@ mod tests {
                     ActiveUnacknowledged,
                 ),
                 (7, Condition(false), Ok(Some(Transition::Cleared)), Latched),
+            ],
+        );
+    }
+
+    #[test]
+    fn consequences_are_suppressed_by_design() {
+        let cause = || Input::Consequence(Some("device.gd1:comm".into()));
+        run(
+            false,
+            vec![
+                (0, cause(), Ok(Some(Transition::Suppressed)), Suppressed),
+                (0, cause(), Ok(None), Suppressed),
+                // Raised as a consequence: recorded, nothing to acknowledge.
+                (1, Condition(true), Ok(Some(Transition::Raised)), Suppressed),
+                (2, Ack, Err(Refused::NothingToAck), Suppressed),
+                // The site mode does not release it.
+                (
+                    3,
+                    Suppress(true),
+                    Ok(Some(Transition::Suppressed)),
+                    Suppressed,
+                ),
+                (
+                    4,
+                    Suppress(false),
+                    Ok(Some(Transition::Unsuppressed)),
+                    Suppressed,
+                ),
+                // Released while still true: its own alarm now, to be acknowledged.
+                (
+                    5,
+                    Input::Consequence(None),
+                    Ok(Some(Transition::Unsuppressed)),
+                    ActiveUnacknowledged,
+                ),
+                (6, Input::Consequence(None), Ok(None), ActiveUnacknowledged),
             ],
         );
     }

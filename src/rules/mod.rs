@@ -9,6 +9,7 @@
 //!   service) as a pure state machine.
 //! - [`engine`]: [`Engine`], pure (time is passed in): samples, ticks and commands in, ordered
 //!   events out.
+//! - [`groups`]: which channels share a device or source (consequential communication faults).
 //! - [`journal`]: the durable, fsync'd journal of every transition, replayed on start.
 //! - [`board`]: the snapshot and command handle the API uses.
 //!
@@ -32,6 +33,7 @@
 pub mod board;
 pub mod engine;
 pub mod expr;
+pub mod groups;
 pub mod journal;
 pub mod lifecycle;
 pub mod limits;
@@ -320,10 +322,7 @@ pub async fn run<B: Into<SampleBatch> + Send + 'static>(
                     receipt = r;
                     engine.screen(&mut b);
                     let now = tokio::time::Instant::now().into_std();
-                    let mut ev = Vec::new();
-                    for s in &b {
-                        ev.extend(engine.on_sample(s, now));
-                    }
+                    let ev = engine.on_batch(&b, now);
                     (b, ev)
                 }
                 None => break,
