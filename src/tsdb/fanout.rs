@@ -269,6 +269,7 @@ mod tests {
             state,
             by: (t == Transition::Acknowledged).then(|| "li.wei".into()),
             comment: None,
+            notice: Default::default(),
         }
     }
 
