@@ -27,6 +27,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod i18n;
 pub mod model;
 pub mod queue;
 pub mod rules;

@@ -78,9 +78,16 @@ pub struct Config {
 pub struct Site {
     /// Short id, used as the `site` tag in every point.
     pub id: String,
-    /// Display name.
+    /// Display name, shown in the status page header and in alert texts (e.g. `某化工厂`).
     #[serde(default)]
     pub name: String,
+    /// IANA time zone for every time shown to people; default `alarms.schedule.timezone`,
+    /// else the system zone.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Language of alert texts: `zh-CN` (default) or `en`.
+    #[serde(default)]
+    pub language: crate::i18n::Language,
 }
 
 /// Process-wide settings.

@@ -131,6 +131,16 @@ pub struct Resolved {
     pub notifications: crate::alerts::config::Notifications,
 }
 
+impl Resolved {
+    /// The site's time zone for times shown to people (see [`crate::i18n::site_zone`]).
+    pub fn site_zone(&self) -> chrono_tz::Tz {
+        crate::i18n::site_zone(
+            self.site.timezone.as_deref(),
+            self.alarms.schedule.timezone.as_deref(),
+        )
+    }
+}
+
 /// Collects every problem of a configuration with its path; shared by the config checks of
 /// every module.
 #[derive(Debug, Default)]
@@ -165,6 +175,14 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
 
     if let Err(e) = check_id(&cfg.site.id, false) {
         p.err("site.id", e);
+    }
+    if let Some(tz) = &cfg.site.timezone {
+        if tz.parse::<chrono_tz::Tz>().is_err() {
+            p.err(
+                "site.timezone",
+                format!("unknown time zone `{tz}` (use an IANA name such as Asia/Shanghai)"),
+            );
+        }
     }
     if cfg.gateway.sample_queue == 0 {
         p.err("gateway.sample_queue", "must be at least 1");

@@ -322,6 +322,9 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 let wall = SystemTime::now();
+                // The heartbeat comes from the engine's own tick: a stalled engine stops it and
+                // the status page shows communication lost.
+                state.beat(wall);
                 let (samples, mut ev) = engine.tick(tokio::time::Instant::now().into_std(), wall);
                 ev.extend(engine.gateway_health(&gateway_faults(&state), wall));
                 (samples, ev)
@@ -459,6 +462,8 @@ mod tests {
             site: Site {
                 id: "s".into(),
                 name: String::new(),
+                timezone: None,
+                language: crate::i18n::Language::default(),
             },
             gateway: Gateway::default(),
             api: Api::default(),
