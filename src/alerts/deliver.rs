@@ -56,6 +56,10 @@ pub struct Context {
     pub site_name: String,
     /// Channel metadata.
     pub channels: Arc<HashMap<ChannelId, ChannelInfo>>,
+    /// The site's time zone: every time in a text for people is in it, with its offset.
+    pub tz: chrono_tz::Tz,
+    /// The language of texts for people (`[site] language`).
+    pub language: crate::i18n::Language,
 }
 
 impl Context {
@@ -64,6 +68,8 @@ impl Context {
         Self {
             site: cfg.site.id.clone(),
             site_name: cfg.site.name.clone(),
+            tz: cfg.site_zone(),
+            language: cfg.site.language,
             channels: Arc::new(
                 cfg.channels
                     .iter()
@@ -382,7 +388,8 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
-/// The `hazgate.alarm.v2` body.
+/// The `hazgate.alarm.v2` body. `message` is the text for people (as the robots send it: in
+/// the site's language, times in the site's zone with offset); machine fields stay RFC 3339 UTC.
 pub fn body_v2(ctx: &Context, n: &Notification) -> Value {
     json!({
         "schema": "hazgate.alarm.v2",
@@ -394,6 +401,7 @@ pub fn body_v2(ctx: &Context, n: &Notification) -> Value {
         "tier": n.tier,
         "call": n.call,
         "created": humantime::format_rfc3339_millis(n.created).to_string(),
+        "message": message_text(ctx, n),
         "event": n.events.first(),
         "events": n.events,
     })
@@ -403,58 +411,92 @@ fn fmt_num(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v}"))
 }
 
-/// Human-readable text for robots and templates: the essentials of each event.
+/// Human-readable text for robots, templates and the webhook `message`: the essentials of each
+/// event in the site's language, times in the site's zone with offset.
 pub fn message_text(ctx: &Context, n: &Notification) -> String {
+    use crate::i18n;
+    let l = ctx.language;
+    let w = i18n::labels(l);
+    let zh = l == i18n::Language::ZhCn;
     let site = if ctx.site_name.is_empty() {
         &ctx.site
     } else {
         &ctx.site_name
     };
+    let colon = if zh { "：" } else { ": " };
     let mut s = String::new();
     match n.reason {
-        super::outbox::Reason::Escalation => s.push_str(&format!(
-            "【升级 tier {}】No acknowledgement in time / 未及时确认\n",
-            n.tier
-        )),
+        super::outbox::Reason::Escalation => {
+            s.push_str(&w.escalation.replace("{tier}", &n.tier.to_string()));
+            s.push('\n');
+        }
         super::outbox::Reason::Reminder => {
-            s.push_str("【提醒 reminder】Still unacknowledged / 仍未确认\n")
+            s.push_str(w.reminder);
+            s.push('\n');
         }
         _ => {}
     }
     for e in &n.events {
         let ch = ctx.channels.get(&e.channel).cloned().unwrap_or_default();
-        let location = if ch.label.is_empty() {
-            format!("{} ({})", e.channel, ch.area)
-        } else {
-            format!("{} — {} ({})", ch.label, e.channel, ch.area)
+        let location = match (ch.label.is_empty(), ch.area.is_empty()) {
+            (true, true) => e.channel.to_string(),
+            (true, false) => format!("{} ({})", e.channel, ch.area),
+            (false, _) => format!("{} — {} ({})", ch.label, e.channel, ch.area),
         };
+        let (open, close) = if zh { ("【", "】") } else { ("[", "]") };
         s.push_str(&format!(
-            "[{:?}] {} {}\nSite/站点: {site}\nLocation/位置: {location}\nValue/数值: {} {} (limit/限值 {})\nTime/时间: {}\nState/状态: {}\n{}\n",
-            e.priority,
+            "{open}{}{close} {} {}\n",
+            i18n::priority(l, e.priority),
             e.alarm,
-            e.transition.as_str(),
-            fmt_num(e.value),
-            ch.unit,
-            fmt_num(e.limit),
-            humantime::format_rfc3339_seconds(e.ts),
-            e.state.as_str(),
-            e.message,
+            i18n::transition(l, e.transition),
         ));
+        s.push_str(&format!("{}{colon}{site}\n", w.site));
+        s.push_str(&format!("{}{colon}{location}\n", w.location));
+        if e.value.is_some() || e.limit.is_some() {
+            let unit = if ch.unit.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", ch.unit)
+            };
+            s.push_str(&format!(
+                "{}{colon}{}{unit} ({} {})\n",
+                w.value,
+                fmt_num(e.value),
+                w.limit,
+                fmt_num(e.limit)
+            ));
+        }
+        s.push_str(&format!(
+            "{}{colon}{}\n",
+            w.time,
+            i18n::local_time(e.ts, ctx.tz)
+        ));
+        s.push_str(&format!("{}{colon}{}\n", w.state, i18n::state(l, e.state)));
+        if !zh || !e.message.is_ascii() {
+            // The engine's own description is English; a configured (Chinese) message is shown.
+            s.push_str(&e.message);
+            s.push('\n');
+        }
         if let Some(by) = &e.by {
-            s.push_str(&format!("By/处理人: {by}\n"));
+            s.push_str(&format!("{}{colon}{by}\n", w.by));
+        }
+        if let Some(c) = e.comment.as_deref().filter(|c| !c.is_empty()) {
+            s.push_str(&format!("{}{colon}{c}\n", w.comment));
         }
     }
     if !n.call.is_empty() {
-        s.push_str(&format!("Call/请联系: {}\n", n.call.join(", ")));
+        s.push_str(&format!("{}{colon}{}\n", w.call, n.call.join(", ")));
     }
-    s.push_str(&format!("Key: {}", n.key));
+    s.push_str(&format!("{}{colon}{}", w.key, n.key));
     s
 }
 
-/// Renders a body template.
+/// Renders a body template. `{time}` is the site's local time with offset; `{text}` is the
+/// full text the robots send.
 pub fn render(t: &str, ctx: &Context, n: &Notification) -> String {
     let e = n.events.first();
-    let time = e.map(|e| humantime::format_rfc3339_seconds(e.ts).to_string());
+    let l = ctx.language;
+    let time = e.map(|e| crate::i18n::local_time(e.ts, ctx.tz));
     let vars = [
         ("{site}", ctx.site.clone()),
         ("{alarm}", e.map(|e| e.alarm.clone()).unwrap_or_default()),
@@ -466,16 +508,18 @@ pub fn render(t: &str, ctx: &Context, n: &Notification) -> String {
         ("{limit}", fmt_num(e.and_then(|e| e.limit))),
         (
             "{state}",
-            e.map(|e| e.state.as_str().to_owned()).unwrap_or_default(),
+            e.map(|e| crate::i18n::state(l, e.state).to_owned())
+                .unwrap_or_default(),
         ),
         (
             "{transition}",
-            e.map(|e| e.transition.as_str().to_owned())
+            e.map(|e| crate::i18n::transition(l, e.transition).to_owned())
                 .unwrap_or_default(),
         ),
         ("{time}", time.unwrap_or_default()),
         ("{call}", n.call.join(", ")),
         ("{key}", n.key.clone()),
+        ("{text}", message_text(ctx, n)),
     ];
     let mut s = t.to_owned();
     for (k, v) in vars {
