@@ -23,6 +23,8 @@ pub struct ChannelSnapshot {
     pub unit: String,
     /// Area.
     pub area: String,
+    /// The area's display name (`[[areas]]`), else its id.
+    pub area_name: String,
     /// Device.
     pub device: DeviceId,
     /// Label.
@@ -125,6 +127,7 @@ impl SharedState {
                 kind: c.kind.clone(),
                 unit: c.unit.clone(),
                 area: c.area.clone(),
+                area_name: cfg.area_name(&c.area).to_owned(),
                 device: c.device.clone(),
                 label: c.label.clone(),
                 value: None,

@@ -548,3 +548,49 @@ async fn texts_for_people_are_in_the_site_language_and_time_zone() {
     .await
     .expect("test timed out");
 }
+
+/// A composite alarm (no channel of its own) keeps its area in robot texts and webhook details;
+/// every notification carries the rule's message and response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_say_what_where_and_what_to_do() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let r = start(&format!(
+            "[site]\nid = \"s\"\nlanguage = \"zh-CN\"\ntimezone = \"Asia/Shanghai\"\n\
+             [[areas]]\nid = \"a\"\nname = \"储罐区\"\n\
+             [[receivers]]\nkind = \"wecom\"\nid = \"wc\"\nurl = \"{url}/cgi-bin/webhook/send\"\n\
+             [[receivers]]\nkind = \"webhook\"\nid = \"hook\"\nurl = \"{url}/hook\"\n\
+             [[alarms.composite]]\nid = \"gas-2oo2\"\nexpr = \"2 of (a.gd1.lel >= 25, a.gd1.lel >= 30)\"\narea = \"a\"\n\
+             message = \"两台探测器同时报警\"\nresponse = \"切断进料，疏散人员\"\n\
+             {GAS_CHANNEL}"
+        ));
+        let mut e = ev(3, Transition::Raised);
+        e.alarm = "gas-2oo2".into();
+        e.channel = ChannelId::new("rule.gas-2oo2");
+        e.condition = "gas-2oo2".into();
+        e.message = "两台探测器同时报警".into();
+        e.value = None;
+        e.limit = None;
+        r.tx.send(e).await.expect("send");
+        let reqs = support::eventually(Duration::from_secs(20), "robot and webhook", || {
+            let a = h.accepted.lock().expect("lock").clone();
+            async move { (a.len() == 2).then_some(a) }
+        })
+        .await;
+        let find = |p: &str| reqs.iter().find(|r| r.uri.starts_with(p)).cloned().expect(p);
+        let wc: Value = serde_json::from_str(&find("/cgi-bin/webhook/send").body).expect("json");
+        let text = wc["text"]["content"].as_str().expect("text").to_owned();
+        for want in ["位置：两台探测器同时报警 — rule.gas-2oo2 (储罐区)", "两台探测器同时报警", "处置措施：切断进料，疏散人员"] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
+        assert!(!text.contains("()"), "no empty area: {text}");
+        let hook: Value = serde_json::from_str(&find("/hook").body).expect("json");
+        let d = &hook["details"][0];
+        assert_eq!(d["area"], "a", "{hook}");
+        assert_eq!(d["area_name"], "储罐区");
+        assert_eq!(d["message"], "两台探测器同时报警");
+        assert_eq!(d["response"], "切断进料，疏散人员");
+    })
+    .await
+    .expect("test timed out");
+}

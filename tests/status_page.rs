@@ -78,10 +78,31 @@ async fn status_page_shows_values_alarms_and_faults() {
             v
         };
         // The MQTT areas come from the demo's data units (declared channels, shown before data).
-        assert_eq!(
-            areas,
-            ["TANKFARM", "DUSTLINE", "POWER", "WORKSHOP", "WAREHOUSE"]
-        );
+        // Areas by their display names (`[[areas]]` in config/demo.toml).
+        assert_eq!(areas, ["储罐区", "除尘线", "配电室", "生产车间", "仓库"]);
+        // The alarm row says what, where and what to do: label, area name, the rule's message
+        // and its response text.
+        let row = support::eventually(
+            Duration::from_secs(15),
+            "the engine's row for gd101:H",
+            || async {
+                let r = browser
+                    .find_all("tr[data-alarm=\"tankfarm.gd101.lel:H\"] td.al-what")
+                    .await
+                    .pop()?;
+                Some(browser.text(&r).await)
+            },
+        )
+        .await;
+        for want in [
+            "1号罐区可燃气体 GD-101",
+            "储罐区",
+            "储罐区可燃气体浓度超限",
+            "Response",
+            "疏散罐区人员，关闭进料阀 XV-101",
+        ] {
+            assert!(row.contains(want), "`{want}` missing in the alarm row: {row}");
+        }
         // The active-alarm table lists the gas alarm and the fault.
         let rows = browser.find_all("#alarms tbody tr").await;
         let mut listed = Vec::new();

@@ -60,6 +60,27 @@ pub struct Context {
     pub tz: chrono_tz::Tz,
     /// The language of texts for people (`[site] language`).
     pub language: crate::i18n::Language,
+    /// What people need to know about each alarm (label, area name, unit, message, response),
+    /// by alarm id.
+    pub alarms: Arc<HashMap<String, AlarmInfo>>,
+}
+
+/// What an alarm is about, for people: every notification carries it (webhook `details`,
+/// robot texts).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AlarmInfo {
+    /// The channel's label (a composite's message or id).
+    pub label: String,
+    /// Area id.
+    pub area: String,
+    /// Area display name.
+    pub area_name: String,
+    /// Unit.
+    pub unit: String,
+    /// The rule's configured message.
+    pub message: Option<String>,
+    /// What to do (处置措施).
+    pub response: Option<String>,
 }
 
 impl Context {
@@ -70,6 +91,27 @@ impl Context {
             site_name: cfg.site.name.clone(),
             tz: cfg.site_zone(),
             language: cfg.site.language,
+            // The engine's own view of every configured alarm (pure, no I/O), so texts name
+            // alarms exactly as the API does.
+            alarms: Arc::new(
+                crate::rules::Engine::new(cfg, std::time::Instant::now())
+                    .views()
+                    .into_iter()
+                    .map(|v| {
+                        (
+                            v.id,
+                            AlarmInfo {
+                                label: v.label,
+                                area: v.area,
+                                area_name: v.area_name,
+                                unit: v.unit,
+                                message: v.message,
+                                response: v.response,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
             channels: Arc::new(
                 cfg.channels
                     .iter()
@@ -78,7 +120,7 @@ impl Context {
                             c.id.clone(),
                             ChannelInfo {
                                 label: c.label.clone(),
-                                area: c.area.clone(),
+                                area: cfg.area_name(&c.area).to_owned(),
                                 unit: c.unit.clone(),
                             },
                         )
@@ -402,6 +444,7 @@ pub fn body_v2(ctx: &Context, n: &Notification) -> Value {
         "call": n.call,
         "created": humantime::format_rfc3339_millis(n.created).to_string(),
         "message": message_text(ctx, n),
+        "details": n.events.iter().map(|e| ctx.alarms.get(&e.alarm).cloned().unwrap_or_default()).collect::<Vec<_>>(),
         "event": n.events.first(),
         "events": n.events,
     })
@@ -437,7 +480,18 @@ pub fn message_text(ctx: &Context, n: &Notification) -> String {
         _ => {}
     }
     for e in &n.events {
-        let ch = ctx.channels.get(&e.channel).cloned().unwrap_or_default();
+        let info = ctx.alarms.get(&e.alarm).cloned().unwrap_or_default();
+        let mut ch = ctx.channels.get(&e.channel).cloned().unwrap_or_default();
+        // Alarms over several channels (composites) have no channel: their rule's area.
+        if ch.area.is_empty() {
+            ch.area = info.area_name.clone();
+        }
+        if ch.unit.is_empty() {
+            ch.unit = info.unit.clone();
+        }
+        if ch.label.is_empty() {
+            ch.label = info.label.clone();
+        }
         let location = match (ch.label.is_empty(), ch.area.is_empty()) {
             (true, true) => e.channel.to_string(),
             (true, false) => format!("{} ({})", e.channel, ch.area),
@@ -476,6 +530,15 @@ pub fn message_text(ctx: &Context, n: &Notification) -> String {
             // The engine's own description is English; a configured (Chinese) message is shown.
             s.push_str(&e.message);
             s.push('\n');
+        }
+        if let Some(r) = info.response.as_deref().filter(|r| !r.is_empty()) {
+            if matches!(
+                e.transition,
+                crate::model::Transition::Raised | crate::model::Transition::Fault
+            ) || n.reason != super::outbox::Reason::Event
+            {
+                s.push_str(&format!("{}{colon}{r}\n", w.response));
+            }
         }
         if let Some(by) = &e.by {
             s.push_str(&format!("{}{colon}{by}\n", w.by));

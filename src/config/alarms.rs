@@ -271,6 +271,9 @@ pub struct DiscreteRule {
     pub suppress_in: Vec<SiteMode>,
     /// Text for notifications.
     pub message: Option<String>,
+    /// What to do (处置措施), shown with the alarm and in every notification.
+    #[serde(default)]
+    pub response: Option<String>,
 }
 
 /// An alarm on an expression (see `rules::expr` for the language).
@@ -291,6 +294,9 @@ pub struct CompositeRule {
     pub area: String,
     /// Text for notifications.
     pub message: Option<String>,
+    /// What to do (处置措施), shown with the alarm and in every notification.
+    #[serde(default)]
+    pub response: Option<String>,
     /// Delay before raising (in addition to any `for` in the expression).
     #[serde(with = "humantime_serde", default)]
     pub on_delay: Duration,

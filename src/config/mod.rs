@@ -62,6 +62,9 @@ pub struct Config {
     /// Where time series are written.
     #[serde(default)]
     pub outputs: Vec<Output>,
+    /// Display names of areas (`[[areas]] id = "tankfarm" name = "储罐区"`); ids stay ASCII.
+    #[serde(default)]
+    pub areas: Vec<AreaName>,
     /// Alarm engine: journal, API tokens, schedule, rate/discrete/composite rules.
     #[serde(default)]
     pub alarms: Alarms,
@@ -70,6 +73,16 @@ pub struct Config {
     /// Alert delivery: outbox, routes, escalation.
     #[serde(default)]
     pub notifications: crate::alerts::config::Notifications,
+}
+
+/// The display name of an area.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AreaName {
+    /// Area id as used by devices (`tankfarm`).
+    pub id: String,
+    /// Name shown to people (`储罐区`).
+    pub name: String,
 }
 
 /// Identity of the site.
@@ -332,6 +345,14 @@ pub struct LimitRule {
     /// Latch until a person resets; default: true on `combustible_gas` and `toxic_gas` channels.
     #[serde(default)]
     pub latch: Option<bool>,
+    /// Text for people when one of these limits is raised (default: generated from the value
+    /// and limit).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// What to do (处置措施), shown with the alarm and in every notification, e.g.
+    /// "疏散罐区人员，关闭进料阀 XV-101，通知值班长".
+    #[serde(default)]
+    pub response: Option<String>,
     /// Site modes in which these alarms are suppressed by design.
     #[serde(default)]
     pub suppress_in: Vec<crate::model::SiteMode>,

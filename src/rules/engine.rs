@@ -57,6 +57,9 @@ struct AlarmRt {
     limit: Option<f64>,
     unit: String,
     message: Option<String>,
+    response: Option<String>,
+    label: String,
+    area_name: String,
     value: Option<f64>,
     activations: VecDeque<Instant>,
     chattering: bool,
@@ -194,6 +197,14 @@ pub struct AlarmView {
     /// Time of the latest transition.
     #[serde(with = "humantime_serde")]
     pub since: Option<SystemTime>,
+    /// The channel's label (a composite's message or id).
+    pub label: String,
+    /// The area's display name (`[[areas]]`), else its id.
+    pub area_name: String,
+    /// The rule's configured message, when it has one.
+    pub message: Option<String>,
+    /// What to do (处置措施), when the rule says.
+    pub response: Option<String>,
 }
 
 /// Ordering rank of a kind: toxic before combustible before others, at the same priority.
@@ -290,6 +301,9 @@ fn new_alarm(
         limit: None,
         unit: ch.map(|(_, c)| c.unit.clone()).unwrap_or_default(),
         message: None,
+        response: None,
+        label: ch.map(|(_, c)| c.label.clone()).unwrap_or_default(),
+        area_name: String::new(),
         value: None,
         activations: VecDeque::new(),
         chattering: false,
@@ -379,6 +393,8 @@ impl Engine {
                 al.suppress_in = r.suppress_in.clone();
                 al.delay = Delay::new(r.on_delay, r.off_delay, false);
                 al.limit = Some(limit);
+                al.message = r.message.clone();
+                al.response = r.response.clone();
                 add(&mut chans, &mut alarms, ci, al);
             }
         }
@@ -424,6 +440,7 @@ impl Engine {
             al.suppress_in = r.suppress_in.clone();
             al.delay = Delay::new(r.on_delay, r.off_delay, false);
             al.message = r.message.clone();
+            al.response = r.response.clone();
             add(&mut chans, &mut alarms, ci, al);
         }
         let calendar = Calendar::new(&a.schedule);
@@ -468,6 +485,8 @@ impl Engine {
             al.latching = r.latch;
             al.suppress_in = r.suppress_in.clone();
             al.delay = Delay::new(r.on_delay, r.off_delay, false);
+            al.response = r.response.clone();
+            al.label = r.message.clone().unwrap_or_else(|| r.id.clone());
             al.message = Some(
                 r.message
                     .clone()
@@ -486,6 +505,9 @@ impl Engine {
                 expr,
                 timers,
             });
+        }
+        for al in &mut alarms {
+            al.area_name = cfg.area_name(&al.area).to_owned();
         }
         let by_id = alarms
             .iter()
@@ -648,6 +670,10 @@ impl Engine {
             limit: al.limit,
             unit: al.unit.clone(),
             since: al.since,
+            label: al.label.clone(),
+            area_name: al.area_name.clone(),
+            message: al.message.clone(),
+            response: al.response.clone(),
         }
     }
 

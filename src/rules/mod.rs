@@ -485,6 +485,7 @@ mod tests {
             mqtt_sources: vec![],
             mqtt_broker: None,
             notifications: Default::default(),
+            areas: Default::default(),
         }
     }
 
@@ -502,6 +503,8 @@ mod tests {
             priority: crate::config::LimitPriorities::default(),
             latch: Some(false),
             suppress_in: vec![],
+            message: None,
+            response: None,
         }
     }
 

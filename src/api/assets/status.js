@@ -25,7 +25,7 @@ const STRINGS = {
     normal: "正常", no_reading: "尚无读数", alarm_word: "报警", fault: "故障", stale: "数据过期",
     unknown_state: "状态未知", age: (s) => `${s} 前`,
     summary: (n, a, f) => `${n} 个监测点 · ${a} 个报警 · ${f} 个故障`,
-    ack: "确认", reset: "复位", site_mode: "站点模式",
+    ack: "确认", reset: "复位", response: "处置措施", site_mode: "站点模式",
     modes: { normal: "正常", suspended: "停产整顿", maintenance: "检修" }, set_by: "设置人",
     priorities: { critical: "紧急", high: "高", medium: "中", low: "低" },
     states: { normal: "正常", active_unacknowledged: "未确认", active_acknowledged: "已确认", returned_unacknowledged: "已恢复未确认", latched: "锁存", shelved: "搁置", suppressed: "按设计抑制", out_of_service: "停用" },
@@ -44,7 +44,7 @@ const STRINGS = {
     normal: "normal", no_reading: "no reading yet", alarm_word: "ALARM", fault: "FAULT", stale: "STALE",
     unknown_state: "state unknown", age: (s) => `${s} ago`,
     summary: (n, a, f) => `${n} channels · ${a} in alarm · ${f} in fault`,
-    ack: "Acknowledge", reset: "Reset", site_mode: "site mode",
+    ack: "Acknowledge", reset: "Reset", response: "Response", site_mode: "site mode",
     modes: { normal: "normal", suspended: "suspended", maintenance: "maintenance" }, set_by: "set by",
     priorities: { critical: "critical", high: "high", medium: "medium", low: "low" },
     states: { normal: "normal", active_unacknowledged: "unacknowledged", active_acknowledged: "acknowledged", returned_unacknowledged: "returned, unacknowledged", latched: "latched", shelved: "shelved", suppressed: "suppressed by design", out_of_service: "out of service" },
@@ -163,8 +163,9 @@ function renderChannels(data) {
   const now = serverNow();
   const byArea = new Map();
   for (const c of data.channels) {
-    if (!byArea.has(c.area)) byArea.set(c.area, []);
-    byArea.get(c.area).push(c);
+    const name = c.area_name || c.area;
+    if (!byArea.has(name)) byArea.set(name, []);
+    byArea.get(name).push(c);
   }
   let html = "";
   let alarms = 0, faults = 0;
@@ -288,7 +289,11 @@ function renderAlarmTable() {
     const value = a.value == null ? "—" : `${Number(a.value.toPrecision(4))} ${esc(a.unit)}`;
     const ack = a.unacknowledged ? `<button data-act="ack">${esc(t("ack"))}</button>` : "";
     const reset = a.latched && !a.condition_active ? `<button data-act="reset">${esc(t("reset"))}</button>` : "";
-    return `<tr class="${cls} st-${esc(a.state)}" data-alarm="${esc(a.id)}"><td>${esc(t("priorities")[a.priority] || a.priority)}</td><td>${esc(a.id)}</td>
+    const what = `<div class="al-label">${esc(a.label || a.id)} <span class="al-cond">${esc(a.condition)}</span></div>
+      <div class="al-where">${esc(a.area_name || a.area)} · <code>${esc(a.id)}</code></div>
+      ${a.message ? `<div class="al-msg">${esc(a.message)}</div>` : ""}
+      ${a.response ? `<div class="al-resp"><strong>${esc(t("response"))}：</strong>${esc(a.response)}</div>` : ""}`;
+    return `<tr class="${cls} st-${esc(a.state)}" data-alarm="${esc(a.id)}"><td>${esc(t("priorities")[a.priority] || a.priority)}</td><td class="al-what">${what}</td>
       <td>${esc(t("states")[a.state] || a.state)}</td><td>${value}</td><td>${fmtTime(a.since)}</td><td>${ack}${reset}</td></tr>`;
   });
   setAlarmRows(rows);
