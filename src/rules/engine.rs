@@ -60,6 +60,8 @@ struct AlarmRt {
     response: Option<String>,
     label: String,
     area_name: String,
+    inputs: Vec<ChannelId>,
+    raised_at: Option<SystemTime>,
     value: Option<f64>,
     activations: VecDeque<Instant>,
     chattering: bool,
@@ -205,6 +207,12 @@ pub struct AlarmView {
     pub message: Option<String>,
     /// What to do (处置措施), when the rule says.
     pub response: Option<String>,
+    /// The channels a composite alarm reads (empty for single-channel alarms): the status page
+    /// marks them while the alarm is active, so no tile contradicts it.
+    pub inputs: Vec<ChannelId>,
+    /// When the alarm was last raised (a latched alarm shows this, not when it cleared).
+    #[serde(with = "humantime_serde")]
+    pub raised_at: Option<SystemTime>,
 }
 
 /// Ordering rank of a kind: toxic before combustible before others, at the same priority.
@@ -304,6 +312,8 @@ fn new_alarm(
         response: None,
         label: ch.map(|(_, c)| c.label.clone()).unwrap_or_default(),
         area_name: String::new(),
+        inputs: Vec::new(),
+        raised_at: None,
         value: None,
         activations: VecDeque::new(),
         chattering: false,
@@ -492,6 +502,7 @@ impl Engine {
                     .clone()
                     .unwrap_or_else(|| format!("{}: {}", r.id, r.expr)),
             );
+            al.inputs = expr.channels.iter().map(ChannelId::new).collect();
             alarms.push(al);
             let k = comps.len();
             for c in &expr.channels {
@@ -674,6 +685,8 @@ impl Engine {
             area_name: al.area_name.clone(),
             message: al.message.clone(),
             response: al.response.clone(),
+            inputs: al.inputs.clone(),
+            raised_at: al.raised_at,
         }
     }
 
@@ -746,6 +759,9 @@ impl Engine {
                 )
             }
         };
+        if matches!(t, Transition::Raised | Transition::Fault) {
+            al.raised_at = Some(wall);
+        }
         out.push(AlarmEvent {
             seq: self.seq,
             alarm: al.id.clone(),

@@ -25,7 +25,9 @@ const STRINGS = {
     normal: "正常", no_reading: "尚无读数", alarm_word: "报警", fault: "故障", stale: "数据过期",
     unknown_state: "状态未知", age: (s) => `${s} 前`,
     summary: (n, a, f) => `${n} 个监测点 · ${a} 个报警 · ${f} 个故障`,
-    ack: "确认", reset: "复位", response: "处置措施", site_mode: "站点模式",
+    ack: "确认", reset: "复位", response: "处置措施", sound: "紧急报警声音", raised_at: "报警于",
+    in_composite: "参与报警", audit: "处理记录", recent: "最近数值（本页收到）", close: "关闭", by: "处理人", none: "无",
+    current: "当前值", quality: { good: "正常", bad: "无效", unknown: "未知" }, site_mode: "站点模式",
     modes: { normal: "正常", suspended: "停产整顿", maintenance: "检修" }, set_by: "设置人",
     priorities: { critical: "紧急", high: "高", medium: "中", low: "低" },
     states: { normal: "正常", active_unacknowledged: "未确认", active_acknowledged: "已确认", returned_unacknowledged: "已恢复未确认", latched: "锁存", shelved: "搁置", suppressed: "按设计抑制", out_of_service: "停用" },
@@ -44,7 +46,9 @@ const STRINGS = {
     normal: "normal", no_reading: "no reading yet", alarm_word: "ALARM", fault: "FAULT", stale: "STALE",
     unknown_state: "state unknown", age: (s) => `${s} ago`,
     summary: (n, a, f) => `${n} channels · ${a} in alarm · ${f} in fault`,
-    ack: "Acknowledge", reset: "Reset", response: "Response", site_mode: "site mode",
+    ack: "Acknowledge", reset: "Reset", response: "Response", sound: "Sound for critical alarms", raised_at: "raised",
+    in_composite: "in alarm", audit: "Audit trail", recent: "Recent values (seen by this page)", close: "Close", by: "by", none: "none",
+    current: "now", quality: { good: "good", bad: "bad", unknown: "unknown" }, site_mode: "site mode",
     modes: { normal: "normal", suspended: "suspended", maintenance: "maintenance" }, set_by: "set by",
     priorities: { critical: "critical", high: "high", medium: "medium", low: "low" },
     states: { normal: "normal", active_unacknowledged: "unacknowledged", active_acknowledged: "acknowledged", returned_unacknowledged: "returned, unacknowledged", latched: "latched", shelved: "shelved", suppressed: "suppressed by design", out_of_service: "out of service" },
@@ -79,13 +83,19 @@ function offset(date) {
     return z === "GMT" ? "+00:00" : z.replace("GMT", "");
   } catch (_) { return ""; }
 }
+// `2026-11-30 05:28:18 +08:00`: the same shape in every language.
 function fmtTime(ts) {
   if (!ts) return "";
   const d = new Date(ts);
   if (isNaN(d)) return esc(ts);
-  const day = fmtParts(d, { year: "numeric", month: "2-digit", day: "2-digit" });
-  const time = fmtParts(d, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  return esc(`${day} ${time} ${offset(d)}`);
+  let p;
+  try {
+    p = new Intl.DateTimeFormat("en-CA", { timeZone: site.timezone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" }).formatToParts(d);
+  } catch (_) {
+    p = new Intl.DateTimeFormat("en-CA", { hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" }).formatToParts(d);
+  }
+  const g = (k) => (p.find((x) => x.type === k) || {}).value || "";
+  return esc(`${g("year")}-${g("month")}-${g("day")} ${g("hour")}:${g("minute")}:${g("second")} ${offset(d)}`);
 }
 function fmtClock(d) {
   return `${fmtParts(d, { hour: "2-digit", minute: "2-digit", second: "2-digit" })} ${offset(d)}`;
@@ -132,8 +142,11 @@ function updateLink() {
   }
   $("#clock").textContent = fmtClock(new Date(serverNow()));
   if (lastChannels) renderChannels(lastChannels);
-  renderAlarmTable();
+  // The alarm table is redrawn when its data or the link state changes (not every second:
+  // a button under a finger must not be replaced).
+  if (cause !== shownCause) { shownCause = cause; renderAlarmTable(); }
 }
+let shownCause;
 
 // ---- Channels ----
 let lastChannels = null;
@@ -151,8 +164,34 @@ function channelClass(c) {
   return "unknown";
 }
 
+// Recent values per channel as this page received them (for the alarm detail view).
+const recent = new Map();
+function remember(data) {
+  for (const c of data.channels) {
+    if (!c.ts) continue;
+    const list = recent.get(c.id) || [];
+    if (!list.length || list[list.length - 1].ts !== c.ts) list.push({ ts: c.ts, value: c.value, quality: c.quality });
+    while (list.length > 30) list.shift();
+    recent.set(c.id, list);
+  }
+}
+
+// Channels read by an active composite alarm: their tiles are marked so none contradicts it.
+function compositeMarks() {
+  const marks = new Map();
+  for (const a of (alarmData && alarmData.alarms) || []) {
+    if (!(a.inputs && a.inputs.length) || !(a.condition_active || a.state === "latched" || a.unacknowledged)) continue;
+    for (const ch of a.inputs) {
+      if (!marks.has(ch)) marks.set(ch, []);
+      marks.get(ch).push(a.label || a.id);
+    }
+  }
+  return marks;
+}
+
 function renderChannels(data) {
   lastChannels = data;
+  const marks = compositeMarks();
   if (data.site_info) {
     site = data.site_info;
     $("#site").textContent = site.name || site.id;
@@ -184,15 +223,18 @@ function renderChannels(data) {
           : cls === "ok" ? t("normal") : t("no_reading");
       // Never "normal" for data that is no longer received.
       if (stale && cls === "ok") state = t("unknown_state");
+      const inAlarm = marks.get(c.id);
+      const markText = inAlarm ? `<div class="in-composite">${esc(t("in_composite"))}: ${esc(inAlarm.join("、"))}</div>` : "";
       const ageText = stale && age !== null ? `<div class="age">${esc(t("stale"))} · ${esc(fmtAge(age))}</div>` : "";
-      html += `<div class="card ${cls}${stale ? " stale" : ""}" data-channel="${esc(c.id)}">
+      html += `<div class="card ${cls}${stale ? " stale" : ""}${inAlarm ? " in-alarm" : ""}" data-channel="${esc(c.id)}">
         <div class="id">${esc(c.label || c.id)}</div>
         <div class="value">${fmtValue(c)}</div>
-        <div class="state">${state}</div>${ageText}</div>`;
+        <div class="state">${state}</div>${markText}${ageText}</div>`;
     }
     html += "</div></div>";
   }
-  $("#areas").innerHTML = html;
+  // Only redraw what changed: an element under a finger (or a test) stays put.
+  if (html !== renderedAreas) { $("#areas").innerHTML = html; renderedAreas = html; }
   if (!alarmData) renderAlarmsFromChannels(data.channels);
   $("#summary").textContent = t("summary")(data.channels.length, alarms, faults);
 }
@@ -212,8 +254,11 @@ function renderAlarmsFromChannels(channels) {
   setAlarmRows(rows);
 }
 
+let renderedAreas = "";
+let renderedRows = "";
 function setAlarmRows(rows) {
-  $("#alarms tbody").innerHTML = rows.join("");
+  const html = rows.join("");
+  if (html !== renderedRows) { $("#alarms tbody").innerHTML = html; renderedRows = html; }
   $("#alarms").classList.toggle("stale", isLost());
   const empty = $("#alarms-empty");
   empty.hidden = rows.length > 0 && !isLost();
@@ -265,7 +310,9 @@ function connect() {
   es.onopen = () => { link.streamOpen = true; };
   es.addEventListener("channels", (e) => {
     link.streamOpen = true;
-    renderChannels(JSON.parse(e.data));
+    const data = JSON.parse(e.data);
+    remember(data);
+    renderChannels(data);
   });
   es.addEventListener("heartbeat", (e) => {
     const hb = JSON.parse(e.data);
@@ -287,6 +334,10 @@ function renderAlarmTable() {
   const rows = (alarmData.alarms || []).map((a) => {
     const cls = a.class === "fault" ? "fault" : "alarm";
     const value = a.value == null ? "—" : `${Number(a.value.toPrecision(4))} ${esc(a.unit)}`;
+    // A latched alarm shows the current value and when it was raised (not when it cleared).
+    const latched = a.state === "latched";
+    const when = latched && a.raised_at ? `${esc(t("raised_at"))} ${fmtTime(a.raised_at)}` : fmtTime(a.since);
+    const valueCell = latched ? `${esc(t("current"))} ${value}` : value;
     const ack = a.unacknowledged ? `<button data-act="ack">${esc(t("ack"))}</button>` : "";
     const reset = a.latched && !a.condition_active ? `<button data-act="reset">${esc(t("reset"))}</button>` : "";
     const what = `<div class="al-label">${esc(a.label || a.id)} <span class="al-cond">${esc(a.condition)}</span></div>
@@ -294,9 +345,11 @@ function renderAlarmTable() {
       ${a.message ? `<div class="al-msg">${esc(a.message)}</div>` : ""}
       ${a.response ? `<div class="al-resp"><strong>${esc(t("response"))}：</strong>${esc(a.response)}</div>` : ""}`;
     return `<tr class="${cls} st-${esc(a.state)}" data-alarm="${esc(a.id)}"><td>${esc(t("priorities")[a.priority] || a.priority)}</td><td class="al-what">${what}</td>
-      <td>${esc(t("states")[a.state] || a.state)}</td><td>${value}</td><td>${fmtTime(a.since)}</td><td>${ack}${reset}</td></tr>`;
+      <td class="al-state"><span class="badge">${esc(t("states")[a.state] || a.state)}</span></td><td>${valueCell}</td><td>${when}</td><td class="al-actions">${ack}${reset}</td></tr>`;
   });
   setAlarmRows(rows);
+  renderCounts();
+  announce();
   const m = alarmData.site_mode || {};
   const mode = typeof m === "string" ? m : (m.mode || "normal");
   $("#mode").textContent = mode === "normal" ? "" : `${t("site_mode")}: ${t("modes")[mode] || mode}${m.by ? ` (${t("set_by")} ${m.by})` : ""}`;
@@ -320,9 +373,10 @@ const alarms = {
   },
   async refresh() {
     try {
-      alarmData = await this.call("GET", "/api/v1/alarms");
+      const fresh = await this.call("GET", "/api/v1/alarms");
       link.apiFailing = false;
       $("#alarm-error").textContent = "";
+      if (JSON.stringify(fresh) !== JSON.stringify(alarmData)) { alarmData = fresh; renderAlarmTable(); }
     } catch (e) {
       // No answer at all (network error, timeout, gateway gone): communication lost.
       link.apiFailing = !e.answered;
@@ -341,6 +395,83 @@ const alarms = {
   },
 };
 
+// Counts by priority in the header; the header takes the colour of the worst unacknowledged
+// alarm.
+const ORDER = ["critical", "high", "medium", "low"];
+function renderCounts() {
+  const list = (alarmData && alarmData.alarms) || [];
+  const counts = { critical: 0, high: 0, medium: 0, low: 0 };
+  let worst = null;
+  for (const a of list) {
+    if (a.state === "normal") continue;
+    counts[a.priority] = (counts[a.priority] || 0) + 1;
+    if (a.unacknowledged && (worst === null || ORDER.indexOf(a.priority) < ORDER.indexOf(worst))) worst = a.priority;
+  }
+  $("#counts").innerHTML = ORDER.map((p) => `<span class="count p-${p}" data-priority="${p}">${esc(t("priorities")[p])} ${counts[p]}</span>`).join("");
+  const h = $("#header");
+  for (const p of ORDER) h.classList.toggle(`worst-${p}`, worst === p);
+}
+
+// Optional audible cue (Web Audio, nothing downloaded) when a new critical alarm needs
+// acknowledging.
+const heard = new Set();
+let firstAnnounce = true;
+function announce() {
+  const list = (alarmData && alarmData.alarms) || [];
+  let fresh = false;
+  for (const a of list) {
+    if (a.priority === "critical" && a.state === "active_unacknowledged" && !heard.has(a.id)) { heard.add(a.id); fresh = true; }
+    if (a.state !== "active_unacknowledged") heard.delete(a.id);
+  }
+  if (fresh && !firstAnnounce && $("#sound").checked) beep();
+  firstAnnounce = false;
+}
+function beep() {
+  try {
+    const ctx = new (window.AudioContext || window.webkitAudioContext)();
+    const o = ctx.createOscillator();
+    const g = ctx.createGain();
+    o.frequency.value = 880;
+    o.connect(g); g.connect(ctx.destination);
+    g.gain.setValueAtTime(0.2, ctx.currentTime);
+    o.start(); o.stop(ctx.currentTime + 0.6);
+  } catch (_) { /* no audio device */ }
+}
+
+// Clicking an alarm: its audit trail (who acknowledged, reset, shelved, with comments) and the
+// channel's recent values.
+async function showDetail(id) {
+  const box = $("#detail");
+  box.hidden = false;
+  box.dataset.alarm = id;
+  let audit = [];
+  let alarm = null;
+  try {
+    const r = await alarms.call("GET", `/api/v1/alarms/${encodeURIComponent(id)}/audit`);
+    audit = r.events || [];
+    alarm = r.alarm;
+  } catch (e) {
+    audit = null;
+    box.innerHTML = `<p class="error">${esc(e.message)}</p>`;
+  }
+  if (audit === null) return;
+  const rows = audit.map((e) => `<tr><td>${fmtTime(e.ts)}</td><td>${esc((TRANSITIONS[lang] || {})[e.transition] || e.transition)}</td>
+    <td>${esc(e.by || "")}</td><td>${esc(e.comment || "")}</td></tr>`).join("");
+  const ch = alarm && alarm.channel;
+  const vals = (recent.get(ch) || []).slice().reverse().map((v) => `<tr><td>${fmtTime(v.ts)}</td><td>${v.value == null ? "—" : esc(Number(v.value.toPrecision(4)))} ${esc(alarm.unit || "")}</td><td>${esc(t("quality")[v.quality] || v.quality)}</td></tr>`).join("");
+  box.innerHTML = `<div class="detail-head"><strong>${esc((alarm && alarm.label) || id)}</strong> <code>${esc(id)}</code>
+      <button type="button" data-close>${esc(t("close"))}</button></div>
+    <h3>${esc(t("audit"))}</h3><div class="scroll"><table class="audit"><tbody>${rows || `<tr><td>${esc(t("none"))}</td></tr>`}</tbody></table></div>
+    <h3>${esc(t("recent"))}</h3><div class="scroll"><table class="recent"><tbody>${vals || `<tr><td>${esc(t("none"))}</td></tr>`}</tbody></table></div>`;
+}
+const TRANSITIONS = {
+  "zh-CN": { raised: "报警", cleared: "报警消除", fault: "故障", fault_cleared: "故障恢复", acknowledged: "已确认", reset: "已复位", shelved: "已搁置", unshelved: "取消搁置", out_of_service: "停用", returned_to_service: "恢复投用", suppressed: "按设计抑制", unsuppressed: "取消抑制", chattering: "报警抖动" },
+  en: { raised: "raised", cleared: "cleared", fault: "fault", fault_cleared: "fault cleared", acknowledged: "acknowledged", reset: "reset", shelved: "shelved", unshelved: "unshelved", out_of_service: "out of service", returned_to_service: "returned to service", suppressed: "suppressed", unsuppressed: "unsuppressed", chattering: "chattering" },
+};
+$("#detail").addEventListener("click", (ev) => {
+  if (ev.target.closest("[data-close]")) { $("#detail").hidden = true; }
+});
+
 // ---- Language ----
 function applyLanguage() {
   document.documentElement.lang = lang;
@@ -349,6 +480,9 @@ function applyLanguage() {
   $("#lang").textContent = t("switch_to");
   $("#user-note").placeholder = lang === "zh-CN" ? "已采取的措施" : "what was done";
   updateLink();
+  renderAlarmTable();
+  const open = $("#detail");
+  if (!open.hidden && open.dataset.alarm) showDetail(open.dataset.alarm);
 }
 $("#lang").addEventListener("click", () => {
   lang = lang === "zh-CN" ? "en" : "zh-CN";
@@ -366,8 +500,9 @@ $("#token").addEventListener("change", () => {
 });
 $("#alarms").addEventListener("click", (ev) => {
   const b = ev.target.closest("button[data-act]");
-  if (!b) return;
-  alarms.act(b.closest("tr").dataset.alarm, b.dataset.act);
+  const tr = ev.target.closest("tr[data-alarm]");
+  if (b) { alarms.act(b.closest("tr").dataset.alarm, b.dataset.act); return; }
+  if (tr) showDetail(tr.dataset.alarm);
 });
 
 applyLanguage();
