@@ -34,6 +34,7 @@ pub mod app;
 pub mod config;
 pub mod dashboards;
 pub mod demo;
+pub mod i18n;
 pub mod journal;
 pub mod model;
 pub mod private_fs;

@@ -23,6 +23,8 @@ pub struct ChannelSnapshot {
     pub unit: String,
     /// Area.
     pub area: String,
+    /// The area's display name (`[[areas]]`), else its id.
+    pub area_name: String,
     /// Device.
     pub device: DeviceId,
     /// Label.
@@ -36,8 +38,42 @@ pub struct ChannelSnapshot {
     pub quality: &'static str,
     /// Why the reading is bad.
     pub reason: Option<String>,
+    /// The short reason (`comm`, `stale`, `out_of_range`, …), for translated texts.
+    pub reason_kind: Option<&'static str>,
     /// Active alarm conditions (`H`, `HH`, `fault`, …).
     pub alarms: Vec<String>,
+    /// The channel's maximum age in milliseconds: a reading older than this is stale, and the
+    /// status page greys it out even before the engine's stale fault arrives.
+    pub max_age_ms: u64,
+}
+
+/// The engine's pulse: written on every engine tick, so a stalled engine stops it. The live
+/// stream forwards it as a `heartbeat` event, and the status page declares communication lost
+/// when none arrives within [`HEARTBEAT_DEADLINE`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Heartbeat {
+    /// Ticks so far (0: the engine has not ticked yet).
+    pub seq: u64,
+    /// Wall time of the tick (RFC 3339 UTC).
+    #[serde(with = "humantime_serde")]
+    pub ts: Option<SystemTime>,
+}
+
+/// How long the status page waits for the next heartbeat before it declares communication
+/// lost (the engine ticks every 500 ms and the stream forwards at most one beat a second).
+pub const HEARTBEAT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Who the site is, for people: display name, time zone and alert language.
+#[derive(Clone, Debug, Serialize)]
+pub struct SiteInfo {
+    /// Site id.
+    pub id: String,
+    /// Display name (the id when none is configured).
+    pub name: String,
+    /// IANA time zone every time shown to people is in.
+    pub timezone: String,
+    /// Language of alert texts.
+    pub language: crate::i18n::Language,
 }
 
 /// Health of one polled device.
@@ -65,6 +101,10 @@ pub struct DeviceHealth {
 pub struct SharedState {
     /// Site id.
     pub site: String,
+    /// Display name, time zone and language.
+    pub site_info: SiteInfo,
+    /// The engine's heartbeat ([`SharedState::beat`]).
+    heartbeat: tokio::sync::watch::Sender<Heartbeat>,
     /// Component readiness.
     pub health: Health,
     index: HashMap<ChannelId, usize>,
@@ -87,13 +127,16 @@ impl SharedState {
                 kind: c.kind.clone(),
                 unit: c.unit.clone(),
                 area: c.area.clone(),
+                area_name: cfg.area_name(&c.area).to_owned(),
                 device: c.device.clone(),
                 label: c.label.clone(),
                 value: None,
                 ts: None,
                 quality: "unknown",
                 reason: None,
+                reason_kind: None,
                 alarms: Vec::new(),
+                max_age_ms: u64::try_from(c.max_age.as_millis()).unwrap_or(u64::MAX),
             })
             .collect();
         let index = channels
@@ -101,8 +144,20 @@ impl SharedState {
             .enumerate()
             .map(|(i, c)| (c.id.clone(), i))
             .collect();
+        let site_info = SiteInfo {
+            id: cfg.site.id.clone(),
+            name: if cfg.site.name.is_empty() {
+                cfg.site.id.clone()
+            } else {
+                cfg.site.name.clone()
+            },
+            timezone: cfg.site_zone().name().to_owned(),
+            language: cfg.site.language,
+        };
         Self {
             site: cfg.site.id.clone(),
+            site_info,
+            heartbeat: tokio::sync::watch::Sender::new(Heartbeat::default()),
             health: Health::default(),
             index,
             channels: RwLock::new(channels),
@@ -125,11 +180,13 @@ impl SharedState {
                 c.value = Some(*v);
                 c.quality = "good";
                 c.reason = None;
+                c.reason_kind = None;
             }
             Reading::Bad(r) => {
                 c.value = None;
                 c.quality = "bad";
                 c.reason = Some(r.to_string());
+                c.reason_kind = Some(r.kind());
             }
         }
         c.alarms = alarms;
@@ -159,6 +216,19 @@ impl SharedState {
 }
 
 impl SharedState {
+    /// The engine's tick (engine only): one more heartbeat.
+    pub fn beat(&self, at: SystemTime) {
+        self.heartbeat.send_modify(|h| {
+            h.seq += 1;
+            h.ts = Some(at);
+        });
+    }
+
+    /// The latest heartbeat.
+    pub fn heartbeat(&self) -> Heartbeat {
+        *self.heartbeat.borrow()
+    }
+
     /// Updates only the active alarm list of a channel.
     pub fn record_alarms(&self, id: &ChannelId, alarms: Vec<String>) {
         let Some(&i) = self.index.get(id) else {

@@ -54,10 +54,18 @@ table = "input"
 address = 2
 kind = "tank_level"
 unit = "m"
+[[areas]]
+id = "a"
+name = "储罐区"
+[[channels]]
+id = "a.d.lel"
+label = "1号可燃气体 GD-101"
 [[rules]]
 channel = "a.d.lel"
 h = 25
 hh = 50
+message = "储罐区可燃气体浓度超限"
+response = "疏散罐区人员，关闭进料阀 XV-101，通知值班长"
 [[rules]]
 channel = "a.d.tox"
 h = 10
@@ -297,6 +305,21 @@ async fn scenario() {
         "alarms by state in /metrics: {text}"
     );
     assert_eq!(v["alarms"][2]["state"], "active_unacknowledged");
+    // What, where and what to do.
+    let lel = &v["alarms"][2];
+    assert_eq!(lel["label"], "1号可燃气体 GD-101", "{lel}");
+    assert_eq!(lel["area"], "a");
+    assert_eq!(lel["area_name"], "储罐区");
+    assert_eq!(lel["unit"], "%LEL");
+    assert_eq!(lel["message"], "储罐区可燃气体浓度超限");
+    assert_eq!(
+        lel["response"],
+        "疏散罐区人员，关闭进料阀 XV-101，通知值班长"
+    );
+    assert_eq!(
+        v["alarms"][1]["area_name"], "储罐区",
+        "area name on every alarm"
+    );
     // Notifications go out in the same order.
     let mut got = Vec::new();
     for _ in 0..4 {

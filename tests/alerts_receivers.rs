@@ -240,7 +240,7 @@ async fn robots_are_signed_as_their_platforms_document() {
         }
         let d = dir.path().display();
         let r = start(&format!(
-            "[site]\nid = \"s\"\nname = \"Plant 1\"\n\
+            "[site]\nid = \"s\"\nname = \"Plant 1\"\nlanguage = \"en\"\ntimezone = \"UTC\"\n\
              [[receivers]]\nkind = \"dingtalk\"\nid = \"ding\"\nurl = \"{url}/robot/send\"\ntoken = {{ file = \"{d}/ding-token\" }}\nsecret = {{ file = \"{d}/ding-secret\" }}\nmention_mobiles = [\"13800000000\"]\n\
              [[receivers]]\nkind = \"feishu\"\nid = \"fs\"\nurl = \"{url}/open-apis/bot/v2/hook\"\ntoken = {{ file = \"{d}/fs-token\" }}\nsecret = {{ file = \"{d}/fs-secret\" }}\n\
              [[receivers]]\nkind = \"wecom\"\nid = \"wc\"\nurl = \"{url}/cgi-bin/webhook/send\"\ntoken = {{ file = \"{d}/wc-key\" }}\n\
@@ -270,7 +270,7 @@ async fn robots_are_signed_as_their_platforms_document() {
         assert_eq!(body["msgtype"], "text");
         assert_eq!(body["at"]["atMobiles"][0], "13800000000");
         let text = body["text"]["content"].as_str().expect("text");
-        for want in ["Plant 1", "a.gd1.lel:HH", "55", "50", "active_unacknowledged", "Wang 13800000000"] {
+        for want in ["Plant 1", "a.gd1.lel:HH", "55", "50", "unacknowledged", "Wang 13800000000", "Time: ", " +00:00"] {
             assert!(text.contains(want), "{want} missing in {text}");
         }
         // Feishu: token in the path, sign = base64(HMAC-SHA256(key = ts\nsecret, msg = "")).
@@ -501,6 +501,96 @@ async fn robot_tokens_never_reach_the_ledger() {
             !err.contains("TOKEN-7f3a9c"),
             "token leaked into the ledger: {err}"
         );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// `[site] language = "zh-CN"` and `timezone = "Asia/Shanghai"`: robot texts, the SMS template
+/// and the webhook `message` are in Chinese with local times and their offset; the webhook's
+/// machine fields stay RFC 3339 UTC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn texts_for_people_are_in_the_site_language_and_time_zone() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let r = start(&format!(
+            "[site]\nid = \"s\"\nname = \"一号厂区\"\nlanguage = \"zh-CN\"\ntimezone = \"Asia/Shanghai\"\n\
+             [[receivers]]\nkind = \"wecom\"\nid = \"wc\"\nurl = \"{url}/cgi-bin/webhook/send\"\n\
+             [[receivers]]\nkind = \"webhook\"\nid = \"sms\"\nurl = \"{url}/sms\"\ncontent_type = \"text/plain\"\n\
+             body_template = \"{{site}} {{alarm}} {{transition}} {{state}} {{time}}\"\n\
+             [[receivers]]\nkind = \"webhook\"\nid = \"hook\"\nurl = \"{url}/hook\"\n\
+             {GAS_CHANNEL}"
+        ));
+        let mut e = ev(7, Transition::Raised);
+        // 2026-11-29T21:28:18Z is 2026-11-30 05:28:18 in Shanghai.
+        e.ts = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_987_698);
+        r.tx.send(e).await.expect("send");
+        let reqs = support::eventually(Duration::from_secs(20), "robot, SMS and webhook", || {
+            let a = h.accepted.lock().expect("lock").clone();
+            async move { (a.len() == 3).then_some(a) }
+        })
+        .await;
+        let find = |p: &str| reqs.iter().find(|r| r.uri.starts_with(p)).cloned().expect(p);
+        let wc: Value = serde_json::from_str(&find("/cgi-bin/webhook/send").body).expect("json");
+        let text = wc["text"]["content"].as_str().expect("text").to_owned();
+        for want in ["【紧急】", "报警", "站点：一号厂区", "位置：", "数值：55 %LEL", "限值 50", "时间：2026-11-30 05:28:18 +08:00", "状态：未确认", "编号："] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
+        assert!(!text.contains("21:28:18"), "no UTC time for people: {text}");
+        assert_eq!(
+            find("/sms").body,
+            "s a.gd1.lel:HH 报警 未确认 2026-11-30 05:28:18 +08:00"
+        );
+        let hook: Value = serde_json::from_str(&find("/hook").body).expect("json");
+        let msg = hook["message"].as_str().expect("message");
+        assert!(msg.contains("时间：2026-11-30 05:28:18 +08:00"), "{msg}");
+        assert_eq!(hook["event"]["ts"], "2026-11-29T21:28:18Z", "machine time stays UTC");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A composite alarm (no channel of its own) keeps its area in robot texts and webhook details;
+/// every notification carries the rule's message and response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_say_what_where_and_what_to_do() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let r = start(&format!(
+            "[site]\nid = \"s\"\nlanguage = \"zh-CN\"\ntimezone = \"Asia/Shanghai\"\n\
+             [[areas]]\nid = \"a\"\nname = \"储罐区\"\n\
+             [[receivers]]\nkind = \"wecom\"\nid = \"wc\"\nurl = \"{url}/cgi-bin/webhook/send\"\n\
+             [[receivers]]\nkind = \"webhook\"\nid = \"hook\"\nurl = \"{url}/hook\"\n\
+             [[alarms.composite]]\nid = \"gas-2oo2\"\nexpr = \"2 of (a.gd1.lel >= 25, a.gd1.lel >= 30)\"\narea = \"a\"\n\
+             message = \"两台探测器同时报警\"\nresponse = \"切断进料，疏散人员\"\n\
+             {GAS_CHANNEL}"
+        ));
+        let mut e = ev(3, Transition::Raised);
+        e.alarm = "gas-2oo2".into();
+        e.channel = ChannelId::new("rule.gas-2oo2");
+        e.condition = "gas-2oo2".into();
+        e.message = "两台探测器同时报警".into();
+        e.value = None;
+        e.limit = None;
+        r.tx.send(e).await.expect("send");
+        let reqs = support::eventually(Duration::from_secs(20), "robot and webhook", || {
+            let a = h.accepted.lock().expect("lock").clone();
+            async move { (a.len() == 2).then_some(a) }
+        })
+        .await;
+        let find = |p: &str| reqs.iter().find(|r| r.uri.starts_with(p)).cloned().expect(p);
+        let wc: Value = serde_json::from_str(&find("/cgi-bin/webhook/send").body).expect("json");
+        let text = wc["text"]["content"].as_str().expect("text").to_owned();
+        for want in ["位置：两台探测器同时报警 — rule.gas-2oo2 (储罐区)", "两台探测器同时报警", "处置措施：切断进料，疏散人员"] {
+            assert!(text.contains(want), "{want} missing in {text}");
+        }
+        assert!(!text.contains("()"), "no empty area: {text}");
+        let hook: Value = serde_json::from_str(&find("/hook").body).expect("json");
+        let d = &hook["details"][0];
+        assert_eq!(d["area"], "a", "{hook}");
+        assert_eq!(d["area_name"], "储罐区");
+        assert_eq!(d["message"], "两台探测器同时报警");
+        assert_eq!(d["response"], "切断进料，疏散人员");
     })
     .await
     .expect("test timed out");

@@ -183,3 +183,59 @@ async fn status_page_is_self_contained() {
     assert!(!js.contains("http://") && !js.contains("https://"));
     assert_eq!(get(&s, "/assets/status.css").await.0, StatusCode::OK);
 }
+
+/// Reads the event stream until `want` appears in it or `limit` passes; returns what was read.
+async fn read_stream(body: &mut axum::body::BodyDataStream, limit: Duration) -> String {
+    use futures_util::StreamExt as _;
+    let mut got = String::new();
+    let _ = tokio::time::timeout(limit, async {
+        while let Some(Ok(chunk)) = body.next().await {
+            got.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    got
+}
+
+/// The live stream carries the engine's heartbeat only while the engine ticks: a stalled engine
+/// (here: one that never beats) leaves the stream open but silent about heartbeats, which is
+/// what the status page's deadline detects.
+#[tokio::test]
+async fn stream_heartbeat_follows_the_engine_tick() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let (st, metrics) = state();
+        let s = ApiState {
+            state: st.clone(),
+            metrics,
+        };
+        let resp = app(s, Duration::from_secs(5))
+            .oneshot(
+                Request::get("/api/v1/stream")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.into_body().into_data_stream();
+        // No engine tick: channels, but no heartbeat.
+        let first = read_stream(&mut body, Duration::from_millis(2500)).await;
+        assert!(first.contains("event: channels"), "{first}");
+        assert!(first.contains("\"site_info\""), "{first}");
+        assert!(!first.contains("event: heartbeat"), "{first}");
+        // The engine ticks: a heartbeat with its time and the page's deadline.
+        st.beat(SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_987_698));
+        let next = read_stream(&mut body, Duration::from_millis(2500)).await;
+        assert!(next.contains("event: heartbeat"), "{next}");
+        assert!(
+            next.contains("\"ts\":\"2026-11-29T21:28:18.000Z\""),
+            "{next}"
+        );
+        assert!(next.contains("\"deadline_ms\":5000"), "{next}");
+        // Stalled again: no further heartbeat.
+        let after = read_stream(&mut body, Duration::from_millis(2500)).await;
+        assert!(!after.contains("event: heartbeat"), "{after}");
+    })
+    .await
+    .expect("test timed out");
+}

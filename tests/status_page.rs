@@ -42,9 +42,13 @@ async fn status_page_shows_values_alarms_and_faults() {
         let card = |id: &'static str| {
             let b = &browser;
             async move {
-                let found = b.find_all(&format!(".card[data-channel=\"{id}\"]")).await;
-                let el = found.first()?.clone();
-                Some((b.attr(&el, "class").await, b.text(&el).await))
+                // One script call: the class and text of the same element.
+                let v = b
+                    .eval(&format!(
+                        "const c = document.querySelector('.card[data-channel=\"{id}\"]'); return c ? [c.className, c.innerText] : null;"
+                    ))
+                    .await;
+                Some((v[0].as_str()?.to_owned(), v[1].as_str()?.to_owned()))
             }
         };
         let (class, text) =
@@ -70,24 +74,45 @@ async fn status_page_shows_values_alarms_and_faults() {
         );
         let (class, _) = card("dustline.dc1.dp").await.expect("dc1 card");
         assert!(class.contains("ok"), "{class}");
-        let areas: Vec<String> = {
-            let mut v = Vec::new();
-            for el in browser.find_all(".area h3").await {
-                v.push(browser.text(&el).await);
-            }
-            v
-        };
+        let areas: Vec<String> = browser
+            .eval("return [...document.querySelectorAll('.area h3')].map((h) => h.innerText);")
+            .await
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
         // The MQTT areas come from the demo's data units (declared channels, shown before data).
-        assert_eq!(
-            areas,
-            ["TANKFARM", "DUSTLINE", "POWER", "WORKSHOP", "WAREHOUSE"]
-        );
-        // The active-alarm table lists the gas alarm and the fault.
-        let rows = browser.find_all("#alarms tbody tr").await;
-        let mut listed = Vec::new();
-        for r in &rows {
-            listed.push(browser.attr(r, "data-alarm").await);
+        // Areas by their display names (`[[areas]]` in config/demo.toml).
+        assert_eq!(areas, ["储罐区", "除尘线", "配电室", "生产车间", "仓库"]);
+        // The alarm row says what, where and what to do: label, area name, the rule's message
+        // and its response text.
+        let row = support::eventually(
+            Duration::from_secs(15),
+            "the engine's row for gd101:H",
+            || async {
+                text_of(&browser, "tr[data-alarm=\"tankfarm.gd101.lel:H\"] td.al-what").await
+            },
+        )
+        .await;
+        for want in [
+            "1号罐区可燃气体 GD-101",
+            "储罐区",
+            "储罐区可燃气体浓度超限",
+            "Response",
+            "疏散罐区人员，关闭进料阀 XV-101",
+        ] {
+            assert!(row.contains(want), "`{want}` missing in the alarm row: {row}");
         }
+        // The active-alarm table lists the gas alarm and the fault.
+        let listed: Vec<String> = browser
+            .eval("return [...document.querySelectorAll('#alarms tbody tr')].map((r) => r.dataset.alarm);")
+            .await
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
         assert!(
             listed.contains(&"tankfarm.gd101.lel:H".to_owned()),
             "{listed:?}"
@@ -127,7 +152,35 @@ async fn status_page_shows_values_alarms_and_faults() {
             },
         )
         .await;
-        browser.click(&ack).await;
+        // States at a glance: unacknowledged rows flash; the header counts by priority and
+        // takes the colour of the worst unacknowledged alarm.
+        let row_class = |id: &'static str| {
+            let b = &browser;
+            async move {
+                let v = b
+                    .eval(&format!(
+                        "const r = document.querySelector('tr[data-alarm=\"{id}\"]'); return r ? r.className : null;"
+                    ))
+                    .await;
+                v.as_str().map(str::to_owned)
+            }
+        };
+        let class = row_class("tankfarm.gd101.lel:H").await.expect("gd101:H row");
+        assert!(class.contains("st-active_unacknowledged"), "{class}");
+        let anim = browser
+            .eval("return getComputedStyle(document.querySelector('tr[data-alarm=\"tankfarm.gd101.lel:H\"] td')).animationName;")
+            .await;
+        assert_eq!(anim, "flash", "an unacknowledged alarm flashes");
+        let header = browser.eval("return [document.querySelector('header').className, document.querySelector('#counts').textContent];").await;
+        let hclass = header[0].as_str().unwrap_or_default();
+        assert!(hclass.contains("worst-critical") || hclass.contains("worst-high"), "{header}");
+        assert!(header[1].as_str().unwrap_or_default().contains("high"), "{header}");
+        drop(ack);
+        click_css(
+            &browser,
+            "tr[data-alarm=\"tankfarm.gd101.lel:H\"] button[data-act=\"ack\"]",
+        )
+        .await;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -173,6 +226,23 @@ async fn status_page_shows_values_alarms_and_faults() {
             },
         )
         .await;
+        // Acknowledged: the row stops flashing and says so.
+        support::eventually(Duration::from_secs(10), "the row acknowledged", || async {
+            row_class("tankfarm.gd101.lel:H")
+                .await
+                .filter(|c| c.contains("st-active_acknowledged"))
+        })
+        .await;
+        // Clicking the alarm shows its audit trail (who, with the comment) and recent values.
+        click_css(&browser, "tr[data-alarm=\"tankfarm.gd101.lel:H\"] td.al-what").await;
+        let detail = support::eventually(Duration::from_secs(10), "the alarm's detail", || async {
+            let text = text_of(&browser, "#detail").await?;
+            text.contains("checked on site").then_some(text)
+        })
+        .await;
+        for want in ["Audit trail", "demo-operator", "acknowledged", "Recent values", "%LEL"] {
+            assert!(detail.contains(want), "`{want}` missing in the detail: {detail}");
+        }
         let devices = browser.find_all("#devices tbody tr").await;
         assert_eq!(
             devices.len(),
@@ -199,9 +269,40 @@ async fn status_page_shows_values_alarms_and_faults() {
             })
             .await;
             assert!(page <= view, "{w}x{h}: page {page} px wide in a {view} px viewport");
+            // Every action button (gd102's fault still awaits acknowledgement) is on screen
+            // horizontally, without scrolling sideways.
+            let rects = browser
+                .eval("return [...document.querySelectorAll('#alarms button')].map((b) => { const r = b.getBoundingClientRect(); return [r.left, r.right, window.innerWidth]; });")
+                .await;
+            let rects = rects.as_array().cloned().unwrap_or_default();
+            assert!(!rects.is_empty(), "{w}x{h}: action buttons listed");
+            for r in rects {
+                let (l, rt, iw) = (r[0].as_f64().unwrap_or(-1.0), r[1].as_f64().unwrap_or(1e9), r[2].as_f64().unwrap_or(0.0));
+                assert!(l >= 0.0 && rt <= iw, "{w}x{h}: button at {l}..{rt} outside 0..{iw}");
+            }
         }
         let shot = std::env::temp_dir().join("hazgate-status-page-tablet.png");
         browser.screenshot(&shot).await;
+        // `HAZGATE_UPDATE_SCREENSHOT=1` refreshes the README's screenshot (docs/status-page.png)
+        // from this run, at a desktop size.
+        if std::env::var_os("HAZGATE_UPDATE_SCREENSHOT").is_some() {
+            browser.resize(1280, 900).await;
+            let lang = browser.find_all("#lang").await.pop().expect("language switch");
+            browser.click(&lang).await;
+            support::eventually(Duration::from_secs(5), "the page in Chinese", || async {
+                let h2 = browser.eval("return document.querySelector('h2').textContent;").await;
+                (h2 == "当前报警").then_some(())
+            })
+            .await;
+            let _ = support::eventually(Duration::from_secs(5), "desktop layout", || async {
+                let v = browser.eval("return document.documentElement.clientWidth;").await;
+                (v.as_u64()? > 1000).then_some(())
+            })
+            .await;
+            browser
+                .screenshot(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status-page.png"))
+                .await;
+        }
         browser.close().await;
         gw.stop().await.expect("stop");
         cancel.cancel();
@@ -209,4 +310,27 @@ async fn status_page_shows_values_alarms_and_faults() {
     })
     .await
     .expect("test timed out");
+}
+
+/// The visible text of the first element matching `css`, read in one script call (the page
+/// redraws rows when data changes; an element id could go stale between two calls).
+async fn text_of(b: &support::Browser, css: &str) -> Option<String> {
+    let css = serde_json::to_string(css).expect("json string");
+    let v = b
+        .eval(&format!(
+            "const e = document.querySelector({css}); return e ? e.innerText : null;"
+        ))
+        .await;
+    v.as_str().map(str::to_owned)
+}
+
+/// Clicks the first element matching `css` in one script call (see [`text_of`]).
+async fn click_css(b: &support::Browser, css: &str) {
+    let sel = serde_json::to_string(css).expect("json string");
+    let v = b
+        .eval(&format!(
+            "const e = document.querySelector({sel}); if (!e) return false; e.click(); return true;"
+        ))
+        .await;
+    assert_eq!(v, true, "nothing to click at {css}");
 }

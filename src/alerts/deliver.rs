@@ -58,6 +58,31 @@ pub struct Context {
     pub site_name: String,
     /// Channel metadata.
     pub channels: Arc<HashMap<ChannelId, ChannelInfo>>,
+    /// The site's time zone: every time in a text for people is in it, with its offset.
+    pub tz: chrono_tz::Tz,
+    /// The language of texts for people (`[site] language`).
+    pub language: crate::i18n::Language,
+    /// What people need to know about each alarm (label, area name, unit, message, response),
+    /// by alarm id.
+    pub alarms: Arc<HashMap<String, AlarmInfo>>,
+}
+
+/// What an alarm is about, for people: every notification carries it (webhook `details`,
+/// robot texts).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AlarmInfo {
+    /// The channel's label (a composite's message or id).
+    pub label: String,
+    /// Area id.
+    pub area: String,
+    /// Area display name.
+    pub area_name: String,
+    /// Unit.
+    pub unit: String,
+    /// The rule's configured message.
+    pub message: Option<String>,
+    /// What to do (处置措施).
+    pub response: Option<String>,
 }
 
 impl Context {
@@ -66,6 +91,29 @@ impl Context {
         Self {
             site: cfg.site.id.clone(),
             site_name: cfg.site.name.clone(),
+            tz: cfg.site_zone(),
+            language: cfg.site.language,
+            // The engine's own view of every configured alarm (pure, no I/O), so texts name
+            // alarms exactly as the API does.
+            alarms: Arc::new(
+                crate::rules::Engine::new(cfg, std::time::Instant::now())
+                    .views()
+                    .into_iter()
+                    .map(|v| {
+                        (
+                            v.id,
+                            AlarmInfo {
+                                label: v.label,
+                                area: v.area,
+                                area_name: v.area_name,
+                                unit: v.unit,
+                                message: v.message,
+                                response: v.response,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
             channels: Arc::new(
                 cfg.channels
                     .iter()
@@ -74,7 +122,7 @@ impl Context {
                             c.id.clone(),
                             ChannelInfo {
                                 label: c.label.clone(),
-                                area: c.area.clone(),
+                                area: cfg.area_name(&c.area).to_owned(),
                                 unit: c.unit.clone(),
                             },
                         )
@@ -441,7 +489,8 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
-/// The `hazgate.alarm.v2` body.
+/// The `hazgate.alarm.v2` body. `message` is the text for people (as the robots send it: in
+/// the site's language, times in the site's zone with offset); machine fields stay RFC 3339 UTC.
 pub fn body_v2(ctx: &Context, n: &Notification) -> Value {
     json!({
         "schema": "hazgate.alarm.v2",
@@ -453,6 +502,8 @@ pub fn body_v2(ctx: &Context, n: &Notification) -> Value {
         "tier": n.tier,
         "call": n.call,
         "created": humantime::format_rfc3339_millis(n.created).to_string(),
+        "message": message_text(ctx, n),
+        "details": n.events.iter().map(|e| ctx.alarms.get(&e.alarm).cloned().unwrap_or_default()).collect::<Vec<_>>(),
         "event": n.events.first(),
         "events": n.events,
     })
@@ -462,21 +513,28 @@ fn fmt_num(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v}"))
 }
 
-/// Human-readable text for robots and templates: the essentials of each event.
+/// Human-readable text for robots, templates and the webhook `message`: the essentials of each
+/// event in the site's language, times in the site's zone with offset.
 pub fn message_text(ctx: &Context, n: &Notification) -> String {
+    use crate::i18n;
+    let l = ctx.language;
+    let w = i18n::labels(l);
+    let zh = l == i18n::Language::ZhCn;
     let site = if ctx.site_name.is_empty() {
         &ctx.site
     } else {
         &ctx.site_name
     };
+    let colon = if zh { "：" } else { ": " };
     let mut s = String::new();
     match n.reason {
-        super::outbox::Reason::Escalation => s.push_str(&format!(
-            "【升级 tier {}】No acknowledgement in time / 未及时确认\n",
-            n.tier
-        )),
+        super::outbox::Reason::Escalation => {
+            s.push_str(&w.escalation.replace("{tier}", &n.tier.to_string()));
+            s.push('\n');
+        }
         super::outbox::Reason::Reminder => {
-            s.push_str("【提醒 reminder】Still unacknowledged / 仍未确认\n")
+            s.push_str(w.reminder);
+            s.push('\n');
         }
         super::outbox::Reason::Summary => s.push_str(
             "【振荡汇总 chattering summary】Repeated activations, summarised / 反复激活，汇总通知\n",
@@ -484,39 +542,86 @@ pub fn message_text(ctx: &Context, n: &Notification) -> String {
         _ => {}
     }
     for e in &n.events {
-        let ch = ctx.channels.get(&e.channel).cloned().unwrap_or_default();
-        let location = if ch.label.is_empty() {
-            format!("{} ({})", e.channel, ch.area)
-        } else {
-            format!("{} — {} ({})", ch.label, e.channel, ch.area)
+        let info = ctx.alarms.get(&e.alarm).cloned().unwrap_or_default();
+        let mut ch = ctx.channels.get(&e.channel).cloned().unwrap_or_default();
+        // Alarms over several channels (composites) have no channel: their rule's area.
+        if ch.area.is_empty() {
+            ch.area = info.area_name.clone();
+        }
+        if ch.unit.is_empty() {
+            ch.unit = info.unit.clone();
+        }
+        if ch.label.is_empty() {
+            ch.label = info.label.clone();
+        }
+        let location = match (ch.label.is_empty(), ch.area.is_empty()) {
+            (true, true) => e.channel.to_string(),
+            (true, false) => format!("{} ({})", e.channel, ch.area),
+            (false, _) => format!("{} — {} ({})", ch.label, e.channel, ch.area),
         };
+        let (open, close) = if zh { ("【", "】") } else { ("[", "]") };
         s.push_str(&format!(
-            "[{:?}] {} {}\nSite/站点: {site}\nLocation/位置: {location}\nValue/数值: {} {} (limit/限值 {})\nTime/时间: {}\nState/状态: {}\n{}\n",
-            e.priority,
+            "{open}{}{close} {} {}\n",
+            i18n::priority(l, e.priority),
             e.alarm,
-            e.transition.as_str(),
-            fmt_num(e.value),
-            ch.unit,
-            fmt_num(e.limit),
-            humantime::format_rfc3339_seconds(e.ts),
-            e.state.as_str(),
-            e.message,
+            i18n::transition(l, e.transition),
         ));
+        s.push_str(&format!("{}{colon}{site}\n", w.site));
+        s.push_str(&format!("{}{colon}{location}\n", w.location));
+        if e.value.is_some() || e.limit.is_some() {
+            let unit = if ch.unit.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", ch.unit)
+            };
+            s.push_str(&format!(
+                "{}{colon}{}{unit} ({} {})\n",
+                w.value,
+                fmt_num(e.value),
+                w.limit,
+                fmt_num(e.limit)
+            ));
+        }
+        s.push_str(&format!(
+            "{}{colon}{}\n",
+            w.time,
+            i18n::local_time(e.ts, ctx.tz)
+        ));
+        s.push_str(&format!("{}{colon}{}\n", w.state, i18n::state(l, e.state)));
+        if !zh || !e.message.is_ascii() {
+            // The engine's own description is English; a configured (Chinese) message is shown.
+            s.push_str(&e.message);
+            s.push('\n');
+        }
+        if let Some(r) = info.response.as_deref().filter(|r| !r.is_empty()) {
+            if matches!(
+                e.transition,
+                crate::model::Transition::Raised | crate::model::Transition::Fault
+            ) || n.reason != super::outbox::Reason::Event
+            {
+                s.push_str(&format!("{}{colon}{r}\n", w.response));
+            }
+        }
         if let Some(by) = &e.by {
-            s.push_str(&format!("By/处理人: {by}\n"));
+            s.push_str(&format!("{}{colon}{by}\n", w.by));
+        }
+        if let Some(c) = e.comment.as_deref().filter(|c| !c.is_empty()) {
+            s.push_str(&format!("{}{colon}{c}\n", w.comment));
         }
     }
     if !n.call.is_empty() {
-        s.push_str(&format!("Call/请联系: {}\n", n.call.join(", ")));
+        s.push_str(&format!("{}{colon}{}\n", w.call, n.call.join(", ")));
     }
-    s.push_str(&format!("Key: {}", n.key));
+    s.push_str(&format!("{}{colon}{}", w.key, n.key));
     s
 }
 
-/// Renders a body template.
+/// Renders a body template. `{time}` is the site's local time with offset; `{text}` is the
+/// full text the robots send.
 pub fn render(t: &str, ctx: &Context, n: &Notification) -> String {
     let e = n.events.first();
-    let time = e.map(|e| humantime::format_rfc3339_seconds(e.ts).to_string());
+    let l = ctx.language;
+    let time = e.map(|e| crate::i18n::local_time(e.ts, ctx.tz));
     let vars = [
         ("{site}", ctx.site.clone()),
         ("{alarm}", e.map(|e| e.alarm.clone()).unwrap_or_default()),
@@ -528,16 +633,18 @@ pub fn render(t: &str, ctx: &Context, n: &Notification) -> String {
         ("{limit}", fmt_num(e.and_then(|e| e.limit))),
         (
             "{state}",
-            e.map(|e| e.state.as_str().to_owned()).unwrap_or_default(),
+            e.map(|e| crate::i18n::state(l, e.state).to_owned())
+                .unwrap_or_default(),
         ),
         (
             "{transition}",
-            e.map(|e| e.transition.as_str().to_owned())
+            e.map(|e| crate::i18n::transition(l, e.transition).to_owned())
                 .unwrap_or_default(),
         ),
         ("{time}", time.unwrap_or_default()),
         ("{call}", n.call.join(", ")),
         ("{key}", n.key.clone()),
+        ("{text}", message_text(ctx, n)),
     ];
     let mut s = t.to_owned();
     for (k, v) in vars {

@@ -124,22 +124,45 @@ const STATUS_CSS: &str = include_str!("assets/status.css");
 /// The OpenAPI document; a test keeps it in step with the routes.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Every second, the channel snapshot when it changed (event `channels`); a keep-alive comment
-/// otherwise. A slow client simply sees fewer updates: nothing is queued per client.
+/// The body of a `channels` event and of `GET /api/v1/channels`.
+fn channels_body(s: &ApiState) -> serde_json::Value {
+    json!({
+        "site": s.state.site,
+        "site_info": s.state.site_info,
+        "channels": s.state.channels(),
+    })
+}
+
+/// Every second: the channel snapshot when it changed (event `channels`) and the engine's
+/// heartbeat when the engine ticked since the last one (event `heartbeat`, with the deadline
+/// after which the page declares communication lost); a keep-alive comment otherwise. A stalled
+/// engine stops the heartbeats although this stream stays open. A slow client simply sees fewer
+/// updates: nothing is queued per client beyond the two events of one second.
 async fn stream(
     State(s): State<ApiState>,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     let ticks = tokio::time::interval(Duration::from_secs(1));
+    let pending: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     let st = futures_util::stream::unfold(
-        (ticks, s, String::new()),
-        |(mut ticks, s, last)| async move {
+        (ticks, s, String::new(), 0u64, pending),
+        |(mut ticks, s, last, beat, mut pending)| async move {
+            let (mut last, mut beat) = (last, beat);
             loop {
+                if let Some(ev) = pending.pop_front() {
+                    return Some((Ok(ev), (ticks, s, last, beat, pending)));
+                }
                 ticks.tick().await;
-                let body =
-                    json!({ "site": s.state.site, "channels": s.state.channels() }).to_string();
+                let body = channels_body(&s).to_string();
                 if body != last {
-                    let ev = Event::default().event("channels").data(body.clone());
-                    return Some((Ok(ev), (ticks, s, body)));
+                    pending.push_back(Event::default().event("channels").data(body.clone()));
+                    last = body;
+                }
+                let hb = s.state.heartbeat();
+                if hb.seq != beat {
+                    beat = hb.seq;
+                    let deadline = crate::state::HEARTBEAT_DEADLINE.as_millis();
+                    let data = json!({ "seq": hb.seq, "ts": hb.ts.map(|t| humantime::format_rfc3339_millis(t).to_string()), "deadline_ms": deadline });
+                    pending.push_back(Event::default().event("heartbeat").data(data.to_string()));
                 }
             }
         },
@@ -173,7 +196,7 @@ async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
 }
 
 async fn channels(State(s): State<ApiState>) -> impl IntoResponse {
-    Json(json!({ "site": s.state.site, "channels": s.state.channels() }))
+    Json(channels_body(&s))
 }
 
 async fn devices(State(s): State<ApiState>) -> impl IntoResponse {

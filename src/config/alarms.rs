@@ -128,9 +128,9 @@ fn default_chatter_window() -> Duration {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
-    /// IANA time zone, e.g. `Asia/Shanghai`.
-    #[serde(default = "default_tz")]
-    pub timezone: String,
+    /// IANA time zone, e.g. `Asia/Shanghai` (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
     /// Days that are weekend days (`mon` … `sun`).
     #[serde(default = "default_weekend")]
     pub weekend: Vec<String>,
@@ -145,7 +145,7 @@ pub struct Schedule {
 impl Default for Schedule {
     fn default() -> Self {
         Self {
-            timezone: default_tz(),
+            timezone: None,
             weekend: default_weekend(),
             holidays: Vec::new(),
             windows: Vec::new(),
@@ -153,9 +153,6 @@ impl Default for Schedule {
     }
 }
 
-fn default_tz() -> String {
-    "UTC".into()
-}
 fn default_weekend() -> Vec<String> {
     vec!["sat".into(), "sun".into()]
 }
@@ -274,6 +271,9 @@ pub struct DiscreteRule {
     pub suppress_in: Vec<SiteMode>,
     /// Text for notifications.
     pub message: Option<String>,
+    /// What to do (处置措施), shown with the alarm and in every notification.
+    #[serde(default)]
+    pub response: Option<String>,
 }
 
 /// An alarm on an expression (see `rules::expr` for the language).
@@ -294,6 +294,9 @@ pub struct CompositeRule {
     pub area: String,
     /// Text for notifications.
     pub message: Option<String>,
+    /// What to do (处置措施), shown with the alarm and in every notification.
+    #[serde(default)]
+    pub response: Option<String>,
     /// Delay before raising (in addition to any `for` in the expression).
     #[serde(with = "humantime_serde", default)]
     pub on_delay: Duration,
@@ -454,14 +457,13 @@ pub fn check(
 
     // Schedule.
     let s = &a.schedule;
-    if s.timezone.parse::<chrono_tz::Tz>().is_err() {
-        p.err(
-            "alarms.schedule.timezone",
-            format!(
-                "unknown time zone `{}` (use an IANA name such as Asia/Shanghai)",
-                s.timezone
-            ),
-        );
+    if let Some(tz) = &s.timezone {
+        if tz.parse::<chrono_tz::Tz>().is_err() {
+            p.err(
+                "alarms.schedule.timezone",
+                format!("unknown time zone `{tz}` (use an IANA name such as Asia/Shanghai)"),
+            );
+        }
     }
     for (i, d) in s.weekend.iter().enumerate() {
         if parse_day(d).is_none() {

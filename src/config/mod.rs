@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::i18n::Language;
 pub use alarms::Alarms;
 pub use devmap::{ByteOrder, DataType, DeviceMap, RegisterDef, Span, Table};
 pub use modbus::{ModbusLink, ModbusRtuSource, ModbusTiming, Parity, SerialLine};
@@ -62,6 +63,9 @@ pub struct Config {
     /// Where time series are written.
     #[serde(default)]
     pub outputs: Vec<Output>,
+    /// Display names of areas (`[[areas]] id = "tankfarm" name = "储罐区"`); ids stay ASCII.
+    #[serde(default)]
+    pub areas: Vec<AreaName>,
     /// Alarm engine: journal, API tokens, schedule, rate/discrete/composite rules.
     #[serde(default)]
     pub alarms: Alarms,
@@ -72,31 +76,33 @@ pub struct Config {
     pub notifications: crate::alerts::config::Notifications,
 }
 
+/// The display name of an area.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AreaName {
+    /// Area id as used by devices (`tankfarm`).
+    pub id: String,
+    /// Name shown to people (`储罐区`).
+    pub name: String,
+}
+
 /// Identity of the site.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Site {
     /// Short id, used as the `site` tag in every point.
     pub id: String,
-    /// Display name.
+    /// Display name, shown in the status page header and in alert texts (e.g. `某化工厂`).
     #[serde(default)]
     pub name: String,
-    /// Language of generated texts a person reads (Grafana dashboards): `en` (default) or
-    /// `zh-CN`.
+    /// IANA time zone for every time shown to people; default `alarms.schedule.timezone`,
+    /// else the system zone.
     #[serde(default)]
-    pub language: Language,
-}
-
-/// Language of generated texts, see [`Site::language`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-pub enum Language {
-    /// English.
-    #[default]
-    #[serde(rename = "en")]
-    En,
-    /// Simplified Chinese.
-    #[serde(rename = "zh-CN")]
-    ZhCn,
+    pub timezone: Option<String>,
+    /// Language of texts a person reads (alert texts, generated Grafana dashboards): `zh-CN`
+    /// (default) or `en`.
+    #[serde(default)]
+    pub language: crate::i18n::Language,
 }
 
 /// Process-wide settings.
@@ -375,6 +381,14 @@ pub struct LimitRule {
     /// Latch until a person resets; default: true on `combustible_gas` and `toxic_gas` channels.
     #[serde(default)]
     pub latch: Option<bool>,
+    /// Text for people when one of these limits is raised (default: generated from the value
+    /// and limit).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// What to do (处置措施), shown with the alarm and in every notification, e.g.
+    /// "疏散罐区人员，关闭进料阀 XV-101，通知值班长".
+    #[serde(default)]
+    pub response: Option<String>,
     /// Site modes in which these alarms are suppressed by design.
     #[serde(default)]
     pub suppress_in: Vec<crate::model::SiteMode>,

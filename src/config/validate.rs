@@ -129,6 +129,23 @@ pub struct Resolved {
     pub mqtt_broker: Option<super::mqtt::EmbeddedBroker>,
     /// Alert delivery settings (validated).
     pub notifications: crate::alerts::config::Notifications,
+    /// Display names of areas by id (`[[areas]]`).
+    pub areas: BTreeMap<String, String>,
+}
+
+impl Resolved {
+    /// The name of an area shown to people: its `[[areas]]` name, else its id.
+    pub fn area_name<'a>(&'a self, id: &'a str) -> &'a str {
+        self.areas.get(id).map_or(id, String::as_str)
+    }
+
+    /// The site's time zone for times shown to people (see [`crate::i18n::site_zone`]).
+    pub fn site_zone(&self) -> chrono_tz::Tz {
+        crate::i18n::site_zone(
+            self.site.timezone.as_deref(),
+            self.alarms.schedule.timezone.as_deref(),
+        )
+    }
 }
 
 /// Collects every problem of a configuration with its path; shared by the config checks of
@@ -165,6 +182,29 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
 
     if let Err(e) = check_id(&cfg.site.id, false) {
         p.err("site.id", e);
+    }
+    let mut area_ids = std::collections::BTreeSet::new();
+    for (i, a) in cfg.areas.iter().enumerate() {
+        if let Err(e) = check_id(&a.id, false) {
+            p.err(format!("areas[{i}].id"), e);
+        }
+        if !area_ids.insert(a.id.as_str()) {
+            p.err(
+                format!("areas[{i}].id"),
+                format!("duplicate area `{}`", a.id),
+            );
+        }
+        if a.name.trim().is_empty() {
+            p.err(format!("areas[{i}].name"), "must not be empty");
+        }
+    }
+    if let Some(tz) = &cfg.site.timezone {
+        if tz.parse::<chrono_tz::Tz>().is_err() {
+            p.err(
+                "site.timezone",
+                format!("unknown time zone `{tz}` (use an IANA name such as Asia/Shanghai)"),
+            );
+        }
     }
     if cfg.gateway.sample_queue == 0 {
         p.err("gateway.sample_queue", "must be at least 1");
@@ -779,6 +819,11 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             mqtt_sources,
             mqtt_broker: cfg.mqtt_broker.clone().filter(|b| b.enabled),
             notifications: cfg.notifications.clone(),
+            areas: cfg
+                .areas
+                .iter()
+                .map(|a| (a.id.clone(), a.name.clone()))
+                .collect(),
         },
         p.0,
     ))

@@ -59,6 +59,11 @@ struct AlarmRt {
     limit: Option<f64>,
     unit: String,
     message: Option<String>,
+    response: Option<String>,
+    label: String,
+    area_name: String,
+    inputs: Vec<ChannelId>,
+    raised_at: Option<SystemTime>,
     value: Option<f64>,
     activations: VecDeque<Instant>,
     chattering: bool,
@@ -219,6 +224,20 @@ pub struct AlarmView {
     /// Time of the latest transition.
     #[serde(with = "humantime_serde")]
     pub since: Option<SystemTime>,
+    /// The channel's label (a composite's message or id).
+    pub label: String,
+    /// The area's display name (`[[areas]]`), else its id.
+    pub area_name: String,
+    /// The rule's configured message, when it has one.
+    pub message: Option<String>,
+    /// What to do (处置措施), when the rule says.
+    pub response: Option<String>,
+    /// The channels a composite alarm reads (empty for single-channel alarms): the status page
+    /// marks them while the alarm is active, so no tile contradicts it.
+    pub inputs: Vec<ChannelId>,
+    /// When the alarm was last raised (a latched alarm shows this, not when it cleared).
+    #[serde(with = "humantime_serde")]
+    pub raised_at: Option<SystemTime>,
 }
 
 /// Ordering rank of a kind: toxic before combustible before others, at the same priority.
@@ -316,6 +335,11 @@ fn new_alarm(
         limit: None,
         unit: ch.map(|(_, c)| c.unit.clone()).unwrap_or_default(),
         message: None,
+        response: None,
+        label: ch.map(|(_, c)| c.label.clone()).unwrap_or_default(),
+        area_name: String::new(),
+        inputs: Vec::new(),
+        raised_at: None,
         value: None,
         activations: VecDeque::new(),
         chattering: false,
@@ -411,6 +435,8 @@ impl Engine {
                 al.suppress_in = r.suppress_in.clone();
                 al.delay = Delay::new(r.on_delay, r.off_delay, false);
                 al.limit = Some(limit);
+                al.message = r.message.clone();
+                al.response = r.response.clone();
                 add(&mut chans, &mut alarms, ci, al);
             }
         }
@@ -456,6 +482,7 @@ impl Engine {
             al.suppress_in = r.suppress_in.clone();
             al.delay = Delay::new(r.on_delay, r.off_delay, false);
             al.message = r.message.clone();
+            al.response = r.response.clone();
             add(&mut chans, &mut alarms, ci, al);
         }
         let calendar = Calendar::new(&a.schedule);
@@ -500,11 +527,14 @@ impl Engine {
             al.latching = r.latch;
             al.suppress_in = r.suppress_in.clone();
             al.delay = Delay::new(r.on_delay, r.off_delay, false);
+            al.response = r.response.clone();
+            al.label = r.message.clone().unwrap_or_else(|| r.id.clone());
             al.message = Some(
                 r.message
                     .clone()
                     .unwrap_or_else(|| format!("{}: {}", r.id, r.expr)),
             );
+            al.inputs = expr.channels.iter().map(ChannelId::new).collect();
             alarms.push(al);
             let k = comps.len();
             for c in &expr.channels {
@@ -534,6 +564,9 @@ impl Engine {
                 def,
                 alarm: alarms.len() - 1,
             });
+        }
+        for al in &mut alarms {
+            al.area_name = cfg.area_name(&al.area).to_owned();
         }
         let by_id = alarms
             .iter()
@@ -715,6 +748,12 @@ impl Engine {
             limit: al.limit,
             unit: al.unit.clone(),
             since: al.since,
+            label: al.label.clone(),
+            area_name: al.area_name.clone(),
+            message: al.message.clone(),
+            response: al.response.clone(),
+            inputs: al.inputs.clone(),
+            raised_at: al.raised_at,
         }
     }
 
@@ -787,6 +826,9 @@ impl Engine {
                 )
             }
         };
+        if matches!(t, Transition::Raised | Transition::Fault) {
+            al.raised_at = Some(wall);
+        }
         out.push(AlarmEvent {
             seq: self.seq,
             alarm: al.id.clone(),

@@ -329,6 +329,9 @@ pub async fn run<B: Into<SampleBatch> + Send + 'static>(
             },
             _ = tick.tick() => {
                 let wall = SystemTime::now();
+                // The heartbeat comes from the engine's own tick: a stalled engine stops it and
+                // the status page shows communication lost.
+                state.beat(wall);
                 let (samples, mut ev) = engine.tick(tokio::time::Instant::now().into_std(), wall);
                 ev.extend(engine.gateway_health(&gateway_faults(&state), wall));
                 (samples, ev)
@@ -465,7 +468,8 @@ mod tests {
             site: Site {
                 id: "s".into(),
                 name: String::new(),
-                language: Default::default(),
+                timezone: None,
+                language: crate::i18n::Language::default(),
             },
             gateway: Gateway::default(),
             api: Api::default(),
@@ -487,6 +491,7 @@ mod tests {
             mqtt_sources: vec![],
             mqtt_broker: None,
             notifications: Default::default(),
+            areas: Default::default(),
         }
     }
 
@@ -504,6 +509,8 @@ mod tests {
             priority: crate::config::LimitPriorities::default(),
             latch: Some(false),
             suppress_in: vec![],
+            message: None,
+            response: None,
         }
     }
 

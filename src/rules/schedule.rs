@@ -47,7 +47,11 @@ impl Calendar {
     /// skipped).
     pub fn new(s: &Schedule) -> Self {
         Self {
-            tz: s.timezone.parse().unwrap_or(Tz::UTC),
+            tz: s
+                .timezone
+                .as_deref()
+                .and_then(|z| z.parse().ok())
+                .unwrap_or(Tz::UTC),
             windows: s
                 .windows
                 .iter()
@@ -111,7 +115,7 @@ mod tests {
     #[test]
     fn windows_weekends_holidays_at_their_edges() {
         let sched = Schedule {
-            timezone: "Asia/Shanghai".into(),
+            timezone: Some("Asia/Shanghai".into()),
             weekend: vec!["sat".into(), "sun".into()],
             holidays: vec!["2026-10-01".into()],
             windows: vec![

@@ -373,8 +373,13 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Opens a headless Chromium session through `driver`.
+    /// Opens a headless Chromium session through `driver` (browser language en-US).
     pub async fn open(driver: &Server) -> Browser {
+        Self::open_lang(driver, "en-US").await
+    }
+
+    /// Opens a headless Chromium session whose browser language is `lang` (e.g. `zh-CN`).
+    pub async fn open_lang(driver: &Server, lang: &str) -> Browser {
         let profile = tempfile::tempdir().expect("profile dir");
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -387,7 +392,9 @@ impl Browser {
                 "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
                          "--disable-dev-shm-usage", "--window-size=1024,900",
-                         format!("--user-data-dir={}", profile.path().display())]
+                         format!("--lang={lang}"),
+                         format!("--user-data-dir={}", profile.path().display())],
+                "prefs": { "intl.accept_languages": lang }
             }
         }}});
         let r: serde_json::Value = client

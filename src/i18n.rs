@@ -1,0 +1,260 @@
+//! Texts people read, in zh-CN and en, and the site's time.
+//!
+//! Every human-facing time (robot and SMS texts, the webhook `text`, the ledger, the status
+//! page) is shown in the site's time zone with its offset, e.g. `2026-11-30 05:28:18 +08:00`;
+//! machine fields (`ts`, `created`, …) stay RFC 3339 UTC.
+//!
+//! The site's time zone is `[site] timezone`, else `alarms.schedule.timezone`, else the system
+//! zone (`TZ`, then `/etc/localtime`, then `/etc/timezone`), else UTC. `[site] language`
+//! (`zh-CN`, the default, or `en`) selects the language of alert texts; the status page follows
+//! the browser and has a switch (its table is in `src/api/assets/status.js`).
+
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AlarmClass, AlarmState, Priority, Transition};
+
+/// The language of alert texts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Language {
+    /// Simplified Chinese.
+    #[default]
+    #[serde(rename = "zh-CN")]
+    ZhCn,
+    /// English.
+    #[serde(rename = "en")]
+    En,
+}
+
+impl Language {
+    /// The BCP 47 tag.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Language::ZhCn => "zh-CN",
+            Language::En => "en",
+        }
+    }
+}
+
+/// The site's time zone from its configuration (see the module docs for the order).
+pub fn site_zone(site: Option<&str>, schedule: Option<&str>) -> Tz {
+    site.or(schedule)
+        .and_then(|z| z.parse().ok())
+        .unwrap_or_else(system_zone)
+}
+
+/// The system's IANA time zone: `TZ`, the `/etc/localtime` link, `/etc/timezone`; else UTC.
+pub fn system_zone() -> Tz {
+    if let Ok(tz) = std::env::var("TZ") {
+        if let Ok(z) = tz.trim_start_matches(':').parse() {
+            return z;
+        }
+    }
+    if let Ok(target) = std::fs::read_link("/etc/localtime") {
+        let t = target.to_string_lossy();
+        if let Some((_, name)) = t.split_once("zoneinfo/") {
+            if let Ok(z) = name.parse() {
+                return z;
+            }
+        }
+    }
+    std::fs::read_to_string("/etc/timezone")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(Tz::UTC)
+}
+
+/// `2026-11-30 05:28:18 +08:00`: a time for people, in the site's zone with its offset.
+pub fn local_time(t: SystemTime, tz: Tz) -> String {
+    DateTime::<Utc>::from(t)
+        .with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
+}
+
+/// A priority in words.
+pub fn priority(l: Language, p: Priority) -> &'static str {
+    match (l, p) {
+        (Language::ZhCn, Priority::Critical) => "紧急",
+        (Language::ZhCn, Priority::High) => "高",
+        (Language::ZhCn, Priority::Medium) => "中",
+        (Language::ZhCn, Priority::Low) => "低",
+        (Language::En, Priority::Critical) => "critical",
+        (Language::En, Priority::High) => "high",
+        (Language::En, Priority::Medium) => "medium",
+        (Language::En, Priority::Low) => "low",
+    }
+}
+
+/// An alarm state in words.
+pub fn state(l: Language, s: AlarmState) -> &'static str {
+    match (l, s) {
+        (Language::ZhCn, AlarmState::Normal) => "正常",
+        (Language::ZhCn, AlarmState::ActiveUnacknowledged) => "未确认",
+        (Language::ZhCn, AlarmState::ActiveAcknowledged) => "已确认",
+        (Language::ZhCn, AlarmState::ReturnedUnacknowledged) => "已恢复未确认",
+        (Language::ZhCn, AlarmState::Latched) => "锁存",
+        (Language::ZhCn, AlarmState::Shelved) => "搁置",
+        (Language::ZhCn, AlarmState::Suppressed) => "按设计抑制",
+        (Language::ZhCn, AlarmState::OutOfService) => "停用",
+        (Language::En, AlarmState::Normal) => "normal",
+        (Language::En, AlarmState::ActiveUnacknowledged) => "unacknowledged",
+        (Language::En, AlarmState::ActiveAcknowledged) => "acknowledged",
+        (Language::En, AlarmState::ReturnedUnacknowledged) => "returned, unacknowledged",
+        (Language::En, AlarmState::Latched) => "latched",
+        (Language::En, AlarmState::Shelved) => "shelved",
+        (Language::En, AlarmState::Suppressed) => "suppressed by design",
+        (Language::En, AlarmState::OutOfService) => "out of service",
+    }
+}
+
+/// A transition in words.
+pub fn transition(l: Language, t: Transition) -> &'static str {
+    let zh = matches!(l, Language::ZhCn);
+    match t {
+        Transition::Raised => pick(zh, "报警", "raised"),
+        Transition::Cleared => pick(zh, "报警消除", "cleared"),
+        Transition::Fault => pick(zh, "故障", "fault"),
+        Transition::FaultCleared => pick(zh, "故障恢复", "fault cleared"),
+        Transition::Acknowledged => pick(zh, "已确认", "acknowledged"),
+        Transition::Reset => pick(zh, "已复位", "reset"),
+        Transition::Shelved => pick(zh, "已搁置", "shelved"),
+        Transition::Unshelved => pick(zh, "取消搁置", "unshelved"),
+        Transition::OutOfService => pick(zh, "停用", "out of service"),
+        Transition::ReturnedToService => pick(zh, "恢复投用", "returned to service"),
+        Transition::Suppressed => pick(zh, "按设计抑制", "suppressed"),
+        Transition::Unsuppressed => pick(zh, "取消抑制", "unsuppressed"),
+        Transition::SiteMode => pick(zh, "站点模式变更", "site mode changed"),
+        Transition::Flood => pick(zh, "报警泛滥", "alarm flood"),
+        Transition::FloodEnded => pick(zh, "报警泛滥结束", "alarm flood ended"),
+        Transition::Chattering => pick(zh, "报警抖动", "chattering"),
+    }
+}
+
+/// An alarm class in words.
+pub fn class(l: Language, c: AlarmClass) -> &'static str {
+    let zh = matches!(l, Language::ZhCn);
+    match c {
+        AlarmClass::Process => pick(zh, "工艺报警", "process alarm"),
+        AlarmClass::Fault => pick(zh, "仪表故障", "instrument fault"),
+        AlarmClass::System => pick(zh, "系统事件", "system event"),
+    }
+}
+
+fn pick(zh: bool, a: &'static str, b: &'static str) -> &'static str {
+    if zh { a } else { b }
+}
+
+/// Labels of the alert texts.
+#[derive(Debug, Clone, Copy)]
+pub struct Labels {
+    /// Site.
+    pub site: &'static str,
+    /// Location (channel, area).
+    pub location: &'static str,
+    /// Value.
+    pub value: &'static str,
+    /// Limit.
+    pub limit: &'static str,
+    /// Time.
+    pub time: &'static str,
+    /// State.
+    pub state: &'static str,
+    /// Who acted.
+    pub by: &'static str,
+    /// Comment.
+    pub comment: &'static str,
+    /// People to call.
+    pub call: &'static str,
+    /// What to do.
+    pub response: &'static str,
+    /// Escalation header; `{tier}` is replaced.
+    pub escalation: &'static str,
+    /// Reminder header.
+    pub reminder: &'static str,
+    /// Idempotency key.
+    pub key: &'static str,
+}
+
+/// The labels in a language.
+pub fn labels(l: Language) -> Labels {
+    match l {
+        Language::ZhCn => Labels {
+            site: "站点",
+            location: "位置",
+            value: "数值",
+            limit: "限值",
+            time: "时间",
+            state: "状态",
+            by: "处理人",
+            comment: "说明",
+            call: "请联系",
+            response: "处置措施",
+            escalation: "【升级 第{tier}级】报警未及时确认",
+            reminder: "【提醒】报警仍未确认",
+            key: "编号",
+        },
+        Language::En => Labels {
+            site: "Site",
+            location: "Location",
+            value: "Value",
+            limit: "limit",
+            time: "Time",
+            state: "State",
+            by: "By",
+            comment: "Comment",
+            call: "Call",
+            response: "Response",
+            escalation: "[Escalation tier {tier}] Not acknowledged in time",
+            reminder: "[Reminder] Still unacknowledged",
+            key: "Key",
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn local_time_carries_the_offset() {
+        // 2026-11-29T21:28:18Z
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_987_698);
+        assert_eq!(
+            local_time(t, chrono_tz::Asia::Shanghai),
+            "2026-11-30 05:28:18 +08:00"
+        );
+        assert_eq!(local_time(t, Tz::UTC), "2026-11-29 21:28:18 +00:00");
+    }
+
+    #[test]
+    fn site_zone_order() {
+        assert_eq!(
+            site_zone(Some("Asia/Shanghai"), Some("Europe/Berlin")),
+            chrono_tz::Asia::Shanghai
+        );
+        assert_eq!(
+            site_zone(None, Some("Europe/Berlin")),
+            chrono_tz::Europe::Berlin
+        );
+    }
+
+    #[test]
+    fn every_word_exists_in_both_languages() {
+        for l in [Language::ZhCn, Language::En] {
+            for s in AlarmState::ALL {
+                assert!(!state(l, s).is_empty());
+            }
+        }
+        assert_eq!(priority(Language::ZhCn, Priority::Critical), "紧急");
+        assert_eq!(state(Language::ZhCn, AlarmState::Latched), "锁存");
+        assert_eq!(
+            state(Language::ZhCn, AlarmState::ReturnedUnacknowledged),
+            "已恢复未确认"
+        );
+    }
+}
