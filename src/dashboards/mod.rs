@@ -749,10 +749,15 @@ fn dashboard(
     })
 }
 
-/// The site's time zone (`alarms.schedule.timezone`) so that every time on the dashboards is the
-/// site's; the viewer's browser zone when it is left at its default (UTC).
+/// The site's time zone (`[site] timezone`, else `alarms.schedule.timezone`) so that every time
+/// on the dashboards is the site's; the viewer's browser zone when neither is set (or UTC).
 fn timezone(cfg: &Resolved) -> &str {
-    match cfg.alarms.schedule.timezone.as_str() {
+    let zone = cfg
+        .site
+        .timezone
+        .as_deref()
+        .or(cfg.alarms.schedule.timezone.as_deref());
+    match zone.unwrap_or("") {
         "" | "UTC" => "browser",
         tz => tz,
     }
