@@ -721,45 +721,43 @@ enum PubEvent {
     Acked(u16),
 }
 
-/// An MQTT publisher with QoS 1: one event-loop task forwards the packet ids of outgoing
-/// PUBLISHes and of PUBACKs; a delivery waits for the PUBACK of its own packet id, so a late
-/// PUBACK of an earlier, timed-out attempt is never taken for the current one.
+/// An MQTT publisher with QoS 1. A connection (client and event-loop task) carries one attempt
+/// at a time; the event loop forwards the packet ids of outgoing PUBLISHes and of PUBACKs, and a
+/// delivery waits for the PUBACK of its own packet id. After a failed attempt (no PUBACK in
+/// time, an error) the connection is dropped and the next attempt opens a new one: a PUBLISH of
+/// the failed attempt still queued in the old client, or its late PUBACK, dies with that
+/// connection and is never taken for a later attempt's delivery. On a connection that only saw
+/// successful attempts nothing else is in flight, so the first PUBLISH after a request is ours.
 #[derive(Debug)]
 pub struct MqttPub {
-    client: AsyncClient,
-    acks: Mutex<mpsc::Receiver<PubEvent>>,
+    options: MqttOptions,
+    name: String,
+    conn: Mutex<Option<MqttConn>>,
     /// Topic template.
     pub topic: String,
+}
+
+#[derive(Debug)]
+struct MqttConn {
+    client: AsyncClient,
+    acks: mpsc::Receiver<PubEvent>,
     stop: CancellationToken,
 }
 
-impl MqttPub {
-    /// Creates the client and spawns its event loop.
-    pub fn new(
-        t: &MqttTarget,
-        receiver: &str,
-        site: &str,
-        password: Option<&Secret>,
-    ) -> Result<Self, String> {
-        let (host, port) = split_host_port(&t.address).ok_or("expected host:port")?;
-        let id = t
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("hazgate-{site}-{receiver}"));
-        let mut o = MqttOptions::new(id, host, port);
-        o.set_keep_alive(Duration::from_secs(30));
-        o.set_clean_session(true);
-        if let Some(u) = &t.username {
-            o.set_credentials(
-                u,
-                password.map(|p| p.expose().to_owned()).unwrap_or_default(),
-            );
-        }
-        let (client, mut el) = AsyncClient::new(o, 16);
+impl Drop for MqttConn {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl MqttConn {
+    /// Creates the client and spawns its event loop (it connects at once).
+    fn open(options: &MqttOptions, name: &str) -> Self {
+        let (client, mut el) = AsyncClient::new(options.clone(), 16);
         let (tx, rx) = mpsc::channel(64);
         let stop = CancellationToken::new();
         let st = stop.clone();
-        let name = receiver.to_owned();
+        let name = name.to_owned();
         tokio::spawn(async move {
             let mut failures = 0u32;
             loop {
@@ -797,33 +795,65 @@ impl MqttPub {
                 }
             }
         });
-        Ok(Self {
+        Self {
             client,
-            acks: Mutex::new(rx),
-            topic: t.topic.clone(),
+            acks: rx,
             stop,
+        }
+    }
+}
+
+impl MqttPub {
+    /// Creates the client and spawns its event loop.
+    pub fn new(
+        t: &MqttTarget,
+        receiver: &str,
+        site: &str,
+        password: Option<&Secret>,
+    ) -> Result<Self, String> {
+        let (host, port) = split_host_port(&t.address).ok_or("expected host:port")?;
+        let id = t
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("hazgate-{site}-{receiver}"));
+        let mut o = MqttOptions::new(id, host, port);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_clean_session(true);
+        if let Some(u) = &t.username {
+            o.set_credentials(
+                u,
+                password.map(|p| p.expose().to_owned()).unwrap_or_default(),
+            );
+        }
+        let conn = MqttConn::open(&o, receiver);
+        Ok(Self {
+            options: o,
+            name: receiver.to_owned(),
+            conn: Mutex::new(Some(conn)),
+            topic: t.topic.clone(),
         })
     }
 
-    /// Publishes with QoS 1 and waits for the PUBACK.
+    /// Publishes with QoS 1 and waits for the PUBACK of this attempt's own PUBLISH.
     pub async fn publish(
         &self,
         topic: &str,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<(), String> {
-        let mut acks = self.acks.lock().await;
-        while acks.try_recv().is_ok() {}
-        tokio::time::timeout(timeout, async {
-            self.client
+        let mut guard = self.conn.lock().await;
+        let conn = guard.get_or_insert_with(|| MqttConn::open(&self.options, &self.name));
+        while conn.acks.try_recv().is_ok() {}
+        let res = tokio::time::timeout(timeout, async {
+            conn.client
                 .publish(topic, QoS::AtLeastOnce, false, body)
                 .await
                 .map_err(|e| e.to_string())?;
-            // Ours is the first PUBLISH sent after the request (one publish at a time per
-            // receiver); a retransmission after a reconnect carries the same packet id.
+            // Ours is the first PUBLISH sent after the request (nothing else is in flight on this
+            // connection); a retransmission after a reconnect carries the same packet id.
             let mut ours = None;
             loop {
-                match acks.recv().await {
+                match conn.acks.recv().await {
                     None => return Err("MQTT event loop ended".to_owned()),
                     Some(PubEvent::Sent(p)) => {
                         ours.get_or_insert(p);
@@ -834,12 +864,116 @@ impl MqttPub {
             }
         })
         .await
-        .unwrap_or_else(|_| Err("no PUBACK within the timeout".into()))
+        .unwrap_or_else(|_| Err("no PUBACK within the timeout".into()));
+        if res.is_err() {
+            // This attempt's PUBLISH may still go out or be acknowledged late: never on the
+            // connection of the next attempt.
+            *guard = None;
+        }
+        res
     }
 }
 
-impl Drop for MqttPub {
-    fn drop(&mut self) {
-        self.stop.cancel();
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Reads one MQTT packet: (first header byte, body).
+    async fn packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+        let h = s.read_u8().await.ok()?;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = s.read_u8().await.ok()?;
+            len |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).await.ok()?;
+        Some((h, body))
+    }
+
+    /// A tiny MQTT 3.1.1 broker: on its first connection it holds the CONNACK until `release`;
+    /// it acknowledges only PUBLISHes whose payload is `A`.
+    async fn broker(release: Arc<tokio::sync::Notify>) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let conns = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let (release, n) = (release.clone(), conns.fetch_add(1, Ordering::SeqCst));
+                tokio::spawn(async move {
+                    while let Some((h, body)) = packet(&mut s).await {
+                        let reply: Vec<u8> = match h >> 4 {
+                            1 => {
+                                if n == 0 {
+                                    release.notified().await;
+                                }
+                                vec![0x20, 2, 0, 0]
+                            }
+                            3 => {
+                                let tl = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                                let (pk, payload) = body[2 + tl..].split_at(2);
+                                if payload == b"A" {
+                                    vec![0x40, 2, pk[0], pk[1]]
+                                } else {
+                                    continue;
+                                }
+                            }
+                            12 => vec![0xd0, 0],
+                            _ => continue,
+                        };
+                        if s.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_attempts_late_publish_and_puback_never_deliver_a_later_notification() {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            let release = Arc::new(tokio::sync::Notify::new());
+            let addr = broker(release.clone()).await;
+            let target = MqttTarget {
+                address: addr,
+                topic: "t".into(),
+                client_id: None,
+                username: None,
+                password: None,
+            };
+            let p = Arc::new(MqttPub::new(&target, "m", "s", None).expect("client"));
+            // Notification A: the broker does not answer the CONNECT yet, the attempt times out
+            // with A's PUBLISH still queued in the client.
+            let a = p.publish("t", b"A".to_vec(), Duration::from_millis(300)).await;
+            assert!(a.is_err(), "{a:?}");
+            // Notification B: its request is queued, then the first connection comes alive.
+            let p2 = p.clone();
+            let b = tokio::spawn(async move {
+                p2.publish("t", b"B".to_vec(), Duration::from_secs(3)).await
+            });
+            // (Only for the old client: give B's request time to queue behind A's.)
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            release.notify_one();
+            let b = b.await.expect("task");
+            assert!(
+                b.is_err(),
+                "B was never acknowledged by the broker, yet reported delivered: A's PUBACK taken for B's"
+            );
+            // A fresh attempt still works.
+            p.publish("t", b"A".to_vec(), Duration::from_secs(10))
+                .await
+                .expect("A delivered and acknowledged");
+        })
+        .await
+        .expect("test timed out");
     }
 }

@@ -26,7 +26,12 @@
 //!   counted and logged at ERROR (an alarm that did not reach someone is data loss).
 //! - A disk failure never stops delivery: the notification is kept in memory, the failure is
 //!   counted (`hazgate_outbox_errors_total`) and logged at ERROR.
-//! - Blocking: every method may write and fsync; async callers use `spawn_blocking`.
+//! - Blocking: every changing method may write and fsync; async callers use
+//!   [`Outbox::blocking`]. Disk I/O runs outside the state lock (a separate `io` lock keeps
+//!   writes in order), so readers ([`Outbox::ledger`], [`Outbox::backlog`], `GET
+//!   /api/v1/notifications`) never wait for a fsync or a compaction. A notification is listed
+//!   in the ledger as soon as it is accepted, but no worker is woken, nor can `next` hand it
+//!   out, before its write returned.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
@@ -217,13 +222,28 @@ struct Item {
 #[derive(Debug)]
 struct Store {
     log: CrcLog,
-    /// Bytes right after the last compaction.
-    live: u64,
+}
+
+/// Disk work of one operation, prepared under the state lock and done after it is released.
+#[derive(Debug, Default)]
+struct Work {
+    /// Lines appended before a compaction in the same operation (written only if it fails).
+    before: Vec<u8>,
+    /// The compacted file, when the operation compacted.
+    rewrite: Option<Vec<u8>>,
+    /// Lines to append.
+    buf: Vec<u8>,
+    /// Whether the append must be fsync'd.
+    sync: bool,
 }
 
 #[derive(Debug)]
 struct Inner {
-    store: Option<Store>,
+    /// Bytes of the file (as of the last write).
+    bytes: u64,
+    /// Bytes right after the last compaction.
+    live: u64,
+    work: Work,
     next_id: u64,
     items: BTreeMap<u64, Item>,
     routed: u64,
@@ -284,7 +304,15 @@ pub struct Opened {
 /// The outbox; shared by the dispatcher, the receivers' workers and the API.
 #[derive(Debug)]
 pub struct Outbox {
+    /// The file. Every operation that changes the outbox holds this lock for its whole length
+    /// (so writes keep their order) and the state lock only while it changes memory; disk I/O
+    /// runs after the state lock is released. Readers (ledger, backlog) take the state lock
+    /// only, so a fsync or a compaction never stalls them. Order: `io`, then `inner`.
+    io: Mutex<Option<Store>>,
     inner: Mutex<Inner>,
+    /// Called in the write path before any disk I/O (tests hold a write there).
+    #[cfg(test)]
+    write_hook: Mutex<WriteHook>,
     cfg: OutboxConfig,
     caps: HashMap<String, usize>,
     wake: HashMap<String, Arc<Notify>>,
@@ -294,6 +322,18 @@ pub struct Outbox {
 }
 
 const FILE: &str = "outbox.jsonl";
+
+/// A function the write path calls before its disk I/O (tests).
+#[cfg(test)]
+#[derive(Default)]
+struct WriteHook(Option<Box<dyn Fn() + Send + Sync>>);
+
+#[cfg(test)]
+impl std::fmt::Debug for WriteHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteHook")
+    }
+}
 
 impl Outbox {
     /// Opens (replays and compacts) the outbox. `caps` holds each receiver's `queue_capacity`.
@@ -314,7 +354,6 @@ impl Outbox {
             }
             store = Some(Store {
                 log: CrcLog::open(&path)?,
-                live: 0,
             });
         }
         let next_id = items.keys().next_back().map_or(1, |k| k + 1);
@@ -329,8 +368,11 @@ impl Outbox {
             .keys()
             .map(|k| (k.clone(), Arc::new(Notify::new())))
             .collect();
+        let bytes = store.as_ref().map_or(0, |s| s.log.len());
         let mut inner = Inner {
-            store,
+            bytes,
+            live: 0,
+            work: Work::default(),
             next_id,
             items: BTreeMap::new(),
             routed,
@@ -341,18 +383,20 @@ impl Outbox {
             inner.insert(id, it);
         }
         let ob = Self {
+            io: Mutex::new(store),
             inner: Mutex::new(inner),
+            #[cfg(test)]
+            write_hook: Mutex::new(WriteHook::default()),
             cfg: cfg.clone(),
             caps,
             wake,
             metrics,
             state: std::sync::OnceLock::new(),
         };
-        {
-            let mut g = ob.lock();
-            ob.compact(&mut g);
-            ob.gauges(&g);
-        }
+        ob.op(|g| {
+            ob.compact(g);
+            ob.gauges(g);
+        });
         if opened.corrupt > 0 {
             ob.metrics.outbox_errors.inc_by(opened.corrupt as u64);
             warn!(
@@ -389,6 +433,88 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs one changing operation: `f` changes memory under the state lock and prepares the
+    /// disk work, which is done after the state lock is released (the `io` lock is held all
+    /// along).
+    fn op<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut io = self.io.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self.lock();
+        let out = f(&mut g);
+        let work = std::mem::take(&mut g.work);
+        drop(g);
+        self.flush(&mut io, work);
+        out
+    }
+
+    /// Does an operation's disk work (the state lock is not held).
+    fn flush(&self, io: &mut Option<Store>, w: Work) {
+        let Some(st) = io.as_mut() else { return };
+        if w.rewrite.is_none() && w.buf.is_empty() && w.before.is_empty() {
+            return;
+        }
+        #[cfg(test)]
+        if let Some(h) = self
+            .write_hook
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .as_ref()
+        {
+            h();
+        }
+        let mut tail = w.before;
+        let mut live = None;
+        if let Some(contents) = w.rewrite {
+            match st.log.replace(&contents) {
+                Ok(()) => {
+                    tail.clear();
+                    live = Some(st.log.len());
+                    info!(bytes = st.log.len(), "outbox compacted");
+                }
+                Err(e) => {
+                    self.metrics.outbox_errors.inc();
+                    error!(path = %st.log.path().display(), error = %e, "outbox compaction failed; appending to the old file");
+                }
+            }
+        }
+        tail.extend_from_slice(&w.buf);
+        if !tail.is_empty() {
+            match st.log.append(&tail, w.sync) {
+                Ok(()) => {
+                    if self.metrics.outbox_failing.set(0) != 0 {
+                        if let Some(s) = self.state.get() {
+                            s.health.ok(&crate::telemetry::Component::Outbox);
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.metrics.outbox_errors.inc();
+                    self.metrics.outbox_failing.set(1);
+                    if let Some(s) = self.state.get() {
+                        s.health.fail(
+                            &crate::telemetry::Component::Outbox,
+                            format!(
+                                "cannot write to disk ({e}): notifications are kept in memory only"
+                            ),
+                        );
+                    }
+                    error!(path = %st.log.path().display(), error = %e, "outbox write failed: notifications kept in memory only");
+                }
+            }
+        }
+        let bytes = st.log.len();
+        {
+            let mut g = self.lock();
+            g.bytes = bytes;
+            if let Some(l) = live {
+                g.live = l;
+            }
+        }
+        self.metrics
+            .outbox_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     /// Reports disk-write failures (and recovery) as the health component `alert outbox`, which
     /// `/readyz` shows and the rule engine turns into the fault alarm `gateway:alert outbox`.
     pub fn report_health(&self, state: Arc<crate::state::SharedState>) {
@@ -408,14 +534,29 @@ impl Outbox {
     /// to this sequence number now has its notifications stored (written in the same fsync'd
     /// append).
     pub fn enqueue(&self, ns: Vec<Notification>, mark: Option<u64>) -> Vec<u64> {
-        let mut g = self.lock();
+        let (ids, receivers) = self.op(|g| self.store_notifications(g, ns, mark));
+        // Woken only now: the notifications are on disk.
+        for r in receivers {
+            if let Some(w) = self.wake.get(&r) {
+                w.notify_one();
+            }
+        }
+        ids
+    }
+
+    fn store_notifications(
+        &self,
+        g: &mut Inner,
+        ns: Vec<Notification>,
+        mark: Option<u64>,
+    ) -> (Vec<u64>, Vec<String>) {
         let mark = mark.filter(|m| *m > g.routed);
         if ns.is_empty() {
             if let Some(seq) = mark {
                 g.routed = seq;
-                self.append(&mut g, &[Rec::Mark { seq }], false);
+                self.append(g, &[Rec::Mark { seq }], false);
             }
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let mut recs = Vec::new();
         let mut ids = Vec::new();
@@ -450,7 +591,7 @@ impl Outbox {
             g.routed = seq;
             recs.push(Rec::Mark { seq });
         }
-        self.append(&mut g, &recs, true);
+        self.append(g, &recs, true);
         let receivers: Vec<String> = recs
             .iter()
             .filter_map(|r| match r {
@@ -459,22 +600,19 @@ impl Outbox {
             })
             .collect();
         for r in &receivers {
-            self.enforce_cap(&mut g, r);
+            self.enforce_cap(g, r);
         }
-        self.maybe_compact(&mut g);
-        self.gauges(&g);
-        drop(g);
-        for r in receivers {
-            if let Some(w) = self.wake.get(&r) {
-                w.notify_one();
-            }
-        }
-        ids
+        self.maybe_compact(g);
+        self.gauges(g);
+        (ids, receivers)
     }
 
     /// The next due notification of `receiver`; expired ones are finished on the way.
     pub fn next(&self, receiver: &str, now: Instant, wall: SystemTime) -> Next {
-        let mut g = self.lock();
+        self.op(|g| self.next_in(g, receiver, now, wall))
+    }
+
+    fn next_in(&self, g: &mut Inner, receiver: &str, now: Instant, wall: SystemTime) -> Next {
         let mut expired = Vec::new();
         let mut earliest: Option<Instant> = None;
         let mut found = None;
@@ -493,13 +631,13 @@ impl Outbox {
             earliest = Some(earliest.map_or(due, |e| e.min(due)));
         }
         for id in expired {
-            if let Some(e) = self.finish(&mut g, id, Status::Expired, wall) {
+            if let Some(e) = self.finish(g, id, Status::Expired, wall) {
                 error!(receiver, key = %e.key, alarms = ?e.alarms, attempts = e.attempts, last_error = ?e.last_error, "notification expired undelivered");
             }
         }
         if !g.items.is_empty() {
-            self.maybe_compact(&mut g);
-            self.gauges(&g);
+            self.maybe_compact(g);
+            self.gauges(g);
         }
         match found {
             Some((id, n, a)) => Next::Due(id, n, a),
@@ -509,18 +647,22 @@ impl Outbox {
 
     /// Records a delivery.
     pub fn delivered(&self, id: u64, wall: SystemTime) {
-        let mut g = self.lock();
-        if let Some(it) = g.items.get_mut(&id) {
-            it.entry.attempts += 1;
-        }
-        self.finish(&mut g, id, Status::Delivered, wall);
-        self.maybe_compact(&mut g);
-        self.gauges(&g);
+        self.op(|g| {
+            if let Some(it) = g.items.get_mut(&id) {
+                it.entry.attempts += 1;
+            }
+            self.finish(g, id, Status::Delivered, wall);
+            self.maybe_compact(g);
+            self.gauges(g);
+        });
     }
 
     /// Records a failed attempt; the notification is due again at `retry_at`.
     pub fn failed(&self, id: u64, error: &str, retry_at: Instant) {
-        let mut g = self.lock();
+        self.op(|g| self.failed_in(g, id, error, retry_at));
+    }
+
+    fn failed_in(&self, g: &mut Inner, id: u64, error: &str, retry_at: Instant) {
         let Some(it) = g.items.get_mut(&id) else {
             return;
         };
@@ -536,7 +678,7 @@ impl Outbox {
             id,
             error: error.to_owned(),
         };
-        self.append(&mut g, &[rec], false);
+        self.append(g, &[rec], false);
     }
 
     /// Makes every pending notification of `receiver` due now (it answers again: what waited
@@ -562,7 +704,10 @@ impl Outbox {
     /// ledger row of that alarm.
     pub fn answer(&self, ev: &AlarmEvent) {
         let Some(by) = ev.by.clone() else { return };
-        let mut g = self.lock();
+        self.op(|g| self.answer_in(g, ev, by));
+    }
+
+    fn answer_in(&self, g: &mut Inner, ev: &AlarmEvent, by: String) {
         apply_answer(
             &mut g.items,
             &ev.alarm,
@@ -578,7 +723,7 @@ impl Outbox {
             comment: ev.comment.clone(),
             at: ev.ts,
         };
-        self.append(&mut g, &[rec], false);
+        self.append(g, &[rec], false);
     }
 
     /// Ledger rows, newest first, filtered.
@@ -666,39 +811,20 @@ impl Outbox {
         }
     }
 
+    /// Queues records for the operation's disk work.
     fn append(&self, g: &mut Inner, recs: &[Rec], sync: bool) {
-        let Some(st) = g.store.as_mut() else { return };
-        let mut buf = Vec::new();
+        if !self.durable() {
+            return;
+        }
         for r in recs {
-            encode(r, &mut buf);
+            encode(r, &mut g.work.buf);
         }
-        match st.log.append(&buf, sync) {
-            Ok(()) => {
-                if self.metrics.outbox_failing.set(0) != 0 {
-                    if let Some(s) = self.state.get() {
-                        s.health.ok(&crate::telemetry::Component::Outbox);
-                    }
-                }
-            }
-            Err(e) => {
-                self.metrics.outbox_errors.inc();
-                self.metrics.outbox_failing.set(1);
-                if let Some(s) = self.state.get() {
-                    s.health.fail(
-                        &crate::telemetry::Component::Outbox,
-                        format!(
-                            "cannot write to disk ({e}): notifications are kept in memory only"
-                        ),
-                    );
-                }
-                error!(path = %st.log.path().display(), error = %e, "outbox write failed: notifications kept in memory only");
-            }
-        }
+        g.work.sync |= sync;
     }
 
     fn maybe_compact(&self, g: &mut Inner) {
         // In memory: only the ledger is trimmed, once it holds twice its size.
-        if g.store.is_none() {
+        if !self.durable() {
             let pending: usize = g.pending.values().map(BTreeSet::len).sum();
             if g.items.len() - pending > 2 * self.cfg.ledger_entries {
                 self.compact(g);
@@ -707,10 +833,8 @@ impl Outbox {
         }
         // Past half the budget, and at least twice what the last compaction left (so a large
         // live set does not cause a rewrite on every append), or past the budget.
-        if g.store.as_ref().is_some_and(|s| {
-            s.log.len() > self.cfg.max_bytes
-                || (s.log.len() > self.cfg.max_bytes / 2 && s.log.len() >= 2 * s.live)
-        }) {
+        let bytes = g.bytes + g.work.buf.len() as u64;
+        if bytes > self.cfg.max_bytes || (bytes > self.cfg.max_bytes / 2 && bytes >= 2 * g.live) {
             self.compact(g);
         }
     }
@@ -727,7 +851,7 @@ impl Outbox {
         for id in &finished[..extra] {
             g.remove(*id);
         }
-        if g.store.is_none() {
+        if !self.durable() {
             return;
         }
         let mut lines: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
@@ -779,21 +903,14 @@ impl Outbox {
             }
             g.remove(id);
         }
-        let Some(st) = g.store.as_mut() else { return };
         let mut contents = mark;
         for l in lines.values() {
             contents.extend_from_slice(l);
         }
-        match st.log.replace(&contents) {
-            Ok(()) => {
-                st.live = st.log.len();
-                info!(bytes = st.live, records = lines.len(), "outbox compacted");
-            }
-            Err(e) => {
-                self.metrics.outbox_errors.inc();
-                error!(path = %st.log.path().display(), error = %e, "outbox compaction failed; appending to the old file");
-            }
-        }
+        // Written after the state lock is released; what was queued before it is in it.
+        let queued = std::mem::take(&mut g.work.buf);
+        g.work.before.extend_from_slice(&queued);
+        g.work.rewrite = Some(contents);
     }
 
     fn gauges(&self, g: &Inner) {
@@ -803,7 +920,7 @@ impl Outbox {
                 .get_or_create(&labels([("receiver", &r)]))
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        let bytes = g.store.as_ref().map_or(0, |s| s.log.len());
+        let bytes = g.bytes;
         self.metrics
             .outbox_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
@@ -1108,6 +1225,57 @@ mod tests {
             |p: &std::path::Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700, "it holds names and phone numbers");
         assert_eq!(mode(&dir.join(FILE)), 0o600);
+    }
+
+    #[test]
+    fn readers_are_not_blocked_by_a_write_in_progress() {
+        use std::sync::mpsc;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (ob, _) = open(tmp.path(), 10, 1 << 20);
+        let ob = Arc::new(ob);
+        // The next write stops before its disk I/O until released.
+        let (entered_tx, entered) = mpsc::channel::<()>();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let entered_tx = Mutex::new(entered_tx);
+        ob.write_hook.lock().expect("lock").0 = Some(Box::new(move || {
+            let _ = entered_tx.lock().expect("lock").send(());
+            let _ = release_rx.lock().expect("lock").recv();
+        }));
+        let writer = {
+            let ob = ob.clone();
+            std::thread::spawn(move || ob.enqueue(vec![note(1, Priority::High, "hook")], None))
+        };
+        entered
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the write reached its disk I/O");
+        // While the write (and its fsync) is in progress, the API's reads answer.
+        let (answer_tx, answer) = mpsc::channel();
+        let reader = {
+            let ob = ob.clone();
+            std::thread::spawn(move || {
+                let rows = ob.ledger(&LedgerFilter {
+                    receiver: None,
+                    alarm: None,
+                    status: None,
+                    limit: 10,
+                });
+                let _ = answer_tx.send((rows.len(), ob.backlog()["hook"], ob.routed()));
+            })
+        };
+        let got = answer.recv_timeout(Duration::from_secs(60));
+        // (The write path holds the hook while it waits: release it, then remove it.)
+        let _ = release.send(());
+        drop(release);
+        let got = got.expect("the ledger was blocked by a write in progress");
+        assert_eq!(got, (1, 1, 0), "the new notification is already listed");
+        reader.join().expect("reader");
+        assert_eq!(writer.join().expect("writer").len(), 1);
+        ob.write_hook.lock().expect("lock").0 = None;
+        // And it is on disk afterwards.
+        drop(ob);
+        let (_, opened) = open(tmp.path(), 10, 1 << 20);
+        assert_eq!(opened.pending, 1);
     }
 
     #[tokio::test]
