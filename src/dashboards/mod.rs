@@ -825,6 +825,22 @@ pub fn generate(cfg: &Resolved) -> Vec<File> {
             .flat_map(|g| g.channels.iter().map(|c| c.id.as_str()))
             .collect();
         let re = channel_regex(ids.iter().copied());
+        // Annotations also show the communication alarms of the devices and sources of this
+        // board's channels (`device.{id}`, `source.{id}`: one alarm for a silent device or
+        // connection, its channels' faults are recorded as its consequences).
+        let on_board: HashSet<&str> = ids.iter().copied().collect();
+        let comm: BTreeSet<String> = crate::rules::groups::groups(cfg)
+            .into_iter()
+            .filter(|g| {
+                g.members.iter().any(|&i| {
+                    cfg.channels
+                        .get(i)
+                        .is_some_and(|c| on_board.contains(c.id.as_str()))
+                })
+            })
+            .map(|g| g.channel.as_str().to_owned())
+            .collect();
+        let annotated = channel_regex(ids.iter().copied().chain(comm.iter().map(String::as_str)));
         layout.row(tr(lang, "Signal quality", "信号质量"));
         let mut q = panel(
             "state-timeline",
@@ -852,7 +868,7 @@ pub fn generate(cfg: &Resolved) -> Vec<File> {
                 &format!("hazgate-{board}"),
                 title,
                 layout,
-                annotations(Some(&re), lang),
+                annotations(Some(&annotated), lang),
                 cfg,
                 nav.clone(),
             ),

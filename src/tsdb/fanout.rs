@@ -64,10 +64,22 @@ impl Activations {
             e.transition,
             Transition::Raised | Transition::Fault | Transition::Flood
         );
-        if starts && active {
+        // A fault raised while hidden (a consequence of a device's communication alarm, shelved,
+        // suppressed by design) is still a fault whose duration counts.
+        let hidden = matches!(
+            e.transition,
+            Transition::Suppressed | Transition::Shelved | Transition::OutOfService
+        ) || e.state == crate::model::AlarmState::Suppressed;
+        if starts && (active || hidden) {
             self.0.insert(e.alarm.clone(), e.ts);
         }
-        if active {
+        if active
+            || (hidden
+                && !matches!(
+                    e.transition,
+                    Transition::Cleared | Transition::FaultCleared | Transition::Reset
+                ))
+        {
             self.0.get(&e.alarm).copied()
         } else {
             self.0.remove(&e.alarm)
@@ -311,6 +323,26 @@ mod tests {
             lines[2]
         );
         assert!(!lines[3].contains("raised_at"), "{}", lines[3]);
+        assert!(acts.0.is_empty());
+    }
+
+    #[test]
+    fn a_fault_hidden_as_a_consequence_keeps_its_duration() {
+        // A channel fault that becomes a consequence of its device's communication alarm is
+        // still a fault for as long as it lasts (the overview's fault time per channel).
+        let mut acts = Activations::default();
+        let mut durations = Vec::new();
+        for e in [
+            ev(Transition::Fault, AlarmState::ActiveUnacknowledged, 100),
+            ev(Transition::Suppressed, AlarmState::Suppressed, 101),
+            ev(Transition::FaultCleared, AlarmState::Suppressed, 190),
+        ] {
+            let raised = acts.on_event(&e);
+            let mut l = String::new();
+            encode_event_with("s", "a", &e, raised, &mut l);
+            durations.push(l.contains("duration=90 "));
+        }
+        assert_eq!(durations, [false, false, true]);
         assert!(acts.0.is_empty());
     }
 }
