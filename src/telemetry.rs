@@ -482,6 +482,20 @@ impl Health {
             .collect()
     }
 
+    /// Ids of the sources whose connection is down now (not connected, or their task died and
+    /// waits to restart): the rule engine annunciates one source communication alarm for them.
+    pub fn sources_down(&self) -> Vec<String> {
+        let m = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .filter(|(_, v)| v.is_some())
+            .filter_map(|(k, _)| match k {
+                Component::Source(id) => Some(id.clone()),
+                Component::Task(name) => name.strip_prefix("source ").map(str::to_owned),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Failing components whose failure is a gateway fault, with their reasons.
     pub fn faults(&self) -> Vec<(Component, String)> {
         let m = self.components.lock().unwrap_or_else(|e| e.into_inner());

@@ -242,7 +242,10 @@ impl Dispatcher {
         );
         // Consequences of a device or source alarm are recorded, never notified; repeats and a
         // chattering alarm's crossings go into one summary per route period.
-        let consequence = ev.notice.consequence_of.is_some();
+        // A fault revealed when its cause cleared while it still fails (`unsuppressed`, naming
+        // its former cause) is no longer a consequence: people are told.
+        let consequence =
+            ev.notice.consequence_of.is_some() && ev.transition != Transition::Unsuppressed;
         let summarised = condition && !consequence && (ev.notice.repeat || ev.notice.chattering);
         for (i, r) in self.routes.iter().enumerate() {
             if !self.matches(r, ev) {
@@ -958,6 +961,25 @@ escalation = [
         e.transition = Transition::FaultCleared;
         e.state = AlarmState::Normal;
         assert!(d.on_event(&e, Instant::now(), SystemTime::now()).is_empty());
+    }
+
+    #[test]
+    fn a_fault_still_failing_when_its_cause_clears_is_notified() {
+        let cfg = crate::config::parse(
+            "[site]\nid = \"s\"\n[[receivers]]\nkind = \"webhook\"\nid = \"h\"\nurl = \"http://127.0.0.1:9/a\"\n",
+            Path::new("t.toml"),
+        )
+        .expect("parse");
+        let (cfg, _) = crate::config::validate(&cfg, Path::new(".")).expect("valid");
+        let mut d = Dispatcher::new(&cfg, Arc::new(Metrics::new()));
+        let mut e = ev(1, Priority::High, Transition::Fault, AlarmState::Suppressed);
+        e.notice.consequence_of = Some("source.bus:comm".into());
+        assert!(d.on_event(&e, Instant::now(), SystemTime::now()).is_empty());
+        // The connection is back, this data unit is still silent: its own fault now.
+        e.seq = 2;
+        e.transition = Transition::Unsuppressed;
+        e.state = AlarmState::ActiveUnacknowledged;
+        assert_eq!(d.on_event(&e, Instant::now(), SystemTime::now()).len(), 1);
     }
 
     #[test]

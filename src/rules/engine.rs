@@ -84,6 +84,9 @@ struct ChannelRt {
     bad: Option<String>,
     /// The current Bad reason is a communication one (`comm`, `stale`).
     bad_comm: bool,
+    /// The current Bad reason is `stale`: no further Bad sample will come to reveal a
+    /// consequence whose cause has cleared, so it is revealed without one.
+    bad_stale: bool,
     /// A communication fault waits for the end of the batch to learn whether its device or
     /// source is down (then it is a consequence).
     pending: bool,
@@ -99,6 +102,14 @@ struct ChannelRt {
 struct GroupRt {
     def: super::groups::GroupDef,
     alarm: usize,
+    /// Since when this source group is down because its connection is (a channel went Bad
+    /// for a communication reason while the link was down); `None` otherwise.
+    link_down_since: Option<Instant>,
+    /// When the connection came back while the group is still held down: the group stays down
+    /// until every member reads again or the longest `max_age` of its members has passed, so a
+    /// reconnect whose first messages arrive one by one does not reveal every other channel's
+    /// fault as an alarm of its own.
+    link_up_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -306,6 +317,8 @@ pub struct Engine {
     recent: VecDeque<Instant>,
     flood: bool,
     groups: Vec<GroupRt>,
+    /// Sources whose connection is down now, see [`Engine::set_sources_down`].
+    sources_down: std::collections::BTreeSet<String>,
     /// Gateway components failing now (component → reason), see [`Engine::gateway_health`].
     gateway: std::collections::BTreeMap<String, String>,
     pub(super) io: Option<super::Io>,
@@ -373,6 +386,7 @@ impl Engine {
                 last_good: now,
                 bad: None,
                 bad_comm: false,
+                bad_stale: false,
                 pending: false,
                 fresh: false,
                 fault_comm: false,
@@ -563,6 +577,8 @@ impl Engine {
             groups.push(GroupRt {
                 def,
                 alarm: alarms.len() - 1,
+                link_down_since: None,
+                link_up_at: None,
             });
         }
         for al in &mut alarms {
@@ -594,6 +610,7 @@ impl Engine {
             recent: VecDeque::new(),
             flood: false,
             groups,
+            sources_down: Default::default(),
             gateway: std::collections::BTreeMap::new(),
             io: None,
         }
@@ -1059,6 +1076,12 @@ impl Engine {
         }
     }
 
+    /// Tells the engine which sources' connections are down now (from the health registry,
+    /// every tick): see [`Engine::settle`]'s source groups.
+    pub fn set_sources_down(&mut self, ids: impl IntoIterator<Item = String>) {
+        self.sources_down = ids.into_iter().collect();
+    }
+
     /// Steps on one sample (a batch of one).
     pub fn on_sample(&mut self, s: &Sample, now: Instant) -> Vec<AlarmEvent> {
         self.on_batch(std::slice::from_ref(s), now)
@@ -1092,6 +1115,7 @@ impl Engine {
                 c.value = None;
                 c.bad = Some(reason.to_string());
                 c.bad_comm = comm;
+                c.bad_stale = matches!(reason, BadReason::Stale);
                 c.fresh = true;
                 let f = c.fault;
                 if !self.alarms[f].life.cond {
@@ -1120,6 +1144,7 @@ impl Engine {
                 c.last_good = now;
                 c.bad = None;
                 c.bad_comm = false;
+                c.bad_stale = false;
                 c.pending = false;
                 c.fault_comm = false;
                 let f = c.fault;
@@ -1175,14 +1200,45 @@ impl Engine {
             }
             return;
         }
+        // A source whose connection is down (an MQTT session lost, say) is down as a whole as
+        // soon as one of its channels has no reading: the others are only younger than their
+        // `max_age` and will follow as consequences, not as alarms of their own.
+        for g in &mut self.groups {
+            let link = g.def.scope == super::groups::Scope::Source
+                && self.sources_down.contains(&g.def.name);
+            let any_bad = g.def.members.iter().any(|&m| {
+                let c = &self.chans[m];
+                c.bad.is_some() && c.bad_comm
+            });
+            match (g.link_down_since, link) {
+                (None, true) if any_bad => g.link_down_since = Some(now),
+                (Some(_), true) => g.link_up_at = None,
+                (Some(_), false) => {
+                    let up = *g.link_up_at.get_or_insert(now);
+                    let grace = g
+                        .def
+                        .members
+                        .iter()
+                        .map(|&m| self.chans[m].meta.max_age)
+                        .max()
+                        .unwrap_or_default();
+                    if !any_bad || now.saturating_duration_since(up) >= grace {
+                        g.link_down_since = None;
+                        g.link_up_at = None;
+                    }
+                }
+                _ => {}
+            }
+        }
         let down: Vec<bool> = self
             .groups
             .iter()
             .map(|g| {
-                g.def.members.iter().all(|&m| {
-                    let c = &self.chans[m];
-                    c.bad.is_some() && c.bad_comm
-                })
+                g.link_down_since.is_some()
+                    || g.def.members.iter().all(|&m| {
+                        let c = &self.chans[m];
+                        c.bad.is_some() && c.bad_comm
+                    })
             })
             .collect();
         let cause_of = |gs: &[usize], groups: &[GroupRt], alarms: &[AlarmRt]| {
@@ -1232,7 +1288,7 @@ impl Engine {
         for i in 0..self.chans.len() {
             let c = &self.chans[i];
             let f = c.fault;
-            let fresh = c.fresh;
+            let fresh = c.fresh || c.bad_stale;
             if c.groups.is_empty() || c.bad.is_none() {
                 continue;
             }

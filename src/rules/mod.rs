@@ -332,6 +332,7 @@ pub async fn run<B: Into<SampleBatch> + Send + 'static>(
                 // The heartbeat comes from the engine's own tick: a stalled engine stops it and
                 // the status page shows communication lost.
                 state.beat(wall);
+                engine.set_sources_down(state.health.sources_down());
                 let (samples, mut ev) = engine.tick(tokio::time::Instant::now().into_std(), wall);
                 ev.extend(engine.gateway_health(&gateway_faults(&state), wall));
                 (samples, ev)
@@ -645,6 +646,103 @@ mod tests {
         assert!(
             e.active(&ChannelId::new("a.gd1.lel"))
                 .contains(&"H".to_owned())
+        );
+    }
+
+    /// Three data units on one connection, one channel each (so only the source group).
+    fn link_cfg() -> Resolved {
+        let mut t = String::from(
+            "[site]\nid = \"s\"\n[[sources]]\nkind = \"modbus_tcp\"\nid = \"bus\"\naddress = \"127.0.0.1:1502\"\n",
+        );
+        for (u, d) in ["d1", "d2", "d3"].iter().enumerate() {
+            t.push_str(&format!(
+                "[[devices]]\nid = \"{d}\"\narea = \"a\"\nsource = \"bus\"\nunit_id = {}\n[[devices.registers]]\nname = \"v\"\naddress = 0\ntable = \"input\"\n[[channels]]\nid = \"a.{d}.v\"\nmax_age = \"10s\"\n",
+                u + 1
+            ));
+        }
+        let cfg = crate::config::parse(&t, std::path::Path::new("link.toml")).expect("parse");
+        crate::config::validate(&cfg, std::path::Path::new("."))
+            .expect("valid")
+            .0
+    }
+
+    fn reading(ch: &str, v: f64) -> Sample {
+        Sample {
+            channel: ChannelId::new(ch),
+            ts: SystemTime::UNIX_EPOCH,
+            reading: Reading::Good(v),
+        }
+    }
+
+    fn told(ev: &[AlarmEvent]) -> Vec<String> {
+        ev.iter()
+            .filter(|e| annunciated(e) && e.notice.consequence_of.is_none())
+            .map(|e| format!("{} {}", e.alarm, e.transition.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_lost_connection_is_one_source_alarm_from_the_first_silent_channel_on() {
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut e = Engine::new(&link_cfg(), t0);
+        // Readings at 0, 3 and 6 s; then the connection is lost.
+        e.on_sample(&reading("a.d1.v", 1.0), s(0));
+        e.on_sample(&reading("a.d2.v", 1.0), s(3));
+        e.on_sample(&reading("a.d3.v", 1.0), s(6));
+        e.set_sources_down(["bus".to_owned()]);
+        // d1 goes stale first: the connection's alarm, not d1's own fault, is what people get.
+        let (_, ev) = e.tick(s(11), SystemTime::UNIX_EPOCH);
+        assert_eq!(told(&ev), ["source.bus:comm fault"], "{ev:#?}");
+        // d2 and d3 follow as consequences: nothing more to tell.
+        let (_, ev) = e.tick(s(14), SystemTime::UNIX_EPOCH);
+        assert_eq!(told(&ev), Vec::<String>::new(), "{ev:#?}");
+        let (_, ev) = e.tick(s(17), SystemTime::UNIX_EPOCH);
+        assert_eq!(told(&ev), Vec::<String>::new(), "{ev:#?}");
+        // Reconnected: the first message reveals nobody else's fault while the others catch up.
+        e.set_sources_down([]);
+        e.on_sample(&reading("a.d1.v", 2.0), s(20));
+        let (_, ev) = e.tick(s(20), SystemTime::UNIX_EPOCH);
+        assert_eq!(told(&ev), Vec::<String>::new(), "{ev:#?}");
+        e.on_sample(&reading("a.d2.v", 2.0), s(21));
+        let ev = e.on_sample(&reading("a.d3.v", 2.0), s(21));
+        assert_eq!(told(&ev), ["source.bus:comm fault_cleared"], "{ev:#?}");
+    }
+
+    #[test]
+    fn a_data_unit_still_silent_after_the_reconnect_is_its_own_fault() {
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut e = Engine::new(&link_cfg(), t0);
+        for d in ["a.d1.v", "a.d2.v", "a.d3.v"] {
+            e.on_sample(&reading(d, 1.0), s(0));
+        }
+        e.set_sources_down(["bus".to_owned()]);
+        let (_, ev) = e.tick(s(11), SystemTime::UNIX_EPOCH);
+        assert_eq!(told(&ev), ["source.bus:comm fault"], "{ev:#?}");
+        e.set_sources_down([]);
+        e.tick(s(12), SystemTime::UNIX_EPOCH);
+        e.on_sample(&reading("a.d1.v", 2.0), s(12));
+        e.on_sample(&reading("a.d2.v", 2.0), s(12));
+        // d3 never reports again: after its max_age of grace it is its own fault.
+        let (_, ev) = e.tick(s(22), SystemTime::UNIX_EPOCH);
+        let t = told(&ev);
+        assert!(
+            t.contains(&"source.bus:comm fault_cleared".to_owned()),
+            "{t:?}"
+        );
+        // Revealed (`unsuppressed`, naming its former cause), which is notified.
+        let d3 = ev
+            .iter()
+            .find(|e| e.alarm == "a.d3.v:fault")
+            .expect("d3's fault revealed");
+        assert_eq!(
+            (d3.transition, d3.state, annunciated(d3)),
+            (
+                Transition::Unsuppressed,
+                AlarmState::ActiveUnacknowledged,
+                true
+            )
         );
     }
 }
