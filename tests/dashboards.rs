@@ -658,7 +658,7 @@ fn generated_dashboards_are_valid_and_draw_the_configured_limits() {
         assert!(dust.contains(want), "dust dashboard lacks {want}");
     }
     // Legends carry the channel's label and area.
-    assert!(dust.contains("PDT-201 布袋除尘器压差 · woodshop"));
+    assert!(dust.contains("PDT-201 布袋除尘器压差 · 木工车间"));
     // The demo's wet collector water level is not drawn with tank limits (the demo site is
     // zh-CN since the control-room work).
     let demo_dust = dashboards(&demo);

@@ -344,14 +344,14 @@ fn quote(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
-/// Legend of a channel: its label (or id) and its area.
-fn legend(ch: &ResolvedChannel) -> String {
+/// Legend of a channel: its label (or id) and its area's display name (`[[areas]] name`).
+fn legend(ch: &ResolvedChannel, cfg: &Resolved) -> String {
     let label = if ch.label.is_empty() {
         ch.id.as_str()
     } else {
         ch.label.as_str()
     };
-    format!("{label} · {}", ch.area).replace('$', "")
+    format!("{label} · {}", cfg.area_name(&ch.area)).replace('$', "")
 }
 
 fn target(ref_id: usize, query: String, alias: Option<&str>, format: &str) -> Value {
@@ -563,7 +563,7 @@ fn groups(cfg: &Resolved) -> BTreeMap<&'static str, Vec<Group<'_>>> {
     out
 }
 
-fn group_panel(g: &Group<'_>, lang: Language) -> (Value, u64) {
+fn group_panel(g: &Group<'_>, lang: Language, cfg: &Resolved) -> (Value, u64) {
     let mut title = role_title(&g.kind, g.eq, lang);
     if !g.unit.is_empty() {
         title = format!("{title} ({})", g.unit);
@@ -598,7 +598,7 @@ fn group_panel(g: &Group<'_>, lang: Language) -> (Value, u64) {
                     where_ch(ch)
                 )
             };
-            target(i, q, Some(&legend(ch)), "time_series")
+            target(i, q, Some(&legend(ch, cfg)), "time_series")
         })
         .collect();
     let description = if g.limits.values().is_empty() {
@@ -817,7 +817,7 @@ pub fn generate(cfg: &Resolved) -> Vec<File> {
                 layout.row(&g.row);
                 row.clone_from(&g.row);
             }
-            let (p, h) = group_panel(g, lang);
+            let (p, h) = group_panel(g, lang, cfg);
             layout.add(p, 12, h);
         }
         let ids: Vec<&str> = list
