@@ -361,8 +361,9 @@ async fn serve(client: TcpStream, shared: &Shared) -> Result<(), Refusal> {
     let (cr, mut cw) = client.into_split();
     let mut cr = BufReader::with_capacity(8 * 1024, cr);
     let connect = tokio::time::timeout(limits.connect_timeout, async {
+        // Closed before a first byte (a port check, a health probe): nothing to refuse.
         let Some((first, len)) = read_header(&mut cr).await? else {
-            return Err(Refusal::Malformed);
+            return Ok(None);
         };
         if first >> 4 != 1 {
             return Err(Refusal::NotConnect);
@@ -372,11 +373,13 @@ async fn serve(client: TcpStream, shared: &Shared) -> Result<(), Refusal> {
         }
         let mut body = vec![0u8; len];
         cr.read_exact(&mut body).await?;
-        Ok((first, body))
+        Ok(Some((first, body)))
     })
     .await
     .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?;
-    let (first, mut body) = connect?;
+    let Some((first, mut body)) = connect? else {
+        return Ok(());
+    };
     let c = parse_connect(&body)?;
     let v5 = c.v5;
     // CONNACK refusals: 3.1.1 return code or MQTT 5 reason code.
@@ -633,6 +636,53 @@ mod tests {
             let _ = parse_subscribe(&b, false);
             let _ = parse_subscribe(&b, true);
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_any_byte_is_not_a_refusal() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let refused: Family<Labels, Counter> = Family::default();
+        let limits = Limits {
+            max_packet: 1024,
+            max_topic_length: 64,
+            max_topics: 10,
+            max_filters: 4,
+            max_sessions: 10,
+            max_connections: 4,
+            connect_timeout: Duration::from_secs(5),
+            credentials: None,
+        };
+        // Upstream is never reached: the client closes before sending anything.
+        spawn(
+            listener,
+            "127.0.0.1:9".parse().expect("addr"),
+            limits,
+            refused.clone(),
+        )
+        .expect("spawn");
+        drop(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        // Then a client whose first packet is too large: once it is counted, the silent one
+        // has long been served too.
+        let mut big = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tokio::io::AsyncWriteExt::write_all(&mut big, &[0x10, 0x80, 0x10])
+            .await
+            .expect("write");
+        let too_large = vec![("reason", "packet_too_large".to_owned())];
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while refused.get(&too_large).is_none() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the oversized client is refused");
+        // Absence can only be checked after a while: give the silent one a further moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let malformed = vec![("reason", "malformed".to_owned())];
+        assert!(
+            refused.get(&malformed).is_none(),
+            "a connection closed before any byte was counted as malformed"
+        );
     }
 
     #[tokio::test]
