@@ -473,8 +473,19 @@ async fn regulator_reports_real_time_values_periodically() {
         assert_eq!(rec["dw"], "%LEL");
         assert_eq!(rec["zt"], "0");
         assert!(rec["sj"].as_str().is_some_and(|s| s.len() == 19), "{rec}");
-        let rows = all(&r.outbox);
-        assert!(rows.iter().any(|e| e.reason == hazgate::alerts::outbox::Reason::Report && e.status == Status::Delivered));
+        // The receiver answered; the worker marks the report delivered after the answer.
+        support::eventually(Duration::from_secs(20), "the report marked delivered", || {
+            let rows = all(&r.outbox);
+            async move {
+                rows.iter()
+                    .any(|e| {
+                        e.reason == hazgate::alerts::outbox::Reason::Report
+                            && e.status == Status::Delivered
+                    })
+                    .then_some(())
+            }
+        })
+        .await;
     })
     .await
     .expect("test timed out");
