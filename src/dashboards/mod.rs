@@ -1249,6 +1249,7 @@ mod tests {
             label: String::new(),
             range: None,
             max_age: std::time::Duration::from_secs(3),
+            states: Default::default(),
         };
         assert_eq!(kind_of(&ch("a.d.x", "%LEL")), "combustible_gas");
         assert_eq!(kind_of(&ch("a.d.h2s", "")), "toxic_gas");
