@@ -40,6 +40,7 @@ fn channels(n: usize) -> Vec<ResolvedChannel> {
             label: String::new(),
             range: None,
             max_age: Duration::from_secs(5),
+            states: Default::default(),
         })
         .collect()
 }

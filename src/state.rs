@@ -45,6 +45,9 @@ pub struct ChannelSnapshot {
     /// The channel's maximum age in milliseconds: a reading older than this is stale, and the
     /// status page greys it out even before the engine's stale fault arrives.
     pub max_age_ms: u64,
+    /// Words for the channel's values (`"0": "停止"`); left out when none are configured.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub states: BTreeMap<i64, String>,
 }
 
 /// The engine's pulse: written on every engine tick, so a stalled engine stops it. The live
@@ -137,6 +140,7 @@ impl SharedState {
                 reason_kind: None,
                 alarms: Vec::new(),
                 max_age_ms: u64::try_from(c.max_age.as_millis()).unwrap_or(u64::MAX),
+                states: c.states.clone(),
             })
             .collect();
         let index = channels

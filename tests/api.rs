@@ -239,3 +239,54 @@ async fn stream_heartbeat_follows_the_engine_tick() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test]
+async fn channels_carry_their_state_words_only_when_configured() {
+    let text = r#"
+[site]
+id = "s"
+[[sources]]
+kind = "modbus_tcp"
+id = "bus"
+address = "127.0.0.1:1502"
+[[devices]]
+id = "p1"
+area = "a"
+source = "bus"
+[[devices.registers]]
+name = "running"
+table = "discrete"
+address = 0
+kind = "running"
+states = { 0 = "停止", 1 = "运行" }
+[[devices.registers]]
+name = "flow"
+table = "input"
+address = 0
+unit = "m3/h"
+"#;
+    let cfg = config::parse(text, Path::new("t.toml")).expect("parses");
+    let (cfg, _) = config::validate(&cfg, Path::new(".")).expect("valid");
+    let s = ApiState {
+        state: Arc::new(SharedState::new(&cfg)),
+        metrics: Arc::new(Metrics::new()),
+    };
+    let (code, body) = get(&s, "/api/v1/channels").await;
+    assert_eq!(code, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let chans = v["channels"].as_array().expect("array");
+    let by_id = |id: &str| {
+        chans
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {body}"))
+    };
+    assert_eq!(
+        by_id("a.p1.running")["states"],
+        serde_json::json!({ "0": "停止", "1": "运行" })
+    );
+    assert!(
+        by_id("a.p1.flow").get("states").is_none(),
+        "no states key without words: {body}"
+    );
+}

@@ -258,3 +258,46 @@ fn gas_limit_rules_without_deadband_or_on_delay_warn() {
     let text = ONE_GAS_DEVICE.replace("combustible_gas", "tank_level");
     assert!(problems(&format!("{text}{rule}")).is_empty());
 }
+
+#[test]
+fn state_words_come_from_the_register_and_a_channel_override_replaces_them() {
+    let text = format!("{ONE_GAS_DEVICE}states = {{ 0 = \"正常\", -1 = \"故障\" }}\n");
+    let cfg = config::parse(&text, Path::new("x.toml")).expect("parses");
+    let (r, _) = config::validate(&cfg, Path::new(".")).expect("valid");
+    let ch = r
+        .channels
+        .iter()
+        .find(|c| c.id.as_str() == "x.gd1.lel")
+        .expect("channel");
+    let words: Vec<(i64, &str)> = ch.states.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(words, [(-1, "故障"), (0, "正常")]);
+
+    let text = format!("{text}[[channels]]\nid = \"x.gd1.lel\"\nstates = {{ 1 = \"运行\" }}\n");
+    let cfg = config::parse(&text, Path::new("x.toml")).expect("parses");
+    let (r, _) = config::validate(&cfg, Path::new(".")).expect("valid");
+    let ch = r
+        .channels
+        .iter()
+        .find(|c| c.id.as_str() == "x.gd1.lel")
+        .expect("channel");
+    let words: Vec<(i64, &str)> = ch.states.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(words, [(1, "运行")]);
+}
+
+#[test]
+fn bad_state_words_are_rejected_with_their_paths() {
+    let text = format!(
+        "{ONE_GAS_DEVICE}states = {{ on = \"运行\", 1 = \" \" }}\n[[channels]]\nid = \"x.gd1.lel\"\nstates = {{ \"1.5\" = \"半\", 2 = \"二\", 02 = \"又二\" }}\n"
+    );
+    let p = problems(&text);
+    for want in [
+        "error: devices[0].registers[0].states.on:",
+        "error: devices[0].registers[0].states.1:",
+        "error: channels[0].states.1.5:",
+        "error: channels[0].states.2:",
+    ] {
+        assert!(p.iter().any(|e| e.starts_with(want)), "{want} in {p:#?}");
+    }
+    let cfg = config::parse(&text, Path::new("x.toml")).expect("parses");
+    assert!(config::validate(&cfg, Path::new(".")).is_err());
+}

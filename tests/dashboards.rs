@@ -523,6 +523,47 @@ fn panel_channels(p: &Value) -> Vec<String> {
     out
 }
 
+/// A state timeline maps each channel's values to the channel's own `states` when it has them:
+/// through a field override of its query, else the panel's defaults.
+fn check_state_words(cfg: &Resolved, file: &str, p: &Value, chans: &[String]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (i, id) in chans.iter().enumerate() {
+        let Some(ch) = cfg.channels.iter().find(|c| c.id.as_str() == id) else {
+            continue;
+        };
+        if ch.states.is_empty() {
+            continue;
+        }
+        let ref_id = p["targets"][i]["refId"].clone();
+        let mappings = p["fieldConfig"]["overrides"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["matcher"]["options"] == ref_id)
+            .map_or(&p["fieldConfig"]["defaults"]["mappings"], |o| {
+                &o["properties"][0]["value"]
+            });
+        let drawn: BTreeMap<String, String> = mappings[0]["options"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v["text"].as_str().unwrap_or_default().to_owned()))
+            .collect();
+        let want: BTreeMap<String, String> = ch
+            .states
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        if drawn != want {
+            errors.push(format!(
+                "{file}: panel `{}` maps {id} to {drawn:?}, configured {want:?}",
+                p["title"]
+            ));
+        }
+    }
+    errors
+}
+
 fn check_site(cfg: &Resolved) {
     let errors = check_boards(cfg, &dashboards(cfg));
     assert!(errors.is_empty(), "{}", errors.join("\n"));
@@ -547,6 +588,9 @@ fn check_boards(cfg: &Resolved, boards: &BTreeMap<String, Value>) -> Vec<String>
             }
             for ch in &chans {
                 *placed.entry(ch.clone()).or_default() += 1;
+            }
+            if p["type"] == "state-timeline" {
+                errors.extend(check_state_words(cfg, file, p, &chans));
             }
             let drawn: BTreeSet<String> = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
                 .as_array()
@@ -631,6 +675,16 @@ fn the_check_rejects_what_grafana_or_a_supervisor_would_not_take() {
         }
     });
     assert!(e.contains("state timeline without value mappings"), "{e}");
+    // A state timeline showing the built-in words instead of the channel's own `states`.
+    let mut b = good.clone();
+    let dust = b.get_mut("dust.json").expect("dust");
+    for p in dust["panels"].as_array_mut().expect("panels") {
+        if p["type"] == "state-timeline" {
+            p["fieldConfig"]["defaults"]["mappings"][0]["options"]["1"]["text"] = "on".into();
+        }
+    }
+    let e = check_boards(&cfg, &b).join("\n");
+    assert!(e.contains("maps dustline.dc1.spark to"), "{e}");
 }
 
 #[test]

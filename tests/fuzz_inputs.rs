@@ -318,6 +318,7 @@ proptest! {
             span: span.map(|(a, b, c, d)| Span { raw: [a, b], eng: [c, d] }),
             valid: valid.map(|(a, b)| [a, b]),
             fault_codes: fault,
+            states: Default::default(),
             decimals,
             range: None,
         };

@@ -74,6 +74,19 @@ async fn status_page_shows_values_alarms_and_faults() {
         );
         let (class, _) = card("dustline.dc1.dp").await.expect("dc1 card");
         assert!(class.contains("ok"), "{class}");
+        // A state channel shows its configured word (config/demo.toml `states`), not 0/1.
+        let word = support::eventually(
+            Duration::from_secs(30),
+            "dc1 running shown as a word",
+            || async {
+                let v = browser
+                    .eval("const v = document.querySelector('.card[data-channel=\"dustline.dc1.running\"] .value'); return v ? v.innerText : null;")
+                    .await;
+                v.as_str().filter(|t| *t != "—").map(str::to_owned)
+            },
+        )
+        .await;
+        assert!(["停止", "运行"].contains(&word.trim()), "{word}");
         let areas: Vec<String> = browser
             .eval("return [...document.querySelectorAll('.area h3')].map((h) => h.innerText);")
             .await

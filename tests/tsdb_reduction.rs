@@ -41,6 +41,7 @@ fn channel(id: &str) -> ResolvedChannel {
         label: String::new(),
         range: Some([0.0, 100.0]),
         max_age: Duration::from_secs(5),
+        states: Default::default(),
     }
 }
 

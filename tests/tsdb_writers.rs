@@ -32,6 +32,7 @@ fn awkward_channel() -> ResolvedChannel {
         label: String::new(),
         range: None,
         max_age: Duration::from_secs(5),
+        states: Default::default(),
     }
 }
 

@@ -2,6 +2,8 @@
 //! device. The simulator reads the same format (its own parser), so one file describes a model for
 //! both. See `config/maps/*.toml`.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 /// A register map, inline in the gateway config or in its own file.
@@ -167,6 +169,9 @@ pub struct RegisterDef {
     pub decimals: Option<u8>,
     /// Engineering range of the measurement, used for % deadbands and dashboards.
     pub range: Option<[f64; 2]>,
+    /// Words for the values of a state channel: `{ 0 = "停止", 1 = "运行" }` (integer keys).
+    #[serde(default)]
+    pub states: BTreeMap<String, String>,
 }
 
 impl RegisterDef {

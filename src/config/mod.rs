@@ -347,6 +347,9 @@ pub struct ChannelOverride {
     /// Poll this (Modbus) channel at its own interval instead of its device's.
     #[serde(with = "humantime_serde", default)]
     pub poll_interval: Option<Duration>,
+    /// Words for the channel's values (`{ 0 = "停止", 1 = "运行" }`); replace the register's.
+    #[serde(default)]
+    pub states: std::collections::BTreeMap<String, String>,
 }
 
 /// High/low limit alarms on one channel. A `Bad` or stale reading never clears them.

@@ -284,6 +284,9 @@ pub struct MqttChannel {
     /// No good sample within this age makes the channel stale; the source's `max_age` by default.
     #[serde(with = "humantime_serde", default)]
     pub max_age: Option<Duration>,
+    /// Words for the channel's values (`{ 0 = "停止", 1 = "运行" }`, integer keys).
+    #[serde(default)]
+    pub states: std::collections::BTreeMap<String, String>,
 }
 
 /// The optional embedded MQTT broker (rumqttd), for sites without one.

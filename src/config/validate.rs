@@ -61,6 +61,8 @@ pub struct ResolvedChannel {
     pub range: Option<[f64; 2]>,
     /// Staleness limit.
     pub max_age: Duration,
+    /// Words for the channel's values (`0 → 停止`), empty when none are configured.
+    pub states: BTreeMap<i64, String>,
 }
 
 /// One point to poll: the map's definition at its protocol address.
@@ -424,6 +426,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 label: String::new(),
                 range: r.range.or(r.span.as_ref().map(|s| s.eng)),
                 max_age: d.poll_interval * 3 + timeout * 2,
+                states: parse_states(&r.states),
             });
             let mut def = r.clone();
             def.valid = r.effective_valid();
@@ -457,6 +460,11 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     for (i, s) in cfg.sources.iter().enumerate() {
         let Source::Mqtt(m) = s else { continue };
         for (j, c) in m.channels.iter().enumerate() {
+            check_states(
+                &c.states,
+                &format!("sources[{i}].channels[{j}].states"),
+                &mut p,
+            );
             let id = ChannelId::new(&c.id);
             if check_id(&c.id, true).is_err() {
                 continue; // reported by check_source
@@ -491,6 +499,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 label: c.label.clone().unwrap_or_default(),
                 range: c.range,
                 max_age: c.max_age.unwrap_or(m.max_age),
+                states: parse_states(&c.states),
             });
         }
         mqtt_sources.push(crate::sources::mqtt::ResolvedMqttSource {
@@ -530,6 +539,10 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             continue;
         };
         let ch = &mut channels[idx];
+        check_states(&c.states, &format!("{path}.states"), &mut p);
+        if !c.states.is_empty() {
+            ch.states = parse_states(&c.states);
+        }
         if let Some(l) = &c.label {
             ch.label = l.clone();
         }
@@ -861,12 +874,48 @@ fn modbus_source(s: &Source) -> Option<(ModbusLink, ModbusTiming)> {
 /// A register index and the bit it uses (`None`: the whole word).
 type Occupant = (usize, Option<u8>);
 
+/// The state words that parse (integer key, non-empty word); [`check_states`] reports the rest.
+fn parse_states(raw: &BTreeMap<String, String>) -> BTreeMap<i64, String> {
+    raw.iter()
+        .filter_map(|(k, w)| {
+            let v = k.trim().parse::<i64>().ok()?;
+            (!w.trim().is_empty()).then(|| (v, w.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Reports state words whose key is not an integer, whose word is empty, or whose key repeats a
+/// value (`1` and `01`).
+fn check_states(raw: &BTreeMap<String, String>, path: &str, p: &mut Problems) {
+    let mut seen: HashMap<i64, &str> = HashMap::new();
+    for (k, w) in raw {
+        match k.trim().parse::<i64>() {
+            Err(_) => p.err(
+                format!("{path}.{k}"),
+                format!("state key `{k}` is not an integer value"),
+            ),
+            Ok(v) => {
+                if let Some(first) = seen.insert(v, k) {
+                    p.err(
+                        format!("{path}.{k}"),
+                        format!("state value {v} is also given as `{first}`"),
+                    );
+                }
+            }
+        }
+        if w.trim().is_empty() {
+            p.err(format!("{path}.{k}"), "state word must not be empty");
+        }
+    }
+}
+
 fn check_registers(regs: &[RegisterDef], path: &str, p: &mut Problems) {
     let mut names = HashSet::new();
     // (table, address) -> (register index, bit or None for the whole word)
     let mut used: HashMap<(super::Table, u32), Vec<Occupant>> = HashMap::new();
     for (j, r) in regs.iter().enumerate() {
         let rp = format!("{path}.registers[{j}]");
+        check_states(&r.states, &format!("{rp}.states"), p);
         if let Err(e) = check_id(&r.name, false) {
             p.err(format!("{rp}.name"), e);
         }

@@ -612,13 +612,51 @@ fn group_panel(g: &Group<'_>, lang: Language, cfg: &Resolved) -> (Value, u64) {
     };
     if g.state {
         let words = state_words(&g.kind, lang);
-        let mappings = json!([{
+        let builtin = json!([{
             "type": "value",
             "options": {
                 "0": {"text": words[0].0, "color": words[0].1, "index": 0},
                 "1": {"text": words[1].0, "color": words[1].1, "index": 1},
             },
         }]);
+        // The channel's own state words (`states`) win over the built-in table of its kind;
+        // 0 and 1 keep the kind's colours.
+        let own = |ch: &ResolvedChannel| {
+            let options: serde_json::Map<String, Value> = ch
+                .states
+                .iter()
+                .enumerate()
+                .map(|(index, (v, text))| {
+                    let mut o = json!({"text": text, "index": index});
+                    if let Some(&(_, colour)) = usize::try_from(*v).ok().and_then(|v| words.get(v))
+                    {
+                        o["color"] = json!(colour);
+                    }
+                    (v.to_string(), o)
+                })
+                .collect();
+            json!([{"type": "value", "options": options}])
+        };
+        let shared = g
+            .channels
+            .first()
+            .filter(|f| !f.states.is_empty() && g.channels.iter().all(|c| c.states == f.states));
+        let mappings = shared.map_or(builtin, |f| own(f));
+        let overrides: Vec<Value> = if shared.is_some() {
+            Vec::new()
+        } else {
+            g.channels
+                .iter()
+                .enumerate()
+                .filter(|(_, ch)| !ch.states.is_empty())
+                .map(|(i, ch)| {
+                    json!({
+                        "matcher": {"id": "byFrameRefID", "options": ref_name(i)},
+                        "properties": [{"id": "mappings", "value": own(ch)}],
+                    })
+                })
+                .collect()
+        };
         let mut p = panel(
             "state-timeline",
             &title,
@@ -630,6 +668,7 @@ fn group_panel(g: &Group<'_>, lang: Language, cfg: &Resolved) -> (Value, u64) {
                 "color": {"mode": "thresholds"},
             }),
         );
+        p["fieldConfig"]["overrides"] = json!(overrides);
         p["options"]["mergeValues"] = json!(true);
         p["options"]["showValue"] = json!("auto");
         p["description"] = json!(description);
@@ -1249,6 +1288,7 @@ mod tests {
             label: String::new(),
             range: None,
             max_age: std::time::Duration::from_secs(3),
+            states: Default::default(),
         };
         assert_eq!(kind_of(&ch("a.d.x", "%LEL")), "combustible_gas");
         assert_eq!(kind_of(&ch("a.d.h2s", "")), "toxic_gas");
@@ -1271,6 +1311,48 @@ mod tests {
         assert!(
             dir.path().join("mine.json").exists(),
             "files not ours are kept"
+        );
+    }
+
+    #[test]
+    fn state_timelines_map_values_to_the_channels_own_words() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let (cfg, _) = crate::config::load(&base.join("demo.toml")).expect("demo");
+        let mut a = cfg.channels[0].clone();
+        a.kind = "running".into();
+        a.states = [(0, "停止".to_owned()), (1, "运行".to_owned())].into();
+        let mut b = a.clone();
+        b.states.clear();
+        let mut g = Group {
+            eq: Equipment::Line,
+            row: String::new(),
+            kind: "running".into(),
+            unit: String::new(),
+            limits: Limits::default(),
+            state: true,
+            channels: vec![&a, &a],
+        };
+        // The same words on every channel: the panel's mappings.
+        let (p, _) = group_panel(&g, Language::ZhCn, &cfg);
+        let m = &p["fieldConfig"]["defaults"]["mappings"][0]["options"];
+        assert_eq!(m["0"]["text"], "停止");
+        assert_eq!(m["1"]["text"], "运行");
+        assert_eq!(p["fieldConfig"]["overrides"], json!([]));
+        // Different words: the kind's table, and an override for the channel's own query.
+        g.channels = vec![&b, &a];
+        let (p, _) = group_panel(&g, Language::ZhCn, &cfg);
+        let m = &p["fieldConfig"]["defaults"]["mappings"][0]["options"];
+        assert_eq!(m["0"]["text"], state_words("running", Language::ZhCn)[0].0);
+        let o = &p["fieldConfig"]["overrides"];
+        assert_eq!(o.as_array().map(Vec::len), Some(1), "{o}");
+        assert_eq!(o[0]["matcher"]["options"], "B");
+        assert_eq!(
+            o[0]["properties"][0]["value"][0]["options"]["0"]["text"],
+            "停止"
+        );
+        assert_eq!(
+            o[0]["properties"][0]["value"][0]["options"]["1"]["color"],
+            "green"
         );
     }
 

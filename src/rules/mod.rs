@@ -483,6 +483,7 @@ mod tests {
                 label: String::new(),
                 range: Some([0.0, 100.0]),
                 max_age: Duration::from_secs(10),
+                states: Default::default(),
             }],
             sources: vec![],
             rules: vec![rule],

@@ -276,6 +276,7 @@ mod tests {
             label: String::new(),
             range: None,
             max_age: Duration::from_secs(5),
+            states: Default::default(),
         }
     }
 

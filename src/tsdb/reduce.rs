@@ -304,6 +304,7 @@ mod tests {
             label: String::new(),
             range,
             max_age: Duration::from_secs(5),
+            states: Default::default(),
         }
     }
 

@@ -150,8 +150,16 @@ let shownCause;
 
 // ---- Channels ----
 let lastChannels = null;
+// A channel with state words (`states`, e.g. {"0": "停止", "1": "运行"}) shows the word for its value.
+function stateWord(c) {
+  if (!c.states || !Number.isInteger(c.value)) return null;
+  const key = String(c.value);
+  return Object.prototype.hasOwnProperty.call(c.states, key) ? c.states[key] : null;
+}
 function fmtValue(c) {
   if (c.value === null || c.value === undefined) return "—";
+  const word = stateWord(c);
+  if (word !== null) return esc(word);
   const v = Math.abs(c.value) >= 100 ? c.value.toFixed(1) : Number(c.value.toPrecision(4));
   return `${v} ${esc(c.unit)}`;
 }

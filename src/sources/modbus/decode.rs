@@ -147,6 +147,7 @@ mod tests {
             span: None,
             valid: None,
             fault_codes: vec![],
+            states: Default::default(),
             decimals: None,
             range: None,
         }

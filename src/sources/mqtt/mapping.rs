@@ -775,6 +775,7 @@ mod tests {
                 label: None,
                 range: None,
                 max_age: None,
+                states: Default::default(),
             })
             .collect();
         s
