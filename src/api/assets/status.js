@@ -156,9 +156,11 @@ function stateWord(c) {
   const key = String(c.value);
   return Object.prototype.hasOwnProperty.call(c.states, key) ? c.states[key] : null;
 }
-function fmtValue(c) {
+// `stale`: the value is no longer received. A state word ("正常", "运行") would then state
+// something nobody knows any more, so only the number is shown (greyed, with its age).
+function fmtValue(c, stale = false) {
   if (c.value === null || c.value === undefined) return "—";
-  const word = stateWord(c);
+  const word = stale ? null : stateWord(c);
   if (word !== null) return esc(word);
   const v = Math.abs(c.value) >= 100 ? c.value.toFixed(1) : Number(c.value.toPrecision(4));
   return `${v} ${esc(c.unit)}`;
@@ -236,7 +238,7 @@ function renderChannels(data) {
       const ageText = stale && age !== null ? `<div class="age">${esc(t("stale"))} · ${esc(fmtAge(age))}</div>` : "";
       html += `<div class="card ${cls}${stale ? " stale" : ""}${inAlarm ? " in-alarm" : ""}" data-channel="${esc(c.id)}">
         <div class="id">${esc(c.label || c.id)}</div>
-        <div class="value">${fmtValue(c)}</div>
+        <div class="value">${fmtValue(c, stale)}</div>
         <div class="state">${state}</div>${markText}${ageText}</div>`;
     }
     html += "</div></div>";
