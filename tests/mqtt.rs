@@ -422,7 +422,14 @@ async fn broker_restarts_resubscribe_and_kept_qos1_messages_arrive() {
         broker.start_again();
         let mut h = run(&cfg);
         let got = h.samples(50).await;
-        let vals: Vec<f64> = got.iter().filter_map(|s| s.reading.value()).collect();
+        let mut vals: Vec<f64> = got.iter().filter_map(|s| s.reading.value()).collect();
+        // A reading the gateway had not yet acknowledged when it stopped (end-to-end ack) is
+        // delivered again: at least once. Only the kept ones are counted here.
+        vals.retain(|v| *v >= 100.0);
+        if vals.len() < 50 {
+            let more = h.samples(50 - vals.len()).await;
+            vals.extend(more.iter().filter_map(|s| s.reading.value()));
+        }
         assert_eq!(
             vals,
             (100..150).map(f64::from).collect::<Vec<_>>(),
