@@ -121,7 +121,7 @@ pub async fn read_guard(
     let path = req.uri().path();
     let guarded = path.starts_with("/api/v1/")
         && path != "/api/v1/openapi.json"
-        && req.extensions().get::<super::tickets::Redeemed>().is_none();
+        && req.extensions().get::<Redeemed>().is_none();
     if guarded {
         if let Some(h) = s.state.alarms.get() {
             if h.reads == ReadAccess::Viewer {
@@ -340,3 +340,8 @@ async fn set_mode(
     .await?;
     Ok(Json(json!({ "site_mode": h.board.mode(), "events": events })).into_response())
 }
+
+/// Marks a stream request whose ticket was redeemed (`super::tickets`); the read guard lets it
+/// through. Defined here, beside the guard that reads it, so tickets depend on alarms only.
+#[derive(Clone, Copy, Debug)]
+pub struct Redeemed;

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::ApiState;
-use super::alarms::{ApiError, authorize, handle};
+use super::alarms::{ApiError, Redeemed, authorize, handle};
 use crate::config::alarms::Role;
 
 /// How long a ticket is valid.
@@ -36,10 +36,6 @@ pub const STREAM_PATH: &str = "/api/v1/stream";
 /// Outstanding tickets and when they expire.
 #[derive(Debug, Default)]
 pub struct Tickets(Mutex<HashMap<String, Instant>>);
-
-/// Marks a stream request whose ticket was redeemed; the read guard lets it through.
-#[derive(Clone, Copy, Debug)]
-pub struct Redeemed;
 
 impl Tickets {
     /// A new ticket, or `None` when [`MAX_OUTSTANDING`] unexpired tickets exist.
