@@ -9,6 +9,8 @@
 //!
 //! # Layout
 //! - [`model`]: pure types (ids, samples with quality, alarm events). No I/O.
+//! - [`check`], [`secret`]: the configuration finding collector every component's checks use,
+//!   and secret references with their redacted values.
 //! - [`config`]: TOML structs, the validation pass (every problem with its path) and the resolved view.
 //! - [`sources`]: acquisition tasks; [`sources::modbus`] plans, decodes and polls;
 //!   [`sources::mqtt`] subscribes, maps topics and payloads, and runs the embedded broker.
@@ -31,6 +33,7 @@
 pub mod alerts;
 pub mod api;
 pub mod app;
+pub mod check;
 pub mod config;
 pub mod dashboards;
 pub mod demo;
@@ -41,6 +44,7 @@ pub mod private_fs;
 pub mod queue;
 pub mod receipt;
 pub mod rules;
+pub mod secret;
 pub mod sources;
 pub mod state;
 pub mod storage;

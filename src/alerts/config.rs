@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::validate::Problems;
+use crate::check::Problems;
 use crate::config::{Problem, Receiver, SecretRef};
 use crate::model::{AlarmClass, Priority, Transition, check_id};
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::validate::{Problem, Problems, ResolvedChannel};
+use super::validate::ResolvedChannel;
 use super::{LimitRule, SecretRef};
+use crate::check::{Problem, Problems};
 use crate::model::{ChannelId, Priority, SiteMode, check_id};
 use crate::rules::expr::Expr;
 

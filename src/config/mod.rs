@@ -14,7 +14,6 @@ pub mod modbus;
 pub mod mqtt;
 pub(crate) mod validate;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,6 +21,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::i18n::Language;
+use crate::secret::INLINE_SECRET;
+pub use crate::secret::{Secret, SecretRef};
 pub use alarms::Alarms;
 pub use devmap::{ByteOrder, DataType, DeviceMap, RegisterDef, Span, Table};
 pub use modbus::{ModbusLink, ModbusRtuSource, ModbusTiming, Parity, SerialLine};
@@ -649,105 +650,6 @@ fn default_true() -> bool {
     true
 }
 
-/// Where a secret comes from; exactly one of `env` or `file`. An inline string is rejected
-/// without echoing it.
-#[derive(Clone, Debug)]
-pub struct SecretRef {
-    /// Environment variable holding the secret.
-    pub env: Option<String>,
-    /// File holding the secret (trailing newline trimmed).
-    pub file: Option<PathBuf>,
-}
-
-impl<'de> Deserialize<'de> for SecretRef {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Table {
-            env: Option<String>,
-            file: Option<PathBuf>,
-        }
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = SecretRef;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("{ env = \"VAR\" } or { file = \"/path\" }")
-            }
-            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
-                Err(inline())
-            }
-            // Every other inline value is refused the same way: serde's default message would
-            // quote it (`invalid type: integer `8675309``).
-            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretRef, E> {
-                Err(inline())
-            }
-            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretRef, E> {
-                Err(inline())
-            }
-            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretRef, E> {
-                Err(inline())
-            }
-            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretRef, E> {
-                Err(inline())
-            }
-            fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<SecretRef, E> {
-                Err(inline())
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<SecretRef, A::Error> {
-                Err(inline())
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<SecretRef, A::Error> {
-                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(SecretRef {
-                    env: t.env,
-                    file: t.file,
-                })
-            }
-        }
-        fn inline<E: serde::de::Error>() -> E {
-            E::custom(format_args!(
-                "{INLINE_SECRET}: use {{ env = \"VAR\" }} or {{ file = \"/path\" }}"
-            ))
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl SecretRef {
-    /// Reads the secret now.
-    pub fn resolve(&self) -> Result<Secret, String> {
-        match (&self.env, &self.file) {
-            (Some(var), None) => std::env::var(var)
-                .map(Secret)
-                .map_err(|_| format!("environment variable `{var}` is not set")),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_owned()))
-                .map_err(|e| format!("cannot read `{}`: {e}", path.display())),
-            _ => Err("give exactly one of `env` or `file`".into()),
-        }
-    }
-}
-
-/// A resolved secret; its `Debug` and `Display` never show the value.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for building a request.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 /// An error reading or checking a configuration file.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -820,8 +722,6 @@ fn parse_message(mut e: toml::de::Error, text: &str) -> String {
     };
     format!("{}{body}{paths}", at.unwrap_or_default())
 }
-
-const INLINE_SECRET: &str = "secrets are never written inline";
 
 /// Paths of secret-bearing keys whose value is not an `{ env }`/`{ file }` table.
 fn inline_secrets(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {

@@ -1,7 +1,6 @@
 //! The validation pass: every problem in one go, each with the path of the offending field.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,38 +8,9 @@ use super::{
     Api, Config, DataType, DeviceMap, DeviceMapEntry, Gateway, ModbusLink, ModbusTcpSource,
     ModbusTiming, Output, Receiver, RegisterDef, SecretRef, Site, Source,
 };
+pub use crate::check::{Problem, Problems, Severity};
 use crate::config::LimitRule;
 use crate::model::{ChannelId, DeviceId, SourceId, check_id};
-
-/// How bad a problem is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    /// The configuration cannot be used.
-    Error,
-    /// Usable, but probably not what the site wants.
-    Warning,
-}
-
-/// One finding, with the path of the field it concerns.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// Error or warning.
-    pub severity: Severity,
-    /// For example `devices[2].registers[5].address`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sev = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
-        write!(f, "{sev}: {}: {}", self.path, self.message)
-    }
-}
 
 /// A channel with all defaults applied.
 #[derive(Clone, Debug)]
@@ -147,33 +117,6 @@ impl Resolved {
             self.site.timezone.as_deref(),
             self.alarms.schedule.timezone.as_deref(),
         )
-    }
-}
-
-/// Collects every problem of a configuration with its path; shared by the config checks of
-/// every module.
-#[derive(Debug, Default)]
-pub(crate) struct Problems(pub(crate) Vec<Problem>);
-
-impl Problems {
-    /// An error at `path`.
-    pub(crate) fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
-        self.0.push(Problem {
-            severity: Severity::Error,
-            path: path.into(),
-            message: msg.into(),
-        });
-    }
-    /// A warning at `path`.
-    pub(crate) fn warn(&mut self, path: impl Into<String>, msg: impl Into<String>) {
-        self.0.push(Problem {
-            severity: Severity::Warning,
-            path: path.into(),
-            message: msg.into(),
-        });
-    }
-    fn has_errors(&self) -> bool {
-        self.0.iter().any(|p| p.severity == Severity::Error)
     }
 }
 
