@@ -10,7 +10,7 @@
 //! # Layout
 //! - [`model`]: pure types (ids, samples with quality, alarm events). No I/O.
 //! - [`check`], [`secret`]: the configuration finding collector every component's checks use,
-//!   and secret references with their redacted values.
+//!   and secret references with their redacted values; [`site`]: the site's identity for people.
 //! - [`config`]: TOML structs, the validation pass (every problem with its path) and the resolved view.
 //! - [`sources`]: acquisition tasks; [`sources::modbus`] plans, decodes and polls;
 //!   [`sources::mqtt`] subscribes, maps topics and payloads, and runs the embedded broker.
@@ -45,6 +45,7 @@ pub mod queue;
 pub mod receipt;
 pub mod rules;
 pub mod secret;
+pub mod site;
 pub mod sources;
 pub mod state;
 pub mod storage;

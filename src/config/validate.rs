@@ -12,28 +12,8 @@ pub use crate::check::{Problem, Problems, Severity};
 use crate::config::LimitRule;
 use crate::model::{ChannelId, DeviceId, SourceId, check_id};
 
-/// A channel with all defaults applied.
-#[derive(Clone, Debug)]
-pub struct ResolvedChannel {
-    /// Stable id.
-    pub id: ChannelId,
-    /// Producing device.
-    pub device: DeviceId,
-    /// Area.
-    pub area: String,
-    /// Kind (`combustible_gas`, …), `generic` when unset.
-    pub kind: String,
-    /// Engineering unit, empty when unset.
-    pub unit: String,
-    /// Display label.
-    pub label: String,
-    /// Engineering range.
-    pub range: Option<[f64; 2]>,
-    /// Staleness limit.
-    pub max_age: Duration,
-    /// Words for the channel's values (`0 → 停止`), empty when none are configured.
-    pub states: BTreeMap<i64, String>,
-}
+/// A channel with all defaults applied (the site model's [`crate::model::Channel`]).
+pub use crate::model::Channel as ResolvedChannel;
 
 /// One point to poll: the map's definition at its protocol address.
 #[derive(Clone, Debug)]
@@ -109,6 +89,17 @@ impl Resolved {
     /// The name of an area shown to people: its `[[areas]]` name, else its id.
     pub fn area_name<'a>(&'a self, id: &'a str) -> &'a str {
         self.areas.get(id).map_or(id, String::as_str)
+    }
+
+    /// Who the site is for people: display name, time zone, language, area names.
+    pub fn identity(&self) -> crate::site::Identity {
+        crate::site::Identity {
+            id: self.site.id.clone(),
+            name: self.site.name.clone(),
+            zone: self.site_zone(),
+            language: self.site.language,
+            areas: self.areas.clone(),
+        }
     }
 
     /// The site's time zone for times shown to people (see [`crate::i18n::site_zone`]).

@@ -5,9 +5,10 @@
 //!   for a safe one downstream, because there is no number to compare against a limit.
 //! - Ids are newtypes validated at configuration time; nothing here does I/O.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,29 @@ id_type!(
     /// A connection the gateway owns: one TCP socket, one serial bus, one MQTT session.
     SourceId
 );
+
+/// A channel of the site with all defaults applied: what every stage knows of it.
+#[derive(Clone, Debug)]
+pub struct Channel {
+    /// Stable id.
+    pub id: ChannelId,
+    /// Producing device.
+    pub device: DeviceId,
+    /// Area.
+    pub area: String,
+    /// Kind (`combustible_gas`, …), `generic` when unset.
+    pub kind: String,
+    /// Engineering unit, empty when unset.
+    pub unit: String,
+    /// Display label.
+    pub label: String,
+    /// Engineering range.
+    pub range: Option<[f64; 2]>,
+    /// Staleness limit.
+    pub max_age: Duration,
+    /// Words for the channel's values (`0 → 停止`), empty when none are configured.
+    pub states: BTreeMap<i64, String>,
+}
 
 /// Checks the shape of an id: non-empty dotted segments of lowercase ASCII letters, digits, `_`, `-`.
 pub fn check_id(s: &str, dotted: bool) -> Result<(), String> {
