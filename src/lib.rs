@@ -23,7 +23,7 @@
 //! - [`app`]: wires the pipeline, supervises tasks, drains on shutdown.
 //! - [`state`], [`telemetry`], [`queue`]: snapshots, metrics and health, the drop-oldest queue.
 //! - [`storage`]: the CRC-line log shared by the alarm journal and the alert outbox.
-//! - [`journal`]: syslog priority prefixes when stderr is the systemd journal.
+//! - [`journald`]: syslog priority prefixes when stderr is the systemd journal.
 //! - [`private_fs`]: state directories and files created 0750/0640 whatever the umask.
 //! - [`receipt`]: end-to-end receipts, so an MQTT source acknowledges a message only once every
 //!   output made its readings durable.
@@ -38,7 +38,7 @@ pub mod config;
 pub mod dashboards;
 pub mod demo;
 pub mod i18n;
-pub mod journal;
+pub mod journald;
 pub mod model;
 pub mod private_fs;
 pub mod queue;

@@ -249,8 +249,8 @@ fn init_logging(format: LogFormat, level: &str) {
         .with_writer(std::io::stderr);
     // Under systemd: `<N>` priority prefixes so journald keeps each line's level; no time
     // stamp in text (journald records it).
-    let journal = hazgate::journal::stderr_is_journal();
-    use hazgate::journal::PriorityPrefix;
+    let journal = hazgate::journald::stderr_is_journal();
+    use hazgate::journald::PriorityPrefix;
     match (format, journal) {
         (LogFormat::Text, false) => b.init(),
         (LogFormat::Json, false) => b.json().flatten_event(true).init(),
