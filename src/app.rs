@@ -84,6 +84,8 @@ pub struct Running {
     pub state: Arc<SharedState>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The alarm engine's board and command channel.
+    pub alarms: rules::AlarmsHandle,
     /// The embedded MQTT broker, when enabled (it runs until the process exits).
     pub mqtt_broker: Option<sources::mqtt::broker::BrokerHandle>,
     stop: CancellationToken,
@@ -144,11 +146,10 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     // Alert delivery: receivers' secrets, the outbox replay.
     let alerts_prepared = alerts::prepare(&cfg, metrics.clone())?;
     alerts_prepared.outbox.report_health(state.clone());
-    let _ = state.outbox.set(alerts_prepared.outbox.clone());
+    let outbox = alerts_prepared.outbox.clone();
 
     // The alarm engine: API tokens, journal replay (before anything is spawned).
     let (engine, alarms) = rules::open(&cfg, tokio::time::Instant::now().into_std()).await?;
-    let _ = state.alarms.set(alarms);
     let mut mqtt_prepared = Vec::new();
     for m in &cfg.mqtt_sources {
         let p = sources::mqtt::prepare(m, &cfg.site.id)
@@ -201,6 +202,10 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         alerts_prepared,
         alert_rx,
         state.clone(),
+        alarms.board.history(&rules::HistoryFilter {
+            limit: usize::MAX,
+            ..Default::default()
+        }),
         drain_deadline.clone(),
     );
     for (_, h) in alert_tasks.workers {
@@ -294,6 +299,8 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         ApiState {
             state: state.clone(),
             metrics: metrics.clone(),
+            alarms: Some(alarms.clone()),
+            outbox: Some(outbox),
         },
         cfg.api.request_timeout,
     );
@@ -340,6 +347,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         api_addr,
         state,
         metrics,
+        alarms,
         mqtt_broker,
         stop,
         fatal,

@@ -338,9 +338,7 @@ pub async fn start(
         }
     };
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    if let Some(alarms) = gateway.state.alarms.get() {
-        tokio::spawn(forward_gateway_actions(rx, alarms.clone()));
-    }
+    tokio::spawn(forward_gateway_actions(rx, gateway.alarms.clone()));
     tokio::spawn(hazgate_sim::scenario::run(
         scenario.clone(),
         sim.handle.clone(),

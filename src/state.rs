@@ -113,10 +113,6 @@ pub struct SharedState {
     index: HashMap<ChannelId, usize>,
     channels: RwLock<Vec<ChannelSnapshot>>,
     devices: Mutex<BTreeMap<DeviceId, DeviceHealth>>,
-    /// The alarm engine's board and command channel, set once at start (`/api/v1/alarms`).
-    pub alarms: std::sync::OnceLock<crate::rules::AlarmsHandle>,
-    /// The alert outbox and delivery ledger, set once at start (`/api/v1/notifications`).
-    pub outbox: std::sync::OnceLock<std::sync::Arc<crate::alerts::Outbox>>,
 }
 
 impl SharedState {
@@ -166,8 +162,6 @@ impl SharedState {
             index,
             channels: RwLock::new(channels),
             devices: Mutex::new(BTreeMap::new()),
-            alarms: std::sync::OnceLock::new(),
-            outbox: std::sync::OnceLock::new(),
         }
     }
 

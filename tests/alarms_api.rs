@@ -104,7 +104,6 @@ async fn start(c: &Resolved) -> Gw {
     let (engine, handle) = rules::open(c, tokio::time::Instant::now().into_std())
         .await
         .expect("open");
-    state.alarms.set(handle).expect("set once");
     let (tx, rx) = mpsc::channel(16);
     let (atx, arx) = mpsc::channel(1024);
     let task = tokio::spawn(rules::run(
@@ -118,7 +117,12 @@ async fn start(c: &Resolved) -> Gw {
         metrics.clone(),
     ));
     Gw {
-        api: ApiState { state, metrics },
+        api: ApiState {
+            state,
+            metrics,
+            alarms: Some(handle),
+            outbox: None,
+        },
         tx: Some(tx),
         alerts: arx,
         task,

@@ -62,7 +62,7 @@ async fn tier_two_after_t1_then_acknowledgement_stops_tier_three() {
         let p = hazgate::alerts::prepare(&cfg, metrics.clone()).expect("prepare");
         let ob = p.outbox.clone();
         let (tx, rx) = mpsc::channel(16);
-        let tasks = hazgate::alerts::spawn(p, rx, Arc::new(SharedState::new(&cfg)), CancellationToken::new());
+        let tasks = hazgate::alerts::spawn(p, rx, Arc::new(SharedState::new(&cfg)), Vec::new(), CancellationToken::new());
 
         tx.send(ev(1, Transition::Raised, AlarmState::ActiveUnacknowledged, None)).await.expect("send");
         tokio::time::sleep(Duration::from_secs(299)).await;

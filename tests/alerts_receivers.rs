@@ -139,7 +139,7 @@ fn start(toml: &str) -> Running {
     let outbox = p.outbox.clone();
     let (tx, rx) = mpsc::channel(16);
     let state = Arc::new(SharedState::new(&cfg));
-    let tasks = hazgate::alerts::spawn(p, rx, state.clone(), CancellationToken::new());
+    let tasks = hazgate::alerts::spawn(p, rx, state.clone(), Vec::new(), CancellationToken::new());
     Running {
         tx,
         outbox,

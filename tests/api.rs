@@ -61,6 +61,8 @@ async fn endpoints() {
     let s = ApiState {
         state: st.clone(),
         metrics: metrics.clone(),
+        alarms: None,
+        outbox: None,
     };
     assert_eq!(get(&s, "/healthz").await.0, StatusCode::OK);
     assert_eq!(get(&s, "/readyz").await.0, StatusCode::OK);
@@ -116,7 +118,12 @@ async fn endpoints() {
 #[tokio::test]
 async fn openapi_documents_every_route_and_only_existing_ones() {
     let (st, metrics) = state();
-    let s = ApiState { state: st, metrics };
+    let s = ApiState {
+        state: st,
+        metrics,
+        alarms: None,
+        outbox: None,
+    };
     let doc: serde_json::Value =
         serde_json::from_str(hazgate::api::OPENAPI).expect("OpenAPI is JSON");
     let (code, served) = get(&s, "/api/v1/openapi.json").await;
@@ -170,7 +177,12 @@ async fn openapi_documents_every_route_and_only_existing_ones() {
 #[tokio::test]
 async fn status_page_is_self_contained() {
     let (st, metrics) = state();
-    let s = ApiState { state: st, metrics };
+    let s = ApiState {
+        state: st,
+        metrics,
+        alarms: None,
+        outbox: None,
+    };
     let (code, html) = get(&s, "/").await;
     assert_eq!(code, StatusCode::OK);
     assert!(html.contains("/assets/status.js") && html.contains("/assets/status.css"));
@@ -207,6 +219,8 @@ async fn stream_heartbeat_follows_the_engine_tick() {
         let s = ApiState {
             state: st.clone(),
             metrics,
+            alarms: None,
+            outbox: None,
         };
         let resp = app(s, Duration::from_secs(5))
             .oneshot(
@@ -270,6 +284,8 @@ unit = "m3/h"
     let s = ApiState {
         state: Arc::new(SharedState::new(&cfg)),
         metrics: Arc::new(Metrics::new()),
+        alarms: None,
+        outbox: None,
     };
     let (code, body) = get(&s, "/api/v1/channels").await;
     assert_eq!(code, StatusCode::OK);

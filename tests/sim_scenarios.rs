@@ -52,14 +52,7 @@ async fn run_one(s: Scenario) -> Outcome {
     let slack = 5.0;
     let wait = (end + slack - demo.sim.handle.sim_time().as_secs_f64()).max(0.0) / speed;
     tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-    let board = demo
-        .gateway
-        .state
-        .alarms
-        .get()
-        .expect("alarm board")
-        .board
-        .clone();
+    let board = demo.gateway.alarms.board.clone();
     let history = board.history(&HistoryFilter {
         limit: 100_000,
         ..HistoryFilter::default()

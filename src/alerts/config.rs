@@ -10,9 +10,118 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::check::Problem;
 use crate::check::Problems;
-use crate::config::{Problem, Receiver, SecretRef};
 use crate::model::{AlarmClass, Priority, Transition, check_id};
+use crate::secret::SecretRef;
+
+/// Where alarm events go.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Receiver {
+    /// HTTP POST of the notification as JSON (or a body template: SMS and voice gateways).
+    Webhook(WebhookReceiver),
+    /// WeCom (企业微信) group robot.
+    Wecom(RobotReceiver),
+    /// DingTalk (钉钉) group robot, optionally signed.
+    Dingtalk(RobotReceiver),
+    /// Feishu (飞书) group robot, optionally signed.
+    Feishu(RobotReceiver),
+    /// MQTT publish (QoS 1) of the notification JSON.
+    Mqtt(MqttReceiver),
+    /// A regulator's platform (configurable records, optional SM4).
+    Regulator(Box<RegulatorReceiver>),
+}
+
+impl Receiver {
+    /// The receiver's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Receiver::Webhook(w) => &w.id,
+            Receiver::Wecom(r) | Receiver::Dingtalk(r) | Receiver::Feishu(r) => &r.id,
+            Receiver::Mqtt(m) => &m.id,
+            Receiver::Regulator(g) => &g.id,
+        }
+    }
+
+    /// Delivery settings (timeout, expiry, backoff, clear notifications, capacity).
+    pub fn delivery(&self) -> &Delivery {
+        match self {
+            Receiver::Webhook(w) => &w.delivery,
+            Receiver::Wecom(r) | Receiver::Dingtalk(r) | Receiver::Feishu(r) => &r.delivery,
+            Receiver::Mqtt(m) => &m.delivery,
+            Receiver::Regulator(g) => &g.delivery,
+        }
+    }
+
+    /// HTTP URLs of the receiver, as `(field, url)`.
+    pub fn urls(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Receiver::Webhook(w) => vec![("url", &w.url)],
+            Receiver::Wecom(r) | Receiver::Dingtalk(r) | Receiver::Feishu(r) => {
+                vec![("url", &r.url)]
+            }
+            Receiver::Mqtt(_) => vec![],
+            Receiver::Regulator(g) => g.url.iter().map(|u| ("url", u.as_str())).collect(),
+        }
+    }
+
+    /// Secrets of the receiver, as `(field path, reference)`.
+    pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
+        let mut v = Vec::new();
+        match self {
+            Receiver::Webhook(w) => {
+                v.extend(w.token.iter().map(|s| ("token", s)));
+                v.extend(w.hmac_secret.iter().map(|s| ("hmac_secret", s)));
+            }
+            Receiver::Wecom(r) | Receiver::Dingtalk(r) | Receiver::Feishu(r) => {
+                v.extend(r.token.iter().map(|s| ("token", s)));
+                v.extend(r.secret.iter().map(|s| ("secret", s)));
+            }
+            Receiver::Mqtt(m) => v.extend(m.target.password.iter().map(|s| ("password", s))),
+            Receiver::Regulator(g) => {
+                let m = g.mqtt.as_ref().and_then(|m| m.password.as_ref());
+                v.extend(m.map(|s| ("mqtt.password", s)));
+                if let Some(k) = &g.sm4 {
+                    v.push(("sm4.key", &k.key));
+                    v.push(("sm4.iv", &k.iv));
+                }
+            }
+        }
+        v
+    }
+}
+
+/// Generic webhook.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookReceiver {
+    /// Receiver id.
+    pub id: String,
+    /// Target URL.
+    pub url: String,
+    /// Bearer token sent as `Authorization`.
+    pub token: Option<SecretRef>,
+    /// HMAC-SHA256 key: the body is signed in `X-Hazgate-Signature`.
+    pub hmac_secret: Option<SecretRef>,
+    /// Extra headers (not secrets: use `token` for those).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// A body template instead of the JSON schema (SMS and voice gateways): `{site}`,
+    /// `{alarm}`, `{message}`, `{value}`, `{limit}`, `{state}`, `{transition}`, `{time}`,
+    /// `{call}`, `{key}` are replaced.
+    pub body_template: Option<String>,
+    /// Content type of a templated body.
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+    /// Delivery settings.
+    #[serde(flatten)]
+    pub delivery: Delivery,
+}
+
+fn default_content_type() -> String {
+    "application/json".into()
+}
 
 /// `[notifications]`: the durable outbox and the routes.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -472,7 +581,7 @@ pub fn check(
 }
 
 fn mqtt_target(m: &MqttTarget, path: &str, p: &mut Problems) {
-    if crate::alerts::deliver::split_host_port(&m.address).is_none() {
+    if split_host_port(&m.address).is_none() {
         p.err(format!("{path}.address"), "expected `host:port`");
     }
     if m.topic.is_empty() || m.topic.contains(['+', '#']) {
@@ -481,4 +590,11 @@ fn mqtt_target(m: &MqttTarget, path: &str, p: &mut Problems) {
             "must be a non-empty topic without wildcards",
         );
     }
+}
+
+/// `host:port` split.
+pub fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    let port = p.parse().ok()?;
+    (!h.is_empty()).then(|| (h.trim_matches(['[', ']']).to_owned(), port))
 }

@@ -16,126 +16,25 @@
 //!
 //! A receiver's success criterion: HTTP 2xx (and for robots `errcode`/`code` 0), or a PUBACK.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::config::{Delivery, MqttTarget};
+use super::config::Delivery;
+pub use super::context::{AlarmInfo, ChannelInfo, Context, Secrets};
 use super::outbox::{Next, Notification, Outbox};
 use super::regulator::Regulator;
-use crate::config::{Receiver, Resolved, Secret};
-use crate::model::ChannelId;
+pub use super::transport::{MqttPub, http_error};
+use crate::config::Receiver;
 use crate::state::SharedState;
 use crate::telemetry::Component;
-
-/// What a message says about a channel: label, area and unit.
-#[derive(Debug, Clone, Default)]
-pub struct ChannelInfo {
-    /// Display label (location, tag).
-    pub label: String,
-    /// Area.
-    pub area: String,
-    /// Unit.
-    pub unit: String,
-}
-
-/// Site-level context for formatting.
-#[derive(Debug, Clone)]
-pub struct Context {
-    /// Site id.
-    pub site: String,
-    /// Site display name.
-    pub site_name: String,
-    /// Channel metadata.
-    pub channels: Arc<HashMap<ChannelId, ChannelInfo>>,
-    /// The site's time zone: every time in a text for people is in it, with its offset.
-    pub tz: chrono_tz::Tz,
-    /// The language of texts for people (`[site] language`).
-    pub language: crate::i18n::Language,
-    /// What people need to know about each alarm (label, area name, unit, message, response),
-    /// by alarm id.
-    pub alarms: Arc<HashMap<String, AlarmInfo>>,
-}
-
-/// What an alarm is about, for people: every notification carries it (webhook `details`,
-/// robot texts).
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct AlarmInfo {
-    /// The channel's label (a composite's message or id).
-    pub label: String,
-    /// Area id.
-    pub area: String,
-    /// Area display name.
-    pub area_name: String,
-    /// Unit.
-    pub unit: String,
-    /// The rule's configured message.
-    pub message: Option<String>,
-    /// What to do (处置措施).
-    pub response: Option<String>,
-}
-
-impl Context {
-    /// From the validated configuration.
-    pub fn new(cfg: &Resolved) -> Self {
-        Self {
-            site: cfg.site.id.clone(),
-            site_name: cfg.site.name.clone(),
-            tz: cfg.site_zone(),
-            language: cfg.site.language,
-            // The engine's own view of every configured alarm (pure, no I/O), so texts name
-            // alarms exactly as the API does.
-            alarms: Arc::new(
-                crate::rules::Engine::new(cfg, std::time::Instant::now())
-                    .views()
-                    .into_iter()
-                    .map(|v| {
-                        (
-                            v.id,
-                            AlarmInfo {
-                                label: v.label,
-                                area: v.area,
-                                area_name: v.area_name,
-                                unit: v.unit,
-                                message: v.message,
-                                response: v.response,
-                            },
-                        )
-                    })
-                    .collect(),
-            ),
-            channels: Arc::new(
-                cfg.channels
-                    .iter()
-                    .map(|c| {
-                        (
-                            c.id.clone(),
-                            ChannelInfo {
-                                label: c.label.clone(),
-                                area: cfg.area_name(&c.area).to_owned(),
-                                unit: c.unit.clone(),
-                            },
-                        )
-                    })
-                    .collect(),
-            ),
-        }
-    }
-}
-
-/// Resolved secrets of one receiver, by field (`token`, `secret`, `hmac_secret`, `password`,
-/// `sm4.key`, `sm4.iv`, `mqtt.password`).
-pub type Secrets = HashMap<&'static str, Secret>;
 
 #[derive(Debug)]
 enum Kind {
@@ -476,12 +375,6 @@ pub fn robot_answer(body: &[u8]) -> Result<(), String> {
     }
 }
 
-/// A request error without its URL: robot tokens travel in the URL and must never reach a log
-/// or the ledger.
-pub fn http_error(e: reqwest::Error) -> String {
-    e.without_url().to_string()
-}
-
 async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -705,178 +598,10 @@ fn unix_millis(t: SystemTime) -> u128 {
         .unwrap_or(0)
 }
 
-/// `host:port` split.
-pub fn split_host_port(s: &str) -> Option<(String, u16)> {
-    let (h, p) = s.rsplit_once(':')?;
-    let port = p.parse().ok()?;
-    (!h.is_empty()).then(|| (h.trim_matches(['[', ']']).to_owned(), port))
-}
-
-/// What the event loop saw of a QoS 1 publish.
-#[derive(Debug, Clone, Copy)]
-enum PubEvent {
-    /// A PUBLISH went out with this packet id.
-    Sent(u16),
-    /// The broker acknowledged this packet id.
-    Acked(u16),
-}
-
-/// An MQTT publisher with QoS 1. A connection (client and event-loop task) carries one attempt
-/// at a time; the event loop forwards the packet ids of outgoing PUBLISHes and of PUBACKs, and a
-/// delivery waits for the PUBACK of its own packet id. After a failed attempt (no PUBACK in
-/// time, an error) the connection is dropped and the next attempt opens a new one: a PUBLISH of
-/// the failed attempt still queued in the old client, or its late PUBACK, dies with that
-/// connection and is never taken for a later attempt's delivery. On a connection that only saw
-/// successful attempts nothing else is in flight, so the first PUBLISH after a request is ours.
-#[derive(Debug)]
-pub struct MqttPub {
-    options: MqttOptions,
-    name: String,
-    conn: Mutex<Option<MqttConn>>,
-    /// Topic template.
-    pub topic: String,
-}
-
-#[derive(Debug)]
-struct MqttConn {
-    client: AsyncClient,
-    acks: mpsc::Receiver<PubEvent>,
-    stop: CancellationToken,
-}
-
-impl Drop for MqttConn {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-impl MqttConn {
-    /// Creates the client and spawns its event loop (it connects at once).
-    fn open(options: &MqttOptions, name: &str) -> Self {
-        let (client, mut el) = AsyncClient::new(options.clone(), 16);
-        let (tx, rx) = mpsc::channel(64);
-        let stop = CancellationToken::new();
-        let st = stop.clone();
-        let name = name.to_owned();
-        tokio::spawn(async move {
-            let mut failures = 0u32;
-            loop {
-                let ev = tokio::select! {
-                    () = st.cancelled() => return,
-                    ev = el.poll() => ev,
-                };
-                match ev {
-                    Ok(Event::Incoming(Packet::PubAck(a))) => {
-                        // When full, old events are dropped: a delivery then times out and is
-                        // retried (same idempotency key).
-                        let _ = tx.try_send(PubEvent::Acked(a.pkid));
-                    }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        let _ = tx.try_send(PubEvent::Sent(pkid));
-                    }
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        failures = 0;
-                        info!(receiver = %name, "MQTT receiver connected");
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let wait = crate::sources::backoff(
-                            failures,
-                            Duration::from_millis(500),
-                            Duration::from_secs(30),
-                        );
-                        failures = failures.saturating_add(1);
-                        warn!(receiver = %name, error = %e, retry_in = ?wait, "MQTT receiver connection failed");
-                        tokio::select! {
-                            () = st.cancelled() => return,
-                            () = tokio::time::sleep(wait) => {}
-                        }
-                    }
-                }
-            }
-        });
-        Self {
-            client,
-            acks: rx,
-            stop,
-        }
-    }
-}
-
-impl MqttPub {
-    /// Creates the client and spawns its event loop.
-    pub fn new(
-        t: &MqttTarget,
-        receiver: &str,
-        site: &str,
-        password: Option<&Secret>,
-    ) -> Result<Self, String> {
-        let (host, port) = split_host_port(&t.address).ok_or("expected host:port")?;
-        let id = t
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("hazgate-{site}-{receiver}"));
-        let mut o = MqttOptions::new(id, host, port);
-        o.set_keep_alive(Duration::from_secs(30));
-        o.set_clean_session(true);
-        if let Some(u) = &t.username {
-            o.set_credentials(
-                u,
-                password.map(|p| p.expose().to_owned()).unwrap_or_default(),
-            );
-        }
-        let conn = MqttConn::open(&o, receiver);
-        Ok(Self {
-            options: o,
-            name: receiver.to_owned(),
-            conn: Mutex::new(Some(conn)),
-            topic: t.topic.clone(),
-        })
-    }
-
-    /// Publishes with QoS 1 and waits for the PUBACK of this attempt's own PUBLISH.
-    pub async fn publish(
-        &self,
-        topic: &str,
-        body: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<(), String> {
-        let mut guard = self.conn.lock().await;
-        let conn = guard.get_or_insert_with(|| MqttConn::open(&self.options, &self.name));
-        while conn.acks.try_recv().is_ok() {}
-        let res = tokio::time::timeout(timeout, async {
-            conn.client
-                .publish(topic, QoS::AtLeastOnce, false, body)
-                .await
-                .map_err(|e| e.to_string())?;
-            // Ours is the first PUBLISH sent after the request (nothing else is in flight on this
-            // connection); a retransmission after a reconnect carries the same packet id.
-            let mut ours = None;
-            loop {
-                match conn.acks.recv().await {
-                    None => return Err("MQTT event loop ended".to_owned()),
-                    Some(PubEvent::Sent(p)) => {
-                        ours.get_or_insert(p);
-                    }
-                    Some(PubEvent::Acked(p)) if ours == Some(p) => return Ok(()),
-                    Some(PubEvent::Acked(_)) => {}
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| Err("no PUBACK within the timeout".into()));
-        if res.is_err() {
-            // This attempt's PUBLISH may still go out or be acknowledged late: never on the
-            // connection of the next attempt.
-            *guard = None;
-        }
-        res
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alerts::config::MqttTarget;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};

@@ -18,10 +18,12 @@
 //! restarts.
 
 pub mod config;
+mod context;
 pub mod deliver;
 pub mod dispatch;
 pub mod outbox;
 pub mod regulator;
+mod transport;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -133,11 +135,13 @@ pub struct Tasks {
     pub workers: Vec<(String, JoinHandle<()>)>,
 }
 
-/// Spawns the dispatcher, the workers and the regulator report timers.
+/// Spawns the dispatcher, the workers and the regulator report timers. `history` is the alarm
+/// journal's replayed history (oldest first), for recovery after a restart.
 pub fn spawn(
     p: Prepared,
     rx: mpsc::Receiver<AlarmEvent>,
     state: Arc<SharedState>,
+    history: Vec<AlarmEvent>,
     deadline: CancellationToken,
 ) -> Tasks {
     let closed = CancellationToken::new();
@@ -167,17 +171,6 @@ pub fn spawn(
         .collect();
     let ob = p.outbox.clone();
     let d = p.dispatcher;
-    // The journal's replayed history (oldest first), for recovery after a restart.
-    let history = state
-        .alarms
-        .get()
-        .map(|h| {
-            h.board.history(&crate::rules::HistoryFilter {
-                limit: usize::MAX,
-                ..Default::default()
-            })
-        })
-        .unwrap_or_default();
     let dispatcher = tokio::spawn(async move {
         dispatch::run(d, rx, ob, history).await;
         closed.cancel();

@@ -23,8 +23,9 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::config::{RegulatorPoint, RegulatorReceiver};
-use super::deliver::{Context, MqttPub, Secrets};
+use super::context::{Context, Secrets};
 use super::outbox::{Notification, Outbox, Reason, ReportValue};
+use super::transport::{MqttPub, http_error};
 use crate::model::{AlarmClass, Priority};
 use crate::state::SharedState;
 
@@ -235,11 +236,7 @@ impl Regulator {
         if let Some(a) = &self.cfg.app_id {
             req = req.header(&self.cfg.app_id_header, a);
         }
-        let resp = req
-            .body(body)
-            .send()
-            .await
-            .map_err(super::deliver::http_error)?;
+        let resp = req.body(body).send().await.map_err(http_error)?;
         if resp.status().is_success() {
             Ok(())
         } else {

@@ -27,7 +27,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ApiState;
+use super::handles::ApiState;
 use crate::config::ReadAccess;
 use crate::config::alarms::Role;
 use crate::model::SiteMode;
@@ -65,7 +65,7 @@ pub fn router() -> Router<ApiState> {
 }
 
 pub(super) fn handle(s: &ApiState) -> Result<&AlarmsHandle, ApiError> {
-    s.state.alarms.get().ok_or_else(|| {
+    s.alarms.as_ref().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "the alarm engine is not running".into(),
@@ -123,7 +123,7 @@ pub async fn read_guard(
         && path != "/api/v1/openapi.json"
         && req.extensions().get::<Redeemed>().is_none();
     if guarded {
-        if let Some(h) = s.state.alarms.get() {
+        if let Some(h) = &s.alarms {
             if h.reads == ReadAccess::Viewer {
                 let checked = bearer(req.headers()).and_then(|t| {
                     h.authenticate(t)

@@ -7,6 +7,7 @@
 //! nothing from a CDN).
 
 pub mod alarms;
+mod handles;
 pub mod notifications;
 pub mod serve;
 pub mod tickets;
@@ -25,17 +26,7 @@ use axum::routing::get;
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::state::SharedState;
-use crate::telemetry::Metrics;
-
-/// What handlers read.
-#[derive(Clone, Debug)]
-pub struct ApiState {
-    /// Snapshots.
-    pub state: Arc<SharedState>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-}
+pub use handles::ApiState;
 
 /// The router.
 pub fn app(s: ApiState, request_timeout: Duration) -> Router {

@@ -16,8 +16,8 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ApiState;
 use super::alarms::{ApiError, authorize, handle};
+use super::handles::ApiState;
 use crate::alerts::outbox::{LedgerFilter, Status};
 use crate::config::alarms::Role;
 
@@ -40,7 +40,7 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     authorize(handle(&s)?, &headers, Role::Viewer)?;
-    let Some(ob) = s.state.outbox.get() else {
+    let Some(ob) = &s.outbox else {
         return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "alert delivery is not running".into(),

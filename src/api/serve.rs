@@ -34,8 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-/// Interval of the event stream's keep-alive comments; `idle_timeout` must be longer.
-pub const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub use crate::config::STREAM_KEEP_ALIVE;
 
 /// How long open connections get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);

@@ -22,8 +22,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::ApiState;
 use super::alarms::{ApiError, Redeemed, authorize, handle};
+use super::handles::ApiState;
 use crate::config::alarms::Role;
 
 /// How long a ticket is valid.

@@ -8,11 +8,70 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::validate::ResolvedChannel;
-use super::{LimitRule, SecretRef};
 use crate::check::{Problem, Problems};
+use crate::model::Channel as ResolvedChannel;
 use crate::model::{ChannelId, Priority, SiteMode, check_id};
 use crate::rules::expr::Expr;
+use crate::secret::SecretRef;
+
+/// High/low limit alarms on one channel. A `Bad` or stale reading never clears them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitRule {
+    /// Channel watched.
+    pub channel: String,
+    /// Low-low limit (critical).
+    pub ll: Option<f64>,
+    /// Low limit (high priority).
+    pub l: Option<f64>,
+    /// High limit (high priority); gas level 1.
+    pub h: Option<f64>,
+    /// High-high limit (critical); gas level 2.
+    pub hh: Option<f64>,
+    /// The value must come back this far inside the limit before the alarm clears.
+    #[serde(default)]
+    pub deadband: f64,
+    /// The condition must hold this long before the alarm is raised.
+    #[serde(with = "humantime_serde", default)]
+    pub on_delay: Duration,
+    /// Deadband as a percentage of the channel's range (instead of `deadband`).
+    #[serde(default)]
+    pub deadband_pct: Option<f64>,
+    /// The condition must be gone this long before the alarm clears.
+    #[serde(with = "humantime_serde", default)]
+    pub off_delay: Duration,
+    /// Per-limit priorities; defaults: `ll`/`hh` critical, `l`/`h` high.
+    #[serde(default)]
+    pub priority: LimitPriorities,
+    /// Latch until a person resets; default: true on `combustible_gas` and `toxic_gas` channels.
+    #[serde(default)]
+    pub latch: Option<bool>,
+    /// Text for people when one of these limits is raised (default: generated from the value
+    /// and limit).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// What to do (处置措施), shown with the alarm and in every notification, e.g.
+    /// "疏散罐区人员，关闭进料阀 XV-101，通知值班长".
+    #[serde(default)]
+    pub response: Option<String>,
+    /// Site modes in which these alarms are suppressed by design.
+    #[serde(default)]
+    pub suppress_in: Vec<SiteMode>,
+}
+
+/// Priorities of the four limits of a [`LimitRule`].
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitPriorities {
+    /// Low-low.
+    pub ll: Option<Priority>,
+    /// Low.
+    pub l: Option<Priority>,
+    /// High.
+    pub h: Option<Priority>,
+    /// High-high.
+    pub hh: Option<Priority>,
+}
 
 /// Alarm engine settings and rules beyond limits.
 #[derive(Clone, Debug, Deserialize)]

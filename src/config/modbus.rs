@@ -13,7 +13,44 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ModbusTcpSource;
+/// Modbus TCP connection settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusTcpSource {
+    /// Referenced by `devices[].source`.
+    pub id: String,
+    /// `host:port`.
+    pub address: String,
+    /// Per-request timeout; after a timeout the connection is re-established.
+    #[serde(with = "humantime_serde", default = "default_modbus_timeout")]
+    pub timeout: Duration,
+    /// Connect timeout.
+    #[serde(with = "humantime_serde", default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Silence before every request on this connection, whichever unit (slow converters); RTU
+    /// over TCP keeps at least 3.5 characters at 9600 baud (4.0 ms).
+    #[serde(with = "humantime_serde", default)]
+    pub pause: Duration,
+    /// Largest gap (in registers or bits) bridged when coalescing reads.
+    #[serde(default = "default_max_gap")]
+    pub max_gap: u16,
+    /// Cap of the reconnect backoff.
+    #[serde(with = "humantime_serde", default = "default_backoff_max")]
+    pub backoff_max: Duration,
+}
+
+fn default_modbus_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_max_gap() -> u16 {
+    10
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(30)
+}
 
 /// Serial parity.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -81,12 +118,6 @@ fn default_rtu_timeout() -> Duration {
 }
 fn default_drain() -> Duration {
     Duration::from_millis(100)
-}
-fn default_max_gap() -> u16 {
-    10
-}
-fn default_backoff_max() -> Duration {
-    Duration::from_secs(30)
 }
 
 /// Serial line settings of an RTU source.

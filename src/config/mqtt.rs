@@ -15,9 +15,20 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::SecretRef;
 use crate::model::check_id;
-use crate::sources::mqtt::mapping::{Template, TopicPattern};
+use crate::secret::SecretRef;
+use crate::sources::mqtt::topic::{Template, TopicPattern};
+
+/// An MQTT source after validation.
+#[derive(Clone, Debug)]
+pub struct ResolvedMqttSource {
+    /// Source id.
+    pub id: crate::model::SourceId,
+    /// Index in `sources[]`, for messages with a config path.
+    pub index: usize,
+    /// Settings, topic mappings and channels.
+    pub cfg: MqttSource,
+}
 
 /// An MQTT subscription to a broker (the site's, or the embedded one).
 #[derive(Clone, Debug, Deserialize)]

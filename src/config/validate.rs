@@ -4,13 +4,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use super::{
-    Api, Config, DataType, DeviceMap, DeviceMapEntry, Gateway, ModbusLink, ModbusTcpSource,
-    ModbusTiming, Output, Receiver, RegisterDef, SecretRef, Site, Source,
-};
+use super::alarms::{Alarms, LimitRule};
+use super::devmap::{ByteOrder, DataType, DeviceMap, RegisterDef, Table};
+use super::file::{Api, Batching, Config, DeviceMapEntry, Gateway, Output, Site, Source};
+use super::modbus::{ModbusLink, ModbusTcpSource, ModbusTiming};
+use crate::alerts::config::Receiver;
 pub use crate::check::{Problem, Problems, Severity};
-use crate::config::LimitRule;
 use crate::model::{ChannelId, DeviceId, SourceId, check_id};
+use crate::secret::SecretRef;
 
 /// A channel with all defaults applied (the site model's [`crate::model::Channel`]).
 pub use crate::model::Channel as ResolvedChannel;
@@ -74,9 +75,9 @@ pub struct Resolved {
     /// Outputs.
     pub outputs: Vec<Output>,
     /// Alarm engine settings and rules beyond limits (validated).
-    pub alarms: super::Alarms,
+    pub alarms: Alarms,
     /// MQTT sources (their channels are in `channels`).
-    pub mqtt_sources: Vec<crate::sources::mqtt::ResolvedMqttSource>,
+    pub mqtt_sources: Vec<super::mqtt::ResolvedMqttSource>,
     /// The embedded MQTT broker, when enabled.
     pub mqtt_broker: Option<super::mqtt::EmbeddedBroker>,
     /// Alert delivery settings (validated).
@@ -161,10 +162,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     if cfg.api.header_read_timeout.is_zero() {
         p.err("api.header_read_timeout", "must be longer than 0s");
     }
-    let idle_min = cfg
-        .api
-        .request_timeout
-        .max(crate::api::serve::STREAM_KEEP_ALIVE);
+    let idle_min = cfg.api.request_timeout.max(super::file::STREAM_KEEP_ALIVE);
     if cfg.api.idle_timeout <= idle_min {
         p.err(
             "api.idle_timeout",
@@ -436,7 +434,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 states: parse_states(&c.states),
             });
         }
-        mqtt_sources.push(crate::sources::mqtt::ResolvedMqttSource {
+        mqtt_sources.push(super::mqtt::ResolvedMqttSource {
             id: SourceId::new(&m.id),
             index: i,
             cfg: (**m).clone(),
@@ -745,7 +743,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         let Some((link, timing)) = modbus_source(src) else {
             continue;
         };
-        resolved_sources.push(super::ResolvedSource {
+        resolved_sources.push(ResolvedSource {
             id: SourceId::new(src.id()),
             link,
             timing,
@@ -846,7 +844,7 @@ fn check_states(raw: &BTreeMap<String, String>, path: &str, p: &mut Problems) {
 fn check_registers(regs: &[RegisterDef], path: &str, p: &mut Problems) {
     let mut names = HashSet::new();
     // (table, address) -> (register index, bit or None for the whole word)
-    let mut used: HashMap<(super::Table, u32), Vec<Occupant>> = HashMap::new();
+    let mut used: HashMap<(Table, u32), Vec<Occupant>> = HashMap::new();
     for (j, r) in regs.iter().enumerate() {
         let rp = format!("{path}.registers[{j}]");
         check_states(&r.states, &format!("{rp}.states"), p);
@@ -884,10 +882,10 @@ fn check_registers(regs: &[RegisterDef], path: &str, p: &mut Problems) {
             }
             _ => {}
         }
-        if r.width() == 1 && r.order != super::ByteOrder::ABCD {
+        if r.width() == 1 && r.order != ByteOrder::ABCD {
             let what = match (r.table.is_bits(), r.order) {
                 (true, _) => "has no effect on a single bit",
-                (false, super::ByteOrder::CDAB) => {
+                (false, ByteOrder::CDAB) => {
                     "has no effect on a 16-bit register (word order needs two or more words)"
                 }
                 _ => {
@@ -970,7 +968,7 @@ fn check_secret(s: Option<&SecretRef>, path: &str, p: &mut Problems) {
 
 /// Output settings owned by `tsdb`: concurrency, reduction, downsampling.
 fn check_tsdb_output(
-    b: &super::Batching,
+    b: &Batching,
     path: &str,
     channels: &[ResolvedChannel],
     channel_index: &HashMap<ChannelId, usize>,

@@ -74,6 +74,17 @@ pub struct Channel {
     pub states: BTreeMap<i64, String>,
 }
 
+/// Ordering rank of a kind: toxic before combustible before others, at the same priority.
+pub fn kind_rank(kind: &str) -> u8 {
+    match kind {
+        "toxic_gas" => 0,
+        "combustible_gas" => 1,
+        "oxygen" => 2,
+        "system" => 4,
+        _ => 3,
+    }
+}
+
 /// Checks the shape of an id: non-empty dotted segments of lowercase ASCII letters, digits, `_`, `-`.
 pub fn check_id(s: &str, dotted: bool) -> Result<(), String> {
     if s.is_empty() {

@@ -12,10 +12,11 @@ use std::sync::{Arc, RwLock};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use super::engine::{AlarmView, Command, CommandError, kind_rank};
+use super::engine::{AlarmView, Command, CommandError};
 use super::journal::ModeState;
 use crate::config::alarms::Role;
 use crate::model::AlarmEvent;
+use crate::model::kind_rank;
 
 #[derive(Debug, Default)]
 struct Inner {

@@ -251,16 +251,7 @@ pub struct AlarmView {
     pub raised_at: Option<SystemTime>,
 }
 
-/// Ordering rank of a kind: toxic before combustible before others, at the same priority.
-pub fn kind_rank(kind: &str) -> u8 {
-    match kind {
-        "toxic_gas" => 0,
-        "combustible_gas" => 1,
-        "oxygen" => 2,
-        "system" => 4,
-        _ => 3,
-    }
-}
+pub use crate::model::kind_rank;
 
 /// Orders a batch of events (higher priority first, then toxic before combustible) and
 /// renumbers their sequence numbers in that order. Events of one alarm keep their order.
@@ -321,7 +312,6 @@ pub struct Engine {
     sources_down: std::collections::BTreeSet<String>,
     /// Gateway components failing now (component → reason), see [`Engine::gateway_health`].
     gateway: std::collections::BTreeMap<String, String>,
-    pub(super) io: Option<super::Io>,
 }
 
 fn new_alarm(
@@ -612,7 +602,6 @@ impl Engine {
             groups,
             sources_down: Default::default(),
             gateway: std::collections::BTreeMap::new(),
-            io: None,
         }
     }
 

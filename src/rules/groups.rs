@@ -103,7 +103,7 @@ pub fn groups(cfg: &Resolved) -> Vec<GroupDef> {
         let kind = members
             .iter()
             .map(|&i| cfg.channels[i].kind.as_str())
-            .min_by_key(|k| super::engine::kind_rank(k))
+            .min_by_key(|k| crate::model::kind_rank(k))
             .unwrap_or("generic")
             .to_owned();
         GroupDef {

@@ -59,9 +59,17 @@ use crate::state::SharedState;
 use crate::telemetry::{Component, Metrics, labels};
 use journal::{Journal, Record};
 
+/// An engine restored from its journal, with its I/O side (commands, journal, board): what
+/// [`open`] returns and [`run`] drives.
+#[derive(Debug)]
+pub struct Opened {
+    engine: Engine,
+    io: Io,
+}
+
 /// The engine's I/O side, attached by [`open`].
 #[derive(Debug)]
-pub struct Io {
+struct Io {
     commands: mpsc::Receiver<CommandMsg>,
     journal: Option<Journal>,
     board: Arc<Board>,
@@ -91,7 +99,7 @@ pub enum OpenError {
 /// Builds the engine: resolves API tokens, replays the journal (when `alarms.journal_dir` is
 /// set) and starts a new journal segment with a checkpoint; returns the engine (with its I/O
 /// attached, for [`run`]) and the handle the API uses.
-pub async fn open(cfg: &Resolved, now: Instant) -> Result<(Engine, AlarmsHandle), OpenError> {
+pub async fn open(cfg: &Resolved, now: Instant) -> Result<(Opened, AlarmsHandle), OpenError> {
     let a = &cfg.alarms;
     let mut tokens = Vec::new();
     for (i, t) in a.tokens.iter().enumerate() {
@@ -164,13 +172,13 @@ pub async fn open(cfg: &Resolved, now: Instant) -> Result<(Engine, AlarmsHandle)
         engine.mode().clone(),
     ));
     let (tx, rx) = mpsc::channel(64);
-    engine.io = Some(Io {
+    let io = Io {
         commands: rx,
         journal,
         board: board.clone(),
-    });
+    };
     Ok((
-        engine,
+        Opened { engine, io },
         AlarmsHandle {
             board,
             commands: tx,
@@ -303,13 +311,14 @@ pub fn annunciated(e: &AlarmEvent) -> bool {
 /// A batch's receipt (see `crate::receipt`) is handed to the outputs with its samples and
 /// dropped by the engine at the end of the step: the engine never waits for it.
 pub async fn run<B: Into<SampleBatch> + Send + 'static>(
-    mut engine: Engine,
+    opened: Opened,
     mut rx: mpsc::Receiver<B>,
     mut sinks: Sinks,
     state: Arc<SharedState>,
     metrics: Arc<Metrics>,
 ) {
-    let mut io = engine.io.take();
+    let Opened { mut engine, io } = opened;
+    let mut io = Some(io);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

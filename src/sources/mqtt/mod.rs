@@ -36,6 +36,7 @@
 pub mod broker;
 mod broker_guard;
 pub mod mapping;
+pub mod topic;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Secret;
-use crate::config::mqtt::{AckPolicy, MqttProtocol, MqttSource, Retained};
+use crate::config::mqtt::{AckPolicy, MqttProtocol, Retained};
 use crate::model::SourceId;
 use crate::receipt::{Board, Receipt, SampleBatch};
 use crate::state::SharedState;
@@ -67,16 +68,7 @@ const REQUEST_CAPACITY: usize = 64 + MAX_UNACKED;
 /// Minimum interval between two log lines of one kind of message problem.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// An MQTT source after validation.
-#[derive(Clone, Debug)]
-pub struct ResolvedMqttSource {
-    /// Source id.
-    pub id: SourceId,
-    /// Index in `sources[]`, for messages with a config path.
-    pub index: usize,
-    /// Settings, topic mappings and channels.
-    pub cfg: MqttSource,
-}
+pub use crate::config::mqtt::ResolvedMqttSource;
 
 /// A source with its secret and TLS files read, ready to run.
 #[derive(Clone)]

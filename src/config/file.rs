@@ -1,0 +1,434 @@
+//! The configuration file's own structs (the serde layer): every table of the TOML file, with
+//! its defaults. Component-specific tables live with their component's configuration module
+//! (Modbus and MQTT sources, alarm rules, receivers, output options) and are assembled here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::alarms::{Alarms, LimitRule};
+use super::devmap::{DeviceMap, RegisterDef};
+use super::modbus::{ModbusRtuSource, ModbusTcpSource};
+use super::mqtt;
+use crate::alerts::config::{Notifications, Receiver};
+use crate::i18n::Language;
+use crate::secret::SecretRef;
+use crate::tsdb::options::{DownsampleConfig, Precision, ReductionConfig, SpoolConfig};
+
+/// The whole gateway configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The one site this gateway serves.
+    pub site: Site,
+    /// Process-wide settings.
+    #[serde(default)]
+    pub gateway: Gateway,
+    /// The HTTP API and status page.
+    #[serde(default)]
+    pub api: Api,
+    /// Connections the gateway owns (one per TCP endpoint or serial bus).
+    #[serde(default)]
+    pub sources: Vec<Source>,
+    /// Reusable register maps, inline or `{ file = "maps/x.toml" }`.
+    #[serde(default)]
+    pub device_maps: Vec<DeviceMapEntry>,
+    /// Field devices on those sources.
+    #[serde(default)]
+    pub devices: Vec<Device>,
+    /// Per-channel metadata overrides (label, unit, range, maximum age).
+    #[serde(default)]
+    pub channels: Vec<ChannelOverride>,
+    /// Limit rules.
+    #[serde(default)]
+    pub rules: Vec<LimitRule>,
+    /// Where alarm events are sent.
+    #[serde(default)]
+    pub receivers: Vec<Receiver>,
+    /// Where time series are written.
+    #[serde(default)]
+    pub outputs: Vec<Output>,
+    /// Display names of areas (`[[areas]] id = "tankfarm" name = "储罐区"`); ids stay ASCII.
+    #[serde(default)]
+    pub areas: Vec<AreaName>,
+    /// Alarm engine: journal, API tokens, schedule, rate/discrete/composite rules.
+    #[serde(default)]
+    pub alarms: Alarms,
+    /// The optional embedded MQTT broker.
+    pub mqtt_broker: Option<mqtt::EmbeddedBroker>,
+    /// Alert delivery: outbox, routes, escalation.
+    #[serde(default)]
+    pub notifications: Notifications,
+}
+
+/// The display name of an area.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AreaName {
+    /// Area id as used by devices (`tankfarm`).
+    pub id: String,
+    /// Name shown to people (`储罐区`).
+    pub name: String,
+}
+
+/// Identity of the site.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Short id, used as the `site` tag in every point.
+    pub id: String,
+    /// Display name, shown in the status page header and in alert texts (e.g. `某化工厂`).
+    #[serde(default)]
+    pub name: String,
+    /// IANA time zone for every time shown to people; default `alarms.schedule.timezone`,
+    /// else the system zone.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Language of texts a person reads (alert texts, generated Grafana dashboards): `zh-CN`
+    /// (default) or `en`.
+    #[serde(default)]
+    pub language: Language,
+}
+
+/// Process-wide settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// How long SIGTERM/SIGINT may take to drain queues before the process exits anyway.
+    #[serde(with = "humantime_serde", default = "default_grace")]
+    pub shutdown_grace: Duration,
+    /// Capacity (in batches) of the source → rule-engine channel; when full, sources wait.
+    #[serde(default = "default_sample_queue")]
+    pub sample_queue: usize,
+    /// Write the gateway's own figures (every `/metrics` sample) to every output as measurement
+    /// `hazgate_internal` this often; off when absent.
+    #[serde(with = "humantime_serde", default)]
+    pub self_monitoring: Option<Duration>,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Self {
+            shutdown_grace: default_grace(),
+            sample_queue: default_sample_queue(),
+            self_monitoring: None,
+        }
+    }
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_sample_queue() -> usize {
+    1024
+}
+
+/// Interval of the API event stream's keep-alive comments; `api.idle_timeout` must be longer.
+pub const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// HTTP API settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Listen address; `127.0.0.1:8080` by default.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Per-request timeout.
+    #[serde(with = "humantime_serde", default = "default_api_timeout")]
+    pub request_timeout: Duration,
+    /// Who may read `/api/v1` (channels, devices, alarms, the event stream): `open` (anyone who
+    /// reaches the port; the default, for a control-room LAN) or `viewer` (a viewer or operator
+    /// token). Actions always need an operator token; `/healthz`, `/readyz`, `/metrics`, the
+    /// OpenAPI document and the status page's own files stay open.
+    #[serde(default)]
+    pub reads: ReadAccess,
+    /// Most API connections open at once; further clients wait in the kernel's accept queue
+    /// (they hold no descriptor of the gateway) until one closes. The API never holds more than
+    /// this many descriptors (plus its listener), so sources, outputs and receivers keep theirs.
+    #[serde(default = "default_api_connections")]
+    pub max_connections: usize,
+    /// A connection must send a complete request head within this long, counted from its
+    /// opening or from the end of the previous response (so it also bounds keep-alive idleness
+    /// between requests); otherwise it is closed.
+    #[serde(with = "humantime_serde", default = "default_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte was read or written for this long is closed (a request
+    /// body that trickles, a client that stopped reading its response or event stream). Must
+    /// be longer than `request_timeout` and than the event stream's 15 s keep-alive.
+    #[serde(with = "humantime_serde", default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+}
+
+/// Read access to the API, see [`Api::reads`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadAccess {
+    /// No token needed to read.
+    #[default]
+    Open,
+    /// A viewer or operator token needed to read.
+    Viewer,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            request_timeout: default_api_timeout(),
+            reads: ReadAccess::default(),
+            max_connections: default_api_connections(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+fn default_api_connections() -> usize {
+    128
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_api_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// A connection owned by the gateway.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Source {
+    /// Modbus TCP: a device or a serial-to-TCP converter carrying several unit ids.
+    ModbusTcp(ModbusTcpSource),
+    /// Modbus RTU on a local serial port (an RS-485 bus).
+    ModbusRtu(ModbusRtuSource),
+    /// Modbus RTU frames through a transparent serial-to-TCP converter.
+    ModbusRtuOverTcp(ModbusTcpSource),
+    /// MQTT subscription to a broker; its channels are declared in the source.
+    Mqtt(Box<mqtt::MqttSource>),
+}
+
+impl Source {
+    /// The source's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Source::ModbusTcp(s) | Source::ModbusRtuOverTcp(s) => &s.id,
+            Source::ModbusRtu(s) => &s.id,
+            Source::Mqtt(s) => &s.id,
+        }
+    }
+}
+
+/// A device map, inline or loaded from a file relative to the config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum DeviceMapEntry {
+    /// `{ file = "maps/gas.toml" }`.
+    File {
+        /// Path, relative to the configuration file.
+        file: PathBuf,
+    },
+    /// The map itself.
+    Inline(DeviceMap),
+}
+
+/// A field device.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Device id, unique in the site.
+    pub id: String,
+    /// Area (plant section), the first segment of the default channel prefix.
+    pub area: String,
+    /// The connection it hangs on.
+    pub source: String,
+    /// Modbus unit id (slave address).
+    #[serde(default = "default_unit")]
+    pub unit_id: u8,
+    /// A map from `device_maps`, or use `registers` inline.
+    pub map: Option<String>,
+    /// Inline register list (instead of `map`).
+    #[serde(default)]
+    pub registers: Vec<RegisterDef>,
+    /// Added to every address of the map (a model instantiated at another base address).
+    #[serde(default)]
+    pub address_offset: u16,
+    /// 0 if the manual's addresses are the protocol addresses, 1 if they start at 1.
+    #[serde(default)]
+    pub address_base: u8,
+    /// How often to poll; a channel may override it (`channels[].poll_interval`).
+    #[serde(with = "humantime_serde", default = "default_poll")]
+    pub poll_interval: Duration,
+    /// Channel id prefix; `{area}.{id}` by default.
+    pub channel_prefix: Option<String>,
+}
+
+fn default_unit() -> u8 {
+    1
+}
+fn default_poll() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// Metadata for one channel; overrides what the device map says.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelOverride {
+    /// Channel id; must be produced by some device.
+    pub id: String,
+    /// Display label (tag number, location).
+    pub label: Option<String>,
+    /// Kind override.
+    pub kind: Option<String>,
+    /// Unit override.
+    pub unit: Option<String>,
+    /// Engineering range override.
+    pub range: Option<[f64; 2]>,
+    /// No good sample within this age makes the channel stale (a fault).
+    #[serde(with = "humantime_serde", default)]
+    pub max_age: Option<Duration>,
+    /// Poll this (Modbus) channel at its own interval instead of its device's.
+    #[serde(with = "humantime_serde", default)]
+    pub poll_interval: Option<Duration>,
+    /// Words for the channel's values (`{ 0 = "停止", 1 = "运行" }`); replace the register's.
+    #[serde(default)]
+    pub states: std::collections::BTreeMap<String, String>,
+}
+
+fn default_http_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// A time-series output.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Output {
+    /// InfluxDB 1.x `/write` (also accepted by 3.x).
+    InfluxdbV1(InfluxV1Output),
+    /// InfluxDB 2.x `/api/v2/write`.
+    InfluxdbV2(InfluxV2Output),
+}
+
+impl Output {
+    /// The output's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Output::InfluxdbV1(o) => &o.id,
+            Output::InfluxdbV2(o) => &o.id,
+        }
+    }
+    /// Shared batching settings.
+    pub fn batching(&self) -> &Batching {
+        match self {
+            Output::InfluxdbV1(o) => &o.batching,
+            Output::InfluxdbV2(o) => &o.batching,
+        }
+    }
+    /// Base URL.
+    pub fn url(&self) -> &str {
+        match self {
+            Output::InfluxdbV1(o) => &o.url,
+            Output::InfluxdbV2(o) => &o.url,
+        }
+    }
+}
+
+/// InfluxDB v1 API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxV1Output {
+    /// Output id.
+    pub id: String,
+    /// Base URL, e.g. `http://127.0.0.1:8086`.
+    pub url: String,
+    /// Database.
+    pub database: String,
+    /// Retention policy; the database default when absent.
+    pub retention_policy: Option<String>,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<SecretRef>,
+    /// Batching and retry.
+    #[serde(flatten)]
+    pub batching: Batching,
+}
+
+/// InfluxDB v2 API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxV2Output {
+    /// Output id.
+    pub id: String,
+    /// Base URL.
+    pub url: String,
+    /// Organisation.
+    pub org: String,
+    /// Bucket.
+    pub bucket: String,
+    /// API token.
+    pub token: Option<SecretRef>,
+    /// Batching and retry.
+    #[serde(flatten)]
+    pub batching: Batching,
+}
+
+/// Batching shared by time-series outputs.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Batching {
+    /// Points per write request.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// A partial batch is sent after this long.
+    #[serde(with = "humantime_serde", default = "default_flush")]
+    pub flush_interval: Duration,
+    /// Per-request timeout.
+    #[serde(with = "humantime_serde", default = "default_http_timeout")]
+    pub timeout: Duration,
+    /// Points held in memory while the output is down; when full the oldest are dropped and counted.
+    #[serde(default = "default_output_queue")]
+    pub queue_capacity: usize,
+    /// gzip request bodies.
+    #[serde(default = "default_true")]
+    pub gzip: bool,
+    /// Timestamp precision sent to this output (`ns`, `us`, `ms`, `s`).
+    #[serde(default)]
+    pub precision: Precision,
+    /// Disk spool (store-and-forward); memory only when absent.
+    #[serde(default)]
+    pub spool: Option<SpoolConfig>,
+    /// Write requests in flight at once (at least 1).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Report by exception (deadband + heartbeat); every reading when absent.
+    #[serde(default)]
+    pub reduction: Option<ReductionConfig>,
+    /// Write per-window aggregates instead of raw readings.
+    #[serde(default)]
+    pub downsample: Option<DownsampleConfig>,
+}
+
+fn default_max_in_flight() -> usize {
+    2
+}
+
+fn default_batch_size() -> usize {
+    5000
+}
+fn default_flush() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_output_queue() -> usize {
+    1_000_000
+}
+fn default_true() -> bool {
+    true
+}
