@@ -32,6 +32,7 @@ use tracing::{error, info};
 
 use crate::alerts;
 use crate::api::{self, ApiState};
+use crate::check::{Problem, Problems};
 use crate::config::{Output, Resolved};
 use crate::rules::{self, Sinks};
 use crate::sources;
@@ -42,14 +43,9 @@ use crate::tsdb::writer::{OutputQueue, Writer};
 /// Why the gateway could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// A secret named in the config could not be read.
-    #[error("{path}: {message}")]
-    Secret {
-        /// Config path of the secret.
-        path: String,
-        /// What went wrong.
-        message: String,
-    },
+    /// Secrets or files named in the config could not be read: every one, with its path.
+    #[error("{}", .0.iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; "))]
+    Secrets(Vec<Problem>),
     /// The API address could not be bound.
     #[error("api.listen: cannot listen on {addr}: {source}")]
     Bind {
@@ -117,18 +113,26 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(SharedState::new(&cfg));
 
-    // Resolve secrets first, so a missing one fails start-up with its path.
-    let mut writers = Vec::new();
-    let mut queues = Vec::new();
+    // Every secret and file of the configuration is read first, before anything is opened or
+    // spawned, and every one that cannot be read is reported together with its path.
+    let mut unreadable = Problems::default();
+    let mut output_secrets = Vec::new();
     for (i, o) in cfg.outputs.iter().enumerate() {
         let (secret, path) = match o {
             Output::InfluxdbV1(v) => (v.password.as_ref(), format!("outputs[{i}].password")),
             Output::InfluxdbV2(v) => (v.token.as_ref(), format!("outputs[{i}].token")),
         };
-        let secret = secret
-            .map(|s| s.resolve())
-            .transpose()
-            .map_err(|message| RunError::Secret { path, message })?;
+        output_secrets.push(secret.and_then(|s| s.resolve_at(&path, &mut unreadable)));
+    }
+    let ready_sources = sources::prepare(&cfg, &mut unreadable);
+    check_other_secrets(&cfg, &mut unreadable);
+    if unreadable.has_errors() {
+        return Err(RunError::Secrets(unreadable.0));
+    }
+
+    let mut writers = Vec::new();
+    let mut queues = Vec::new();
+    for (o, secret) in cfg.outputs.iter().zip(output_secrets) {
         let q = Arc::new(OutputQueue::new(
             o.id(),
             o.batching().queue_capacity,
@@ -150,12 +154,6 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
 
     // The alarm engine: API tokens, journal replay (before anything is spawned).
     let (engine, alarms) = rules::open(&cfg, tokio::time::Instant::now().into_std()).await?;
-    let mut mqtt_prepared = Vec::new();
-    for m in &cfg.mqtt_sources {
-        let p = sources::mqtt::prepare(m, &cfg.site.id)
-            .map_err(|(path, message)| RunError::Secret { path, message })?;
-        mqtt_prepared.push(p);
-    }
 
     let listener = TcpListener::bind(cfg.api.listen)
         .await
@@ -240,12 +238,12 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         &fatal,
     );
 
-    // Sources, supervised.
+    // Sources, supervised: one loop for every kind.
     let mut source_tasks = Vec::new();
-    for src in cfg.sources.clone() {
-        let name = format!("source {}", src.id);
+    for src in ready_sources {
+        let name = format!("source {}", src.id());
         state.health.fail(
-            &crate::telemetry::Component::Source(src.id.to_string()),
+            &crate::telemetry::Component::Source(src.id().to_string()),
             "not connected yet",
         );
         let (tx, st, m, c) = (
@@ -260,35 +258,8 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
             state.clone(),
             sources_cancel.clone(),
             move || {
-                sources::modbus::run_source(
-                    src.clone(),
-                    tx.clone(),
-                    st.clone(),
-                    m.clone(),
-                    c.clone(),
-                )
-            },
-        ));
-    }
-    for (p, m) in mqtt_prepared.into_iter().zip(&cfg.mqtt_sources) {
-        let name = format!("source {}", m.id);
-        state.health.fail(
-            &crate::telemetry::Component::Source(m.id.to_string()),
-            "not connected yet",
-        );
-        let (tx, st, m, c) = (
-            sample_tx.clone(),
-            state.clone(),
-            metrics.clone(),
-            sources_cancel.clone(),
-        );
-        source_tasks.push(supervise(
-            name,
-            metrics.clone(),
-            state.clone(),
-            sources_cancel.clone(),
-            move || {
-                sources::mqtt::run_source(p.clone(), tx.clone(), st.clone(), m.clone(), c.clone())
+                src.clone()
+                    .run(tx.clone(), st.clone(), m.clone(), c.clone())
             },
         ));
     }
@@ -412,8 +383,11 @@ where
                         .task_restarts
                         .get_or_create(&labels([("task", &name)]))
                         .inc();
-                    let wait =
-                        sources::backoff(restarts, Duration::from_secs(1), Duration::from_secs(60));
+                    let wait = crate::backoff::backoff(
+                        restarts,
+                        Duration::from_secs(1),
+                        Duration::from_secs(60),
+                    );
                     restarts = restarts.saturating_add(1);
                     state.health.fail(
                         &component,
@@ -428,6 +402,27 @@ where
             }
         }
     })
+}
+
+/// Reads the secrets that components read again when they start (receivers, API tokens, the
+/// embedded broker's password), so that every unreadable one is reported with the others before
+/// anything starts.
+fn check_other_secrets(cfg: &Resolved, p: &mut Problems) {
+    for (i, r) in cfg.receivers.iter().enumerate() {
+        for (field, s) in r.secrets() {
+            s.resolve_at(&format!("receivers[{i}].{field}"), p);
+        }
+    }
+    for (i, t) in cfg.alarms.tokens.iter().enumerate() {
+        if let Some(s) = &t.token {
+            s.resolve_at(&format!("alarms.tokens[{i}].token"), p);
+        }
+    }
+    if let Some(b) = &cfg.mqtt_broker {
+        if let (Some(_), Some(s)) = (&b.username, &b.password) {
+            s.resolve_at("mqtt_broker.password", p);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@
 pub mod alerts;
 pub mod api;
 pub mod app;
+pub mod backoff;
 pub mod check;
 pub mod config;
 pub mod dashboards;

@@ -142,3 +142,83 @@ fn check_config_does_not_print_an_inline_secret() {
         );
     }
 }
+
+/// `run` reads every secret before anything starts and names every unreadable one, whichever
+/// component it belongs to, instead of stopping at the first.
+#[test]
+fn run_names_every_unreadable_secret_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("hazgate.toml");
+    let missing = dir.path().join("no-such-file");
+    std::fs::write(
+        &p,
+        format!(
+            r#"
+[site]
+id = "s"
+[api]
+listen = "127.0.0.1:0"
+[[sources]]
+kind = "mqtt"
+id = "dtu"
+address = "127.0.0.1:1"
+username = "u"
+password = {{ env = "HAZGATE_TEST_UNSET_MQTT_PASSWORD" }}
+[[sources.topics]]
+filter = "d/{{device}}/lel"
+channel = "a.{{device}}.lel"
+format = "number"
+[[sources.channels]]
+id = "a.d1.lel"
+kind = "combustible_gas"
+unit = "%LEL"
+max_age = "10s"
+[[outputs]]
+kind = "influxdb_v2"
+id = "tsdb"
+url = "http://127.0.0.1:1"
+org = "o"
+bucket = "b"
+token = {{ file = "{missing}" }}
+[[receivers]]
+kind = "webhook"
+id = "duty"
+url = "http://127.0.0.1:1/hook"
+token = {{ env = "HAZGATE_TEST_UNSET_WEBHOOK_TOKEN" }}
+"#,
+            missing = missing.display()
+        ),
+    )
+    .expect("write");
+    let check = Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .arg("check-config")
+        .arg(&p)
+        .output()
+        .expect("run hazgate");
+    assert!(
+        check.status.success(),
+        "the config itself is valid: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .args(["run", "--config"])
+        .arg(&p)
+        .env_remove("HAZGATE_TEST_UNSET_MQTT_PASSWORD")
+        .env_remove("HAZGATE_TEST_UNSET_WEBHOOK_TOKEN")
+        .output()
+        .expect("run hazgate");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    for path in [
+        "outputs[0].token",
+        "sources[0].password",
+        "receivers[0].token",
+    ] {
+        assert!(all.contains(path), "`{path}` not named:\n{all}");
+    }
+}

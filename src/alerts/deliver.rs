@@ -162,7 +162,7 @@ impl Worker {
                             }
                         }
                         Err(e) => {
-                            let wait = crate::sources::backoff(
+                            let wait = crate::backoff::backoff(
                                 attempts,
                                 Duration::from_secs(1),
                                 self.delivery.backoff_max,

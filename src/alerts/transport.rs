@@ -85,7 +85,7 @@ impl MqttConn {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let wait = crate::sources::backoff(
+                        let wait = crate::backoff::backoff(
                             failures,
                             Duration::from_millis(500),
                             Duration::from_secs(30),

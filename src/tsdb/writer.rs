@@ -773,7 +773,7 @@ impl Writer {
                     auth,
                 } => {
                     let wait = after.unwrap_or_else(|| {
-                        crate::sources::backoff(
+                        crate::backoff::backoff(
                             attempt,
                             Duration::from_millis(500),
                             Duration::from_secs(30),

@@ -217,7 +217,7 @@ pub async fn run_source<B: From<Vec<Sample>> + Send + 'static>(
                                 ctx = Some(c);
                             }
                             Err(e) => {
-                                let wait = crate::sources::backoff(
+                                let wait = crate::backoff::backoff(
                                     connect_attempt,
                                     Duration::from_millis(500),
                                     src.timing.backoff_max,
@@ -334,7 +334,7 @@ fn update_health(
                         .min()
                         .unwrap_or(d.dev.poll_interval)
                         .max(Duration::from_secs(1));
-                    let wait = crate::sources::backoff(
+                    let wait = crate::backoff::backoff(
                         d.fails - FAILS_BEFORE_BACKOFF,
                         base,
                         src.timing.backoff_max,

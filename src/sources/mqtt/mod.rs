@@ -95,6 +95,11 @@ impl Prepared {
     pub fn client_id(&self) -> &str {
         &self.client_id
     }
+
+    /// The source's id.
+    pub fn id(&self) -> &SourceId {
+        &self.src.id
+    }
 }
 
 /// Reads the password and TLS files of a source. Fails with `(config path, message)`, so a
@@ -706,7 +711,7 @@ pub async fn run_source<B: From<SampleBatch> + Send + 'static>(
 
 /// Sleeps the jittered backoff for `attempt` (then counts it); `false` when cancelled.
 async fn pause(cancel: &CancellationToken, attempt: &mut u32, cap: Duration) -> bool {
-    let wait = crate::sources::backoff(*attempt, Duration::from_millis(200), cap);
+    let wait = crate::backoff::backoff(*attempt, Duration::from_millis(200), cap);
     *attempt = attempt.saturating_add(1);
     tokio::select! {
         () = cancel.cancelled() => false,
