@@ -26,24 +26,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng as _;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{Device, SimState};
 use crate::site::PublisherSpec;
-
-/// Payload style of a publisher.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Style {
-    /// A plain number per point.
-    Number,
-    /// A JSON object with `value`, `ts` and `status` per point.
-    #[default]
-    Json,
-    /// One JSON object per device with a member per point.
-    Object,
-}
+pub use crate::site::Style;
 
 /// Counters of one publisher.
 #[derive(Debug, Default)]

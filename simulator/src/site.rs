@@ -52,6 +52,19 @@ use serde::Deserialize;
 use crate::devmap::{DeviceMap, MapError};
 use crate::signal::{Signal, SignalKind};
 
+/// Payload style of a publisher.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Style {
+    /// A plain number per point.
+    Number,
+    /// A JSON object with `value`, `ts` and `status` per point.
+    #[default]
+    Json,
+    /// One JSON object per device with a member per point.
+    Object,
+}
+
 /// Errors from loading, validating or resolving a site spec.
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {
@@ -107,7 +120,7 @@ pub struct PublisherSpec {
     pub id: String,
     /// Payload style.
     #[serde(default)]
-    pub style: crate::mqtt::Style,
+    pub style: Style,
     /// Topics start with this (no trailing `/`).
     pub topic_prefix: String,
     /// Publication period in simulated time.
