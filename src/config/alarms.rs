@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::check::{Problem, Problems};
+use crate::check::Problems;
 use crate::model::Channel as ResolvedChannel;
 use crate::model::{ChannelId, Priority, SiteMode, check_id};
 use crate::rules::expr::Expr;
@@ -429,8 +429,8 @@ pub fn check(
     a: &Alarms,
     rules: &[LimitRule],
     channels: &HashMap<ChannelId, &ResolvedChannel>,
-) -> Vec<Problem> {
-    let mut p = Problems::default();
+    p: &mut Problems,
+) {
     let mut ids: HashSet<String> = HashSet::new();
 
     for (i, r) in rules.iter().enumerate() {
@@ -649,8 +649,8 @@ pub fn check(
     };
     for (i, r) in a.rate.iter().enumerate() {
         let path = format!("alarms.rate[{i}]");
-        check_common(&mut p, &path, &r.channel);
-        check_name(&mut p, &path, &r.channel, &r.name);
+        check_common(p, &path, &r.channel);
+        check_name(p, &path, &r.channel, &r.name);
         if r.rise_per_min.is_none() && r.fall_per_min.is_none() {
             p.err(path.clone(), "give `rise_per_min`, `fall_per_min` or both");
         }
@@ -674,13 +674,13 @@ pub fn check(
     }
     for (i, r) in a.discrete.iter().enumerate() {
         let path = format!("alarms.discrete[{i}]");
-        check_common(&mut p, &path, &r.channel);
-        check_name(&mut p, &path, &r.channel, &r.name);
+        check_common(p, &path, &r.channel);
+        check_name(p, &path, &r.channel, &r.name);
     }
 
     for (i, r) in a.stuck.iter().enumerate() {
         let path = format!("alarms.stuck[{i}]");
-        check_common(&mut p, &path, &r.channel);
+        check_common(p, &path, &r.channel);
         if !ids.insert(format!("{}:stuck", r.channel)) {
             p.err(
                 format!("{path}.channel"),
@@ -728,5 +728,4 @@ pub fn check(
             Err(e) => p.err(format!("{path}.expr"), e.to_string()),
         }
     }
-    p.0
 }

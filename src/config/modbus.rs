@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::check::Problems;
+
 /// Modbus TCP connection settings.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -267,25 +269,23 @@ impl ModbusRtuSource {
         }
     }
 
-    /// Every problem with these settings, as `(field, message)`. The port is not opened.
-    pub(crate) fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
+    /// Checks these settings into `p` (`path` is the source's). The port is not opened.
+    pub(crate) fn check(&self, path: &str, p: &mut Problems) {
         if self.port.trim().is_empty() {
-            out.push(("port", "must name a serial device".to_owned()));
+            p.err(format!("{path}.port"), "must name a serial device");
         }
         if !(300..=4_000_000).contains(&self.baud_rate) {
-            out.push(("baud_rate", "must be within 300..=4000000".to_owned()));
+            p.err(format!("{path}.baud_rate"), "must be within 300..=4000000");
         }
         if !matches!(self.data_bits, 7 | 8) {
-            out.push(("data_bits", "must be 7 or 8".to_owned()));
+            p.err(format!("{path}.data_bits"), "must be 7 or 8");
         }
         if !matches!(self.stop_bits, 1 | 2) {
-            out.push(("stop_bits", "must be 1 or 2".to_owned()));
+            p.err(format!("{path}.stop_bits"), "must be 1 or 2");
         }
         if self.timeout.is_zero() {
-            out.push(("timeout", "must be longer than 0s".to_owned()));
+            p.err(format!("{path}.timeout"), "must be longer than 0s");
         }
-        out
     }
 }
 

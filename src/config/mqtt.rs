@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::check::Problems;
 use crate::model::check_id;
 use crate::secret::SecretRef;
 use crate::sources::mqtt::topic::{Template, TopicPattern};
@@ -408,19 +409,19 @@ fn default_broker_connect_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-/// Checks one MQTT source; reports `(path, message)` pairs. Clashes with other sources'
+/// Checks one MQTT source into `p`. Clashes with other sources'
 /// channels are checked by the caller.
-pub(crate) fn check_source(s: &MqttSource, path: &str, err: &mut dyn FnMut(String, String)) {
+pub(crate) fn check_source(s: &MqttSource, path: &str, p: &mut Problems) {
     match s.address.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|x| x > 0) => {}
-        _ => err(
+        _ => p.err(
             format!("{path}.address"),
             format!("`{}` is not `host:port`", s.address),
         ),
     }
     if let Some(c) = &s.client_id {
         if c.is_empty() {
-            err(format!("{path}.client_id"), "must not be empty".into());
+            p.err(format!("{path}.client_id"), "must not be empty");
         }
     }
     for (name, d) in [
@@ -431,34 +432,31 @@ pub(crate) fn check_source(s: &MqttSource, path: &str, err: &mut dyn FnMut(Strin
         ("max_age", s.max_age),
     ] {
         if d.is_zero() {
-            err(format!("{path}.{name}"), "must be longer than 0s".into());
+            p.err(format!("{path}.{name}"), "must be longer than 0s");
         }
     }
     if s.keep_alive < Duration::from_secs(1) && !s.keep_alive.is_zero() {
-        err(format!("{path}.keep_alive"), "must be at least 1s".into());
+        p.err(format!("{path}.keep_alive"), "must be at least 1s");
     }
     if s.qos > 1 {
-        err(format!("{path}.qos"), "must be 0 or 1".into());
+        p.err(format!("{path}.qos"), "must be 0 or 1");
     }
     if s.username.is_none() && s.password.is_some() {
-        err(
-            format!("{path}.username"),
-            "a password needs a username".into(),
-        );
+        p.err(format!("{path}.username"), "a password needs a username");
     }
-    if let Some(p) = &s.password {
-        if p.env.is_some() == p.file.is_some() {
-            err(
+    if let Some(pw) = &s.password {
+        if pw.env.is_some() == pw.file.is_some() {
+            p.err(
                 format!("{path}.password"),
-                "give exactly one of `env` or `file` (secrets are never inline)".into(),
+                "give exactly one of `env` or `file` (secrets are never inline)",
             );
         }
     }
     if let Some(t) = &s.tls {
         if t.client_cert.is_some() != t.client_key.is_some() {
-            err(
+            p.err(
                 format!("{path}.tls"),
-                "give both `client_cert` and `client_key`, or neither".into(),
+                "give both `client_cert` and `client_key`, or neither",
             );
         }
     }
@@ -466,15 +464,15 @@ pub(crate) fn check_source(s: &MqttSource, path: &str, err: &mut dyn FnMut(Strin
     for (j, c) in s.channels.iter().enumerate() {
         let cp = format!("{path}.channels[{j}]");
         if let Err(e) = check_id(&c.id, true) {
-            err(format!("{cp}.id"), e);
+            p.err(format!("{cp}.id"), e);
             continue;
         }
         if !ids.insert(c.id.as_str()) {
-            err(format!("{cp}.id"), format!("duplicate channel `{}`", c.id));
+            p.err(format!("{cp}.id"), format!("duplicate channel `{}`", c.id));
         }
         let segs = c.id.split('.').count();
         if segs < 3 && (c.area.is_none() || c.device.is_none()) {
-            err(
+            p.err(
                 format!("{cp}.id"),
                 format!(
                     "`{}` has fewer than three segments: give `area` and `device`",
@@ -485,37 +483,34 @@ pub(crate) fn check_source(s: &MqttSource, path: &str, err: &mut dyn FnMut(Strin
         for (f, v) in [("area", &c.area), ("device", &c.device)] {
             if let Some(v) = v {
                 if let Err(e) = check_id(v, false) {
-                    err(format!("{cp}.{f}"), e);
+                    p.err(format!("{cp}.{f}"), e);
                 }
             }
         }
         if let Some(r) = c.range {
             if r[0].partial_cmp(&r[1]) != Some(std::cmp::Ordering::Less) {
-                err(
+                p.err(
                     format!("{cp}.range"),
-                    "first bound must be below the second".into(),
+                    "first bound must be below the second",
                 );
             }
         }
         if c.max_age.is_some_and(|a| a.is_zero()) {
-            err(format!("{cp}.max_age"), "must be longer than 0s".into());
+            p.err(format!("{cp}.max_age"), "must be longer than 0s");
         }
     }
     if s.topics.is_empty() {
-        err(
-            format!("{path}.topics"),
-            "give at least one topic mapping".into(),
-        );
+        p.err(format!("{path}.topics"), "give at least one topic mapping");
     }
     for (j, t) in s.topics.iter().enumerate() {
         let tp = format!("{path}.topics[{j}]");
         if let Err(e) = compile_topic(t) {
             for (field, msg) in e {
-                err(format!("{tp}.{field}"), msg);
+                p.err(format!("{tp}.{field}"), msg);
             }
         }
         if t.qos.is_some_and(|q| q > 1) {
-            err(format!("{tp}.qos"), "must be 0 or 1".into());
+            p.err(format!("{tp}.qos"), "must be 0 or 1");
         }
     }
 }
@@ -576,32 +571,26 @@ pub(crate) fn compile_topic(
 }
 
 /// Checks the embedded broker section.
-pub(crate) fn check_broker(b: &EmbeddedBroker, err: &mut dyn FnMut(String, String)) {
+pub(crate) fn check_broker(b: &EmbeddedBroker, p: &mut Problems) {
     if b.username.is_some() != b.password.is_some() {
-        err(
-            "mqtt_broker.password".into(),
-            "give both `username` and `password`, or neither".into(),
+        p.err(
+            "mqtt_broker.password",
+            "give both `username` and `password`, or neither",
         );
     }
-    if let Some(p) = &b.password {
-        if p.env.is_some() == p.file.is_some() {
-            err(
-                "mqtt_broker.password".into(),
-                "give exactly one of `env` or `file` (secrets are never inline)".into(),
+    if let Some(pw) = &b.password {
+        if pw.env.is_some() == pw.file.is_some() {
+            p.err(
+                "mqtt_broker.password",
+                "give exactly one of `env` or `file` (secrets are never inline)",
             );
         }
     }
     if b.max_connections == 0 {
-        err(
-            "mqtt_broker.max_connections".into(),
-            "must be at least 1".into(),
-        );
+        p.err("mqtt_broker.max_connections", "must be at least 1");
     }
     if b.max_payload_size == 0 {
-        err(
-            "mqtt_broker.max_payload_size".into(),
-            "must be at least 1".into(),
-        );
+        p.err("mqtt_broker.max_payload_size", "must be at least 1");
     }
     for (name, v) in [
         ("max_topics", b.max_topics),
@@ -612,27 +601,27 @@ pub(crate) fn check_broker(b: &EmbeddedBroker, err: &mut dyn FnMut(String, Strin
         ("segment_count", b.segment_count),
     ] {
         if v == 0 {
-            err(format!("mqtt_broker.{name}"), "must be at least 1".into());
+            p.err(format!("mqtt_broker.{name}"), "must be at least 1");
         }
     }
     if b.max_topic_length > usize::from(u16::MAX) {
-        err(
-            "mqtt_broker.max_topic_length".into(),
-            "must be at most 65535 (MQTT's limit)".into(),
+        p.err(
+            "mqtt_broker.max_topic_length",
+            "must be at most 65535 (MQTT's limit)",
         );
     }
     if b.max_inflight > usize::from(u16::MAX) {
-        err(
-            "mqtt_broker.max_inflight".into(),
-            "must be at most 65535 (MQTT packet ids)".into(),
+        p.err(
+            "mqtt_broker.max_inflight",
+            "must be at most 65535 (MQTT packet ids)",
         );
     }
     if b.max_queued == 0 {
-        err("mqtt_broker.max_queued".into(), "must be at least 1".into());
+        p.err("mqtt_broker.max_queued", "must be at least 1");
     }
     if b.segment_size < b.max_payload_size {
-        err(
-            "mqtt_broker.segment_size".into(),
+        p.err(
+            "mqtt_broker.segment_size",
             format!(
                 "must be at least max_payload_size ({} bytes)",
                 b.max_payload_size
@@ -640,21 +629,21 @@ pub(crate) fn check_broker(b: &EmbeddedBroker, err: &mut dyn FnMut(String, Strin
         );
     }
     if b.connection_timeout.is_zero() || b.connection_timeout > Duration::from_millis(65_535) {
-        err(
-            "mqtt_broker.connection_timeout".into(),
-            "must be between 1ms and 65s".into(),
+        p.err(
+            "mqtt_broker.connection_timeout",
+            "must be between 1ms and 65s",
         );
     }
 }
 
 /// Warnings about the embedded broker: anonymous access from beyond this host.
-pub(crate) fn broker_warnings(b: &EmbeddedBroker, warn: &mut dyn FnMut(String, String)) {
+pub(crate) fn broker_warnings(b: &EmbeddedBroker, p: &mut Problems) {
     if b.username.is_some() {
         return;
     }
     for (name, addr) in [("listen", Some(b.listen)), ("listen_v5", b.listen_v5)] {
         if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
-            warn(
+            p.warn(
                 format!("mqtt_broker.{name}"),
                 format!(
                     "the embedded broker listens on {addr} without `username`/`password`: \

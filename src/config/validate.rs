@@ -188,7 +188,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         }
         match s {
             Source::Mqtt(m) => {
-                super::mqtt::check_source(m, &path, &mut |fp, msg| p.err(fp, msg));
+                super::mqtt::check_source(m, &path, &mut p);
             }
             Source::ModbusTcp(t) | Source::ModbusRtuOverTcp(t) => {
                 check_host_port(&t.address, &format!("{path}.address"), &mut p);
@@ -200,9 +200,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 }
             }
             Source::ModbusRtu(r) => {
-                for (field, msg) in r.problems() {
-                    p.err(format!("{path}.{field}"), msg);
-                }
+                r.check(&path, &mut p);
             }
         }
     }
@@ -441,8 +439,8 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         });
     }
     if let Some(b) = &cfg.mqtt_broker {
-        super::mqtt::check_broker(b, &mut |fp, msg| p.err(fp, msg));
-        super::mqtt::broker_warnings(b, &mut |fp, msg| p.warn(fp, msg));
+        super::mqtt::check_broker(b, &mut p);
+        super::mqtt::broker_warnings(b, &mut p);
     }
 
     // Channel overrides.
@@ -626,7 +624,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     // Alarm options of limit rules and the [alarms] section.
     let by_id: HashMap<ChannelId, &ResolvedChannel> =
         channels.iter().map(|c| (c.id.clone(), c)).collect();
-    p.0.extend(super::alarms::check(&cfg.alarms, &cfg.rules, &by_id));
+    super::alarms::check(&cfg.alarms, &cfg.rules, &by_id, &mut p);
 
     // Receivers.
     let mut ids = HashSet::new();
