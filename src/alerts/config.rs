@@ -1,17 +1,21 @@
 //! Configuration of alert delivery: the `[notifications]` section (outbox, routes, escalation
-//! tiers) and the receiver kinds beyond the plain webhook (IM robots, MQTT, regulator feeds).
+//! tiers) and the delivery settings every receiver has. The receiver kinds live in
+//! [`super::receivers`], one file each (re-exported here).
 //!
 //! Everything here is plain serde with `deny_unknown_fields`; [`check`] reports every problem
-//! with its path. Secrets (tokens, signing secrets, SM4 key and IV) are only [`SecretRef`]s.
+//! with its path. Secrets (tokens, signing secrets, SM4 key and IV) are only `SecretRef`s.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::receivers::{
+    Flavor, MqttReceiver, MqttTarget, REGULATOR_FIELDS, Receiver, RegulatorPoint,
+    RegulatorReceiver, RobotReceiver, Sm4Config, WebhookReceiver,
+};
 use crate::check::Problems;
-use crate::config::{Problem, Receiver, SecretRef};
 use crate::model::{AlarmClass, Priority, Transition, check_id};
 
 /// `[notifications]`: the durable outbox and the routes.
@@ -143,6 +147,24 @@ pub struct Delivery {
     pub queue_capacity: usize,
 }
 
+impl Delivery {
+    /// Checks the delivery settings of the receiver at `path` (`receivers[i]`).
+    pub fn check(&self, path: &str, p: &mut Problems) {
+        if self.queue_capacity == 0 {
+            p.err(format!("{path}.queue_capacity"), "must be at least 1");
+        }
+        if self.timeout.is_zero() {
+            p.err(format!("{path}.timeout"), "must be positive");
+        }
+        if self.expire_after < self.timeout {
+            p.err(
+                format!("{path}.expire_after"),
+                "must be at least the per-attempt timeout",
+            );
+        }
+    }
+}
+
 impl Default for Delivery {
     fn default() -> Self {
         Self {
@@ -175,235 +197,16 @@ fn default_capacity() -> usize {
     10_000
 }
 
-/// A WeCom, DingTalk or Feishu group robot.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RobotReceiver {
-    /// Receiver id.
-    pub id: String,
-    /// Robot endpoint without its token, e.g. `https://oapi.dingtalk.com/robot/send`,
-    /// `https://qyapi.weixin.qq.com/cgi-bin/webhook/send`,
-    /// `https://open.feishu.cn/open-apis/bot/v2/hook`.
-    pub url: String,
-    /// The robot's token: WeCom `key`, DingTalk `access_token` (query parameters), Feishu hook id
-    /// (last path segment).
-    pub token: Option<SecretRef>,
-    /// Signing secret (DingTalk "加签", Feishu "签名校验").
-    pub secret: Option<SecretRef>,
-    /// Mobile numbers to @-mention.
-    #[serde(default)]
-    pub mention_mobiles: Vec<String>,
-    /// Delivery settings.
-    #[serde(flatten)]
-    pub delivery: Delivery,
-}
-
-/// An MQTT broker to publish to.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttTarget {
-    /// `host:port`.
-    pub address: String,
-    /// Topic template: `{site}`, `{receiver}`, `{alarm}`, `{channel}`, `{priority}`,
-    /// `{transition}` are replaced (`/`, `+`, `#` in values become `_`).
-    pub topic: String,
-    /// Client id; `hazgate-{site}-{receiver}` by default.
-    pub client_id: Option<String>,
-    /// User name.
-    pub username: Option<String>,
-    /// Password.
-    pub password: Option<SecretRef>,
-}
-
-/// MQTT publish of the notification JSON (QoS 1).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttReceiver {
-    /// Receiver id.
-    pub id: String,
-    /// Broker, topic, credentials.
-    #[serde(flatten)]
-    pub target: MqttTarget,
-    /// Delivery settings.
-    #[serde(flatten)]
-    pub delivery: Delivery,
-}
-
-/// A regulator's platform: configurable JSON records over HTTP POST or MQTT, optionally SM4-CBC
-/// encrypted.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegulatorReceiver {
-    /// Receiver id.
-    pub id: String,
-    /// HTTP POST target (exactly one of `url` and `mqtt`).
-    pub url: Option<String>,
-    /// MQTT target.
-    pub mqtt: Option<MqttTarget>,
-    /// Output field name for each canonical field (see docs/ARCHITECTURE.md); a canonical
-    /// field without a name here is not sent.
-    #[serde(default)]
-    pub fields: BTreeMap<String, String>,
-    /// Value codes: `"HH" = "4"`, `"raised" = "1"`, `"fault" = "9"`; values without a code
-    /// are sent as they are.
-    #[serde(default)]
-    pub codes: BTreeMap<String, String>,
-    /// Constant fields added to every record (`"qyxydm" = "91320000…"`: the enterprise credit
-    /// code, platform codes).
-    #[serde(default)]
-    pub constants: BTreeMap<String, String>,
-    /// Per-channel registration at the platform (tag number, indicator code, hazard source).
-    #[serde(default)]
-    pub points: Vec<RegulatorPoint>,
-    /// SM4-CBC encryption of the payload.
-    pub sm4: Option<Sm4Config>,
-    /// The platform's appId, sent in the `app_id_header` header and the envelope.
-    pub app_id: Option<String>,
-    /// Header carrying the appId.
-    #[serde(default = "default_app_id_header")]
-    pub app_id_header: String,
-    /// Send real-time values of the registered points at this interval, besides alarms.
-    #[serde(with = "humantime_serde", default)]
-    pub report_interval: Option<Duration>,
-    /// Delivery settings.
-    #[serde(flatten)]
-    pub delivery: Delivery,
-}
-
-fn default_app_id_header() -> String {
-    "appId".into()
-}
-
-/// One channel registered at the regulator.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegulatorPoint {
-    /// Channel id.
-    pub channel: String,
-    /// Tag number (位号).
-    pub tag: String,
-    /// Indicator code (指标编码).
-    #[serde(default)]
-    pub indicator: String,
-    /// Hazard-source code (重大危险源编码).
-    #[serde(default)]
-    pub hazard_source: String,
-}
-
-/// SM4-CBC (PKCS#7/#5 padding). Key and IV are 16 bytes each, written as 32 hex digits.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Sm4Config {
-    /// Key (32 hex digits).
-    pub key: SecretRef,
-    /// IV (32 hex digits).
-    pub iv: SecretRef,
-}
-
-/// The canonical regulator fields a mapping may name.
-pub const REGULATOR_FIELDS: &[&str] = &[
-    "record_type",
-    "site",
-    "tag",
-    "indicator",
-    "hazard_source",
-    "channel",
-    "value",
-    "unit",
-    "limit",
-    "limit_name",
-    "alarm_type",
-    "transition",
-    "priority",
-    "state",
-    "time",
-    "alarm_time",
-    "handled_by",
-    "handling_result",
-    "idempotency_key",
-];
-
-/// Checks the receiver kinds of this module and the `[notifications]` section.
-/// `channel_exists` tells whether a channel id is configured.
+/// Checks the receivers (see [`super::receivers::check`]) and the `[notifications]` section.
+/// `channel_exists` tells whether a channel id is configured; `site` is the site id.
 pub fn check(
     n: &Notifications,
     receivers: &[Receiver],
     site: &str,
     channel_exists: &dyn Fn(&str) -> bool,
-) -> Vec<Problem> {
-    let mut p = Problems::default();
-    for (i, r) in receivers.iter().enumerate() {
-        let path = format!("receivers[{i}]");
-        let d = r.delivery();
-        if d.queue_capacity == 0 {
-            p.err(format!("{path}.queue_capacity"), "must be at least 1");
-        }
-        if d.timeout.is_zero() {
-            p.err(format!("{path}.timeout"), "must be positive");
-        }
-        if d.expire_after < d.timeout {
-            p.err(
-                format!("{path}.expire_after"),
-                "must be at least the per-attempt timeout",
-            );
-        }
-        match r {
-            Receiver::Wecom(x) => {
-                if x.secret.is_some() {
-                    p.err(
-                        format!("{path}.secret"),
-                        "WeCom robots are not signed; remove `secret`",
-                    );
-                }
-            }
-            Receiver::Dingtalk(_) | Receiver::Feishu(_) => {}
-            Receiver::Mqtt(m) => mqtt_target(&m.target, &path, &mut p),
-            Receiver::Regulator(g) => {
-                match (&g.url, &g.mqtt) {
-                    (Some(_), None) => {}
-                    (None, Some(m)) => mqtt_target(m, &format!("{path}.mqtt"), &mut p),
-                    _ => p.err(path.clone(), "give exactly one of `url` and `mqtt`"),
-                }
-                for k in g.fields.keys() {
-                    if !REGULATOR_FIELDS.contains(&k.as_str()) {
-                        p.err(
-                            format!("{path}.fields.{k}"),
-                            format!(
-                                "unknown canonical field; known: {}",
-                                REGULATOR_FIELDS.join(", ")
-                            ),
-                        );
-                    }
-                }
-                if g.fields.is_empty() {
-                    p.err(
-                        format!("{path}.fields"),
-                        "map at least one canonical field to the platform's name",
-                    );
-                }
-                for (j, pt) in g.points.iter().enumerate() {
-                    if !channel_exists(&pt.channel) {
-                        p.err(
-                            format!("{path}.points[{j}].channel"),
-                            format!("unknown channel `{}`", pt.channel),
-                        );
-                    }
-                }
-                if g.report_interval
-                    .is_some_and(|d| d < Duration::from_secs(1))
-                {
-                    p.err(format!("{path}.report_interval"), "must be at least 1s");
-                }
-            }
-            Receiver::Webhook(w) => {
-                for h in w.headers.keys() {
-                    if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                        p.err(format!("{path}.headers.{h}"), "not a valid header name");
-                    }
-                }
-            }
-        }
-    }
+    p: &mut Problems,
+) {
+    super::receivers::check(receivers, channel_exists, p);
     let known: HashSet<&str> = receivers.iter().map(Receiver::id).collect();
     if n.outbox.max_bytes < 64 * 1024 {
         p.err("notifications.outbox.max_bytes", "must be at least 65536");
@@ -467,18 +270,5 @@ pub fn check(
                 "at most 10m: grouping delays notifications",
             );
         }
-    }
-    p.0
-}
-
-fn mqtt_target(m: &MqttTarget, path: &str, p: &mut Problems) {
-    if crate::alerts::deliver::split_host_port(&m.address).is_none() {
-        p.err(format!("{path}.address"), "expected `host:port`");
-    }
-    if m.topic.is_empty() || m.topic.contains(['+', '#']) {
-        p.err(
-            format!("{path}.topic"),
-            "must be a non-empty topic without wildcards",
-        );
     }
 }

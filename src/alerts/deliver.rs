@@ -32,9 +32,11 @@ use tracing::{error, info, warn};
 
 use super::config::{Delivery, MqttTarget};
 use super::outbox::{Next, Notification, Outbox};
+use super::receivers::{Flavor, Receiver, RobotReceiver, WebhookReceiver};
 use super::regulator::Regulator;
-use crate::config::{Receiver, Resolved, Secret};
+use crate::config::Resolved;
 use crate::model::ChannelId;
+use crate::secret::Secret;
 use crate::state::SharedState;
 use crate::telemetry::Component;
 
@@ -139,17 +141,10 @@ pub type Secrets = HashMap<&'static str, Secret>;
 
 #[derive(Debug)]
 enum Kind {
-    Webhook(crate::config::WebhookReceiver),
-    Robot(Flavor, crate::alerts::config::RobotReceiver),
+    Webhook(WebhookReceiver),
+    Robot(Flavor, RobotReceiver),
     Mqtt(MqttPub),
     Regulator(Box<Regulator>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flavor {
-    Wecom,
-    Dingtalk,
-    Feishu,
 }
 
 /// A receiver: its sender and worker loop.
@@ -336,11 +331,7 @@ impl Worker {
         }
     }
 
-    async fn webhook(
-        &self,
-        w: &crate::config::WebhookReceiver,
-        n: &Notification,
-    ) -> Result<(), String> {
+    async fn webhook(&self, w: &WebhookReceiver, n: &Notification) -> Result<(), String> {
         let (body, ctype) = match &w.body_template {
             Some(t) => (
                 render(t, &self.ctx, n).into_bytes(),
@@ -379,12 +370,7 @@ impl Worker {
         }
     }
 
-    async fn robot(
-        &self,
-        f: Flavor,
-        r: &crate::alerts::config::RobotReceiver,
-        n: &Notification,
-    ) -> Result<(), String> {
+    async fn robot(&self, f: Flavor, r: &RobotReceiver, n: &Notification) -> Result<(), String> {
         let text = message_text(&self.ctx, n);
         let token = self.secrets.get("token").map(|t| t.expose().to_owned());
         let secret = self.secrets.get("secret");

@@ -21,6 +21,7 @@ pub mod config;
 pub mod deliver;
 pub mod dispatch;
 pub mod outbox;
+pub mod receivers;
 pub mod regulator;
 
 use std::collections::HashMap;

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::alerts::receivers::{Receiver, WebhookReceiver};
 pub use crate::i18n::Language;
 use crate::secret::INLINE_SECRET;
 pub use crate::secret::{Secret, SecretRef};
@@ -410,114 +411,6 @@ pub struct LimitPriorities {
     pub h: Option<crate::model::Priority>,
     /// High-high.
     pub hh: Option<crate::model::Priority>,
-}
-
-/// Where alarm events go.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Receiver {
-    /// HTTP POST of the notification as JSON (or a body template: SMS and voice gateways).
-    Webhook(WebhookReceiver),
-    /// WeCom (企业微信) group robot.
-    Wecom(crate::alerts::config::RobotReceiver),
-    /// DingTalk (钉钉) group robot, optionally signed.
-    Dingtalk(crate::alerts::config::RobotReceiver),
-    /// Feishu (飞书) group robot, optionally signed.
-    Feishu(crate::alerts::config::RobotReceiver),
-    /// MQTT publish (QoS 1) of the notification JSON.
-    Mqtt(crate::alerts::config::MqttReceiver),
-    /// A regulator's platform (configurable records, optional SM4).
-    Regulator(Box<crate::alerts::config::RegulatorReceiver>),
-}
-
-impl Receiver {
-    /// The receiver's id.
-    pub fn id(&self) -> &str {
-        match self {
-            Receiver::Webhook(w) => &w.id,
-            Receiver::Wecom(r) | Receiver::Dingtalk(r) | Receiver::Feishu(r) => &r.id,
-            Receiver::Mqtt(m) => &m.id,
-            Receiver::Regulator(g) => &g.id,
-        }
-    }
-
-    /// Delivery settings (timeout, expiry, backoff, clear notifications, capacity).
-    pub fn delivery(&self) -> &crate::alerts::config::Delivery {
-        match self {
-            Receiver::Webhook(w) => &w.delivery,
-            Receiver::Wecom(r) | Receiver::Dingtalk(r) | Receiver::Feishu(r) => &r.delivery,
-            Receiver::Mqtt(m) => &m.delivery,
-            Receiver::Regulator(g) => &g.delivery,
-        }
-    }
-
-    /// HTTP URLs of the receiver, as `(field, url)`.
-    pub fn urls(&self) -> Vec<(&'static str, &str)> {
-        match self {
-            Receiver::Webhook(w) => vec![("url", &w.url)],
-            Receiver::Wecom(r) | Receiver::Dingtalk(r) | Receiver::Feishu(r) => {
-                vec![("url", &r.url)]
-            }
-            Receiver::Mqtt(_) => vec![],
-            Receiver::Regulator(g) => g.url.iter().map(|u| ("url", u.as_str())).collect(),
-        }
-    }
-
-    /// Secrets of the receiver, as `(field path, reference)`.
-    pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
-        let mut v = Vec::new();
-        match self {
-            Receiver::Webhook(w) => {
-                v.extend(w.token.iter().map(|s| ("token", s)));
-                v.extend(w.hmac_secret.iter().map(|s| ("hmac_secret", s)));
-            }
-            Receiver::Wecom(r) | Receiver::Dingtalk(r) | Receiver::Feishu(r) => {
-                v.extend(r.token.iter().map(|s| ("token", s)));
-                v.extend(r.secret.iter().map(|s| ("secret", s)));
-            }
-            Receiver::Mqtt(m) => v.extend(m.target.password.iter().map(|s| ("password", s))),
-            Receiver::Regulator(g) => {
-                let m = g.mqtt.as_ref().and_then(|m| m.password.as_ref());
-                v.extend(m.map(|s| ("mqtt.password", s)));
-                if let Some(k) = &g.sm4 {
-                    v.push(("sm4.key", &k.key));
-                    v.push(("sm4.iv", &k.iv));
-                }
-            }
-        }
-        v
-    }
-}
-
-/// Generic webhook.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookReceiver {
-    /// Receiver id.
-    pub id: String,
-    /// Target URL.
-    pub url: String,
-    /// Bearer token sent as `Authorization`.
-    pub token: Option<SecretRef>,
-    /// HMAC-SHA256 key: the body is signed in `X-Hazgate-Signature`.
-    pub hmac_secret: Option<SecretRef>,
-    /// Extra headers (not secrets: use `token` for those).
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// A body template instead of the JSON schema (SMS and voice gateways): `{site}`,
-    /// `{alarm}`, `{message}`, `{value}`, `{limit}`, `{state}`, `{transition}`, `{time}`,
-    /// `{call}`, `{key}` are replaced.
-    pub body_template: Option<String>,
-    /// Content type of a templated body.
-    #[serde(default = "default_content_type")]
-    pub content_type: String,
-    /// Delivery settings.
-    #[serde(flatten)]
-    pub delivery: crate::alerts::config::Delivery,
-}
-
-fn default_content_type() -> String {
-    "application/json".into()
 }
 
 fn default_http_timeout() -> Duration {
