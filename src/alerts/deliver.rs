@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 
 use super::config::{Delivery, MqttTarget};
 use super::outbox::{Next, Notification, Outbox};
-use super::receivers::{Flavor, Receiver, RobotReceiver, WebhookReceiver};
+use super::receivers::{self, Flavor, Ready, RobotReceiver, WebhookReceiver};
 use super::regulator::Regulator;
 use crate::config::Resolved;
 use crate::model::ChannelId;
@@ -135,14 +135,10 @@ impl Context {
     }
 }
 
-/// Resolved secrets of one receiver, by field (`token`, `secret`, `hmac_secret`, `password`,
-/// `sm4.key`, `sm4.iv`, `mqtt.password`).
-pub type Secrets = HashMap<&'static str, Secret>;
-
 #[derive(Debug)]
 enum Kind {
-    Webhook(WebhookReceiver),
-    Robot(Flavor, RobotReceiver),
+    Webhook(WebhookReceiver, receivers::webhook::Secrets),
+    Robot(Flavor, RobotReceiver, receivers::robot::Secrets),
     Mqtt(MqttPub),
     Regulator(Box<Regulator>),
 }
@@ -153,38 +149,32 @@ pub struct Worker {
     id: String,
     kind: Kind,
     delivery: Delivery,
-    secrets: Secrets,
     client: reqwest::Client,
     ctx: Context,
 }
 
 impl Worker {
-    /// Builds the receiver's worker (no I/O yet).
-    pub fn new(r: &Receiver, secrets: Secrets, ctx: Context) -> Result<Self, String> {
+    /// Builds the receiver's worker from the receiver with its secrets read (no I/O yet).
+    pub fn new(r: Ready, ctx: Context) -> Result<Self, String> {
         let delivery = r.delivery().clone();
         let client = reqwest::Client::builder()
             .timeout(delivery.timeout)
             .connect_timeout(delivery.timeout)
             .build()
             .map_err(|e| e.to_string())?;
+        let id = r.id().to_owned();
         let kind = match r {
-            Receiver::Webhook(w) => Kind::Webhook(w.clone()),
-            Receiver::Wecom(x) => Kind::Robot(Flavor::Wecom, x.clone()),
-            Receiver::Dingtalk(x) => Kind::Robot(Flavor::Dingtalk, x.clone()),
-            Receiver::Feishu(x) => Kind::Robot(Flavor::Feishu, x.clone()),
-            Receiver::Mqtt(m) => Kind::Mqtt(MqttPub::new(
-                &m.target,
-                &m.id,
-                &ctx.site,
-                secrets.get("password"),
-            )?),
-            Receiver::Regulator(g) => Kind::Regulator(Box::new(Regulator::new(g, &secrets, &ctx)?)),
+            Ready::Webhook(w, s) => Kind::Webhook(w, s),
+            Ready::Robot(f, x, s) => Kind::Robot(f, x, s),
+            Ready::Mqtt(m, pw) => {
+                Kind::Mqtt(MqttPub::new(&m.target, &m.id, &ctx.site, pw.as_ref())?)
+            }
+            Ready::Regulator(g, s) => Kind::Regulator(Box::new(Regulator::new(&g, &s, &ctx)?)),
         };
         Ok(Self {
-            id: r.id().to_owned(),
+            id,
             kind,
             delivery,
-            secrets,
             client,
             ctx,
         })
@@ -316,8 +306,8 @@ impl Worker {
     /// One delivery attempt.
     pub async fn send(&self, n: &Notification) -> Result<(), String> {
         match &self.kind {
-            Kind::Webhook(w) => self.webhook(w, n).await,
-            Kind::Robot(f, r) => self.robot(*f, r, n).await,
+            Kind::Webhook(w, s) => self.webhook(w, s, n).await,
+            Kind::Robot(f, r, s) => self.robot(*f, r, s, n).await,
             Kind::Mqtt(m) => {
                 let body = serde_json::to_vec(&body_v2(&self.ctx, n)).map_err(|e| e.to_string())?;
                 m.publish(
@@ -331,7 +321,12 @@ impl Worker {
         }
     }
 
-    async fn webhook(&self, w: &WebhookReceiver, n: &Notification) -> Result<(), String> {
+    async fn webhook(
+        &self,
+        w: &WebhookReceiver,
+        secrets: &receivers::webhook::Secrets,
+        n: &Notification,
+    ) -> Result<(), String> {
         let (body, ctype) = match &w.body_template {
             Some(t) => (
                 render(t, &self.ctx, n).into_bytes(),
@@ -350,10 +345,10 @@ impl Worker {
         for (k, v) in &w.headers {
             req = req.header(k, v);
         }
-        if let Some(t) = self.secrets.get("token") {
+        if let Some(t) = &secrets.token {
             req = req.bearer_auth(t.expose());
         }
-        if let Some(s) = self.secrets.get("hmac_secret") {
+        if let Some(s) = &secrets.hmac_secret {
             let ts = unix_secs(SystemTime::now()).to_string();
             let mut msg = format!("{ts}.").into_bytes();
             msg.extend_from_slice(&body);
@@ -370,10 +365,16 @@ impl Worker {
         }
     }
 
-    async fn robot(&self, f: Flavor, r: &RobotReceiver, n: &Notification) -> Result<(), String> {
+    async fn robot(
+        &self,
+        f: Flavor,
+        r: &RobotReceiver,
+        secrets: &receivers::robot::Secrets,
+        n: &Notification,
+    ) -> Result<(), String> {
         let text = message_text(&self.ctx, n);
-        let token = self.secrets.get("token").map(|t| t.expose().to_owned());
-        let secret = self.secrets.get("secret");
+        let token = secrets.token.as_ref().map(|t| t.expose().to_owned());
+        let secret = secrets.secret.as_ref();
         let now = SystemTime::now();
         let req = match f {
             Flavor::Wecom => {

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::config::Delivery;
 use crate::check::Problems;
 use crate::model::check_id;
-use crate::secret::SecretRef;
+use crate::secret::{Secret, SecretRef};
 
 pub use mqtt::{MqttReceiver, MqttTarget};
 pub use regulator::{REGULATOR_FIELDS, RegulatorPoint, RegulatorReceiver, Sm4Config};
@@ -86,6 +86,19 @@ impl Receiver {
         }
     }
 
+    /// Reads the receiver's secrets (`path` is `receivers[i]`): every unreadable one is an
+    /// error at its path in `p`, and then there is no ready form.
+    pub fn resolve(&self, path: &str, p: &mut Problems) -> Option<Ready> {
+        Some(match self {
+            Receiver::Webhook(w) => Ready::Webhook(w.clone(), w.resolve(path, p)?),
+            Receiver::Wecom(r) => Ready::Robot(Flavor::Wecom, r.clone(), r.resolve(path, p)?),
+            Receiver::Dingtalk(r) => Ready::Robot(Flavor::Dingtalk, r.clone(), r.resolve(path, p)?),
+            Receiver::Feishu(r) => Ready::Robot(Flavor::Feishu, r.clone(), r.resolve(path, p)?),
+            Receiver::Mqtt(m) => Ready::Mqtt(m.clone(), m.resolve(path, p)?),
+            Receiver::Regulator(g) => Ready::Regulator(g.clone(), g.resolve(path, p)?),
+        })
+    }
+
     /// The kind's own checks (besides id, URLs, secret shape and delivery settings, which
     /// [`check`] does for every kind).
     fn check_kind(&self, path: &str, channel_exists: &dyn Fn(&str) -> bool, p: &mut Problems) {
@@ -130,6 +143,61 @@ pub fn check(receivers: &[Receiver], channel_exists: &dyn Fn(&str) -> bool, p: &
     }
 }
 
+/// A receiver with its secrets read (typed, per kind): what a delivery worker is built from.
+#[derive(Debug)]
+pub enum Ready {
+    /// A webhook with its token and HMAC key.
+    Webhook(WebhookReceiver, webhook::Secrets),
+    /// A group robot with its token and signing secret.
+    Robot(Flavor, RobotReceiver, robot::Secrets),
+    /// An MQTT receiver with its broker password.
+    Mqtt(MqttReceiver, Option<Secret>),
+    /// A regulator feed with its broker password and SM4 key and IV.
+    Regulator(Box<RegulatorReceiver>, regulator::Secrets),
+}
+
+impl Ready {
+    /// The receiver's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Ready::Webhook(w, _) => &w.id,
+            Ready::Robot(_, r, _) => &r.id,
+            Ready::Mqtt(m, _) => &m.id,
+            Ready::Regulator(g, _) => &g.id,
+        }
+    }
+
+    /// Delivery settings.
+    pub fn delivery(&self) -> &Delivery {
+        match self {
+            Ready::Webhook(w, _) => &w.delivery,
+            Ready::Robot(_, r, _) => &r.delivery,
+            Ready::Mqtt(m, _) => &m.delivery,
+            Ready::Regulator(g, _) => &g.delivery,
+        }
+    }
+}
+
+/// Reads every receiver's secrets in one pass: each unreadable one is an error at its path
+/// (`receivers[i].token`, …) in `p`, all reported together. The list is complete only when
+/// `p` gained no error.
+pub fn resolve(receivers: &[Receiver], p: &mut Problems) -> Vec<Ready> {
+    receivers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.resolve(&format!("receivers[{i}]"), p))
+        .collect()
+}
+
+/// Reads an optional secret at `path`: `None` when it is set and unreadable (reported in `p`),
+/// else `Some` of the value (or of `None` when not configured).
+fn read(s: Option<&SecretRef>, path: String, p: &mut Problems) -> Option<Option<Secret>> {
+    match s {
+        None => Some(None),
+        Some(s) => s.resolve_at(&path, p).map(Some),
+    }
+}
+
 fn check_http_url(url: &str, path: &str, p: &mut Problems) {
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
         p.err(path, format!("`{url}` is not an http:// or https:// URL"));
@@ -142,5 +210,97 @@ fn check_secret_shape(s: &SecretRef, path: &str, p: &mut Problems) {
             path,
             "give exactly one of `env` or `file` (secrets are never inline)",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct File {
+        receivers: Vec<Receiver>,
+    }
+
+    fn receivers(text: &str) -> Vec<Receiver> {
+        toml::from_str::<File>(text).expect("receivers").receivers
+    }
+
+    #[test]
+    fn every_unreadable_secret_is_reported_together_with_its_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let good = dir.path().join("good");
+        std::fs::write(&good, "s3cret\n").expect("write");
+        let missing = dir.path().join("missing");
+        let text = format!(
+            r#"
+[[receivers]]
+kind = "webhook"
+id = "w"
+url = "http://127.0.0.1:1/"
+token = {{ file = "{good}" }}
+hmac_secret = {{ file = "{missing}" }}
+
+[[receivers]]
+kind = "dingtalk"
+id = "d"
+url = "http://127.0.0.1:1/"
+token = {{ file = "{missing}" }}
+
+[[receivers]]
+kind = "regulator"
+id = "g"
+url = "http://127.0.0.1:1/"
+fields = {{ value = "v" }}
+[receivers.sm4]
+key = {{ file = "{good}" }}
+iv = {{ file = "{missing}" }}
+"#,
+            good = good.display(),
+            missing = missing.display()
+        );
+        let rs = receivers(&text);
+        let mut p = Problems::default();
+        let ready = resolve(&rs, &mut p);
+        let paths: Vec<&str> = p.0.iter().map(|x| x.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "receivers[0].hmac_secret",
+                "receivers[1].token",
+                "receivers[2].sm4.iv"
+            ]
+        );
+        assert!(
+            ready.is_empty(),
+            "no receiver with an unreadable secret is ready"
+        );
+
+        // Readable: each kind gets its own typed secrets.
+        std::fs::write(&missing, "k\n").expect("write");
+        let mut p = Problems::default();
+        let ready = resolve(&rs, &mut p);
+        assert!(p.0.is_empty(), "{:?}", p.0);
+        match &ready[0] {
+            Ready::Webhook(_, s) => {
+                assert_eq!(s.token.as_ref().map(Secret::expose), Some("s3cret"));
+                assert_eq!(s.hmac_secret.as_ref().map(Secret::expose), Some("k"));
+            }
+            other => panic!("expected a webhook, got {other:?}"),
+        }
+        match &ready[1] {
+            Ready::Robot(Flavor::Dingtalk, _, s) => {
+                assert_eq!(s.token.as_ref().map(Secret::expose), Some("k"));
+                assert!(s.secret.is_none());
+            }
+            other => panic!("expected a DingTalk robot, got {other:?}"),
+        }
+        match &ready[2] {
+            Ready::Regulator(_, s) => {
+                let (k, iv) = s.sm4.as_ref().expect("sm4");
+                assert_eq!((k.expose(), iv.expose()), ("s3cret", "k"));
+            }
+            other => panic!("expected a regulator, got {other:?}"),
+        }
     }
 }

@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use crate::alerts::config::Delivery;
 use crate::check::Problems;
-use crate::secret::SecretRef;
+use crate::secret::{Secret, SecretRef};
 
 /// An MQTT broker to publish to.
 #[derive(Clone, Debug, Deserialize)]
@@ -53,6 +53,11 @@ pub struct MqttReceiver {
 }
 
 impl MqttReceiver {
+    /// Reads the broker password (`path` is `receivers[i]`); unreadable is reported in `p`.
+    pub fn resolve(&self, path: &str, p: &mut Problems) -> Option<Option<Secret>> {
+        super::read(self.target.password.as_ref(), format!("{path}.password"), p)
+    }
+
     /// The receiver's own checks (`path` is `receivers[i]`).
     pub fn check(&self, path: &str, p: &mut Problems) {
         self.target.check(path, p);

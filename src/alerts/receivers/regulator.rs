@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::mqtt::MqttTarget;
 use crate::alerts::config::Delivery;
 use crate::check::Problems;
-use crate::secret::SecretRef;
+use crate::secret::{Secret, SecretRef};
 
 /// A regulator's platform: configurable JSON records over HTTP POST or MQTT, optionally SM4-CBC
 /// encrypted.
@@ -105,7 +105,34 @@ pub const REGULATOR_FIELDS: &[&str] = &[
     "idempotency_key",
 ];
 
+/// The regulator feed's secrets, read.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    /// Broker password of the MQTT target.
+    pub mqtt_password: Option<Secret>,
+    /// SM4 key and IV (as written: 32 hex digits each).
+    pub sm4: Option<(Secret, Secret)>,
+}
+
 impl RegulatorReceiver {
+    /// Reads the secrets (`path` is `receivers[i]`); every unreadable one is reported in `p`.
+    pub fn resolve(&self, path: &str, p: &mut Problems) -> Option<Secrets> {
+        let pw = self.mqtt.as_ref().and_then(|m| m.password.as_ref());
+        let mqtt_password = super::read(pw, format!("{path}.mqtt.password"), p);
+        let sm4 = match &self.sm4 {
+            None => Some(None),
+            Some(k) => {
+                let key = k.key.resolve_at(&format!("{path}.sm4.key"), p);
+                let iv = k.iv.resolve_at(&format!("{path}.sm4.iv"), p);
+                key.zip(iv).map(Some)
+            }
+        };
+        Some(Secrets {
+            mqtt_password: mqtt_password?,
+            sm4: sm4?,
+        })
+    }
+
     /// Secret references, as `(field path, reference)`.
     pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
         let mut v = Vec::new();

@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use crate::alerts::config::Delivery;
 use crate::check::Problems;
-use crate::secret::SecretRef;
+use crate::secret::{Secret, SecretRef};
 
 /// Which robot platform.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +40,26 @@ pub struct RobotReceiver {
     pub delivery: Delivery,
 }
 
+/// The robot's secrets, read.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    /// Token (WeCom `key`, DingTalk `access_token`, Feishu hook id).
+    pub token: Option<Secret>,
+    /// Signing secret.
+    pub secret: Option<Secret>,
+}
+
 impl RobotReceiver {
+    /// Reads the secrets (`path` is `receivers[i]`); every unreadable one is reported in `p`.
+    pub fn resolve(&self, path: &str, p: &mut Problems) -> Option<Secrets> {
+        let token = super::read(self.token.as_ref(), format!("{path}.token"), p);
+        let secret = super::read(self.secret.as_ref(), format!("{path}.secret"), p);
+        Some(Secrets {
+            token: token?,
+            secret: secret?,
+        })
+    }
+
     /// Secret references, as `(field, reference)`.
     pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
         let mut v: Vec<_> = self.token.iter().map(|s| ("token", s)).collect();

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::alerts::config::Delivery;
 use crate::check::Problems;
-use crate::secret::SecretRef;
+use crate::secret::{Secret, SecretRef};
 
 /// Generic webhook.
 #[derive(Clone, Debug, Deserialize)]
@@ -39,7 +39,26 @@ fn default_content_type() -> String {
     "application/json".into()
 }
 
+/// The webhook's secrets, read.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    /// Bearer token.
+    pub token: Option<Secret>,
+    /// HMAC-SHA256 key.
+    pub hmac_secret: Option<Secret>,
+}
+
 impl WebhookReceiver {
+    /// Reads the secrets (`path` is `receivers[i]`); every unreadable one is reported in `p`.
+    pub fn resolve(&self, path: &str, p: &mut Problems) -> Option<Secrets> {
+        let token = super::read(self.token.as_ref(), format!("{path}.token"), p);
+        let hmac = super::read(self.hmac_secret.as_ref(), format!("{path}.hmac_secret"), p);
+        Some(Secrets {
+            token: token?,
+            hmac_secret: hmac?,
+        })
+    }
+
     /// Secret references, as `(field, reference)`.
     pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
         let mut v: Vec<_> = self.token.iter().map(|s| ("token", s)).collect();
