@@ -125,6 +125,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         output_secrets.push(secret.and_then(|s| s.resolve_at(&path, &mut unreadable)));
     }
     let ready_sources = sources::prepare(&cfg, &mut unreadable);
+    let ready_receivers = alerts::receivers::resolve(&cfg.receivers, &mut unreadable);
     check_other_secrets(&cfg, &mut unreadable);
     if unreadable.has_errors() {
         return Err(RunError::Secrets(unreadable.0));
@@ -147,8 +148,8 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         )?);
         queues.push(q);
     }
-    // Alert delivery: receivers' secrets, the outbox replay.
-    let alerts_prepared = alerts::prepare(&cfg, metrics.clone())?;
+    // Alert delivery: receivers built from their resolved secrets, the outbox replay.
+    let alerts_prepared = alerts::prepare_resolved(&cfg, ready_receivers, metrics.clone())?;
     alerts_prepared.outbox.report_health(state.clone());
     let outbox = alerts_prepared.outbox.clone();
 
@@ -404,15 +405,10 @@ where
     })
 }
 
-/// Reads the secrets that components read again when they start (receivers, API tokens, the
+/// Reads the secrets that components still read again when they start (API tokens, the
 /// embedded broker's password), so that every unreadable one is reported with the others before
 /// anything starts.
 fn check_other_secrets(cfg: &Resolved, p: &mut Problems) {
-    for (i, r) in cfg.receivers.iter().enumerate() {
-        for (field, s) in r.secrets() {
-            s.resolve_at(&format!("receivers[{i}].{field}"), p);
-        }
-    }
     for (i, t) in cfg.alarms.tokens.iter().enumerate() {
         if let Some(s) = &t.token {
             s.resolve_at(&format!("alarms.tokens[{i}].token"), p);

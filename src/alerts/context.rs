@@ -1,10 +1,10 @@
 //! What a receiver needs to write about a notification: the site, its time zone and language,
-//! and each channel's label, area and unit; and a receiver's resolved secrets.
+//! and each channel's label, area and unit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Resolved, Secret};
+use crate::config::Resolved;
 use crate::model::ChannelId;
 
 /// What a message says about a channel: label, area and unit.
@@ -101,7 +101,3 @@ impl Context {
         }
     }
 }
-
-/// Resolved secrets of one receiver, by field (`token`, `secret`, `hmac_secret`, `password`,
-/// `sm4.key`, `sm4.iv`, `mqtt.password`).
-pub type Secrets = HashMap<&'static str, Secret>;

@@ -28,27 +28,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::config::Delivery;
-pub use super::context::{AlarmInfo, ChannelInfo, Context, Secrets};
+pub use super::context::{AlarmInfo, ChannelInfo, Context};
 use super::outbox::{Next, Notification, Outbox};
+pub use super::receivers::mqtt::split_host_port;
+use super::receivers::{self, Flavor, Ready, RobotReceiver, WebhookReceiver};
 use super::regulator::Regulator;
 pub use super::transport::{MqttPub, http_error};
-use crate::config::Receiver;
 use crate::state::SharedState;
 use crate::telemetry::Component;
 
 #[derive(Debug)]
 enum Kind {
-    Webhook(crate::config::WebhookReceiver),
-    Robot(Flavor, crate::alerts::config::RobotReceiver),
+    Webhook(WebhookReceiver, receivers::webhook::Secrets),
+    Robot(Flavor, RobotReceiver, receivers::robot::Secrets),
     Mqtt(MqttPub),
     Regulator(Box<Regulator>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flavor {
-    Wecom,
-    Dingtalk,
-    Feishu,
 }
 
 /// A receiver: its sender and worker loop.
@@ -57,38 +51,32 @@ pub struct Worker {
     id: String,
     kind: Kind,
     delivery: Delivery,
-    secrets: Secrets,
     client: reqwest::Client,
     ctx: Context,
 }
 
 impl Worker {
-    /// Builds the receiver's worker (no I/O yet).
-    pub fn new(r: &Receiver, secrets: Secrets, ctx: Context) -> Result<Self, String> {
+    /// Builds the receiver's worker from the receiver with its secrets read (no I/O yet).
+    pub fn new(r: Ready, ctx: Context) -> Result<Self, String> {
         let delivery = r.delivery().clone();
         let client = reqwest::Client::builder()
             .timeout(delivery.timeout)
             .connect_timeout(delivery.timeout)
             .build()
             .map_err(|e| e.to_string())?;
+        let id = r.id().to_owned();
         let kind = match r {
-            Receiver::Webhook(w) => Kind::Webhook(w.clone()),
-            Receiver::Wecom(x) => Kind::Robot(Flavor::Wecom, x.clone()),
-            Receiver::Dingtalk(x) => Kind::Robot(Flavor::Dingtalk, x.clone()),
-            Receiver::Feishu(x) => Kind::Robot(Flavor::Feishu, x.clone()),
-            Receiver::Mqtt(m) => Kind::Mqtt(MqttPub::new(
-                &m.target,
-                &m.id,
-                &ctx.site,
-                secrets.get("password"),
-            )?),
-            Receiver::Regulator(g) => Kind::Regulator(Box::new(Regulator::new(g, &secrets, &ctx)?)),
+            Ready::Webhook(w, s) => Kind::Webhook(w, s),
+            Ready::Robot(f, x, s) => Kind::Robot(f, x, s),
+            Ready::Mqtt(m, pw) => {
+                Kind::Mqtt(MqttPub::new(&m.target, &m.id, &ctx.site, pw.as_ref())?)
+            }
+            Ready::Regulator(g, s) => Kind::Regulator(Box::new(Regulator::new(&g, &s, &ctx)?)),
         };
         Ok(Self {
-            id: r.id().to_owned(),
+            id,
             kind,
             delivery,
-            secrets,
             client,
             ctx,
         })
@@ -220,8 +208,8 @@ impl Worker {
     /// One delivery attempt.
     pub async fn send(&self, n: &Notification) -> Result<(), String> {
         match &self.kind {
-            Kind::Webhook(w) => self.webhook(w, n).await,
-            Kind::Robot(f, r) => self.robot(*f, r, n).await,
+            Kind::Webhook(w, s) => self.webhook(w, s, n).await,
+            Kind::Robot(f, r, s) => self.robot(*f, r, s, n).await,
             Kind::Mqtt(m) => {
                 let body = serde_json::to_vec(&body_v2(&self.ctx, n)).map_err(|e| e.to_string())?;
                 m.publish(
@@ -237,7 +225,8 @@ impl Worker {
 
     async fn webhook(
         &self,
-        w: &crate::config::WebhookReceiver,
+        w: &WebhookReceiver,
+        secrets: &receivers::webhook::Secrets,
         n: &Notification,
     ) -> Result<(), String> {
         let (body, ctype) = match &w.body_template {
@@ -258,10 +247,10 @@ impl Worker {
         for (k, v) in &w.headers {
             req = req.header(k, v);
         }
-        if let Some(t) = self.secrets.get("token") {
+        if let Some(t) = &secrets.token {
             req = req.bearer_auth(t.expose());
         }
-        if let Some(s) = self.secrets.get("hmac_secret") {
+        if let Some(s) = &secrets.hmac_secret {
             let ts = unix_secs(SystemTime::now()).to_string();
             let mut msg = format!("{ts}.").into_bytes();
             msg.extend_from_slice(&body);
@@ -281,12 +270,13 @@ impl Worker {
     async fn robot(
         &self,
         f: Flavor,
-        r: &crate::alerts::config::RobotReceiver,
+        r: &RobotReceiver,
+        secrets: &receivers::robot::Secrets,
         n: &Notification,
     ) -> Result<(), String> {
         let text = message_text(&self.ctx, n);
-        let token = self.secrets.get("token").map(|t| t.expose().to_owned());
-        let secret = self.secrets.get("secret");
+        let token = secrets.token.as_ref().map(|t| t.expose().to_owned());
+        let secret = secrets.secret.as_ref();
         let now = SystemTime::now();
         let req = match f {
             Flavor::Wecom => {

@@ -22,10 +22,10 @@ mod context;
 pub mod deliver;
 pub mod dispatch;
 pub mod outbox;
+pub mod receivers;
 pub mod regulator;
 mod transport;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -33,10 +33,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{Receiver, Resolved};
+use crate::config::Resolved;
 use crate::model::AlarmEvent;
 use crate::state::SharedState;
 use crate::telemetry::Metrics;
+use receivers::Ready;
 
 pub use deliver::Worker;
 pub use dispatch::Dispatcher;
@@ -45,14 +46,10 @@ pub use outbox::Outbox;
 /// Why alert delivery could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A secret could not be read (path of the field).
-    #[error("{path}: {message}")]
-    Secret {
-        /// Config path.
-        path: String,
-        /// What went wrong (never the secret).
-        message: String,
-    },
+    /// Secrets could not be read: every unreadable one with the path of its field (never
+    /// the secret).
+    #[error("{}", join_problems(.0))]
+    Secrets(Vec<crate::check::Problem>),
     /// A receiver could not be built.
     #[error("{path}: {message}")]
     Receiver {
@@ -77,30 +74,52 @@ pub struct Prepared {
     site: String,
 }
 
-/// Reads secrets, builds receivers, opens the outbox.
+fn join_problems(p: &[crate::check::Problem]) -> String {
+    p.iter()
+        .map(|p| format!("{}: {}", p.path, p.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Reads every receiver's secrets in one pass (see [`receivers::resolve`]): all unreadable
+/// ones are reported together, each with its path.
+pub fn resolve_secrets(receivers: &[receivers::Receiver]) -> Result<Vec<Ready>, StartError> {
+    let mut p = crate::check::Problems::default();
+    let ready = receivers::resolve(receivers, &mut p);
+    if p.has_errors() {
+        return Err(StartError::Secrets(p.0));
+    }
+    Ok(ready)
+}
+
+/// Reads secrets, builds receivers, opens the outbox ([`resolve_secrets`] then
+/// [`prepare_resolved`]).
 pub fn prepare(cfg: &Resolved, metrics: Arc<Metrics>) -> Result<Prepared, StartError> {
+    let ready = resolve_secrets(&cfg.receivers)?;
+    prepare_resolved(cfg, ready, metrics)
+}
+
+/// Builds receivers from their resolved form (`ready`, in the order of `cfg.receivers`) and
+/// opens the outbox.
+pub fn prepare_resolved(
+    cfg: &Resolved,
+    ready: Vec<Ready>,
+    metrics: Arc<Metrics>,
+) -> Result<Prepared, StartError> {
     let ctx = deliver::Context::new(cfg);
     let mut workers = Vec::new();
     let mut reports = Vec::new();
-    for (i, r) in cfg.receivers.iter().enumerate() {
-        let mut secrets = HashMap::new();
-        for (field, s) in r.secrets() {
-            let v = s.resolve().map_err(|message| StartError::Secret {
-                path: format!("receivers[{i}].{field}"),
-                message,
-            })?;
-            secrets.insert(field, v);
-        }
-        let w = Worker::new(r, secrets, ctx.clone()).map_err(|message| StartError::Receiver {
-            path: format!("receivers[{i}]"),
-            message,
-        })?;
-        workers.push(w);
-        if let Receiver::Regulator(g) = r {
+    for (i, r) in ready.into_iter().enumerate() {
+        if let Ready::Regulator(g, _) = &r {
             if let Some(every) = g.report_interval {
                 reports.push(((**g).clone(), every));
             }
         }
+        let w = Worker::new(r, ctx.clone()).map_err(|message| StartError::Receiver {
+            path: format!("receivers[{i}]"),
+            message,
+        })?;
+        workers.push(w);
     }
     let caps = cfg
         .receivers

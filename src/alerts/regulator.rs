@@ -23,8 +23,9 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::config::{RegulatorPoint, RegulatorReceiver};
-use super::context::{Context, Secrets};
+use super::context::Context;
 use super::outbox::{Notification, Outbox, Reason, ReportValue};
+use super::receivers::regulator::Secrets;
 use super::transport::{MqttPub, http_error};
 use crate::model::{AlarmClass, Priority};
 use crate::state::SharedState;
@@ -76,19 +77,19 @@ pub struct Regulator {
 impl Regulator {
     /// Builds the feed; fails when the SM4 key or IV is not 32 hex digits.
     pub fn new(cfg: &RegulatorReceiver, secrets: &Secrets, ctx: &Context) -> Result<Self, String> {
-        let sm4 = match (secrets.get("sm4.key"), secrets.get("sm4.iv")) {
-            (Some(k), Some(iv)) => Some(Sm4Key(
+        let sm4 = match &secrets.sm4 {
+            Some((k, iv)) => Some(Sm4Key(
                 parse_key(k.expose()).ok_or("sm4.key: expected 32 hex digits (16 bytes)")?,
                 parse_key(iv.expose()).ok_or("sm4.iv: expected 32 hex digits (16 bytes)")?,
             )),
-            _ => None,
+            None => None,
         };
         let mqtt = match &cfg.mqtt {
             Some(m) => Some(MqttPub::new(
                 m,
                 &cfg.id,
                 &ctx.site,
-                secrets.get("mqtt.password"),
+                secrets.mqtt_password.as_ref(),
             )?),
             None => None,
         };

@@ -8,8 +8,8 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::config::{MqttTarget, split_host_port};
-use crate::config::Secret;
+use super::receivers::mqtt::{MqttTarget, split_host_port};
+use crate::secret::Secret;
 
 /// A request error without its URL: robot tokens travel in the URL and must never reach a log
 /// or the ledger.

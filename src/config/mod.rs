@@ -17,7 +17,7 @@ pub(crate) mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use crate::alerts::config::{Receiver, WebhookReceiver};
+pub use crate::alerts::receivers::{Receiver, WebhookReceiver};
 pub use crate::i18n::Language;
 use crate::secret::INLINE_SECRET;
 pub use crate::secret::{Secret, SecretRef};

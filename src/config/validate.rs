@@ -626,32 +626,14 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         channels.iter().map(|c| (c.id.clone(), c)).collect();
     super::alarms::check(&cfg.alarms, &cfg.rules, &by_id, &mut p);
 
-    // Receivers.
-    let mut ids = HashSet::new();
-    for (i, r) in cfg.receivers.iter().enumerate() {
-        let path = format!("receivers[{i}]");
-        if let Err(e) = check_id(r.id(), false) {
-            p.err(format!("{path}.id"), e);
-        }
-        if !ids.insert(r.id().to_owned()) {
-            p.err(
-                format!("{path}.id"),
-                format!("duplicate receiver id `{}`", r.id()),
-            );
-        }
-        for (field, url) in r.urls() {
-            check_url(url, &format!("{path}.{field}"), &mut p);
-        }
-        for (field, s) in r.secrets() {
-            check_secret(Some(s), &format!("{path}.{field}"), &mut p);
-        }
-    }
-    p.0.extend(crate::alerts::config::check(
+    // Receivers and [notifications] (checks owned by alerts).
+    crate::alerts::config::check(
         &cfg.notifications,
         &cfg.receivers,
         &cfg.site.id,
         &|c| by_id.contains_key(&ChannelId::new(c)),
-    ));
+        &mut p,
+    );
 
     // Outputs.
     let mut ids = HashSet::new();

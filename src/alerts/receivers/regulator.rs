@@ -1,0 +1,188 @@
+//! A regulator's platform: configurable JSON records over HTTP POST or MQTT, optionally SM4-CBC
+//! encrypted. The records themselves are built in `alerts::regulator`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::common::Delivery;
+use super::mqtt::MqttTarget;
+use crate::check::Problems;
+use crate::secret::{Secret, SecretRef};
+
+/// A regulator's platform: configurable JSON records over HTTP POST or MQTT, optionally SM4-CBC
+/// encrypted.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegulatorReceiver {
+    /// Receiver id.
+    pub id: String,
+    /// HTTP POST target (exactly one of `url` and `mqtt`).
+    pub url: Option<String>,
+    /// MQTT target.
+    pub mqtt: Option<MqttTarget>,
+    /// Output field name for each canonical field (see docs/ARCHITECTURE.md); a canonical
+    /// field without a name here is not sent.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// Value codes: `"HH" = "4"`, `"raised" = "1"`, `"fault" = "9"`; values without a code
+    /// are sent as they are.
+    #[serde(default)]
+    pub codes: BTreeMap<String, String>,
+    /// Constant fields added to every record (`"qyxydm" = "91320000…"`: the enterprise credit
+    /// code, platform codes).
+    #[serde(default)]
+    pub constants: BTreeMap<String, String>,
+    /// Per-channel registration at the platform (tag number, indicator code, hazard source).
+    #[serde(default)]
+    pub points: Vec<RegulatorPoint>,
+    /// SM4-CBC encryption of the payload.
+    pub sm4: Option<Sm4Config>,
+    /// The platform's appId, sent in the `app_id_header` header and the envelope.
+    pub app_id: Option<String>,
+    /// Header carrying the appId.
+    #[serde(default = "default_app_id_header")]
+    pub app_id_header: String,
+    /// Send real-time values of the registered points at this interval, besides alarms.
+    #[serde(with = "humantime_serde", default)]
+    pub report_interval: Option<Duration>,
+    /// Delivery settings.
+    #[serde(flatten)]
+    pub delivery: Delivery,
+}
+
+fn default_app_id_header() -> String {
+    "appId".into()
+}
+
+/// One channel registered at the regulator.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegulatorPoint {
+    /// Channel id.
+    pub channel: String,
+    /// Tag number (位号).
+    pub tag: String,
+    /// Indicator code (指标编码).
+    #[serde(default)]
+    pub indicator: String,
+    /// Hazard-source code (重大危险源编码).
+    #[serde(default)]
+    pub hazard_source: String,
+}
+
+/// SM4-CBC (PKCS#7/#5 padding). Key and IV are 16 bytes each, written as 32 hex digits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sm4Config {
+    /// Key (32 hex digits).
+    pub key: SecretRef,
+    /// IV (32 hex digits).
+    pub iv: SecretRef,
+}
+
+/// The canonical regulator fields a mapping may name.
+pub const REGULATOR_FIELDS: &[&str] = &[
+    "record_type",
+    "site",
+    "tag",
+    "indicator",
+    "hazard_source",
+    "channel",
+    "value",
+    "unit",
+    "limit",
+    "limit_name",
+    "alarm_type",
+    "transition",
+    "priority",
+    "state",
+    "time",
+    "alarm_time",
+    "handled_by",
+    "handling_result",
+    "idempotency_key",
+];
+
+/// The regulator feed's secrets, read.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    /// Broker password of the MQTT target.
+    pub mqtt_password: Option<Secret>,
+    /// SM4 key and IV (as written: 32 hex digits each).
+    pub sm4: Option<(Secret, Secret)>,
+}
+
+impl RegulatorReceiver {
+    /// Reads the secrets (`path` is `receivers[i]`); every unreadable one is reported in `p`.
+    pub fn resolve(&self, path: &str, p: &mut Problems) -> Option<Secrets> {
+        let pw = self.mqtt.as_ref().and_then(|m| m.password.as_ref());
+        let mqtt_password = super::common::read(pw, format!("{path}.mqtt.password"), p);
+        let sm4 = match &self.sm4 {
+            None => Some(None),
+            Some(k) => {
+                let key = k.key.resolve_at(&format!("{path}.sm4.key"), p);
+                let iv = k.iv.resolve_at(&format!("{path}.sm4.iv"), p);
+                key.zip(iv).map(Some)
+            }
+        };
+        Some(Secrets {
+            mqtt_password: mqtt_password?,
+            sm4: sm4?,
+        })
+    }
+
+    /// Secret references, as `(field path, reference)`.
+    pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
+        let mut v = Vec::new();
+        let m = self.mqtt.as_ref().and_then(|m| m.password.as_ref());
+        v.extend(m.map(|s| ("mqtt.password", s)));
+        if let Some(k) = &self.sm4 {
+            v.push(("sm4.key", &k.key));
+            v.push(("sm4.iv", &k.iv));
+        }
+        v
+    }
+
+    /// The regulator feed's own checks (`path` is `receivers[i]`). `channel_exists` tells
+    /// whether a channel id is configured.
+    pub fn check(&self, path: &str, channel_exists: &dyn Fn(&str) -> bool, p: &mut Problems) {
+        match (&self.url, &self.mqtt) {
+            (Some(_), None) => {}
+            (None, Some(m)) => m.check(&format!("{path}.mqtt"), p),
+            _ => p.err(path, "give exactly one of `url` and `mqtt`"),
+        }
+        for k in self.fields.keys() {
+            if !REGULATOR_FIELDS.contains(&k.as_str()) {
+                p.err(
+                    format!("{path}.fields.{k}"),
+                    format!(
+                        "unknown canonical field; known: {}",
+                        REGULATOR_FIELDS.join(", ")
+                    ),
+                );
+            }
+        }
+        if self.fields.is_empty() {
+            p.err(
+                format!("{path}.fields"),
+                "map at least one canonical field to the platform's name",
+            );
+        }
+        for (j, pt) in self.points.iter().enumerate() {
+            if !channel_exists(&pt.channel) {
+                p.err(
+                    format!("{path}.points[{j}].channel"),
+                    format!("unknown channel `{}`", pt.channel),
+                );
+            }
+        }
+        if self
+            .report_interval
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            p.err(format!("{path}.report_interval"), "must be at least 1s");
+        }
+    }
+}
