@@ -34,7 +34,6 @@ use super::config::{Delivery, MqttTarget};
 use super::outbox::{Next, Notification, Outbox};
 use super::receivers::{self, Flavor, Ready, RobotReceiver, WebhookReceiver};
 use super::regulator::Regulator;
-use crate::config::Resolved;
 use crate::model::ChannelId;
 use crate::secret::Secret;
 use crate::state::SharedState;
@@ -88,43 +87,24 @@ pub struct AlarmInfo {
 }
 
 impl Context {
-    /// From the validated configuration.
-    pub fn new(cfg: &Resolved) -> Self {
+    /// From the pieces of the site model alert delivery gets.
+    pub fn new(site: &super::Site<'_>) -> Self {
+        let id = &site.identity;
         Self {
-            site: cfg.site.id.clone(),
-            site_name: cfg.site.name.clone(),
-            tz: cfg.site_zone(),
-            language: cfg.site.language,
-            // The engine's own view of every configured alarm (pure, no I/O), so texts name
-            // alarms exactly as the API does.
-            alarms: Arc::new(
-                crate::rules::Engine::new(cfg, std::time::Instant::now())
-                    .views()
-                    .into_iter()
-                    .map(|v| {
-                        (
-                            v.id,
-                            AlarmInfo {
-                                label: v.label,
-                                area: v.area,
-                                area_name: v.area_name,
-                                unit: v.unit,
-                                message: v.message,
-                                response: v.response,
-                            },
-                        )
-                    })
-                    .collect(),
-            ),
+            site: id.id.clone(),
+            site_name: id.name.clone(),
+            tz: id.zone,
+            language: id.language,
+            alarms: Arc::new(site.alarms.iter().cloned().collect()),
             channels: Arc::new(
-                cfg.channels
+                site.channels
                     .iter()
                     .map(|c| {
                         (
                             c.id.clone(),
                             ChannelInfo {
                                 label: c.label.clone(),
-                                area: cfg.area_name(&c.area).to_owned(),
+                                area: id.area_name(&c.area).to_owned(),
                                 unit: c.unit.clone(),
                             },
                         )

@@ -31,7 +31,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::Resolved;
 use crate::model::AlarmEvent;
 use crate::state::SharedState;
 use crate::telemetry::Metrics;
@@ -40,6 +39,27 @@ use receivers::Ready;
 pub use deliver::Worker;
 pub use dispatch::Dispatcher;
 pub use outbox::Outbox;
+
+/// What alert delivery needs from the site model, handed over at construction (alert delivery
+/// never reads the whole configuration). `config` builds it from its `Resolved`.
+#[derive(Clone, Debug)]
+pub struct Site<'a> {
+    /// Who the site is for people (name, zone, language, area names).
+    pub identity: crate::site::Identity,
+    /// `[notifications]`: outbox and routes.
+    pub notifications: &'a config::Notifications,
+    /// The receivers, in configuration order.
+    pub receivers: &'a [receivers::Receiver],
+    /// The configured channels.
+    pub channels: &'a [crate::model::Channel],
+    /// Areas of the communication alarm channels (`device.{id}`, `source.{id}`).
+    pub group_areas: Vec<(crate::model::ChannelId, String)>,
+    /// What people need to know about each configured alarm, by alarm id.
+    pub alarms: Vec<(String, deliver::AlarmInfo)>,
+    /// Whether an alarm journal keeps sequence numbers across restarts (else idempotency keys
+    /// carry the start time).
+    pub journaled: bool,
+}
 
 /// Why alert delivery could not start.
 #[derive(Debug, thiserror::Error)]
@@ -92,19 +112,23 @@ pub fn resolve_secrets(receivers: &[receivers::Receiver]) -> Result<Vec<Ready>, 
 
 /// Reads secrets, builds receivers, opens the outbox ([`resolve_secrets`] then
 /// [`prepare_resolved`]).
-pub fn prepare(cfg: &Resolved, metrics: Arc<Metrics>) -> Result<Prepared, StartError> {
-    let ready = resolve_secrets(&cfg.receivers)?;
-    prepare_resolved(cfg, ready, metrics)
+pub fn prepare<'a>(
+    site: impl Into<Site<'a>>,
+    metrics: Arc<Metrics>,
+) -> Result<Prepared, StartError> {
+    let site = site.into();
+    let ready = resolve_secrets(site.receivers)?;
+    prepare_resolved(&site, ready, metrics)
 }
 
-/// Builds receivers from their resolved form (`ready`, in the order of `cfg.receivers`) and
+/// Builds receivers from their resolved form (`ready`, in the order of `site.receivers`) and
 /// opens the outbox.
 pub fn prepare_resolved(
-    cfg: &Resolved,
+    site: &Site<'_>,
     ready: Vec<Ready>,
     metrics: Arc<Metrics>,
 ) -> Result<Prepared, StartError> {
-    let ctx = deliver::Context::new(cfg);
+    let ctx = deliver::Context::new(site);
     let mut workers = Vec::new();
     let mut reports = Vec::new();
     for (i, r) in ready.into_iter().enumerate() {
@@ -119,12 +143,12 @@ pub fn prepare_resolved(
         })?;
         workers.push(w);
     }
-    let caps = cfg
+    let caps = site
         .receivers
         .iter()
         .map(|r| (r.id().to_owned(), r.delivery().queue_capacity))
         .collect();
-    let (outbox, opened) = Outbox::open(&cfg.notifications.outbox, caps, metrics.clone())?;
+    let (outbox, opened) = Outbox::open(&site.notifications.outbox, caps, metrics.clone())?;
     if opened.pending + opened.finished > 0 {
         info!(
             pending = opened.pending,
@@ -135,10 +159,10 @@ pub fn prepare_resolved(
     }
     Ok(Prepared {
         outbox: Arc::new(outbox),
-        dispatcher: Dispatcher::new(cfg, metrics),
+        dispatcher: Dispatcher::new(site, metrics),
         workers,
         reports,
-        site: cfg.site.id.clone(),
+        site: site.identity.id.clone(),
     })
 }
 
