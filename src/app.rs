@@ -149,7 +149,8 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         queues.push(q);
     }
     // Alert delivery: receivers built from their resolved secrets, the outbox replay.
-    let alerts_prepared = alerts::prepare_resolved(&cfg, ready_receivers, metrics.clone())?;
+    let alerts_prepared =
+        alerts::prepare_resolved(&(&cfg).into(), ready_receivers, metrics.clone())?;
     alerts_prepared.outbox.report_health(state.clone());
     let outbox = alerts_prepared.outbox.clone();
 

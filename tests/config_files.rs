@@ -62,6 +62,31 @@ fn example_config_is_what_print_default_config_prints() {
     assert!(status.success());
 }
 
+/// The shipped examples name only the webhook schema the gateway sends (`hazgate.alarm.v2`):
+/// the v1 schema is gone.
+#[test]
+fn examples_name_only_the_webhook_schema_that_is_sent() {
+    for name in ["config/example.toml", "config/demo.toml"] {
+        let text = std::fs::read_to_string(root().join(name)).expect("example");
+        for (n, line) in text.lines().enumerate() {
+            let mut rest = line;
+            while let Some(i) = rest.find("hazgate.alarm.v") {
+                let version: String = rest[i + "hazgate.alarm.v".len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                assert_eq!(
+                    version,
+                    "2",
+                    "{name}:{}: names schema hazgate.alarm.v{version}, the gateway sends v2",
+                    n + 1
+                );
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+}
+
 const THREE_MISTAKES: &str = r#"
 [site]
 id = "plant-a"

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::Resolved;
+pub use super::site::AlarmInfo;
 use crate::model::ChannelId;
 
 /// What a message says about a channel: label, area and unit.
@@ -36,62 +36,25 @@ pub struct Context {
     pub alarms: Arc<HashMap<String, AlarmInfo>>,
 }
 
-/// What an alarm is about, for people: every notification carries it (webhook `details`,
-/// robot texts).
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct AlarmInfo {
-    /// The channel's label (a composite's message or id).
-    pub label: String,
-    /// Area id.
-    pub area: String,
-    /// Area display name.
-    pub area_name: String,
-    /// Unit.
-    pub unit: String,
-    /// The rule's configured message.
-    pub message: Option<String>,
-    /// What to do (处置措施).
-    pub response: Option<String>,
-}
-
 impl Context {
-    /// From the validated configuration.
-    pub fn new(cfg: &Resolved) -> Self {
+    /// From the pieces of the site model alert delivery gets.
+    pub fn new(site: &super::site::Site<'_>) -> Self {
+        let id = &site.identity;
         Self {
-            site: cfg.site.id.clone(),
-            site_name: cfg.site.name.clone(),
-            tz: cfg.site_zone(),
-            language: cfg.site.language,
-            // The engine's own view of every configured alarm (pure, no I/O), so texts name
-            // alarms exactly as the API does.
-            alarms: Arc::new(
-                crate::rules::Engine::new(cfg, std::time::Instant::now())
-                    .views()
-                    .into_iter()
-                    .map(|v| {
-                        (
-                            v.id,
-                            AlarmInfo {
-                                label: v.label,
-                                area: v.area,
-                                area_name: v.area_name,
-                                unit: v.unit,
-                                message: v.message,
-                                response: v.response,
-                            },
-                        )
-                    })
-                    .collect(),
-            ),
+            site: id.id.clone(),
+            site_name: id.name.clone(),
+            tz: id.zone,
+            language: id.language,
+            alarms: Arc::new(site.alarms.iter().cloned().collect()),
             channels: Arc::new(
-                cfg.channels
+                site.channels
                     .iter()
                     .map(|c| {
                         (
                             c.id.clone(),
                             ChannelInfo {
                                 label: c.label.clone(),
-                                area: cfg.area_name(&c.area).to_owned(),
+                                area: id.area_name(&c.area).to_owned(),
                                 unit: c.unit.clone(),
                             },
                         )

@@ -33,7 +33,6 @@ use tracing::{info, warn};
 
 use super::config::Route;
 use super::outbox::{Notification, Outbox, Reason};
-use crate::config::Resolved;
 use crate::model::{AlarmEvent, AlarmState, ChannelId, Priority, Transition};
 use crate::telemetry::{Metrics, labels};
 
@@ -126,9 +125,9 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Builds the dispatcher from the validated configuration.
-    pub fn new(cfg: &Resolved, metrics: Arc<Metrics>) -> Self {
-        let mut routes = cfg.notifications.routes.clone();
+    /// Builds the dispatcher from the pieces of the site model alert delivery gets.
+    pub fn new(site: &super::site::Site<'_>, metrics: Arc<Metrics>) -> Self {
+        let mut routes = site.notifications.routes.clone();
         if routes.is_empty() {
             routes.push(Route {
                 id: "default".into(),
@@ -138,37 +137,33 @@ impl Dispatcher {
                 priorities: vec![],
                 transitions: vec![],
                 classes: vec![],
-                receivers: cfg.receivers.iter().map(|r| r.id().to_owned()).collect(),
+                receivers: site.receivers.iter().map(|r| r.id().to_owned()).collect(),
                 call: vec![],
                 group_window: None,
                 renotify: None,
                 escalation: vec![],
             });
         }
-        let prefix = if cfg.alarms.journal_dir.is_some() {
-            cfg.site.id.clone()
+        let prefix = if site.journaled {
+            site.identity.id.clone()
         } else {
             let ms = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
-            format!("{}~{ms}", cfg.site.id)
+            format!("{}~{ms}", site.identity.id)
         };
         Self {
-            site: cfg.site.id.clone(),
+            site: site.identity.id.clone(),
             prefix,
             routes,
-            areas: cfg
+            areas: site
                 .channels
                 .iter()
                 .map(|c| (c.id.clone(), c.area.clone()))
                 // Device and source communication alarms (`device.{id}`, `source.{id}`).
-                .chain(
-                    crate::rules::groups::groups(cfg)
-                        .into_iter()
-                        .map(|g| (g.channel, g.area)),
-                )
+                .chain(site.group_areas.iter().cloned())
                 .collect(),
-            receivers: cfg
+            receivers: site
                 .receivers
                 .iter()
                 .map(|r| {
@@ -648,7 +643,7 @@ escalation = [
     fn dispatcher() -> Dispatcher {
         let cfg = crate::config::parse(CFG, Path::new("t.toml")).expect("parse");
         let (cfg, _) = crate::config::validate(&cfg, Path::new(".")).expect("valid");
-        Dispatcher::new(&cfg, Arc::new(Metrics::new()))
+        Dispatcher::new(&(&cfg).into(), Arc::new(Metrics::new()))
     }
 
     fn ev(seq: u64, p: Priority, t: Transition, state: AlarmState) -> AlarmEvent {
@@ -971,7 +966,7 @@ escalation = [
         )
         .expect("parse");
         let (cfg, _) = crate::config::validate(&cfg, Path::new(".")).expect("valid");
-        let mut d = Dispatcher::new(&cfg, Arc::new(Metrics::new()));
+        let mut d = Dispatcher::new(&(&cfg).into(), Arc::new(Metrics::new()));
         let mut e = ev(1, Priority::High, Transition::Fault, AlarmState::Suppressed);
         e.notice.consequence_of = Some("source.bus:comm".into());
         assert!(d.on_event(&e, Instant::now(), SystemTime::now()).is_empty());
@@ -999,7 +994,7 @@ escalation = [
         )
         .expect("parse");
         let (cfg, _) = crate::config::validate(&cfg, Path::new(".")).expect("valid");
-        let mut d = Dispatcher::new(&cfg, Arc::new(Metrics::new()));
+        let mut d = Dispatcher::new(&(&cfg).into(), Arc::new(Metrics::new()));
         let ns = d.on_event(&e, Instant::now(), SystemTime::now());
         // Without an alarm journal, sequence numbers restart with the process: the key carries
         // the start time so a new run never reuses an old key.

@@ -24,6 +24,7 @@ pub mod dispatch;
 pub mod outbox;
 pub mod receivers;
 pub mod regulator;
+mod site;
 mod transport;
 
 use std::sync::Arc;
@@ -33,7 +34,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::Resolved;
 use crate::model::AlarmEvent;
 use crate::state::SharedState;
 use crate::telemetry::Metrics;
@@ -42,6 +42,7 @@ use receivers::Ready;
 pub use deliver::Worker;
 pub use dispatch::Dispatcher;
 pub use outbox::Outbox;
+pub use site::Site;
 
 /// Why alert delivery could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,19 +95,23 @@ pub fn resolve_secrets(receivers: &[receivers::Receiver]) -> Result<Vec<Ready>, 
 
 /// Reads secrets, builds receivers, opens the outbox ([`resolve_secrets`] then
 /// [`prepare_resolved`]).
-pub fn prepare(cfg: &Resolved, metrics: Arc<Metrics>) -> Result<Prepared, StartError> {
-    let ready = resolve_secrets(&cfg.receivers)?;
-    prepare_resolved(cfg, ready, metrics)
+pub fn prepare<'a>(
+    site: impl Into<Site<'a>>,
+    metrics: Arc<Metrics>,
+) -> Result<Prepared, StartError> {
+    let site = site.into();
+    let ready = resolve_secrets(site.receivers)?;
+    prepare_resolved(&site, ready, metrics)
 }
 
-/// Builds receivers from their resolved form (`ready`, in the order of `cfg.receivers`) and
+/// Builds receivers from their resolved form (`ready`, in the order of `site.receivers`) and
 /// opens the outbox.
 pub fn prepare_resolved(
-    cfg: &Resolved,
+    site: &Site<'_>,
     ready: Vec<Ready>,
     metrics: Arc<Metrics>,
 ) -> Result<Prepared, StartError> {
-    let ctx = deliver::Context::new(cfg);
+    let ctx = deliver::Context::new(site);
     let mut workers = Vec::new();
     let mut reports = Vec::new();
     for (i, r) in ready.into_iter().enumerate() {
@@ -121,12 +126,12 @@ pub fn prepare_resolved(
         })?;
         workers.push(w);
     }
-    let caps = cfg
+    let caps = site
         .receivers
         .iter()
         .map(|r| (r.id().to_owned(), r.delivery().queue_capacity))
         .collect();
-    let (outbox, opened) = Outbox::open(&cfg.notifications.outbox, caps, metrics.clone())?;
+    let (outbox, opened) = Outbox::open(&site.notifications.outbox, caps, metrics.clone())?;
     if opened.pending + opened.finished > 0 {
         info!(
             pending = opened.pending,
@@ -137,10 +142,10 @@ pub fn prepare_resolved(
     }
     Ok(Prepared {
         outbox: Arc::new(outbox),
-        dispatcher: Dispatcher::new(cfg, metrics),
+        dispatcher: Dispatcher::new(site, metrics),
         workers,
         reports,
-        site: cfg.site.id.clone(),
+        site: site.identity.id.clone(),
     })
 }
 

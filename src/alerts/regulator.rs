@@ -42,18 +42,7 @@ pub fn sm4_cbc_decrypt(key: &[u8; 16], iv: &[u8; 16], cipher: &[u8]) -> Option<V
         .ok()
 }
 
-/// Parses 32 hex digits into 16 bytes.
-pub fn parse_key(hex: &str) -> Option<[u8; 16]> {
-    let hex = hex.trim();
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
+pub use super::receivers::regulator::parse_key;
 
 /// SM4 key and IV; `Debug` never shows them.
 struct Sm4Key([u8; 16], [u8; 16]);

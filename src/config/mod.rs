@@ -9,6 +9,7 @@
 //!   exactly one place.
 
 pub mod alarms;
+mod alerts_site;
 pub mod devmap;
 mod file;
 pub mod modbus;

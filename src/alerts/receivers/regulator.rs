@@ -114,6 +114,19 @@ pub struct Secrets {
     pub sm4: Option<(Secret, Secret)>,
 }
 
+/// Parses 32 hex digits (surrounding white space ignored) into 16 bytes.
+pub fn parse_key(hex: &str) -> Option<[u8; 16]> {
+    let hex = hex.trim();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 impl RegulatorReceiver {
     /// Reads the secrets (`path` is `receivers[i]`); every unreadable one is reported in `p`.
     pub fn resolve(&self, path: &str, p: &mut Problems) -> Option<Secrets> {
@@ -178,11 +191,86 @@ impl RegulatorReceiver {
                 );
             }
         }
+        if let Some(k) = &self.sm4 {
+            // Readable now (check-config on the gateway, or start-up): the key and IV must be
+            // what the gateway accepts at start. Unreadable ones are not required here; start-up
+            // reports them with their paths.
+            for (field, s) in [("key", &k.key), ("iv", &k.iv)] {
+                if let Ok(v) = s.resolve() {
+                    if parse_key(v.expose()).is_none() {
+                        p.err(
+                            format!("{path}.sm4.{field}"),
+                            format!(
+                                "expected 32 hex digits (16 bytes); the secret has {} characters",
+                                v.expose().trim().chars().count()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         if self
             .report_interval
             .is_some_and(|d| d < Duration::from_secs(1))
         {
             p.err(format!("{path}.report_interval"), "must be at least 1s");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(key: &std::path::Path, iv: &std::path::Path) -> RegulatorReceiver {
+        toml::from_str(&format!(
+            r#"
+id = "g"
+url = "http://127.0.0.1:1/"
+fields = {{ value = "v" }}
+[sm4]
+key = {{ file = "{}" }}
+iv = {{ file = "{}" }}
+"#,
+            key.display(),
+            iv.display()
+        ))
+        .expect("regulator")
+    }
+
+    #[test]
+    fn readable_sm4_key_and_iv_files_are_checked_for_32_hex_digits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let short = dir.path().join("short");
+        std::fs::write(&short, "0123456789abcdef\n").expect("write");
+        let good = dir.path().join("good");
+        std::fs::write(&good, "000102030405060708090a0b0c0d0e0f\n").expect("write");
+        let signed = dir.path().join("signed");
+        std::fs::write(&signed, "+0+1+2+3+4+5+6+7+8+9+a+b+c+d+e+f").expect("write");
+        let missing = dir.path().join("missing");
+        let errors = |g: &RegulatorReceiver| {
+            let mut p = Problems::default();
+            g.check("receivers[0]", &|_| true, &mut p);
+            p.0.into_iter()
+                .map(|x| format!("{}: {}", x.path, x.message))
+                .collect::<Vec<_>>()
+        };
+
+        let e = errors(&feed(&short, &good));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("receivers[0].sm4.key: expected 32 hex digits"),
+            "{e:?}"
+        );
+        assert!(
+            !e[0].contains("0123456789abcdef"),
+            "never quotes the key: {e:?}"
+        );
+        let e = errors(&feed(&good, &signed));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("receivers[0].sm4.iv:"), "{e:?}");
+        assert!(errors(&feed(&good, &good)).is_empty());
+        // Not readable here: not required (start-up reports it with its path).
+        assert!(errors(&feed(&missing, &missing)).is_empty());
     }
 }

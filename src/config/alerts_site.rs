@@ -1,0 +1,41 @@
+//! The pieces of the site model alert delivery gets ([`crate::alerts::Site`]), taken from the
+//! resolved configuration.
+
+use super::Resolved;
+use crate::alerts::Site;
+use crate::alerts::deliver::AlarmInfo;
+
+impl<'a> From<&'a Resolved> for Site<'a> {
+    fn from(cfg: &'a Resolved) -> Self {
+        Site {
+            identity: cfg.identity(),
+            notifications: &cfg.notifications,
+            receivers: &cfg.receivers,
+            channels: &cfg.channels,
+            group_areas: crate::rules::groups::groups(cfg)
+                .into_iter()
+                .map(|g| (g.channel, g.area))
+                .collect(),
+            // The engine's own view of every configured alarm (pure, no I/O), so texts name
+            // alarms exactly as the API does.
+            alarms: crate::rules::Engine::new(cfg, std::time::Instant::now())
+                .views()
+                .into_iter()
+                .map(|v| {
+                    (
+                        v.id,
+                        AlarmInfo {
+                            label: v.label,
+                            area: v.area,
+                            area_name: v.area_name,
+                            unit: v.unit,
+                            message: v.message,
+                            response: v.response,
+                        },
+                    )
+                })
+                .collect(),
+            journaled: cfg.alarms.journal_dir.is_some(),
+        }
+    }
+}
