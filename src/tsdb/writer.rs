@@ -485,9 +485,10 @@ impl Writer {
                     if let Err(e) = synced {
                         warn!(output = %self.id(), error = %e, "spool fsync failed");
                     }
+                    // The gauges first, so whoever holds a released receipt sees them counted.
+                    self.spool_gauges(points, bytes);
                     // Spooled: the lines survive a crash of the gateway; release the receipts.
                     drop(holds);
-                    self.spool_gauges(points, bytes);
                     if dropped > 0 {
                         self.spool_full(true);
                         self.drop_points("spool_full", dropped);
