@@ -7,6 +7,11 @@
 //! tier, whom to call), when, delivered or not, attempts, the last error, who acknowledged and
 //! the handling result.
 
+use super::alarms::{ApiError, authorize, handle};
+use super::bodies;
+use super::handles::ApiState;
+use crate::alerts::outbox::{LedgerFilter, Status};
+use crate::config::alarms::Role;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
@@ -14,12 +19,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use serde_json::json;
-
-use super::alarms::{ApiError, authorize, handle};
-use super::handles::ApiState;
-use crate::alerts::outbox::{LedgerFilter, Status};
-use crate::config::alarms::Role;
 
 /// The notification routes, merged into [`super::app`].
 pub fn router() -> Router<ApiState> {
@@ -52,11 +51,11 @@ async fn list(
         status: q.status,
         limit: q.limit.unwrap_or(200).min(10_000),
     };
-    Ok(Json(json!({
-        "site": s.state.site,
-        "durable": ob.durable(),
-        "backlog": ob.backlog(),
-        "notifications": ob.ledger(&f),
-    }))
+    Ok(Json(bodies::Notifications {
+        site: s.state.site.clone(),
+        durable: ob.durable(),
+        backlog: ob.backlog(),
+        notifications: ob.ledger(&f),
+    })
     .into_response())
 }
