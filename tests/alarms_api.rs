@@ -36,6 +36,7 @@ address = "127.0.0.1:1502"
 id = "d"
 area = "a"
 source = "bus"
+name = "1号罐区检测仪"
 [[devices.registers]]
 name = "lel"
 table = "input"
@@ -849,6 +850,22 @@ async fn answers_match_the_openapi_document() {
     assert_eq!(code, StatusCode::OK, "{v}");
     let mode = "/api/v1/alarms/site-mode";
     check(mode, mode, "post", code, &v);
+    // The device of the alarm's channel, with its display name.
+    let (_, v, _) = g.req("GET", "/api/v1/alarms/a.d.lel:H", None, None).await;
+    assert_eq!(
+        (&v["device"], &v["device_name"]),
+        (&json!("d"), &json!("1号罐区检测仪")),
+        "{v}"
+    );
+    let (_, v, _) = g.req("GET", "/api/v1/alarms", None, None).await;
+    assert!(
+        v["alarms"]
+            .as_array()
+            .expect("alarms")
+            .iter()
+            .all(|a| a["device_name"] == "1号罐区检测仪"),
+        "{v}"
+    );
     let mut shelved = false;
     let mut out_of_service = false;
     for (route, path) in [

@@ -260,7 +260,7 @@ async fn openapi_documents_every_route_and_only_existing_ones() {
     for (path, method, schema) in [
         ("/api/v1/alarms", "get", "AlarmList"),
         ("/api/v1/alarms/history", "get", "History"),
-        ("/api/v1/alarms/{id}", "get", "AlarmView"),
+        ("/api/v1/alarms/{id}", "get", "AlarmRow"),
         ("/api/v1/alarms/{id}/audit", "get", "Audit"),
         ("/api/v1/alarms/{id}/{action}", "post", "ActResult"),
         ("/api/v1/alarms/site-mode", "get", "ModeState"),

@@ -326,3 +326,83 @@ fn bad_state_words_are_rejected_with_their_paths() {
     let cfg = config::parse(&text, Path::new("x.toml")).expect("parses");
     assert!(config::validate(&cfg, Path::new(".")).is_err());
 }
+
+const ONE_MQTT_SOURCE: &str = r#"
+[site]
+id = "s"
+[[sources]]
+kind = "mqtt"
+id = "dtu"
+address = "127.0.0.1:1883"
+[[sources.topics]]
+filter = "d/{area}/{device}/{point}"
+channel = "{area}.{device}.{point}"
+format = "number"
+[[sources.channels]]
+id = "ws.gt201.h2s"
+kind = "toxic_gas"
+unit = "ppm"
+[[sources.channels]]
+id = "ws.x.o2"
+device = "ox201"
+kind = "oxygen"
+"#;
+
+#[test]
+fn device_display_names_reach_the_channels_and_ids_stay_ascii() {
+    let text = ONE_GAS_DEVICE.replace(
+        "[[devices]]\nid = \"gd1\"",
+        "[[devices]]\nid = \"gd1\"\nname = \" 1号可燃气体探测器 \"",
+    );
+    assert_ne!(text, ONE_GAS_DEVICE, "the device table was found");
+    let cfg = config::parse(&text, Path::new("x.toml")).expect("parses");
+    let (r, _) = config::validate(&cfg, Path::new(".")).expect("valid");
+    let ch = r
+        .channels
+        .iter()
+        .find(|c| c.id.as_str() == "x.gd1.lel")
+        .expect("channel");
+    assert_eq!(
+        (ch.device.as_str(), ch.device_name.as_str()),
+        ("gd1", "1号可燃气体探测器")
+    );
+
+    let text = format!(
+        "{ONE_MQTT_SOURCE}[[sources.devices]]\nid = \"gt201\"\nname = \"车间硫化氢探测器\"\n[[sources.devices]]\nid = \"ox201\"\nname = \"车间氧含量仪\"\n"
+    );
+    let cfg = config::parse(&text, Path::new("x.toml")).expect("parses");
+    let (r, _) = config::validate(&cfg, Path::new(".")).expect("valid");
+    let names: Vec<(&str, &str)> = r
+        .channels
+        .iter()
+        .map(|c| (c.device.as_str(), c.device_name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("gt201", "车间硫化氢探测器"), ("ox201", "车间氧含量仪")]
+    );
+    // Without names: empty, the page shows the id.
+    let cfg = config::parse(ONE_MQTT_SOURCE, Path::new("x.toml")).expect("parses");
+    let (r, _) = config::validate(&cfg, Path::new(".")).expect("valid");
+    assert!(r.channels.iter().all(|c| c.device_name.is_empty()));
+}
+
+#[test]
+fn bad_mqtt_device_names_are_rejected_with_their_paths() {
+    let text = format!(
+        "{ONE_MQTT_SOURCE}[[sources.devices]]\nid = \"GT-201\"\nname = \"x\"\n[[sources.devices]]\nid = \"gt201\"\nname = \" \"\n[[sources.devices]]\nid = \"gt201\"\nname = \"again\"\n[[sources.devices]]\nid = \"nobody\"\nname = \"无此设备\"\n"
+    );
+    let p = problems(&text);
+    for want in [
+        "error: sources[0].devices[0].id:",
+        "error: sources[0].devices[1].name:",
+        "error: sources[0].devices[2].id:",
+        "error: sources[0].devices[3].id:",
+    ] {
+        assert!(p.iter().any(|e| e.starts_with(want)), "{want} in {p:#?}");
+    }
+    assert!(
+        p.iter().any(|e| e.contains("nobody")),
+        "the unknown device is named: {p:#?}"
+    );
+}

@@ -150,7 +150,12 @@ async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> Result<R
         site: s.state.site.clone(),
         site_mode: h.board.mode(),
         flood: h.board.flood(),
-        alarms: h.board.list(q.all),
+        alarms: h
+            .board
+            .list(q.all)
+            .into_iter()
+            .map(|a| bodies::AlarmRow::new(a, &s.state))
+            .collect(),
     })
     .into_response())
 }
@@ -204,7 +209,7 @@ async fn one(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Respon
         .board
         .get(&id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("unknown alarm `{id}`")))?;
-    Ok(Json(v).into_response())
+    Ok(Json(bodies::AlarmRow::new(v, &s.state)).into_response())
 }
 
 async fn audit(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -219,7 +224,7 @@ async fn audit(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Resp
         ..HistoryFilter::default()
     };
     Ok(Json(bodies::Audit {
-        alarm: v,
+        alarm: bodies::AlarmRow::new(v, &s.state),
         events: h.board.history(&f),
     })
     .into_response())
@@ -304,7 +309,7 @@ async fn act(
     )
     .await?;
     Ok(Json(bodies::ActResult {
-        alarm: h.board.get(&id),
+        alarm: h.board.get(&id).map(|a| bodies::AlarmRow::new(a, &s.state)),
         events,
     })
     .into_response())

@@ -12,6 +12,35 @@ use crate::model::AlarmEvent;
 use crate::rules::AlarmView;
 use crate::rules::journal::ModeState;
 
+/// An alarm as the API answers it: the engine's view and the device of its channel.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlarmRow {
+    /// The alarm.
+    #[serde(flatten)]
+    pub alarm: AlarmView,
+    /// The device of the alarm's channel (`null` for alarms over several channels or none).
+    pub device: Option<String>,
+    /// The device's display name (`[[devices]] name`, `[[sources.devices]]`), `null` when none
+    /// is configured.
+    pub device_name: Option<String>,
+}
+
+impl AlarmRow {
+    /// `alarm` with its channel's device from `state`.
+    pub fn new(alarm: AlarmView, state: &crate::state::SharedState) -> Self {
+        let (device, name) = state
+            .device_of(&alarm.channel)
+            .map_or((None, None), |(d, n)| {
+                (Some(d.to_string()), Some(n).filter(|n| !n.is_empty()))
+            });
+        Self {
+            alarm,
+            device,
+            device_name: name,
+        }
+    }
+}
+
 /// `GET /api/v1/alarms`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlarmList {
@@ -23,7 +52,7 @@ pub struct AlarmList {
     pub flood: bool,
     /// Alarms not normal (all with `?all=true`), highest priority first, toxic before
     /// combustible at the same level.
-    pub alarms: Vec<AlarmView>,
+    pub alarms: Vec<AlarmRow>,
 }
 
 /// `GET /api/v1/alarms/history`.
@@ -37,7 +66,7 @@ pub struct History {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Audit {
     /// The alarm.
-    pub alarm: AlarmView,
+    pub alarm: AlarmRow,
     /// Its events, oldest first: who did what, when, with which comment.
     pub events: Vec<AlarmEvent>,
 }
@@ -46,7 +75,7 @@ pub struct Audit {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActResult {
     /// The alarm after the action.
-    pub alarm: Option<AlarmView>,
+    pub alarm: Option<AlarmRow>,
     /// The journaled events of the action.
     pub events: Vec<AlarmEvent>,
 }

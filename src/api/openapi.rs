@@ -16,6 +16,7 @@ use super::bodies;
 #[derive(OpenApi)]
 #[openapi(components(schemas(
     bodies::AlarmList,
+    bodies::AlarmRow,
     bodies::History,
     bodies::Audit,
     bodies::ActResult,

@@ -72,6 +72,9 @@ pub struct Channel {
     pub max_age: Duration,
     /// Words for the channel's values (`0 → 停止`), empty when none are configured.
     pub states: BTreeMap<i64, String>,
+    /// The display name of its device (`[[devices]] name`, `[[sources.devices]]`), empty when
+    /// none is configured.
+    pub device_name: String,
 }
 
 /// Ordering rank of a kind: toxic before combustible before others, at the same priority.

@@ -237,7 +237,7 @@ function renderChannels(data) {
       const markText = inAlarm ? `<div class="in-composite">${esc(t("in_composite"))}: ${esc(inAlarm.join("、"))}</div>` : "";
       const ageText = stale && age !== null ? `<div class="age">${esc(t("stale"))} · ${esc(fmtAge(age))}</div>` : "";
       html += `<div class="card ${cls}${stale ? " stale" : ""}${inAlarm ? " in-alarm" : ""}" data-channel="${esc(c.id)}">
-        <div class="id">${esc(c.label || c.id)}</div>
+        <div class="id">${esc(c.label || c.id)}</div>${c.device_name ? `<div class="dev">${esc(c.device_name)}</div>` : ""}
         <div class="value">${fmtValue(c, stale)}</div>
         <div class="state">${state}</div>${markText}${ageText}</div>`;
     }
@@ -257,7 +257,7 @@ function renderAlarmsFromChannels(channels) {
       const cls = a === "fault" ? "fault" : "alarm";
       const p = a === "HH" || a === "LL" ? "critical" : "high";
       rows.push(`<tr class="${cls}" data-alarm="${esc(c.id)}:${esc(a)}"><td>${esc(t("priorities")[p])}</td>
-        <td>${esc(c.label || c.id)} ${esc(a)}</td><td>${a === "fault" ? esc(t("reasons")[c.reason_kind] || c.reason || "fault") : esc(t("states").active_unacknowledged)}</td>
+        <td>${esc(c.label || c.id)} ${esc(a)}${c.device_name ? ` · ${esc(c.device_name)}` : ""}</td><td>${a === "fault" ? esc(t("reasons")[c.reason_kind] || c.reason || "fault") : esc(t("states").active_unacknowledged)}</td>
         <td>${fmtValue(c)}</td><td>${fmtTime(c.ts)}</td><td></td></tr>`);
     }
   }
@@ -374,7 +374,7 @@ function renderAlarmTable() {
     const ack = a.unacknowledged ? `<button data-act="ack">${esc(t("ack"))}</button>` : "";
     const reset = a.latched && !a.condition_active ? `<button data-act="reset">${esc(t("reset"))}</button>` : "";
     const what = `<div class="al-label">${esc(a.label || a.id)} <span class="al-cond">${esc(a.condition)}</span></div>
-      <div class="al-where">${esc(a.area_name || a.area)} · <code>${esc(a.id)}</code></div>
+      <div class="al-where">${esc(a.area_name || a.area)}${a.device_name ? ` · <span class="al-dev">${esc(a.device_name)}</span>` : ""} · <code>${esc(a.id)}</code></div>
       ${a.message ? `<div class="al-msg">${esc(a.message)}</div>` : ""}
       ${a.response ? `<div class="al-resp"><strong>${esc(t("response"))}：</strong>${esc(a.response)}</div>` : ""}`;
     return `<tr class="${cls} st-${esc(a.state)}" data-alarm="${esc(a.id)}"><td>${esc(t("priorities")[a.priority] || a.priority)}</td><td class="al-what">${what}</td>
