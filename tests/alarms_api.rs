@@ -26,6 +26,7 @@ fn cfg(journal: &Path, reads: &str) -> Resolved {
         r#"
 [site]
 id = "s"
+timezone = "Asia/Shanghai"
 [api]
 reads = "{reads}"
 [[sources]]
@@ -951,5 +952,74 @@ async fn answers_match_the_openapi_document() {
     );
     let ledger = "/api/v1/notifications";
     check(ledger, ledger, "get", code, &v);
+    // The ledger for people: words in the site's language (zh-CN by default), times in the
+    // site's zone with their offset; the machine fields stay RFC 3339 UTC.
+    assert_eq!(
+        (&v["language"], &v["timezone"]),
+        (&json!("zh-CN"), &json!("Asia/Shanghai"))
+    );
+    let text = &row["text"];
+    assert_eq!(text["status"], "已送达", "{row}");
+    assert_eq!(text["reason"], "报警通知");
+    assert_eq!(text["transition"], "报警");
+    assert!(
+        ["紧急", "高"].contains(&text["priority"].as_str().expect("priority")),
+        "{text}"
+    );
+    let created = text["created"].as_str().expect("created");
+    assert!(created.ends_with(" +08:00"), "{created}");
+    let utc =
+        humantime::parse_rfc3339(row["created"].as_str().expect("machine time")).expect("RFC 3339");
+    assert_eq!(
+        created,
+        hazgate::i18n::local_time(utc, chrono_tz::Asia::Shanghai)
+    );
+    assert!(
+        row["created"].as_str().expect("created").ends_with('Z'),
+        "{row}"
+    );
+    assert!(
+        text["answered_at"]
+            .as_str()
+            .expect("answered")
+            .ends_with(" +08:00"),
+        "{text}"
+    );
+    let summary = text["summary"].as_str().expect("summary");
+    for want in [
+        created,
+        "发往 hook（路由 gas，第 1 级）",
+        "已送达",
+        "尝试 2 次",
+        "最近错误：connection refused",
+        "shift-lead 于 ",
+    ] {
+        assert!(summary.contains(want), "`{want}` in {summary}");
+    }
+    let (code, v, _) = g
+        .req("GET", "/api/v1/notifications?lang=en", Some(VIEWER), None)
+        .await;
+    check(ledger, ledger, "get", code, &v);
+    let text = &v["notifications"][0]["text"];
+    assert_eq!(
+        (&text["status"], &text["reason"]),
+        (&json!("delivered"), &json!("alarm notification")),
+        "{text}"
+    );
+    let summary = text["summary"].as_str().expect("summary");
+    for want in [
+        "to hook (route gas, tier 1)",
+        "2 attempts",
+        "last error: connection refused",
+        "acknowledged by shift-lead at ",
+    ] {
+        assert!(summary.contains(want), "`{want}` in {summary}");
+    }
+    assert!(summary.contains(" +08:00"), "{summary}");
+    let (code, v, _) = g
+        .req("GET", "/api/v1/notifications?lang=fr", Some(VIEWER), None)
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().expect("error").contains("lang"), "{v}");
     g.stop().await;
 }

@@ -22,6 +22,7 @@ use super::bodies;
     bodies::ActResult,
     bodies::ModeResult,
     bodies::Notifications,
+    bodies::LedgerRow,
     bodies::ErrorBody
 )))]
 struct Generated;
