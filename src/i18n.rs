@@ -290,6 +290,35 @@ pub fn ledger_words(l: Language) -> LedgerWords {
     }
 }
 
+/// `hazgate check-config`'s summary line for a valid file (after `{file}: `). Both start with
+/// `ok`, which scripts look for.
+pub fn config_ok(l: Language, warnings: usize) -> String {
+    match l {
+        Language::ZhCn => format!("ok，配置有效（{warnings} 个警告）"),
+        Language::En => format!("ok ({warnings} warning(s))"),
+    }
+}
+
+/// `hazgate check-config`'s summary line for an invalid file (after `{file}: `).
+pub fn config_invalid(l: Language, errors: usize, warnings: usize) -> String {
+    match l {
+        Language::ZhCn => {
+            format!("配置无效：{errors} 个错误，{warnings} 个警告（见上方各行的字段路径）")
+        }
+        Language::En => format!("{errors} error(s)"),
+    }
+}
+
+/// `hazgate check-config`'s line after a file that could not be read or parsed (after
+/// `{file}: `); `None` where the error line says it all.
+pub fn config_unreadable(l: Language, parse: bool) -> Option<&'static str> {
+    match (l, parse) {
+        (Language::ZhCn, true) => Some("配置文件无法解析（上一行给出行号、列号和字段）"),
+        (Language::ZhCn, false) => Some("配置文件无法读取"),
+        (Language::En, _) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -406,3 +406,80 @@ fn bad_mqtt_device_names_are_rejected_with_their_paths() {
         "the unknown device is named: {p:#?}"
     );
 }
+
+/// `check-config` prints each problem as before (severity, field path, message) and its summary
+/// line in the file's `[site] language`.
+#[test]
+fn check_config_summary_lines_follow_the_site_language() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_hazgate"))
+            .args(["check-config", p.to_str().expect("utf-8 path")])
+            .output()
+            .expect("run hazgate");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            p.display().to_string(),
+        )
+    };
+    let warn = "[[rules]]\nchannel = \"x.gd1.lel\"\nh = 20\nhh = 40\n";
+    let zh = format!("{ONE_GAS_DEVICE}{warn}");
+    let en = zh.replace(
+        "[site]\nid = \"a\"\n",
+        "[site]\nid = \"a\"\nlanguage = \"en\"\n",
+    );
+    assert_ne!(zh, en);
+
+    let (code, text, file) = run("zh.toml", &zh);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("{file}: warning: rules[0]:")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{file}: ok，配置有效（1 个警告）")),
+        "{text}"
+    );
+    let (code, text, file) = run("en.toml", &en);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("{file}: warning: rules[0]:")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{file}: ok (1 warning(s))")),
+        "{text}"
+    );
+
+    // Invalid: the language is read from the file that failed validation.
+    let bad = |t: &str| t.replace("source = \"s\"", "source = \"nope\"");
+    let (code, text, file) = run("zh-bad.toml", &bad(&zh));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{file}: error: devices[0].source:")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{file}: 配置无效：1 个错误，1 个警告")),
+        "{text}"
+    );
+    let (code, text, file) = run("en-bad.toml", &bad(&en));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{file}: error: devices[0].source:")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{file}: 1 error(s)")), "{text}");
+    assert!(!text.contains("配置"), "{text}");
+
+    // Unparseable: the parser's line as before, then a line in the default language.
+    let (code, text, file) = run("broken.toml", "[site\nid = 1\n");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{file}: 配置文件无法解析")),
+        "{text}"
+    );
+}
