@@ -41,6 +41,7 @@ fn channels(n: usize) -> Vec<ResolvedChannel> {
             range: None,
             max_age: Duration::from_secs(5),
             states: Default::default(),
+            device_name: String::new(),
         })
         .collect()
 }

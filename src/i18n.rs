@@ -215,6 +215,110 @@ pub fn labels(l: Language) -> Labels {
     }
 }
 
+/// Words of the notification ledger (`/api/v1/notifications` and the page's ledger view).
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerWords {
+    /// Status `pending`.
+    pub pending: &'static str,
+    /// Status `delivered`.
+    pub delivered: &'static str,
+    /// Status `expired`.
+    pub expired: &'static str,
+    /// Status `evicted`.
+    pub evicted: &'static str,
+    /// Reason `event`.
+    pub event: &'static str,
+    /// Reason `group`.
+    pub group: &'static str,
+    /// Reason `reminder`.
+    pub reminder: &'static str,
+    /// Reason `escalation`.
+    pub escalation: &'static str,
+    /// Reason `report`.
+    pub report: &'static str,
+    /// Reason `summary`.
+    pub summary: &'static str,
+    /// `{receiver}`, `{route}`, `{tier}`: to whom, by which route, at which tier.
+    pub to: &'static str,
+    /// `{n}`: attempts so far.
+    pub attempts: &'static str,
+    /// `{error}`: the last failure.
+    pub last_error: &'static str,
+    /// `{by}`, `{at}`: who acknowledged, when.
+    pub answered: &'static str,
+    /// `{at}`: when it was delivered, expired or evicted.
+    pub finished: &'static str,
+}
+
+/// The ledger words in a language.
+pub fn ledger_words(l: Language) -> LedgerWords {
+    match l {
+        Language::ZhCn => LedgerWords {
+            pending: "待发送",
+            delivered: "已送达",
+            expired: "已过期未送达",
+            evicted: "已丢弃（队列超限）",
+            event: "报警通知",
+            group: "合并通知",
+            reminder: "未确认提醒",
+            escalation: "升级通知",
+            report: "定时上报",
+            summary: "抖动汇总",
+            to: "发往 {receiver}（路由 {route}，第 {tier} 级）",
+            attempts: "尝试 {n} 次",
+            last_error: "最近错误：{error}",
+            answered: "{by} 于 {at} 确认",
+            finished: "完成于 {at}",
+        },
+        Language::En => LedgerWords {
+            pending: "pending",
+            delivered: "delivered",
+            expired: "expired, not delivered",
+            evicted: "evicted (queue over its bounds)",
+            event: "alarm notification",
+            group: "grouped notification",
+            reminder: "reminder, unacknowledged",
+            escalation: "escalation",
+            report: "periodic report",
+            summary: "chattering summary",
+            to: "to {receiver} (route {route}, tier {tier})",
+            attempts: "{n} attempts",
+            last_error: "last error: {error}",
+            answered: "acknowledged by {by} at {at}",
+            finished: "finished {at}",
+        },
+    }
+}
+
+/// `hazgate check-config`'s summary line for a valid file (after `{file}: `). Both start with
+/// `ok`, which scripts look for.
+pub fn config_ok(l: Language, warnings: usize) -> String {
+    match l {
+        Language::ZhCn => format!("ok，配置有效（{warnings} 个警告）"),
+        Language::En => format!("ok ({warnings} warning(s))"),
+    }
+}
+
+/// `hazgate check-config`'s summary line for an invalid file (after `{file}: `).
+pub fn config_invalid(l: Language, errors: usize, warnings: usize) -> String {
+    match l {
+        Language::ZhCn => {
+            format!("配置无效：{errors} 个错误，{warnings} 个警告（见上方各行的字段路径）")
+        }
+        Language::En => format!("{errors} error(s)"),
+    }
+}
+
+/// `hazgate check-config`'s line after a file that could not be read or parsed (after
+/// `{file}: `); `None` where the error line says it all.
+pub fn config_unreadable(l: Language, parse: bool) -> Option<&'static str> {
+    match (l, parse) {
+        (Language::ZhCn, true) => Some("配置文件无法解析（上一行给出行号、列号和字段）"),
+        (Language::ZhCn, false) => Some("配置文件无法读取"),
+        (Language::En, _) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +345,39 @@ mod tests {
             site_zone(None, Some("Europe/Berlin")),
             chrono_tz::Europe::Berlin
         );
+    }
+
+    #[test]
+    fn ledger_words_exist_in_both_languages_with_their_placeholders() {
+        for l in [Language::ZhCn, Language::En] {
+            let w = ledger_words(l);
+            for word in [
+                w.pending,
+                w.delivered,
+                w.expired,
+                w.evicted,
+                w.event,
+                w.group,
+                w.reminder,
+                w.escalation,
+                w.report,
+                w.summary,
+            ] {
+                assert!(!word.is_empty(), "{l:?}");
+            }
+            for (text, holes) in [
+                (w.to, &["{receiver}", "{route}", "{tier}"][..]),
+                (w.attempts, &["{n}"][..]),
+                (w.last_error, &["{error}"][..]),
+                (w.answered, &["{by}", "{at}"][..]),
+                (w.finished, &["{at}"][..]),
+            ] {
+                for h in holes {
+                    assert!(text.contains(h), "{l:?}: `{text}` lacks {h}");
+                }
+            }
+        }
+        assert_eq!(ledger_words(Language::ZhCn).delivered, "已送达");
     }
 
     #[test]

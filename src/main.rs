@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hazgate::config::{self, LoadError, Severity};
+use hazgate::i18n::{self, Language};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -359,19 +360,44 @@ fn runtime(fut: impl Future<Output = Result<(), (u8, String)>>) -> ExitCode {
     }
 }
 
+/// The `[site] language` a configuration file asks for, read without validating it (also for a
+/// file that fails validation); the default (zh-CN) when it cannot be read.
+fn file_language(path: &std::path::Path) -> Language {
+    let site = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("site")?.get("language")?.as_str().map(str::to_owned));
+    match site.as_deref() {
+        Some("en") => Language::En,
+        _ => Language::ZhCn,
+    }
+}
+
+/// Problems are printed as they are (severity, field path, message); the summary line of each
+/// file is in the file's `[site] language`.
 fn check_config(files: &[PathBuf]) -> ExitCode {
     let mut failed = false;
     for f in files {
         match config::load(f) {
-            Ok((_, warnings)) => {
+            Ok((cfg, warnings)) => {
                 for w in &warnings {
                     println!("{}: {w}", f.display());
                 }
-                println!("{}: ok ({} warning(s))", f.display(), warnings.len());
+                let line = i18n::config_ok(cfg.site.language, warnings.len());
+                println!("{}: {line}", f.display());
             }
             Err(e) => {
                 failed = true;
-                print_load_error(&e);
+                let lang = file_language(f);
+                print_load_error(&e, lang);
+                let unreadable = match &e {
+                    LoadError::Io { .. } => i18n::config_unreadable(lang, false),
+                    LoadError::Parse { .. } => i18n::config_unreadable(lang, true),
+                    _ => None,
+                };
+                if let Some(line) = unreadable {
+                    println!("{}: {line}", f.display());
+                }
             }
         }
     }
@@ -382,7 +408,7 @@ fn check_config(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn print_load_error(e: &LoadError) {
+fn print_load_error(e: &LoadError, lang: Language) {
     match e {
         LoadError::Invalid { path, problems } => {
             for p in problems {
@@ -392,14 +418,15 @@ fn print_load_error(e: &LoadError) {
                 .iter()
                 .filter(|p| p.severity == Severity::Error)
                 .count();
-            println!("{}: {errors} error(s)", path.display());
+            let line = i18n::config_invalid(lang, errors, problems.len() - errors);
+            println!("{}: {line}", path.display());
         }
         other => println!("{other}"),
     }
 }
 
 fn report_load_error(e: &LoadError) -> ExitCode {
-    print_load_error(e);
+    print_load_error(e, Language::En);
     ExitCode::from(1)
 }
 

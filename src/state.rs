@@ -27,6 +27,8 @@ pub struct ChannelSnapshot {
     pub area_name: String,
     /// Device.
     pub device: DeviceId,
+    /// The device's display name, empty when none is configured.
+    pub device_name: String,
     /// Label.
     pub label: String,
     /// Last good value; `null` when the last reading was bad.
@@ -128,6 +130,7 @@ impl SharedState {
                 area: c.area.clone(),
                 area_name: cfg.area_name(&c.area).to_owned(),
                 device: c.device.clone(),
+                device_name: c.device_name.clone(),
                 label: c.label.clone(),
                 value: None,
                 ts: None,
@@ -163,6 +166,18 @@ impl SharedState {
             channels: RwLock::new(channels),
             devices: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The device of a channel and its display name (empty when none is configured).
+    pub fn device_of(&self, channel: &ChannelId) -> Option<(DeviceId, String)> {
+        let i = *self.index.get(channel)?;
+        let chans = self
+            .channels
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        chans
+            .get(i)
+            .map(|c| (c.device.clone(), c.device_name.clone()))
     }
 
     /// Records a sample (called by the rule engine only).

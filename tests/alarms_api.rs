@@ -26,6 +26,7 @@ fn cfg(journal: &Path, reads: &str) -> Resolved {
         r#"
 [site]
 id = "s"
+timezone = "Asia/Shanghai"
 [api]
 reads = "{reads}"
 [[sources]]
@@ -36,6 +37,7 @@ address = "127.0.0.1:1502"
 id = "d"
 area = "a"
 source = "bus"
+name = "1号罐区检测仪"
 [[devices.registers]]
 name = "lel"
 table = "input"
@@ -680,4 +682,344 @@ async fn status_page_and_api_responses_carry_security_headers() {
         );
     }
     drop(g);
+}
+
+/// Resolves a local `$ref`.
+fn resolve<'a>(doc: &'a Value, s: &'a Value) -> &'a Value {
+    match s.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let name = r.strip_prefix("#/components/schemas/").expect("local ref");
+            resolve(doc, &doc["components"]["schemas"][name])
+        }
+        None => s,
+    }
+}
+
+/// The properties and required fields of an object schema, through `allOf`.
+fn object_fields<'a>(
+    doc: &'a Value,
+    s: &'a Value,
+    props: &mut serde_json::Map<String, Value>,
+    required: &mut Vec<String>,
+) {
+    let s = resolve(doc, s);
+    if let Some(p) = s.get("properties").and_then(Value::as_object) {
+        props.extend(p.clone());
+    }
+    if let Some(r) = s.get("required").and_then(Value::as_array) {
+        required.extend(r.iter().filter_map(Value::as_str).map(str::to_owned));
+    }
+    for part in s
+        .get("allOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        object_fields(doc, part, props, required);
+    }
+}
+
+/// A small JSON Schema check of an answer against the document: every field sent is
+/// documented (and of its documented type), every required field is sent.
+fn conforms(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+    let s = resolve(doc, schema);
+    if let Some(alts) = s.get("oneOf").and_then(Value::as_array) {
+        let errs: Vec<String> = alts
+            .iter()
+            .filter_map(|a| conforms(doc, a, v, at).err())
+            .collect();
+        return if errs.len() < alts.len() {
+            Ok(())
+        } else {
+            Err(errs.join(" / "))
+        };
+    }
+    if let Some(e) = s.get("enum").and_then(Value::as_array) {
+        if !e.contains(v) {
+            return Err(format!("{at}: {v} is not one of {e:?}"));
+        }
+    }
+    let types: Vec<&str> = match s.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let type_ok = types.is_empty()
+        || types.contains(&kind)
+        || (kind == "integer" && types.contains(&"number"));
+    if !type_ok {
+        return Err(format!(
+            "{at}: {kind} {v} where the document says {types:?}"
+        ));
+    }
+    match v {
+        Value::Object(m) => {
+            let (mut props, mut required) = (serde_json::Map::new(), Vec::new());
+            object_fields(doc, schema, &mut props, &mut required);
+            let extra = s.get("additionalProperties").filter(|a| a.is_object());
+            for (k, x) in m {
+                match (props.get(k), extra) {
+                    (Some(p), _) => conforms(doc, p, x, &format!("{at}.{k}"))?,
+                    (None, Some(a)) => conforms(doc, a, x, &format!("{at}.{k}"))?,
+                    (None, None) => return Err(format!("{at}.{k} is sent but not documented")),
+                }
+            }
+            for r in required {
+                if !m.contains_key(&r) {
+                    return Err(format!("{at}.{r} is required by the document but not sent"));
+                }
+            }
+        }
+        Value::Array(a) => {
+            if let Some(items) = s.get("items") {
+                for (i, x) in a.iter().enumerate() {
+                    conforms(doc, items, x, &format!("{at}[{i}]"))?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Real answers of the alarm and notification routes (with shelves, out-of-service records,
+/// comments and a ledger row answered by a person) match the generated document: no field is
+/// sent that it lacks, none it requires is missing.
+#[tokio::test]
+async fn answers_match_the_openapi_document() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = start(&cfg(dir.path(), "open")).await;
+    let doc = hazgate::api::openapi::document();
+    // `route` is the documented path template of the request's path.
+    let check = |route: &str, path: &str, method: &str, code: StatusCode, body: &Value| {
+        let schema = &doc["paths"][route][method]["responses"][code.as_str()]["content"]["application/json"]
+            ["schema"];
+        assert!(
+            !schema.is_null(),
+            "{method} {route} {code} has no JSON schema"
+        );
+        if let Err(e) = conforms(&doc, schema, body, "$") {
+            panic!("{method} {path} ({code}): {e}\n{body}");
+        }
+    };
+    g.send(&[("a.d.lel", 30.0), ("a.d.tox", 12.0), ("a.d.level", 11.5)])
+        .await;
+    wait_for(&g, "alarms", |v| {
+        v["alarms"].as_array().is_some_and(|a| a.len() >= 4)
+    })
+    .await;
+    let mut events = Vec::new();
+    for _ in 0..4 {
+        events.push(g.alerts.recv().await.expect("event"));
+    }
+    let act = "/api/v1/alarms/{id}/{action}";
+    for (path, body) in [
+        (
+            "/api/v1/alarms/a.d.lel:H/ack",
+            json!({"comment": "going to look"}),
+        ),
+        (
+            "/api/v1/alarms/a.d.tox:H/shelve",
+            json!({"duration": "1h", "comment": "sensor check"}),
+        ),
+        (
+            "/api/v1/alarms/a.d.level:H/out-of-service",
+            json!({"reason": "calibration"}),
+        ),
+        ("/api/v1/alarms/nope:H/ack", json!({})),
+    ] {
+        let (code, v, _) = g.req("POST", path, Some(OP), Some(body)).await;
+        check(act, path, "post", code, &v);
+    }
+    let (code, v, _) = g
+        .req(
+            "POST",
+            "/api/v1/alarms/site-mode",
+            Some(OP),
+            Some(json!({"mode": "maintenance", "reason": "turnaround"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    let mode = "/api/v1/alarms/site-mode";
+    check(mode, mode, "post", code, &v);
+    // The device of the alarm's channel, with its display name.
+    let (_, v, _) = g.req("GET", "/api/v1/alarms/a.d.lel:H", None, None).await;
+    assert_eq!(
+        (&v["device"], &v["device_name"]),
+        (&json!("d"), &json!("1号罐区检测仪")),
+        "{v}"
+    );
+    let (_, v, _) = g.req("GET", "/api/v1/alarms", None, None).await;
+    assert!(
+        v["alarms"]
+            .as_array()
+            .expect("alarms")
+            .iter()
+            .all(|a| a["device_name"] == "1号罐区检测仪"),
+        "{v}"
+    );
+    let mut shelved = false;
+    let mut out_of_service = false;
+    for (route, path) in [
+        ("/api/v1/alarms", "/api/v1/alarms?all=true"),
+        ("/api/v1/alarms", "/api/v1/alarms"),
+        ("/api/v1/alarms/{id}", "/api/v1/alarms/a.d.lel:H"),
+        (
+            "/api/v1/alarms/{id}/audit",
+            "/api/v1/alarms/a.d.lel:H/audit",
+        ),
+        ("/api/v1/alarms/{id}", "/api/v1/alarms/nope:H"),
+        ("/api/v1/alarms/history", "/api/v1/alarms/history"),
+        (mode, mode),
+    ] {
+        let (code, v, _) = g.req("GET", path, None, None).await;
+        check(route, path, "get", code, &v);
+        let text = v.to_string();
+        shelved |= text.contains("\"until\"");
+        out_of_service |= text.contains("calibration");
+    }
+    assert!(
+        shelved && out_of_service,
+        "the answers carried a shelf and an out-of-service record"
+    );
+
+    // The ledger: one notification, delivered, answered by the acknowledging person.
+    let (ob, _) = hazgate::alerts::Outbox::open(
+        &hazgate::alerts::config::OutboxConfig::default(),
+        [("hook".to_owned(), 16)].into_iter().collect(),
+        g.api.metrics.clone(),
+    )
+    .expect("outbox");
+    let ev = events.remove(0);
+    let ids = ob.enqueue(
+        vec![hazgate::alerts::outbox::Notification {
+            key: "k1".into(),
+            receiver: "hook".into(),
+            route: "gas".into(),
+            reason: hazgate::alerts::outbox::Reason::Event,
+            tier: 1,
+            call: vec!["13800000000".into()],
+            events: vec![ev.clone()],
+            values: vec![],
+            priority: ev.priority,
+            created: SystemTime::now(),
+            expires: SystemTime::now() + Duration::from_secs(3600),
+        }],
+        None,
+    );
+    ob.failed(ids[0], "connection refused", tokio::time::Instant::now());
+    ob.delivered(ids[0], SystemTime::now());
+    let (_, audit, _) = g
+        .req(
+            "GET",
+            &format!("/api/v1/alarms/{}/audit", ev.alarm),
+            None,
+            None,
+        )
+        .await;
+    let ack: AlarmEvent = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| serde_json::from_value::<AlarmEvent>(e.clone()).expect("event"))
+        .find(|e| e.transition == Transition::Acknowledged)
+        .unwrap_or_else(|| {
+            let mut a = ev.clone();
+            a.transition = Transition::Acknowledged;
+            a.by = Some("shift-lead".into());
+            a
+        });
+    ob.answer(&ack);
+    g.api.outbox = Some(Arc::new(ob));
+    let (code, v, _) = g
+        .req("GET", "/api/v1/notifications", Some(VIEWER), None)
+        .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    let row = &v["notifications"][0];
+    assert_eq!(row["status"], "delivered", "{v}");
+    assert!(
+        row["answered_by"].is_string() && row["last_error"].is_string(),
+        "{v}"
+    );
+    let ledger = "/api/v1/notifications";
+    check(ledger, ledger, "get", code, &v);
+    // The ledger for people: words in the site's language (zh-CN by default), times in the
+    // site's zone with their offset; the machine fields stay RFC 3339 UTC.
+    assert_eq!(
+        (&v["language"], &v["timezone"]),
+        (&json!("zh-CN"), &json!("Asia/Shanghai"))
+    );
+    let text = &row["text"];
+    assert_eq!(text["status"], "已送达", "{row}");
+    assert_eq!(text["reason"], "报警通知");
+    assert_eq!(text["transition"], "报警");
+    assert!(
+        ["紧急", "高"].contains(&text["priority"].as_str().expect("priority")),
+        "{text}"
+    );
+    let created = text["created"].as_str().expect("created");
+    assert!(created.ends_with(" +08:00"), "{created}");
+    let utc =
+        humantime::parse_rfc3339(row["created"].as_str().expect("machine time")).expect("RFC 3339");
+    assert_eq!(
+        created,
+        hazgate::i18n::local_time(utc, chrono_tz::Asia::Shanghai)
+    );
+    assert!(
+        row["created"].as_str().expect("created").ends_with('Z'),
+        "{row}"
+    );
+    assert!(
+        text["answered_at"]
+            .as_str()
+            .expect("answered")
+            .ends_with(" +08:00"),
+        "{text}"
+    );
+    let summary = text["summary"].as_str().expect("summary");
+    for want in [
+        created,
+        "发往 hook（路由 gas，第 1 级）",
+        "已送达",
+        "尝试 2 次",
+        "最近错误：connection refused",
+        "shift-lead 于 ",
+    ] {
+        assert!(summary.contains(want), "`{want}` in {summary}");
+    }
+    let (code, v, _) = g
+        .req("GET", "/api/v1/notifications?lang=en", Some(VIEWER), None)
+        .await;
+    check(ledger, ledger, "get", code, &v);
+    let text = &v["notifications"][0]["text"];
+    assert_eq!(
+        (&text["status"], &text["reason"]),
+        (&json!("delivered"), &json!("alarm notification")),
+        "{text}"
+    );
+    let summary = text["summary"].as_str().expect("summary");
+    for want in [
+        "to hook (route gas, tier 1)",
+        "2 attempts",
+        "last error: connection refused",
+        "acknowledged by shift-lead at ",
+    ] {
+        assert!(summary.contains(want), "`{want}` in {summary}");
+    }
+    assert!(summary.contains(" +08:00"), "{summary}");
+    let (code, v, _) = g
+        .req("GET", "/api/v1/notifications?lang=fr", Some(VIEWER), None)
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().expect("error").contains("lang"), "{v}");
+    g.stop().await;
 }

@@ -326,3 +326,160 @@ fn bad_state_words_are_rejected_with_their_paths() {
     let cfg = config::parse(&text, Path::new("x.toml")).expect("parses");
     assert!(config::validate(&cfg, Path::new(".")).is_err());
 }
+
+const ONE_MQTT_SOURCE: &str = r#"
+[site]
+id = "s"
+[[sources]]
+kind = "mqtt"
+id = "dtu"
+address = "127.0.0.1:1883"
+[[sources.topics]]
+filter = "d/{area}/{device}/{point}"
+channel = "{area}.{device}.{point}"
+format = "number"
+[[sources.channels]]
+id = "ws.gt201.h2s"
+kind = "toxic_gas"
+unit = "ppm"
+[[sources.channels]]
+id = "ws.x.o2"
+device = "ox201"
+kind = "oxygen"
+"#;
+
+#[test]
+fn device_display_names_reach_the_channels_and_ids_stay_ascii() {
+    let text = ONE_GAS_DEVICE.replace(
+        "[[devices]]\nid = \"gd1\"",
+        "[[devices]]\nid = \"gd1\"\nname = \" 1号可燃气体探测器 \"",
+    );
+    assert_ne!(text, ONE_GAS_DEVICE, "the device table was found");
+    let cfg = config::parse(&text, Path::new("x.toml")).expect("parses");
+    let (r, _) = config::validate(&cfg, Path::new(".")).expect("valid");
+    let ch = r
+        .channels
+        .iter()
+        .find(|c| c.id.as_str() == "x.gd1.lel")
+        .expect("channel");
+    assert_eq!(
+        (ch.device.as_str(), ch.device_name.as_str()),
+        ("gd1", "1号可燃气体探测器")
+    );
+
+    let text = format!(
+        "{ONE_MQTT_SOURCE}[[sources.devices]]\nid = \"gt201\"\nname = \"车间硫化氢探测器\"\n[[sources.devices]]\nid = \"ox201\"\nname = \"车间氧含量仪\"\n"
+    );
+    let cfg = config::parse(&text, Path::new("x.toml")).expect("parses");
+    let (r, _) = config::validate(&cfg, Path::new(".")).expect("valid");
+    let names: Vec<(&str, &str)> = r
+        .channels
+        .iter()
+        .map(|c| (c.device.as_str(), c.device_name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("gt201", "车间硫化氢探测器"), ("ox201", "车间氧含量仪")]
+    );
+    // Without names: empty, the page shows the id.
+    let cfg = config::parse(ONE_MQTT_SOURCE, Path::new("x.toml")).expect("parses");
+    let (r, _) = config::validate(&cfg, Path::new(".")).expect("valid");
+    assert!(r.channels.iter().all(|c| c.device_name.is_empty()));
+}
+
+#[test]
+fn bad_mqtt_device_names_are_rejected_with_their_paths() {
+    let text = format!(
+        "{ONE_MQTT_SOURCE}[[sources.devices]]\nid = \"GT-201\"\nname = \"x\"\n[[sources.devices]]\nid = \"gt201\"\nname = \" \"\n[[sources.devices]]\nid = \"gt201\"\nname = \"again\"\n[[sources.devices]]\nid = \"nobody\"\nname = \"无此设备\"\n"
+    );
+    let p = problems(&text);
+    for want in [
+        "error: sources[0].devices[0].id:",
+        "error: sources[0].devices[1].name:",
+        "error: sources[0].devices[2].id:",
+        "error: sources[0].devices[3].id:",
+    ] {
+        assert!(p.iter().any(|e| e.starts_with(want)), "{want} in {p:#?}");
+    }
+    assert!(
+        p.iter().any(|e| e.contains("nobody")),
+        "the unknown device is named: {p:#?}"
+    );
+}
+
+/// `check-config` prints each problem as before (severity, field path, message) and its summary
+/// line in the file's `[site] language`.
+#[test]
+fn check_config_summary_lines_follow_the_site_language() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_hazgate"))
+            .args(["check-config", p.to_str().expect("utf-8 path")])
+            .output()
+            .expect("run hazgate");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            p.display().to_string(),
+        )
+    };
+    let warn = "[[rules]]\nchannel = \"x.gd1.lel\"\nh = 20\nhh = 40\n";
+    let zh = format!("{ONE_GAS_DEVICE}{warn}");
+    let en = zh.replace(
+        "[site]\nid = \"a\"\n",
+        "[site]\nid = \"a\"\nlanguage = \"en\"\n",
+    );
+    assert_ne!(zh, en);
+
+    let (code, text, file) = run("zh.toml", &zh);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("{file}: warning: rules[0]:")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{file}: ok，配置有效（1 个警告）")),
+        "{text}"
+    );
+    let (code, text, file) = run("en.toml", &en);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("{file}: warning: rules[0]:")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{file}: ok (1 warning(s))")),
+        "{text}"
+    );
+
+    // Invalid: the language is read from the file that failed validation.
+    let bad = |t: &str| t.replace("source = \"s\"", "source = \"nope\"");
+    let (code, text, file) = run("zh-bad.toml", &bad(&zh));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{file}: error: devices[0].source:")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{file}: 配置无效：1 个错误，1 个警告")),
+        "{text}"
+    );
+    let (code, text, file) = run("en-bad.toml", &bad(&en));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{file}: error: devices[0].source:")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{file}: 1 error(s)")), "{text}");
+    assert!(!text.contains("配置"), "{text}");
+
+    // Unparseable: the parser's line as before, then a line in the default language.
+    let (code, text, file) = run("broken.toml", "[site\nid = 1\n");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{file}: 配置文件无法解析")),
+        "{text}"
+    );
+}

@@ -63,6 +63,11 @@ async fn status_page_shows_values_alarms_and_faults() {
             text.contains("30") && text.contains("%LEL") && text.contains("ALARM H"),
             "{text}"
         );
+        // The device's display name (`[[devices]] name` in config/demo.toml) is on its tile.
+        assert!(text.contains("1号罐区可燃气体探测器"), "{text}");
+        // And an MQTT device's (`[[sources.devices]]`).
+        let (_, text) = card("workshop.gt201.h2s").await.expect("gt201 card");
+        assert!(text.contains("车间硫化氢探测器"), "{text}");
         let (class, text) = card("tankfarm.gd102.lel").await.expect("gd102 card");
         assert!(
             class.contains("fault"),
@@ -111,6 +116,7 @@ async fn status_page_shows_values_alarms_and_faults() {
         for want in [
             "1号罐区可燃气体 GD-101",
             "储罐区",
+            "1号罐区可燃气体探测器",
             "储罐区可燃气体浓度超限",
             "Response",
             "疏散罐区人员，关闭进料阀 XV-101",

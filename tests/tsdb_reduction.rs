@@ -42,6 +42,7 @@ fn channel(id: &str) -> ResolvedChannel {
         range: Some([0.0, 100.0]),
         max_age: Duration::from_secs(5),
         states: Default::default(),
+        device_name: String::new(),
     }
 }
 

@@ -33,6 +33,7 @@ fn awkward_channel() -> ResolvedChannel {
         range: None,
         max_age: Duration::from_secs(5),
         states: Default::default(),
+        device_name: String::new(),
     }
 }
 

@@ -49,7 +49,7 @@ use crate::storage::crc_log::{self, CrcLog, encode};
 use crate::telemetry::{Metrics, labels};
 
 /// Why a notification was made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// An alarm transition matched a route.
@@ -116,7 +116,7 @@ pub struct ReportValue {
 }
 
 /// Delivery status in the ledger.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Not yet delivered.
@@ -130,7 +130,7 @@ pub enum Status {
 }
 
 /// One row of the delivery ledger (`/api/v1/notifications`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
     /// Outbox id (increasing).
     pub id: u64,
@@ -154,6 +154,7 @@ pub struct LedgerEntry {
     pub call: Vec<String>,
     /// When it was made.
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, format = DateTime)]
     pub created: SystemTime,
     /// Status.
     pub status: Status,
@@ -163,11 +164,13 @@ pub struct LedgerEntry {
     pub last_error: Option<String>,
     /// When it was delivered, expired or evicted.
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished: Option<SystemTime>,
     /// Who acknowledged the alarm.
     pub answered_by: Option<String>,
     /// When.
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub answered_at: Option<SystemTime>,
     /// Handling result: the reset's person and comment.
     pub handling: Option<String>,

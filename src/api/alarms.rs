@@ -17,6 +17,12 @@
 
 use std::time::Duration;
 
+use super::bodies;
+use super::handles::ApiState;
+use crate::config::ReadAccess;
+use crate::config::alarms::Role;
+use crate::model::SiteMode;
+use crate::rules::{Action, AlarmsHandle, Command, CommandError, HistoryFilter};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -25,13 +31,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::json;
-
-use super::handles::ApiState;
-use crate::config::ReadAccess;
-use crate::config::alarms::Role;
-use crate::model::SiteMode;
-use crate::rules::{Action, AlarmsHandle, Command, CommandError, HistoryFilter};
 
 /// An error answer: status and a JSON `{"error": …}` body. Never echoes tokens.
 #[derive(Debug)]
@@ -39,7 +38,7 @@ pub struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({ "error": self.1 }));
+        let body = Json(bodies::ErrorBody { error: self.1 });
         if self.0 == StatusCode::UNAUTHORIZED {
             (
                 self.0,
@@ -147,13 +146,17 @@ struct ListQuery {
 
 async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
     let h = handle(&s)?;
-    let mode = h.board.mode();
-    Ok(Json(json!({
-        "site": s.state.site,
-        "site_mode": mode,
-        "flood": h.board.flood(),
-        "alarms": h.board.list(q.all),
-    }))
+    Ok(Json(bodies::AlarmList {
+        site: s.state.site.clone(),
+        site_mode: h.board.mode(),
+        flood: h.board.flood(),
+        alarms: h
+            .board
+            .list(q.all)
+            .into_iter()
+            .map(|a| bodies::AlarmRow::new(a, &s.state))
+            .collect(),
+    })
     .into_response())
 }
 
@@ -194,7 +197,10 @@ async fn history(
         until: time("until", q.until.as_deref())?,
         limit: q.limit.unwrap_or(100).clamp(1, 10_000),
     };
-    Ok(Json(json!({ "events": h.board.history(&f) })).into_response())
+    Ok(Json(bodies::History {
+        events: h.board.history(&f),
+    })
+    .into_response())
 }
 
 async fn one(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -203,7 +209,7 @@ async fn one(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Respon
         .board
         .get(&id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("unknown alarm `{id}`")))?;
-    Ok(Json(v).into_response())
+    Ok(Json(bodies::AlarmRow::new(v, &s.state)).into_response())
 }
 
 async fn audit(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -217,7 +223,11 @@ async fn audit(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Resp
         limit: 10_000,
         ..HistoryFilter::default()
     };
-    Ok(Json(json!({ "alarm": v, "events": h.board.history(&f) })).into_response())
+    Ok(Json(bodies::Audit {
+        alarm: bodies::AlarmRow::new(v, &s.state),
+        events: h.board.history(&f),
+    })
+    .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -298,7 +308,11 @@ async fn act(
         },
     )
     .await?;
-    Ok(Json(json!({ "alarm": h.board.get(&id), "events": events })).into_response())
+    Ok(Json(bodies::ActResult {
+        alarm: h.board.get(&id).map(|a| bodies::AlarmRow::new(a, &s.state)),
+        events,
+    })
+    .into_response())
 }
 
 async fn get_mode(State(s): State<ApiState>) -> Result<Response, ApiError> {
@@ -338,7 +352,11 @@ async fn set_mode(
         },
     )
     .await?;
-    Ok(Json(json!({ "site_mode": h.board.mode(), "events": events })).into_response())
+    Ok(Json(bodies::ModeResult {
+        site_mode: h.board.mode(),
+        events,
+    })
+    .into_response())
 }
 
 /// Marks a stream request whose ticket was redeemed (`super::tickets`); the read guard lets it

@@ -270,6 +270,9 @@ pub struct Device {
     pub poll_interval: Duration,
     /// Channel id prefix; `{area}.{id}` by default.
     pub channel_prefix: Option<String>,
+    /// Display name shown to people (`"1号罐区可燃气体探测器"`); the id stays ASCII for tags.
+    #[serde(default)]
+    pub name: String,
 }
 
 fn default_unit() -> u8 {

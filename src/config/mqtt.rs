@@ -93,6 +93,9 @@ pub struct MqttSource {
     /// The channels this source feeds.
     #[serde(default)]
     pub channels: Vec<MqttChannel>,
+    /// Display names of the devices its channels name (`[[sources.devices]]`).
+    #[serde(default)]
+    pub devices: Vec<MqttDevice>,
 }
 
 fn default_session_expiry() -> Duration {
@@ -301,6 +304,35 @@ pub struct MqttChannel {
     pub states: std::collections::BTreeMap<String, String>,
 }
 
+/// The display name of a device behind an MQTT source; the id stays ASCII for tags.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttDevice {
+    /// The device id as the source's channels name it (`device`, else the id's second segment).
+    pub id: String,
+    /// What people read (`"车间硫化氢探测器 GT-201"`).
+    pub name: String,
+}
+
+impl MqttChannel {
+    /// The device: `device`, else the id's second segment.
+    pub fn device_id(&self) -> &str {
+        self.device
+            .as_deref()
+            .unwrap_or_else(|| self.id.split('.').nth(1).unwrap_or(""))
+    }
+}
+
+impl MqttSource {
+    /// The display name of a device of this source, empty when none is configured.
+    pub fn device_name(&self, device: &str) -> &str {
+        self.devices
+            .iter()
+            .find(|d| d.id == device)
+            .map_or("", |d| d.name.trim())
+    }
+}
+
 /// The optional embedded MQTT broker (rumqttd), for sites without one.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -497,6 +529,26 @@ pub(crate) fn check_source(s: &MqttSource, path: &str, p: &mut Problems) {
         }
         if c.max_age.is_some_and(|a| a.is_zero()) {
             p.err(format!("{cp}.max_age"), "must be longer than 0s");
+        }
+    }
+    let mut named = HashSet::new();
+    for (k, d) in s.devices.iter().enumerate() {
+        let dp = format!("{path}.devices[{k}]");
+        if let Err(e) = check_id(&d.id, false) {
+            p.err(format!("{dp}.id"), e);
+        } else if !named.insert(d.id.as_str()) {
+            p.err(
+                format!("{dp}.id"),
+                format!("device `{}` is named twice", d.id),
+            );
+        } else if !s.channels.iter().any(|c| c.device_id() == d.id) {
+            p.err(
+                format!("{dp}.id"),
+                format!("no channel of this source is on device `{}`", d.id),
+            );
+        }
+        if d.name.trim().is_empty() {
+            p.err(format!("{dp}.name"), "must not be empty");
         }
     }
     if s.topics.is_empty() {

@@ -357,6 +357,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 range: r.range.or(r.span.as_ref().map(|s| s.eng)),
                 max_age: d.poll_interval * 3 + timeout * 2,
                 states: parse_states(&r.states),
+                device_name: d.name.trim().to_owned(),
             });
             let mut def = r.clone();
             def.valid = r.effective_valid();
@@ -430,6 +431,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 range: c.range,
                 max_age: c.max_age.unwrap_or(m.max_age),
                 states: parse_states(&c.states),
+                device_name: m.device_name(c.device_id()).to_owned(),
             });
         }
         mqtt_sources.push(super::mqtt::ResolvedMqttSource {

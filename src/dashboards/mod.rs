@@ -1289,6 +1289,7 @@ mod tests {
             range: None,
             max_age: std::time::Duration::from_secs(3),
             states: Default::default(),
+            device_name: String::new(),
         };
         assert_eq!(kind_of(&ch("a.d.x", "%LEL")), "combustible_gas");
         assert_eq!(kind_of(&ch("a.d.h2s", "")), "toxic_gas");

@@ -72,6 +72,9 @@ pub struct Channel {
     pub max_age: Duration,
     /// Words for the channel's values (`0 → 停止`), empty when none are configured.
     pub states: BTreeMap<i64, String>,
+    /// The display name of its device (`[[devices]] name`, `[[sources.devices]]`), empty when
+    /// none is configured.
+    pub device_name: String,
 }
 
 /// Ordering rank of a kind: toxic before combustible before others, at the same priority.
@@ -250,7 +253,19 @@ pub fn epoch_nanos(t: SystemTime) -> i64 {
 }
 
 /// Alarm severity as configured; higher sorts first in listings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     /// Informational.
@@ -264,7 +279,7 @@ pub enum Priority {
 }
 
 /// What happened to an alarm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Transition {
     /// The condition became true (after its on-delay).
@@ -326,7 +341,9 @@ impl Transition {
 }
 
 /// The ISA-18.2 state of an alarm, as shown to people.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmState {
     /// Condition false, nothing to acknowledge or reset.
@@ -378,7 +395,9 @@ impl AlarmState {
 
 /// The class of an alarm: process conditions, instrument faults, and gateway-level events are
 /// kept apart in every output.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmClass {
     /// A process condition (limit, rate, discrete, composite, schedule).
@@ -402,13 +421,14 @@ impl AlarmClass {
 }
 
 /// One alarm transition, as published by the rule engine.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlarmEvent {
     /// Monotonic; with an alarm journal, across restarts too.
     pub seq: u64,
     /// Rule id, e.g. `tankfarm.t101.level:HH`, or `tankfarm.t101.level:fault`.
     pub alarm: String,
     /// Channel the alarm watches.
+    #[schema(value_type = String)]
     pub channel: ChannelId,
     /// Limit name (`LL`, `L`, `H`, `HH`), `ROC+`/`ROC-`, a discrete alarm's name, `fault`, or a
     /// composite rule's id.
@@ -425,6 +445,7 @@ pub struct AlarmEvent {
     pub message: String,
     /// When it happened.
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, format = DateTime)]
     pub ts: SystemTime,
     /// Process, fault or system.
     #[serde(default)]
@@ -449,7 +470,7 @@ pub struct AlarmEvent {
 
 /// Why a recorded transition is not (or not one by one) notified to people. Every field is
 /// omitted from JSON when unset, so ordinary events look as before.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Notice {
     /// The condition came back (or went again) while the latched alarm's activation was still
     /// unanswered: not a new activation (ISA-18.2). Journaled and written, never notified.
@@ -475,7 +496,9 @@ impl Notice {
 
 /// The site's operating mode, set by a person through the API (with who and why). Alarms can be
 /// suppressed by design in some modes, and rules can test the mode (`mode("suspended")`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SiteMode {
     /// Production as usual.

@@ -191,11 +191,12 @@ pub enum CommandError {
 }
 
 /// An alarm as listed by the API.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AlarmView {
     /// Alarm id.
     pub id: String,
     /// Channel (or `rule.{id}` for composites).
+    #[schema(value_type = String)]
     pub channel: ChannelId,
     /// Condition name.
     pub condition: String,
@@ -234,6 +235,7 @@ pub struct AlarmView {
     pub unit: String,
     /// Time of the latest transition.
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub since: Option<SystemTime>,
     /// The channel's label (a composite's message or id).
     pub label: String,
@@ -245,9 +247,11 @@ pub struct AlarmView {
     pub response: Option<String>,
     /// The channels a composite alarm reads (empty for single-channel alarms): the status page
     /// marks them while the alarm is active, so no tile contradicts it.
+    #[schema(value_type = Vec<String>)]
     pub inputs: Vec<ChannelId>,
     /// When the alarm was last raised (a latched alarm shows this, not when it cleared).
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub raised_at: Option<SystemTime>,
 }
 

@@ -32,7 +32,7 @@ use crate::storage::crc_log::{self, CrcLog};
 pub use crate::storage::crc_log::{decode, encode};
 
 /// The site mode with who set it, why and when.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModeState {
     /// The mode.
     pub mode: SiteMode,
@@ -44,6 +44,7 @@ pub struct ModeState {
     pub reason: String,
     /// When.
     #[serde(default, with = "humantime_serde")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub since: Option<SystemTime>,
 }
 

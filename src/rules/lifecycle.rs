@@ -18,19 +18,20 @@ use serde::{Deserialize, Serialize};
 use crate::model::{AlarmState, Transition};
 
 /// Who shelved an alarm and until when.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Shelf {
     /// The person.
     pub by: String,
     /// The shelf expires by itself at this time.
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, format = DateTime)]
     pub until: SystemTime,
     /// Why.
     pub comment: String,
 }
 
 /// Who took an alarm out of service, why and when.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutOfService {
     /// The person.
     pub by: String,
@@ -38,6 +39,7 @@ pub struct OutOfService {
     pub reason: String,
     /// When.
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, format = DateTime)]
     pub since: SystemTime,
 }
 

@@ -493,6 +493,7 @@ mod tests {
                 range: Some([0.0, 100.0]),
                 max_age: Duration::from_secs(10),
                 states: Default::default(),
+                device_name: String::new(),
             }],
             sources: vec![],
             rules: vec![rule],

@@ -277,6 +277,7 @@ mod tests {
             range: None,
             max_age: Duration::from_secs(5),
             states: Default::default(),
+            device_name: String::new(),
         }
     }
 

@@ -305,6 +305,7 @@ mod tests {
             range,
             max_age: Duration::from_secs(5),
             states: Default::default(),
+            device_name: String::new(),
         }
     }
 

@@ -33,6 +33,10 @@ const STRINGS = {
     states: { normal: "正常", active_unacknowledged: "未确认", active_acknowledged: "已确认", returned_unacknowledged: "已恢复未确认", latched: "锁存", shelved: "搁置", suppressed: "按设计抑制", out_of_service: "停用" },
     reasons: { comm: "通信失败", exception: "设备异常应答", out_of_range: "超出量程（回路断线？）", device_fault: "设备故障码", stale: "数据过期", decode: "无法解析" },
     alarms_error: "报警", units_s: "秒", units_min: "分", units_h: "小时",
+    ledger: "通知记录", ledger_time: "生成时间", ledger_to: "通知对象", ledger_answer: "确认",
+    ledger_empty: "暂无通知记录。", ledger_token: "查看通知记录需要查看或操作令牌（通知记录含值班人员电话）。",
+    ledger_off: "本网关未启用告警通知。", ledger_error: "通知记录读取失败", tier: (n) => `第 ${n} 级`,
+    attempts: (n) => `尝试 ${n} 次`, call: "请联系",
   },
   en: {
     switch_to: "中文", title: "Safety monitoring", alarms: "Active alarms", channels: "Channels", devices: "Devices",
@@ -54,6 +58,10 @@ const STRINGS = {
     states: { normal: "normal", active_unacknowledged: "unacknowledged", active_acknowledged: "acknowledged", returned_unacknowledged: "returned, unacknowledged", latched: "latched", shelved: "shelved", suppressed: "suppressed by design", out_of_service: "out of service" },
     reasons: { comm: "communication failure", exception: "device exception", out_of_range: "out of range (open loop?)", device_fault: "device fault code", stale: "stale", decode: "undecodable" },
     alarms_error: "Alarms", units_s: "s", units_min: "min", units_h: "h",
+    ledger: "Notification ledger", ledger_time: "Made", ledger_to: "To", ledger_answer: "Acknowledged",
+    ledger_empty: "No notifications yet.", ledger_token: "The ledger needs a viewer or operator token (it lists the phone numbers of the people on duty).",
+    ledger_off: "Alert delivery is not enabled on this gateway.", ledger_error: "Could not read the ledger", tier: (n) => `tier ${n}`,
+    attempts: (n) => `${n} attempts`, call: "call",
   },
 };
 
@@ -237,7 +245,7 @@ function renderChannels(data) {
       const markText = inAlarm ? `<div class="in-composite">${esc(t("in_composite"))}: ${esc(inAlarm.join("、"))}</div>` : "";
       const ageText = stale && age !== null ? `<div class="age">${esc(t("stale"))} · ${esc(fmtAge(age))}</div>` : "";
       html += `<div class="card ${cls}${stale ? " stale" : ""}${inAlarm ? " in-alarm" : ""}" data-channel="${esc(c.id)}">
-        <div class="id">${esc(c.label || c.id)}</div>
+        <div class="id">${esc(c.label || c.id)}</div>${c.device_name ? `<div class="dev">${esc(c.device_name)}</div>` : ""}
         <div class="value">${fmtValue(c, stale)}</div>
         <div class="state">${state}</div>${markText}${ageText}</div>`;
     }
@@ -257,7 +265,7 @@ function renderAlarmsFromChannels(channels) {
       const cls = a === "fault" ? "fault" : "alarm";
       const p = a === "HH" || a === "LL" ? "critical" : "high";
       rows.push(`<tr class="${cls}" data-alarm="${esc(c.id)}:${esc(a)}"><td>${esc(t("priorities")[p])}</td>
-        <td>${esc(c.label || c.id)} ${esc(a)}</td><td>${a === "fault" ? esc(t("reasons")[c.reason_kind] || c.reason || "fault") : esc(t("states").active_unacknowledged)}</td>
+        <td>${esc(c.label || c.id)} ${esc(a)}${c.device_name ? ` · ${esc(c.device_name)}` : ""}</td><td>${a === "fault" ? esc(t("reasons")[c.reason_kind] || c.reason || "fault") : esc(t("states").active_unacknowledged)}</td>
         <td>${fmtValue(c)}</td><td>${fmtTime(c.ts)}</td><td></td></tr>`);
     }
   }
@@ -374,7 +382,7 @@ function renderAlarmTable() {
     const ack = a.unacknowledged ? `<button data-act="ack">${esc(t("ack"))}</button>` : "";
     const reset = a.latched && !a.condition_active ? `<button data-act="reset">${esc(t("reset"))}</button>` : "";
     const what = `<div class="al-label">${esc(a.label || a.id)} <span class="al-cond">${esc(a.condition)}</span></div>
-      <div class="al-where">${esc(a.area_name || a.area)} · <code>${esc(a.id)}</code></div>
+      <div class="al-where">${esc(a.area_name || a.area)}${a.device_name ? ` · <span class="al-dev">${esc(a.device_name)}</span>` : ""} · <code>${esc(a.id)}</code></div>
       ${a.message ? `<div class="al-msg">${esc(a.message)}</div>` : ""}
       ${a.response ? `<div class="al-resp"><strong>${esc(t("response"))}：</strong>${esc(a.response)}</div>` : ""}`;
     return `<tr class="${cls} st-${esc(a.state)}" data-alarm="${esc(a.id)}"><td>${esc(t("priorities")[a.priority] || a.priority)}</td><td class="al-what">${what}</td>
@@ -445,31 +453,112 @@ function renderCounts() {
   for (const p of ORDER) h.classList.toggle(`worst-${p}`, worst === p);
 }
 
-// Optional audible cue (Web Audio, nothing downloaded) when a new critical alarm needs
-// acknowledging.
+// Optional audible cue (Web Audio, nothing downloaded; off by default, the switch in the header
+// is remembered in localStorage). A critical alarm that becomes active and unacknowledged while
+// the page is open starts the cue once: a pulsing tone that goes on until every alarm that
+// started it is acknowledged (or leaves that state), or the switch is turned off. Alarms already
+// active when the page opens start none.
 const heard = new Set();
+const sounding = new Set();
 let firstAnnounce = true;
+let audio = null;
+let tone = null;
 function announce() {
   const list = (alarmData && alarmData.alarms) || [];
+  const now = new Set();
   let fresh = false;
   for (const a of list) {
-    if (a.priority === "critical" && a.state === "active_unacknowledged" && !heard.has(a.id)) { heard.add(a.id); fresh = true; }
-    if (a.state !== "active_unacknowledged") heard.delete(a.id);
+    if (a.priority !== "critical" || a.state !== "active_unacknowledged") continue;
+    now.add(a.id);
+    if (!heard.has(a.id)) {
+      heard.add(a.id);
+      if (!firstAnnounce && $("#sound").checked) { sounding.add(a.id); fresh = true; }
+    }
   }
-  if (fresh && !firstAnnounce && $("#sound").checked) beep();
+  for (const id of [...heard]) if (!now.has(id)) heard.delete(id);
+  for (const id of [...sounding]) if (!now.has(id)) sounding.delete(id);
+  if (fresh) startCue();
+  else if (sounding.size === 0) stopCue();
   firstAnnounce = false;
 }
-function beep() {
+function audioContext() {
+  if (!audio) {
+    try { audio = new (window.AudioContext || window.webkitAudioContext)(); } catch (_) { audio = null; }
+  }
+  return audio;
+}
+function startCue() {
+  stopCue();
+  const ctx = audioContext();
+  if (!ctx) return;
   try {
-    const ctx = new (window.AudioContext || window.webkitAudioContext)();
+    if (ctx.state === "suspended" && ctx.resume) ctx.resume();
     const o = ctx.createOscillator();
     const g = ctx.createGain();
     o.frequency.value = 880;
     o.connect(g); g.connect(ctx.destination);
-    g.gain.setValueAtTime(0.2, ctx.currentTime);
-    o.start(); o.stop(ctx.currentTime + 0.6);
-  } catch (_) { /* no audio device */ }
+    // 0.6 s on, 1.4 s off, for at most 10 minutes unless acknowledged before.
+    const t0 = ctx.currentTime;
+    for (let i = 0; i < 300; i++) {
+      g.gain.setValueAtTime(0.2, t0 + i * 2);
+      g.gain.setValueAtTime(0, t0 + i * 2 + 0.6);
+    }
+    o.start();
+    o.stop(t0 + 600);
+    tone = o;
+  } catch (_) { tone = null; /* no audio device */ }
 }
+function stopCue() {
+  if (!tone) return;
+  try { tone.stop(); } catch (_) { /* already stopped */ }
+  tone = null;
+}
+$("#sound").checked = localStorage.getItem("hazgate-sound") === "on";
+$("#sound").addEventListener("change", () => {
+  const on = $("#sound").checked;
+  localStorage.setItem("hazgate-sound", on ? "on" : "off");
+  if (on) audioContext(); // created under the click: browsers let it sound
+  else { sounding.clear(); stopCue(); }
+});
+// A context made at load (switch remembered on) may start suspended until the page is used.
+document.addEventListener("click", () => { if (audio && audio.state === "suspended" && audio.resume) audio.resume(); });
+
+// ---- The notification ledger (who was notified, when, delivered or not): needs a token ----
+// Its words and times come from the API in the page's language (`?lang=`), times in the site's
+// zone with their offset.
+async function refreshLedger() {
+  const box = $("#ledger");
+  if (!box.open) return;
+  const note = $("#ledger-note");
+  let rows = [];
+  try {
+    const r = await timedFetch(`/api/v1/notifications?limit=50&lang=${encodeURIComponent(lang)}`, { headers: authHeaders() });
+    const data = await r.json().catch(() => ({}));
+    if (r.status === 401 || r.status === 403) {
+      note.textContent = t("ledger_token");
+    } else if (r.status === 503) {
+      note.textContent = t("ledger_off");
+    } else if (!r.ok) {
+      note.textContent = `${t("ledger_error")}: ${data.error || `HTTP ${r.status}`}`;
+    } else {
+      rows = (data.notifications || []).map((n) => {
+        const x = n.text || {};
+        const call = (n.call || []).length ? `<div class="muted">${esc(t("call"))} ${esc(n.call.join("、"))}</div>` : "";
+        const err = n.last_error ? `<div class="error">${esc(n.last_error)}</div>` : "";
+        return `<tr class="ld-${esc(n.status)}" data-ledger="${esc(n.id)}"><td>${esc(x.created)}</td>
+          <td>${esc(x.priority)} ${esc(x.transition || "")} <code>${esc((n.alarms || []).join(", "))}</code><div class="muted">${esc(x.reason)}</div></td>
+          <td>${esc(n.receiver)} · ${esc(n.route)} · ${esc(t("tier")(n.tier))}${call}</td>
+          <td>${esc(x.status)}<div class="muted">${esc(t("attempts")(n.attempts))}${x.finished ? ` · ${esc(x.finished)}` : ""}</div>${err}</td>
+          <td>${n.answered_by ? `${esc(n.answered_by)}<div class="muted">${esc(x.answered_at || "")}</div>` : ""}</td></tr>`;
+      });
+      note.textContent = rows.length ? "" : t("ledger_empty");
+    }
+  } catch (e) {
+    note.textContent = `${t("ledger_error")}: ${e.message}`;
+  }
+  $("#ledger-table tbody").innerHTML = rows.join("");
+}
+$("#ledger").addEventListener("toggle", refreshLedger);
 
 // Clicking an alarm: its audit trail (who acknowledged, reset, shelved, with comments) and the
 // channel's recent values.
@@ -522,6 +611,7 @@ $("#lang").addEventListener("click", () => {
   localStorage.setItem("hazgate-lang", lang);
   applyLanguage();
   refreshDevices();
+  refreshLedger();
 });
 
 $("#token").value = alarms.token();
@@ -530,6 +620,7 @@ $("#token").addEventListener("change", () => {
   connect();
   refreshDevices();
   alarms.refresh();
+  refreshLedger();
 });
 $("#alarms").addEventListener("click", (ev) => {
   const b = ev.target.closest("button[data-act]");
@@ -543,5 +634,6 @@ connect();
 refreshDevices();
 alarms.refresh();
 setInterval(refreshDevices, 5000);
+setInterval(refreshLedger, 10000);
 setInterval(() => alarms.refresh(), 2000);
 setInterval(updateLink, 1000);
