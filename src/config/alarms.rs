@@ -12,6 +12,7 @@ use crate::check::Problems;
 use crate::model::Channel as ResolvedChannel;
 use crate::model::{ChannelId, Priority, SiteMode, check_id};
 use crate::rules::expr::Expr;
+pub use crate::rules::schedule::{Schedule, TimeWindow, date, time_of_day, weekday};
 use crate::secret::SecretRef;
 
 /// High/low limit alarms on one channel. A `Bad` or stale reading never clears them.
@@ -184,54 +185,6 @@ fn default_chatter_window() -> Duration {
     Duration::from_secs(60)
 }
 
-/// The site's calendar.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Schedule {
-    /// IANA time zone, e.g. `Asia/Shanghai` (default UTC).
-    #[serde(default)]
-    pub timezone: Option<String>,
-    /// Days that are weekend days (`mon` … `sun`).
-    #[serde(default = "default_weekend")]
-    pub weekend: Vec<String>,
-    /// Holidays as `YYYY-MM-DD` in the site's time zone.
-    #[serde(default)]
-    pub holidays: Vec<String>,
-    /// Named daily time windows (`window("night")` in expressions).
-    #[serde(default)]
-    pub windows: Vec<TimeWindow>,
-}
-
-impl Default for Schedule {
-    fn default() -> Self {
-        Self {
-            timezone: None,
-            weekend: default_weekend(),
-            holidays: Vec::new(),
-            windows: Vec::new(),
-        }
-    }
-}
-
-fn default_weekend() -> Vec<String> {
-    vec!["sat".into(), "sun".into()]
-}
-
-/// A daily window in local time; `end` before `start` crosses midnight.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimeWindow {
-    /// Name used in expressions.
-    pub name: String,
-    /// `HH:MM`, inclusive.
-    pub start: String,
-    /// `HH:MM`, exclusive.
-    pub end: String,
-    /// Days on which the window starts (`mon` … `sun`); every day when empty.
-    #[serde(default)]
-    pub days: Vec<String>,
-}
-
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -379,35 +332,6 @@ pub fn is_gas(kind: &str) -> bool {
     matches!(kind, "combustible_gas" | "toxic_gas")
 }
 
-fn parse_day(s: &str) -> Option<chrono::Weekday> {
-    use chrono::Weekday::*;
-    Some(match s {
-        "mon" => Mon,
-        "tue" => Tue,
-        "wed" => Wed,
-        "thu" => Thu,
-        "fri" => Fri,
-        "sat" => Sat,
-        "sun" => Sun,
-        _ => return None,
-    })
-}
-
-/// Parses a weekday name (`mon` … `sun`).
-pub fn weekday(s: &str) -> Option<chrono::Weekday> {
-    parse_day(s)
-}
-
-/// Parses `HH:MM`.
-pub fn time_of_day(s: &str) -> Option<chrono::NaiveTime> {
-    chrono::NaiveTime::parse_from_str(s, "%H:%M").ok()
-}
-
-/// Parses `YYYY-MM-DD`.
-pub fn date(s: &str) -> Option<chrono::NaiveDate> {
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
-}
-
 /// Decodes 64 hex digits.
 pub fn sha256_hex(s: &str) -> Option<[u8; 32]> {
     let b = s.as_bytes();
@@ -515,69 +439,7 @@ pub fn check(
         p.err("alarms.chatter_window", "must be longer than 0s");
     }
 
-    // Schedule.
-    let s = &a.schedule;
-    if let Some(tz) = &s.timezone {
-        if tz.parse::<chrono_tz::Tz>().is_err() {
-            p.err(
-                "alarms.schedule.timezone",
-                format!("unknown time zone `{tz}` (use an IANA name such as Asia/Shanghai)"),
-            );
-        }
-    }
-    for (i, d) in s.weekend.iter().enumerate() {
-        if parse_day(d).is_none() {
-            p.err(
-                format!("alarms.schedule.weekend[{i}]"),
-                format!("`{d}` is not one of mon tue wed thu fri sat sun"),
-            );
-        }
-    }
-    for (i, d) in s.holidays.iter().enumerate() {
-        if date(d).is_none() {
-            p.err(
-                format!("alarms.schedule.holidays[{i}]"),
-                format!("`{d}` is not a YYYY-MM-DD date"),
-            );
-        }
-    }
-    let mut windows = HashSet::new();
-    for (i, w) in s.windows.iter().enumerate() {
-        let path = format!("alarms.schedule.windows[{i}]");
-        if let Err(e) = check_id(&w.name, false) {
-            p.err(format!("{path}.name"), e);
-        }
-        if !windows.insert(w.name.as_str()) {
-            p.err(
-                format!("{path}.name"),
-                format!("duplicate window `{}`", w.name),
-            );
-        }
-        let (st, en) = (time_of_day(&w.start), time_of_day(&w.end));
-        if st.is_none() {
-            p.err(
-                format!("{path}.start"),
-                format!("`{}` is not HH:MM", w.start),
-            );
-        }
-        if en.is_none() {
-            p.err(format!("{path}.end"), format!("`{}` is not HH:MM", w.end));
-        }
-        if st.is_some() && st == en {
-            p.err(
-                format!("{path}.end"),
-                "start and end are equal: the window would be empty",
-            );
-        }
-        for (j, d) in w.days.iter().enumerate() {
-            if parse_day(d).is_none() {
-                p.err(
-                    format!("{path}.days[{j}]"),
-                    format!("`{d}` is not one of mon tue wed thu fri sat sun"),
-                );
-            }
-        }
-    }
+    let windows = crate::rules::schedule::check(&a.schedule, p);
 
     // Tokens.
     let mut names = HashSet::new();
