@@ -500,14 +500,14 @@ fn check_dashboard(file: &str, d: &Value, uids: &HashSet<String>) -> Vec<String>
     c.errors
 }
 
-/// The limits configured for `channel`, read from the rules.
+/// The limits configured for `channel`, read from the compiled alarm plan.
 fn configured_limits(cfg: &Resolved, channel: &str) -> BTreeSet<String> {
-    cfg.rules
-        .iter()
-        .filter(|r| r.channel == channel)
-        .flat_map(|r| [r.ll, r.l, r.h, r.hh])
-        .flatten()
-        .map(|v| format!("{v}"))
+    cfg.plan
+        .on_channel(channel)
+        .filter_map(|a| match a.detector {
+            hazgate::rules::plan::Detector::Limit { limit, .. } => Some(format!("{limit}")),
+            _ => None,
+        })
         .collect()
 }
 

@@ -2,62 +2,147 @@
 //! and chattering thresholds, and the rule kinds beyond limits (rate of change, discrete,
 //! composite). [`check`] validates it, and the alarm options of `[[rules]]`, with paths.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::check::Problems;
-use crate::model::Channel as ResolvedChannel;
-use crate::model::{ChannelId, Priority, SiteMode, check_id};
-use crate::rules::expr::Expr;
+use crate::model::{Priority, SiteMode};
 pub use crate::rules::schedule::{Schedule, TimeWindow, date, time_of_day, weekday};
 use crate::secret::SecretRef;
 
-/// High/low limit alarms on one channel. A `Bad` or stale reading never clears them.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitRule {
-    /// Channel watched.
-    pub channel: String,
-    /// Low-low limit (critical).
+/// Declares a limit-rule table: its own fields, then the fields shared by `[[rules]]` and
+/// `[rule_defaults.<kind>]` (each optional, so that a rule overrides a default field by
+/// field), and `fields()` returning the shared ones. (`serde(flatten)` would lose
+/// `deny_unknown_fields`, and a misspelt limit must be an error.)
+macro_rules! limit_table {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty,)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fm])* pub $f: $t,)*
+            /// Low-low limit (critical).
+            pub ll: Option<f64>,
+            /// Low limit (high priority).
+            pub l: Option<f64>,
+            /// High limit (high priority); gas level 1.
+            pub h: Option<f64>,
+            /// High-high limit (critical); gas level 2.
+            pub hh: Option<f64>,
+            /// The value must come back this far inside the limit before the alarm clears
+            /// (default 0).
+            #[serde(default)]
+            pub deadband: Option<f64>,
+            /// Deadband as a percentage of the channel's range (instead of `deadband`).
+            #[serde(default)]
+            pub deadband_pct: Option<f64>,
+            /// The condition must hold this long before the alarm is raised (default 0s).
+            #[serde(with = "humantime_serde", default)]
+            pub on_delay: Option<Duration>,
+            /// The condition must be gone this long before the alarm clears (default 0s).
+            #[serde(with = "humantime_serde", default)]
+            pub off_delay: Option<Duration>,
+            /// Per-limit priorities; defaults: `ll`/`hh` critical, `l`/`h` high.
+            #[serde(default)]
+            pub priority: LimitPriorities,
+            /// Latch until a person resets; default: true on `combustible_gas` and
+            /// `toxic_gas` channels.
+            #[serde(default)]
+            pub latch: Option<bool>,
+            /// Text for people when one of these limits is raised (default: generated from
+            /// the value and limit).
+            #[serde(default)]
+            pub message: Option<String>,
+            /// What to do (处置措施), shown with the alarm and in every notification, e.g.
+            /// "疏散罐区人员，关闭进料阀 XV-101，通知值班长".
+            #[serde(default)]
+            pub response: Option<String>,
+            /// Site modes in which these alarms are suppressed by design (default: none).
+            #[serde(default)]
+            pub suppress_in: Option<Vec<SiteMode>>,
+        }
+
+        impl $name {
+            /// The fields shared with the other limit table.
+            pub fn fields(&self) -> LimitFields {
+                LimitFields {
+                    ll: self.ll,
+                    l: self.l,
+                    h: self.h,
+                    hh: self.hh,
+                    deadband: self.deadband,
+                    deadband_pct: self.deadband_pct,
+                    on_delay: self.on_delay,
+                    off_delay: self.off_delay,
+                    priority: self.priority.clone(),
+                    latch: self.latch,
+                    message: self.message.clone(),
+                    response: self.response.clone(),
+                    suppress_in: self.suppress_in.clone(),
+                }
+            }
+        }
+    };
+}
+
+limit_table!(
+    /// High/low limit alarms on one channel. A `Bad` or stale reading never clears them. On a
+    /// channel whose kind has `[rule_defaults.<kind>]`, every field given here overrides that
+    /// field of the defaults and the others come from the defaults.
+    LimitRule {
+        /// Channel watched.
+        channel: String,
+        /// The channel takes none of its kind's `[rule_defaults]`, for this reason (listed by
+        /// `check-config`); only the limits given here apply.
+        #[serde(default)]
+        opt_out: Option<String>,
+    }
+);
+
+limit_table!(
+    /// `[rule_defaults.<kind>]`: the limit alarms every channel of that kind gets without a
+    /// `[[rules]]` entry (e.g. the GB/T 50493-2019 levels for `combustible_gas` in %LEL).
+    RuleDefaults {
+        /// Only channels of the kind with this unit take the defaults (a limit in %LEL must
+        /// never be applied to a reading in %VOL or ppm); `check-config` warns about the
+        /// others.
+        #[serde(default)]
+        unit: Option<String>,
+    }
+);
+
+/// The shared fields of a limit rule or a kind's defaults (see [`LimitRule`]).
+#[derive(Clone, Debug, Default)]
+pub struct LimitFields {
+    /// Low-low limit.
     pub ll: Option<f64>,
-    /// Low limit (high priority).
+    /// Low limit.
     pub l: Option<f64>,
-    /// High limit (high priority); gas level 1.
+    /// High limit.
     pub h: Option<f64>,
-    /// High-high limit (critical); gas level 2.
+    /// High-high limit.
     pub hh: Option<f64>,
-    /// The value must come back this far inside the limit before the alarm clears.
-    #[serde(default)]
-    pub deadband: f64,
-    /// The condition must hold this long before the alarm is raised.
-    #[serde(with = "humantime_serde", default)]
-    pub on_delay: Duration,
-    /// Deadband as a percentage of the channel's range (instead of `deadband`).
-    #[serde(default)]
+    /// Absolute deadband.
+    pub deadband: Option<f64>,
+    /// Deadband in % of the channel's range.
     pub deadband_pct: Option<f64>,
-    /// The condition must be gone this long before the alarm clears.
-    #[serde(with = "humantime_serde", default)]
-    pub off_delay: Duration,
-    /// Per-limit priorities; defaults: `ll`/`hh` critical, `l`/`h` high.
-    #[serde(default)]
+    /// On-delay.
+    pub on_delay: Option<Duration>,
+    /// Off-delay.
+    pub off_delay: Option<Duration>,
+    /// Per-limit priorities.
     pub priority: LimitPriorities,
-    /// Latch until a person resets; default: true on `combustible_gas` and `toxic_gas` channels.
-    #[serde(default)]
+    /// Latching.
     pub latch: Option<bool>,
-    /// Text for people when one of these limits is raised (default: generated from the value
-    /// and limit).
-    #[serde(default)]
+    /// Text for people.
     pub message: Option<String>,
-    /// What to do (处置措施), shown with the alarm and in every notification, e.g.
-    /// "疏散罐区人员，关闭进料阀 XV-101，通知值班长".
-    #[serde(default)]
+    /// Response (处置措施).
     pub response: Option<String>,
-    /// Site modes in which these alarms are suppressed by design.
-    #[serde(default)]
-    pub suppress_in: Vec<SiteMode>,
+    /// Suppressing site modes.
+    pub suppress_in: Option<Vec<SiteMode>>,
 }
 
 /// Priorities of the four limits of a [`LimitRule`].
@@ -242,6 +327,12 @@ pub struct RateRule {
     /// Site modes that suppress this alarm.
     #[serde(default)]
     pub suppress_in: Vec<SiteMode>,
+    /// Text for people when the alarm is raised (default: generated from the rate).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// What to do (处置措施), shown with the alarm and in every notification.
+    #[serde(default)]
+    pub response: Option<String>,
 }
 
 fn default_rate_name() -> String {
@@ -347,69 +438,10 @@ pub fn sha256_hex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Checks `[alarms]` and the alarm options of `[[rules]]` (limit order, delays and the basic
-/// channel checks stay in the main pass).
-pub fn check(
-    a: &Alarms,
-    rules: &[LimitRule],
-    channels: &HashMap<ChannelId, &ResolvedChannel>,
-    p: &mut Problems,
-) {
-    let mut ids: HashSet<String> = HashSet::new();
-
-    for (i, r) in rules.iter().enumerate() {
-        let path = format!("rules[{i}]");
-        let ch = channels.get(&ChannelId::new(&r.channel));
-        if ch.is_some() && !ids.insert(format!("{}:rules", r.channel)) {
-            p.err(
-                format!("{path}.channel"),
-                format!(
-                    "a second limit rule for `{}`: put all its limits in one rule",
-                    r.channel
-                ),
-            );
-        }
-        if let Some(pct) = r.deadband_pct {
-            if r.deadband != 0.0 {
-                p.err(
-                    format!("{path}.deadband_pct"),
-                    "give either `deadband` or `deadband_pct`, not both",
-                );
-            }
-            if !(0.0..=50.0).contains(&pct) {
-                p.err(
-                    format!("{path}.deadband_pct"),
-                    "must be between 0 and 50 (% of span)",
-                );
-            }
-            if ch.is_some_and(|c| c.range.is_none()) {
-                p.err(
-                    format!("{path}.deadband_pct"),
-                    format!(
-                        "channel `{}` has no range to take a percentage of",
-                        r.channel
-                    ),
-                );
-            }
-        }
-        if let Some(ch) = ch {
-            if ch.kind == "toxic_gas" && ch.unit == "%OEL" {
-                if r.h.is_some_and(|h| h > 100.0) {
-                    p.warn(
-                        format!("{path}.h"),
-                        "level-1 toxic gas alarm above 100 % OEL (GB/T 50493-2019 5.5.2)",
-                    );
-                }
-                if r.hh.is_some_and(|h| h > 200.0) {
-                    p.warn(
-                        format!("{path}.hh"),
-                        "level-2 toxic gas alarm above 200 % OEL (GB/T 50493-2019 5.5.2)",
-                    );
-                }
-            }
-        }
-    }
-
+/// Checks the settings of `[alarms]` (journal, thresholds, schedule, tokens); the rules are
+/// checked where they are compiled (`config::plan`). Returns the names of the schedule's
+/// windows.
+pub fn check(a: &Alarms, p: &mut Problems) -> HashSet<String> {
     if let Some(d) = &a.journal_dir {
         if d.as_os_str().is_empty() {
             p.err("alarms.journal_dir", "must not be empty");
@@ -478,116 +510,5 @@ pub fn check(
             _ => p.err(path, "give exactly one of `sha256` or `token`"),
         }
     }
-
-    // Rate and discrete alarms.
-    let mut check_name = |p: &mut Problems, path: &str, channel: &str, name: &str| {
-        if RESERVED.contains(&name) {
-            p.err(
-                format!("{path}.name"),
-                format!("`{name}` is reserved for limit and fault alarms"),
-            );
-        } else if name.is_empty() || name.contains([':', ' ', '/']) {
-            p.err(
-                format!("{path}.name"),
-                "must be non-empty without `:`, `/` or spaces",
-            );
-        } else if !ids.insert(format!("{channel}:{name}")) {
-            p.err(
-                format!("{path}.name"),
-                format!("alarm `{channel}:{name}` is defined twice"),
-            );
-        }
-    };
-    let check_common = |p: &mut Problems, path: &str, channel: &str| -> Option<()> {
-        if channels.contains_key(&ChannelId::new(channel)) {
-            Some(())
-        } else {
-            p.err(
-                format!("{path}.channel"),
-                format!("unknown channel `{channel}`"),
-            );
-            None
-        }
-    };
-    for (i, r) in a.rate.iter().enumerate() {
-        let path = format!("alarms.rate[{i}]");
-        check_common(p, &path, &r.channel);
-        check_name(p, &path, &r.channel, &r.name);
-        if r.rise_per_min.is_none() && r.fall_per_min.is_none() {
-            p.err(path.clone(), "give `rise_per_min`, `fall_per_min` or both");
-        }
-        for (f, v) in [
-            ("rise_per_min", r.rise_per_min),
-            ("fall_per_min", r.fall_per_min),
-        ] {
-            if v.is_some_and(|v| v.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)) {
-                p.err(
-                    format!("{path}.{f}"),
-                    "must be above 0 (a speed in units per minute)",
-                );
-            }
-        }
-        if r.deadband.is_nan() || r.deadband < 0.0 {
-            p.err(format!("{path}.deadband"), "must be 0 or more");
-        }
-        if r.window < Duration::from_secs(2) {
-            p.err(format!("{path}.window"), "must be at least 2s");
-        }
-    }
-    for (i, r) in a.discrete.iter().enumerate() {
-        let path = format!("alarms.discrete[{i}]");
-        check_common(p, &path, &r.channel);
-        check_name(p, &path, &r.channel, &r.name);
-    }
-
-    for (i, r) in a.stuck.iter().enumerate() {
-        let path = format!("alarms.stuck[{i}]");
-        check_common(p, &path, &r.channel);
-        if !ids.insert(format!("{}:stuck", r.channel)) {
-            p.err(
-                format!("{path}.channel"),
-                format!("`{}` has two flat-line rules", r.channel),
-            );
-        }
-        if r.after < Duration::from_secs(1) {
-            p.err(format!("{path}.after"), "must be at least 1s");
-        }
-        if r.band.is_nan() || r.band < 0.0 {
-            p.err(format!("{path}.band"), "must be 0 or more");
-        }
-    }
-
-    // Composite alarms.
-    for (i, r) in a.composite.iter().enumerate() {
-        let path = format!("alarms.composite[{i}]");
-        if let Err(e) = check_id(&r.id, false) {
-            p.err(format!("{path}.id"), e);
-        }
-        if !ids.insert(format!("rule:{}", r.id)) {
-            p.err(
-                format!("{path}.id"),
-                format!("duplicate composite id `{}`", r.id),
-            );
-        }
-        match Expr::parse(&r.expr) {
-            Ok(e) => {
-                for c in &e.channels {
-                    if !channels.contains_key(&ChannelId::new(c)) {
-                        p.err(format!("{path}.expr"), format!("unknown channel `{c}`"));
-                    }
-                }
-                for w in &e.windows {
-                    if !windows.contains(w.as_str()) {
-                        p.err(
-                            format!("{path}.expr"),
-                            format!(
-                                "unknown window `{w}` (define it in [[alarms.schedule.windows]])"
-                            ),
-                        );
-                    }
-                }
-            }
-            Err(e) => p.err(format!("{path}.expr"), e.to_string()),
-        }
-    }
+    windows
 }

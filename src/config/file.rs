@@ -45,6 +45,10 @@ pub struct Config {
     /// Limit rules.
     #[serde(default)]
     pub rules: Vec<LimitRule>,
+    /// Limit alarms by channel kind (`[rule_defaults.combustible_gas]`): every channel of the
+    /// kind gets them unless a `[[rules]]` entry overrides fields or opts out.
+    #[serde(default)]
+    pub rule_defaults: std::collections::BTreeMap<String, super::alarms::RuleDefaults>,
     /// Where alarm events are sent.
     #[serde(default)]
     pub receivers: Vec<Receiver>,

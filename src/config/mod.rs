@@ -14,6 +14,7 @@ pub mod devmap;
 mod file;
 pub mod modbus;
 pub mod mqtt;
+pub mod plan;
 pub(crate) mod validate;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ pub use crate::alerts::receivers::{Receiver, WebhookReceiver};
 pub use crate::i18n::Language;
 use crate::secret::INLINE_SECRET;
 pub use crate::secret::{Secret, SecretRef};
-pub use alarms::{Alarms, LimitPriorities, LimitRule};
+pub use alarms::{Alarms, LimitPriorities, LimitRule, RuleDefaults};
 pub use devmap::{ByteOrder, DataType, DeviceMap, RegisterDef, Span, Table};
 pub use file::*;
 pub use modbus::ModbusTcpSource;

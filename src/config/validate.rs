@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use super::alarms::{Alarms, LimitRule};
+use super::alarms::Alarms;
 use super::devmap::{ByteOrder, DataType, DeviceMap, RegisterDef, Table};
 use super::file::{Api, Batching, Config, DeviceMapEntry, Gateway, Output, Site, Source};
 use super::modbus::{ModbusLink, ModbusTcpSource, ModbusTiming};
@@ -68,8 +68,8 @@ pub struct Resolved {
     pub channels: Vec<ResolvedChannel>,
     /// Sources with their devices.
     pub sources: Vec<ResolvedSource>,
-    /// Limit rules.
-    pub rules: Vec<LimitRule>,
+    /// Every configured alarm, compiled (defaults applied, expressions parsed).
+    pub plan: crate::rules::plan::Plan,
     /// Receivers.
     pub receivers: Vec<Receiver>,
     /// Outputs.
@@ -560,73 +560,18 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         }
     }
 
-    // Rules.
-    for (i, r) in cfg.rules.iter().enumerate() {
-        let path = format!("rules[{i}]");
-        let ch = channel_index
-            .get(&ChannelId::new(&r.channel))
-            .map(|&x| &channels[x]);
-        if ch.is_none() {
-            p.err(
-                format!("{path}.channel"),
-                format!("unknown channel `{}`", r.channel),
-            );
-        }
-        let limits: Vec<(&str, f64)> = [("ll", r.ll), ("l", r.l), ("h", r.h), ("hh", r.hh)]
-            .into_iter()
-            .filter_map(|(n, v)| v.map(|v| (n, v)))
-            .collect();
-        if limits.is_empty() {
-            p.err(path.clone(), "give at least one of `ll`, `l`, `h`, `hh`");
-        }
-        for w in limits.windows(2) {
-            if w[0].1 >= w[1].1 {
-                p.err(
-                    format!("{path}.{}", w[1].0),
-                    format!(
-                        "limits must be ordered ll < l < h < hh: {} = {} is not above {} = {}",
-                        w[1].0, w[1].1, w[0].0, w[0].1
-                    ),
-                );
-            }
-        }
-        if r.deadband.is_nan() || r.deadband < 0.0 {
-            p.err(format!("{path}.deadband"), "must be 0 or more");
-        }
-        if let Some(ch) = ch.filter(|c| crate::model::is_gas_kind(&c.kind)) {
-            let no_deadband = r.deadband <= 0.0 && r.deadband_pct.is_none_or(|d| d <= 0.0);
-            if no_deadband && r.on_delay.is_zero() {
-                p.warn(
-                    path.clone(),
-                    format!(
-                        "{} limit rule with neither `deadband` (or `deadband_pct`) nor `on_delay`: a reading hovering at the limit raises the alarm again and again (ISA-18.2: a deadband of about 2-5 % of span, or a few seconds' on-delay)",
-                        ch.kind
-                    ),
-                );
-            }
-        }
-        if let Some(ch) = ch {
-            if ch.kind == "combustible_gas" && ch.unit == "%LEL" {
-                if r.h.is_some_and(|h| h > 25.0) {
-                    p.warn(
-                        format!("{path}.h"),
-                        "level-1 combustible gas alarm above 25 %LEL (GB/T 50493-2019 5.5.2)",
-                    );
-                }
-                if r.hh.is_some_and(|h| h > 50.0) {
-                    p.warn(
-                        format!("{path}.hh"),
-                        "level-2 combustible gas alarm above 50 %LEL (GB/T 50493-2019 5.5.2)",
-                    );
-                }
-            }
-        }
-    }
-
-    // Alarm options of limit rules and the [alarms] section.
+    // The alarm plan: limit rules over the kinds' defaults, and the rule kinds of [alarms].
+    let windows = super::alarms::check(&cfg.alarms, &mut p);
+    let plan = super::plan::compile(
+        &cfg.rules,
+        &cfg.rule_defaults,
+        &cfg.alarms,
+        &windows,
+        &channels,
+        &mut p,
+    );
     let by_id: HashMap<ChannelId, &ResolvedChannel> =
         channels.iter().map(|c| (c.id.clone(), c)).collect();
-    super::alarms::check(&cfg.alarms, &cfg.rules, &by_id, &mut p);
 
     // Receivers and [notifications] (checks owned by alerts).
     crate::alerts::config::check(
@@ -739,7 +684,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             api: cfg.api.clone(),
             channels,
             sources: resolved_sources,
-            rules: cfg.rules.clone(),
+            plan,
             receivers: cfg.receivers.clone(),
             outputs: cfg.outputs.clone(),
             alarms: cfg.alarms.clone(),

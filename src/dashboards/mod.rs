@@ -267,23 +267,21 @@ impl Limits {
     }
 }
 
-/// The limits of `channel` from the configuration's rules.
+/// The limits of `channel` from the compiled alarm plan (explicit rules and kind defaults).
 pub fn limits(cfg: &Resolved, channel: &str) -> Limits {
     let mut out = Limits::default();
-    for r in cfg.rules.iter().filter(|r| r.channel == channel) {
-        let p = &r.priority;
-        if let Some(v) = r.ll {
-            out.ll = Some((v, p.ll.unwrap_or(Priority::Critical)));
-        }
-        if let Some(v) = r.l {
-            out.l = Some((v, p.l.unwrap_or(Priority::High)));
-        }
-        if let Some(v) = r.h {
-            out.h = Some((v, p.h.unwrap_or(Priority::High)));
-        }
-        if let Some(v) = r.hh {
-            out.hh = Some((v, p.hh.unwrap_or(Priority::Critical)));
-        }
+    for a in cfg.plan.on_channel(channel) {
+        let crate::rules::plan::Detector::Limit { limit, .. } = a.detector else {
+            continue;
+        };
+        let slot = match a.condition.as_str() {
+            "LL" => &mut out.ll,
+            "L" => &mut out.l,
+            "H" => &mut out.h,
+            "HH" => &mut out.hh,
+            _ => continue,
+        };
+        *slot = Some((limit, a.priority));
     }
     out
 }

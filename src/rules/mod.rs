@@ -37,6 +37,7 @@ pub mod groups;
 pub mod journal;
 pub mod lifecycle;
 pub mod limits;
+pub mod plan;
 pub mod schedule;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -474,6 +475,29 @@ mod tests {
     use crate::model::{BadReason, ChannelId, Reading, Sample};
 
     fn cfg(rule: LimitRule) -> Resolved {
+        let channels = vec![ResolvedChannel {
+            id: ChannelId::new("a.gd1.lel"),
+            device: DeviceId::new("gd1"),
+            area: "a".into(),
+            kind: "combustible_gas".into(),
+            unit: "%LEL".into(),
+            label: String::new(),
+            range: Some([0.0, 100.0]),
+            max_age: Duration::from_secs(10),
+            states: Default::default(),
+            device_name: String::new(),
+        }];
+        let alarms = crate::config::Alarms::default();
+        let mut p = crate::check::Problems::default();
+        let plan = crate::config::plan::compile(
+            &[rule],
+            &Default::default(),
+            &alarms,
+            &Default::default(),
+            &channels,
+            &mut p,
+        );
+        assert!(!p.has_errors(), "{:?}", p.0);
         Resolved {
             site: Site {
                 id: "s".into(),
@@ -483,23 +507,12 @@ mod tests {
             },
             gateway: Gateway::default(),
             api: Api::default(),
-            channels: vec![ResolvedChannel {
-                id: ChannelId::new("a.gd1.lel"),
-                device: DeviceId::new("gd1"),
-                area: "a".into(),
-                kind: "combustible_gas".into(),
-                unit: "%LEL".into(),
-                label: String::new(),
-                range: Some([0.0, 100.0]),
-                max_age: Duration::from_secs(10),
-                states: Default::default(),
-                device_name: String::new(),
-            }],
+            channels,
             sources: vec![],
-            rules: vec![rule],
+            plan,
             receivers: vec![],
             outputs: vec![],
-            alarms: crate::config::Alarms::default(),
+            alarms,
             mqtt_sources: vec![],
             mqtt_broker: None,
             notifications: Default::default(),
@@ -510,17 +523,18 @@ mod tests {
     fn rule() -> LimitRule {
         LimitRule {
             channel: "a.gd1.lel".into(),
+            opt_out: None,
             ll: None,
             l: None,
             h: Some(25.0),
             hh: Some(50.0),
-            deadband: 2.0,
-            on_delay: Duration::ZERO,
+            deadband: Some(2.0),
+            on_delay: None,
             deadband_pct: None,
-            off_delay: Duration::ZERO,
+            off_delay: None,
             priority: crate::config::LimitPriorities::default(),
             latch: Some(false),
-            suppress_in: vec![],
+            suppress_in: None,
             message: None,
             response: None,
         }
@@ -643,7 +657,7 @@ mod tests {
     fn on_delay_and_staleness() {
         let t0 = Instant::now();
         let mut r = rule();
-        r.on_delay = Duration::from_secs(5);
+        r.on_delay = Some(Duration::from_secs(5));
         let mut e = Engine::new(&cfg(r), t0);
         assert!(e.on_sample(&good(30.0), t0).is_empty());
         let (_, ev) = e.tick(t0 + Duration::from_secs(4), SystemTime::UNIX_EPOCH);

@@ -1,0 +1,658 @@
+//! Compiles the alarm plan ([`crate::rules::plan`]) from `[[rules]]`, `[rule_defaults.<kind>]`
+//! and the rule kinds of `[alarms]`: each table is checked once, with its path, and every
+//! default is applied here and nowhere else (a kind's defaults under a channel's own rule,
+//! latching on gas channels, a deadband percentage turned absolute, priorities by limit).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use super::alarms::{Alarms, LimitFields, LimitRule, RESERVED, RuleDefaults, is_gas};
+use crate::check::Problems;
+use crate::model::{Channel, ChannelId, Priority, SiteMode, check_id};
+use crate::rules::expr::Expr;
+use crate::rules::plan::{AlarmDef, Detector, Plan};
+
+/// A value and the configuration path it came from.
+#[derive(Clone, Debug)]
+struct At<T> {
+    v: T,
+    at: String,
+}
+
+/// The effective fields of one channel's limit alarms: its rule over its kind's defaults.
+#[derive(Debug, Default)]
+struct Effective {
+    /// `(name, value)` of LL, L, H, HH.
+    limits: [Option<At<f64>>; 4],
+    deadband: Option<At<Deadband>>,
+    on_delay: Duration,
+    off_delay: Duration,
+    /// Resolved for every limit (`Some` once merged).
+    priorities: [Option<Priority>; 4],
+    latch: Option<bool>,
+    message: Option<String>,
+    response: Option<String>,
+    suppress_in: Vec<SiteMode>,
+    /// The kind whose defaults supplied any field.
+    defaults_from: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Deadband {
+    Abs(f64),
+    Pct(f64),
+}
+
+/// Limit names in the order of `Effective::limits`, their field names and directions.
+const LIMITS: [(&str, &str, bool); 4] = [
+    ("LL", "ll", false),
+    ("L", "l", false),
+    ("H", "h", true),
+    ("HH", "hh", true),
+];
+
+fn limits_of(f: &LimitFields) -> [Option<f64>; 4] {
+    [f.ll, f.l, f.h, f.hh]
+}
+
+fn priorities_of(f: &LimitFields) -> [Option<Priority>; 4] {
+    let p = &f.priority;
+    [p.ll, p.l, p.h, p.hh]
+}
+
+/// Merges `own` (at `own_path`) over `base` (a kind's defaults at `base_path`), field by field.
+fn merge(own: Option<(&LimitFields, &str)>, base: Option<(&LimitFields, &str, &str)>) -> Effective {
+    let mut e = Effective::default();
+    let pick = |o: Option<f64>, b: Option<f64>, field: &str| -> Option<At<f64>> {
+        match (o, own, b, base) {
+            (Some(v), Some((_, op)), _, _) => Some(At {
+                v,
+                at: format!("{op}.{field}"),
+            }),
+            (_, _, Some(v), Some((_, bp, _))) => Some(At {
+                v,
+                at: format!("{bp}.{field}"),
+            }),
+            _ => None,
+        }
+    };
+    let (ol, bl) = (
+        own.map(|(f, _)| limits_of(f)).unwrap_or_default(),
+        base.map(|(f, _, _)| limits_of(f)).unwrap_or_default(),
+    );
+    let mut from_base = false;
+    for (k, (_, field, _)) in LIMITS.iter().enumerate() {
+        e.limits[k] = pick(ol[k], bl[k], field);
+        from_base |= ol[k].is_none() && bl[k].is_some();
+    }
+    let deadband_of = |f: &LimitFields, path: &str| -> Option<At<Deadband>> {
+        match (f.deadband, f.deadband_pct) {
+            (_, Some(p)) => Some(At {
+                v: Deadband::Pct(p),
+                at: format!("{path}.deadband_pct"),
+            }),
+            (Some(d), None) => Some(At {
+                v: Deadband::Abs(d),
+                at: format!("{path}.deadband"),
+            }),
+            (None, None) => None,
+        }
+    };
+    let own_db = own.and_then(|(f, p)| deadband_of(f, p));
+    let base_db = base.and_then(|(f, p, _)| deadband_of(f, p));
+    from_base |= own_db.is_none() && base_db.is_some();
+    e.deadband = own_db.or(base_db);
+    let of = own.map(|(f, _)| f);
+    let bf = base.map(|(f, _, _)| f);
+    macro_rules! field {
+        ($name:ident) => {{
+            let o = of.and_then(|f| f.$name.clone());
+            let b = bf.and_then(|f| f.$name.clone());
+            from_base |= o.is_none() && b.is_some();
+            o.or(b)
+        }};
+    }
+    e.on_delay = field!(on_delay).unwrap_or_default();
+    e.off_delay = field!(off_delay).unwrap_or_default();
+    e.latch = field!(latch);
+    e.message = field!(message);
+    e.response = field!(response);
+    e.suppress_in = field!(suppress_in).unwrap_or_default();
+    let (op, bp) = (
+        of.map(priorities_of).unwrap_or_default(),
+        bf.map(priorities_of).unwrap_or_default(),
+    );
+    for (k, (name, _, _)) in LIMITS.iter().enumerate() {
+        from_base |= op[k].is_none() && bp[k].is_some();
+        let default = if matches!(*name, "LL" | "HH") {
+            Priority::Critical
+        } else {
+            Priority::High
+        };
+        e.priorities[k] = Some(op[k].or(bp[k]).unwrap_or(default));
+    }
+    if from_base {
+        e.defaults_from = base.map(|(_, _, kind)| kind.to_owned());
+    }
+    e
+}
+
+/// Checks of one table's own fields: the deadband forms and values.
+fn check_own(f: &LimitFields, path: &str, p: &mut Problems) {
+    if let Some(pct) = f.deadband_pct {
+        if f.deadband.is_some() {
+            p.err(
+                format!("{path}.deadband_pct"),
+                "give either `deadband` or `deadband_pct`, not both",
+            );
+        }
+        if !(0.0..=50.0).contains(&pct) {
+            p.err(
+                format!("{path}.deadband_pct"),
+                "must be between 0 and 50 (% of span)",
+            );
+        }
+    }
+    if f.deadband.is_some_and(|d| d.is_nan() || d < 0.0) {
+        p.err(format!("{path}.deadband"), "must be 0 or more");
+    }
+}
+
+/// Checks of the effective limits: order, and the warnings of the standards for gas channels.
+fn check_effective(e: &Effective, kind_unit: Option<(&str, &str)>, path: &str, p: &mut Problems) {
+    let given: Vec<(&str, &At<f64>)> = LIMITS
+        .iter()
+        .zip(&e.limits)
+        .filter_map(|((_, f, _), l)| l.as_ref().map(|l| (*f, l)))
+        .collect();
+    for w in given.windows(2) {
+        if w[0].1.v >= w[1].1.v {
+            p.err(
+                w[1].1.at.clone(),
+                format!(
+                    "limits must be ordered ll < l < h < hh: {} = {} is not above {} = {}",
+                    w[1].0, w[1].1.v, w[0].0, w[0].1.v
+                ),
+            );
+        }
+    }
+    let Some((kind, unit)) = kind_unit else {
+        return;
+    };
+    if crate::model::is_gas_kind(kind) {
+        let no_deadband = match e.deadband.as_ref().map(|d| d.v) {
+            None => true,
+            Some(Deadband::Abs(d) | Deadband::Pct(d)) => d <= 0.0,
+        };
+        if no_deadband && e.on_delay.is_zero() {
+            p.warn(
+                path,
+                format!(
+                    "{kind} limit rule with neither `deadband` (or `deadband_pct`) nor `on_delay`: a reading hovering at the limit raises the alarm again and again (ISA-18.2: a deadband of about 2-5 % of span, or a few seconds' on-delay)"
+                ),
+            );
+        }
+    }
+    let [_, _, h, hh] = &e.limits;
+    let warn_above = |p: &mut Problems, l: &Option<At<f64>>, max: f64, msg: &str| {
+        if let Some(l) = l.as_ref().filter(|l| l.v > max) {
+            p.warn(l.at.clone(), msg);
+        }
+    };
+    if kind == "combustible_gas" && unit == "%LEL" {
+        warn_above(
+            p,
+            h,
+            25.0,
+            "level-1 combustible gas alarm above 25 %LEL (GB/T 50493-2019 5.5.2)",
+        );
+        warn_above(
+            p,
+            hh,
+            50.0,
+            "level-2 combustible gas alarm above 50 %LEL (GB/T 50493-2019 5.5.2)",
+        );
+    }
+    if kind == "toxic_gas" && unit == "%OEL" {
+        warn_above(
+            p,
+            h,
+            100.0,
+            "level-1 toxic gas alarm above 100 % OEL (GB/T 50493-2019 5.5.2)",
+        );
+        warn_above(
+            p,
+            hh,
+            200.0,
+            "level-2 toxic gas alarm above 200 % OEL (GB/T 50493-2019 5.5.2)",
+        );
+    }
+}
+
+/// The limit alarms of `ch` from its effective fields.
+fn limit_alarms(e: &Effective, ch: &Channel, p: &mut Problems, out: &mut Vec<AlarmDef>) {
+    let deadband = match e.deadband.as_ref() {
+        None => 0.0,
+        Some(At {
+            v: Deadband::Abs(d),
+            ..
+        }) => *d,
+        Some(At {
+            v: Deadband::Pct(pct),
+            at,
+        }) => match ch.range {
+            Some([lo, hi]) => (hi - lo).abs() * pct / 100.0,
+            None => {
+                p.err(
+                    at.clone(),
+                    format!("channel `{}` has no range to take a percentage of", ch.id),
+                );
+                0.0
+            }
+        },
+    };
+    // Engine order: HH, H, L, LL.
+    for k in [3, 2, 1, 0] {
+        let Some(limit) = &e.limits[k] else { continue };
+        let (name, _, high) = LIMITS[k];
+        out.push(AlarmDef {
+            id: format!("{}:{name}", ch.id),
+            condition: name.into(),
+            channel: Some(ch.id.clone()),
+            area: ch.area.clone(),
+            kind: ch.kind.clone(),
+            label: ch.label.clone(),
+            unit: ch.unit.clone(),
+            fault: false,
+            priority: e.priorities[k].unwrap_or(Priority::High),
+            latching: e.latch.unwrap_or_else(|| is_gas(&ch.kind)),
+            suppress_in: e.suppress_in.clone(),
+            on_delay: e.on_delay,
+            off_delay: e.off_delay,
+            limit: Some(limit.v),
+            message: e.message.clone(),
+            response: e.response.clone(),
+            inputs: Vec::new(),
+            detector: Detector::Limit {
+                limit: limit.v,
+                high,
+                deadband,
+            },
+            origin: limit.at.clone(),
+            defaults_from: e.defaults_from.clone(),
+        });
+    }
+}
+
+/// A channel alarm with the fields every rule kind shares.
+fn channel_alarm(ch: &Channel, condition: &str, detector: Detector, origin: String) -> AlarmDef {
+    AlarmDef {
+        id: format!("{}:{condition}", ch.id),
+        condition: condition.into(),
+        channel: Some(ch.id.clone()),
+        area: ch.area.clone(),
+        kind: ch.kind.clone(),
+        label: ch.label.clone(),
+        unit: ch.unit.clone(),
+        fault: false,
+        priority: Priority::High,
+        latching: is_gas(&ch.kind),
+        suppress_in: Vec::new(),
+        on_delay: Duration::ZERO,
+        off_delay: Duration::ZERO,
+        limit: None,
+        message: None,
+        response: None,
+        inputs: Vec::new(),
+        detector,
+        origin,
+        defaults_from: None,
+    }
+}
+
+/// Compiles and checks every alarm rule. `windows` are the schedule's window names.
+pub fn compile(
+    rules: &[LimitRule],
+    defaults: &BTreeMap<String, RuleDefaults>,
+    a: &Alarms,
+    windows: &HashSet<String>,
+    channels: &[Channel],
+    p: &mut Problems,
+) -> Plan {
+    let by_id: HashMap<&str, &Channel> = channels.iter().map(|c| (c.id.as_str(), c)).collect();
+    let mut ids: HashSet<String> = HashSet::new();
+    let mut plan = Plan::default();
+
+    // The kinds' defaults, and the channels of a kind that measure in another unit.
+    for (kind, d) in defaults {
+        let path = format!("rule_defaults.{kind}");
+        let f = d.fields();
+        check_own(&f, &path, p);
+        if limits_of(&f).iter().all(Option::is_none) {
+            p.err(path.clone(), "give at least one of `ll`, `l`, `h`, `hh`");
+        }
+        let of_kind: Vec<&Channel> = channels.iter().filter(|c| c.kind == *kind).collect();
+        if of_kind.is_empty() {
+            p.warn(path.clone(), format!("no channel is of kind `{kind}`"));
+        }
+        if let Some(unit) = &d.unit {
+            let other: Vec<&str> = of_kind
+                .iter()
+                .filter(|c| c.unit != *unit)
+                .map(|c| c.id.as_str())
+                .collect();
+            if !other.is_empty() {
+                p.warn(
+                    format!("{path}.unit"),
+                    format!(
+                        "{} channel(s) of kind `{kind}` do not measure in {unit} and take none of these defaults (give them a [[rules]] entry): {}",
+                        other.len(),
+                        preview(&other)
+                    ),
+                );
+            }
+        }
+        let e = merge(None, Some((&f, &path, kind)));
+        let unit = d
+            .unit
+            .as_deref()
+            .unwrap_or_else(|| of_kind.first().map_or("", |c| c.unit.as_str()));
+        check_effective(&e, Some((kind.as_str(), unit)), &path, p);
+    }
+    let defaults_of = |c: &Channel| -> Option<(String, &RuleDefaults)> {
+        let d = defaults.get(&c.kind)?;
+        d.unit
+            .as_ref()
+            .is_none_or(|u| *u == c.unit)
+            .then(|| (c.kind.clone(), d))
+    };
+
+    // Explicit limit rules, each over its channel's kind defaults.
+    let mut ruled: HashSet<&str> = HashSet::new();
+    for (i, r) in rules.iter().enumerate() {
+        let path = format!("rules[{i}]");
+        let ch = by_id.get(r.channel.as_str()).copied();
+        if ch.is_none() {
+            p.err(
+                format!("{path}.channel"),
+                format!("unknown channel `{}`", r.channel),
+            );
+        }
+        if ch.is_some() && !ruled.insert(r.channel.as_str()) {
+            p.err(
+                format!("{path}.channel"),
+                format!(
+                    "a second limit rule for `{}`: put all its limits in one rule",
+                    r.channel
+                ),
+            );
+            continue;
+        }
+        let own = r.fields();
+        check_own(&own, &path, p);
+        let base = match (&r.opt_out, ch) {
+            (Some(reason), ch) => {
+                if reason.trim().is_empty() {
+                    p.err(
+                        format!("{path}.opt_out"),
+                        "give the reason this channel takes none of its kind's defaults",
+                    );
+                }
+                if let Some(ch) = ch {
+                    if defaults_of(ch).is_none() {
+                        p.warn(
+                            format!("{path}.opt_out"),
+                            format!(
+                                "`{}` has no [rule_defaults.{}] to opt out of",
+                                ch.id, ch.kind
+                            ),
+                        );
+                    }
+                    plan.opted_out
+                        .push((ch.id.clone(), reason.trim().to_owned()));
+                }
+                None
+            }
+            (None, Some(ch)) => defaults_of(ch),
+            (None, None) => None,
+        };
+        let base_path = base.as_ref().map(|(k, _)| format!("rule_defaults.{k}"));
+        let base_fields = base.as_ref().map(|(_, d)| d.fields());
+        let e = merge(
+            Some((&own, &path)),
+            base_fields
+                .as_ref()
+                .zip(base_path.as_deref())
+                .zip(base.as_ref().map(|(k, _)| k.as_str()))
+                .map(|((f, bp), k)| (f, bp, k)),
+        );
+        if e.limits.iter().all(Option::is_none) && r.opt_out.is_none() {
+            p.err(path.clone(), "give at least one of `ll`, `l`, `h`, `hh`");
+        }
+        check_effective(&e, ch.map(|c| (c.kind.as_str(), c.unit.as_str())), &path, p);
+        if let Some(ch) = ch {
+            limit_alarms(&e, ch, p, &mut plan.alarms);
+        }
+    }
+
+    // Channels that take their kind's defaults only.
+    for ch in channels {
+        if ruled.contains(ch.id.as_str()) {
+            continue;
+        }
+        let Some((kind, d)) = defaults_of(ch) else {
+            continue;
+        };
+        let path = format!("rule_defaults.{kind}");
+        let f = d.fields();
+        let e = merge(None, Some((&f, &path, &kind)));
+        limit_alarms(&e, ch, p, &mut plan.alarms);
+    }
+
+    // Rate and discrete alarms.
+    let mut check_name = |p: &mut Problems, path: &str, channel: &str, name: &str| {
+        if RESERVED.contains(&name) {
+            p.err(
+                format!("{path}.name"),
+                format!("`{name}` is reserved for limit and fault alarms"),
+            );
+        } else if name.is_empty() || name.contains([':', ' ', '/']) {
+            p.err(
+                format!("{path}.name"),
+                "must be non-empty without `:`, `/` or spaces",
+            );
+        } else if !ids.insert(format!("{channel}:{name}")) {
+            p.err(
+                format!("{path}.name"),
+                format!("alarm `{channel}:{name}` is defined twice"),
+            );
+        }
+    };
+    let channel_of = |p: &mut Problems, path: &str, channel: &str| -> Option<&Channel> {
+        let ch = by_id.get(channel).copied();
+        if ch.is_none() {
+            p.err(
+                format!("{path}.channel"),
+                format!("unknown channel `{channel}`"),
+            );
+        }
+        ch
+    };
+    for (i, r) in a.rate.iter().enumerate() {
+        let path = format!("alarms.rate[{i}]");
+        let ch = channel_of(p, &path, &r.channel);
+        check_name(p, &path, &r.channel, &r.name);
+        if r.rise_per_min.is_none() && r.fall_per_min.is_none() {
+            p.err(path.clone(), "give `rise_per_min`, `fall_per_min` or both");
+        }
+        for (f, v) in [
+            ("rise_per_min", r.rise_per_min),
+            ("fall_per_min", r.fall_per_min),
+        ] {
+            if v.is_some_and(|v| v.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)) {
+                p.err(
+                    format!("{path}.{f}"),
+                    "must be above 0 (a speed in units per minute)",
+                );
+            }
+        }
+        if r.deadband.is_nan() || r.deadband < 0.0 {
+            p.err(format!("{path}.deadband"), "must be 0 or more");
+        }
+        if r.window < Duration::from_secs(2) {
+            p.err(format!("{path}.window"), "must be at least 2s");
+        }
+        let Some(ch) = ch else { continue };
+        let mut al = channel_alarm(
+            ch,
+            &r.name,
+            Detector::Rate {
+                rise: r.rise_per_min,
+                fall: r.fall_per_min,
+                deadband: r.deadband,
+                window: r.window,
+            },
+            path,
+        );
+        al.priority = r.priority;
+        al.latching = r.latch.unwrap_or_else(|| is_gas(&ch.kind));
+        al.suppress_in = r.suppress_in.clone();
+        al.on_delay = r.on_delay;
+        al.off_delay = r.off_delay;
+        al.limit = r.rise_per_min.or(r.fall_per_min);
+        al.unit = format!("{}/min", ch.unit);
+        al.message = r.message.clone();
+        al.response = r.response.clone();
+        plan.alarms.push(al);
+    }
+    for (i, r) in a.discrete.iter().enumerate() {
+        let path = format!("alarms.discrete[{i}]");
+        let ch = channel_of(p, &path, &r.channel);
+        check_name(p, &path, &r.channel, &r.name);
+        let Some(ch) = ch else { continue };
+        let mut al = channel_alarm(
+            ch,
+            &r.name,
+            Detector::Discrete {
+                active_when: r.active_when,
+            },
+            path,
+        );
+        al.priority = r.priority;
+        al.latching = r.latch.unwrap_or_else(|| is_gas(&ch.kind));
+        al.suppress_in = r.suppress_in.clone();
+        al.on_delay = r.on_delay;
+        al.off_delay = r.off_delay;
+        al.message = r.message.clone();
+        al.response = r.response.clone();
+        plan.alarms.push(al);
+    }
+    for (i, r) in a.stuck.iter().enumerate() {
+        let path = format!("alarms.stuck[{i}]");
+        let ch = channel_of(p, &path, &r.channel);
+        if !ids.insert(format!("{}:stuck", r.channel)) {
+            p.err(
+                format!("{path}.channel"),
+                format!("`{}` has two flat-line rules", r.channel),
+            );
+        }
+        if r.after < Duration::from_secs(1) {
+            p.err(format!("{path}.after"), "must be at least 1s");
+        }
+        if r.band.is_nan() || r.band < 0.0 {
+            p.err(format!("{path}.band"), "must be 0 or more");
+        }
+        let Some(ch) = ch else { continue };
+        let mut al = channel_alarm(
+            ch,
+            "stuck",
+            Detector::Stuck {
+                band: r.band,
+                after: r.after,
+            },
+            path,
+        );
+        al.fault = true;
+        al.latching = false;
+        al.priority = r.priority;
+        plan.alarms.push(al);
+    }
+
+    // Composite alarms.
+    for (i, r) in a.composite.iter().enumerate() {
+        let path = format!("alarms.composite[{i}]");
+        if let Err(e) = check_id(&r.id, false) {
+            p.err(format!("{path}.id"), e);
+        }
+        if !ids.insert(format!("rule:{}", r.id)) {
+            p.err(
+                format!("{path}.id"),
+                format!("duplicate composite id `{}`", r.id),
+            );
+        }
+        let expr = match Expr::parse(&r.expr) {
+            Ok(e) => e,
+            Err(e) => {
+                p.err(format!("{path}.expr"), e.to_string());
+                continue;
+            }
+        };
+        let mut known = true;
+        for c in &expr.channels {
+            if !by_id.contains_key(c.as_str()) {
+                p.err(format!("{path}.expr"), format!("unknown channel `{c}`"));
+                known = false;
+            }
+        }
+        for w in &expr.windows {
+            if !windows.contains(w.as_str()) {
+                p.err(
+                    format!("{path}.expr"),
+                    format!("unknown window `{w}` (define it in [[alarms.schedule.windows]])"),
+                );
+                known = false;
+            }
+        }
+        if !known {
+            continue;
+        }
+        plan.alarms.push(AlarmDef {
+            id: r.id.clone(),
+            condition: r.id.clone(),
+            channel: None,
+            area: r.area.clone(),
+            kind: r.kind.clone().unwrap_or_else(|| "composite".into()),
+            label: r.message.clone().unwrap_or_else(|| r.id.clone()),
+            unit: String::new(),
+            fault: false,
+            priority: r.priority,
+            latching: r.latch,
+            suppress_in: r.suppress_in.clone(),
+            on_delay: r.on_delay,
+            off_delay: r.off_delay,
+            limit: None,
+            message: Some(
+                r.message
+                    .clone()
+                    .unwrap_or_else(|| format!("{}: {}", r.id, r.expr)),
+            ),
+            response: r.response.clone(),
+            inputs: expr.channels.iter().map(ChannelId::new).collect(),
+            detector: Detector::Composite(expr),
+            origin: path,
+            defaults_from: None,
+        });
+    }
+    plan
+}
+
+/// The first few of `ids`, and how many more.
+fn preview(ids: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let head = ids[..ids.len().min(SHOWN)].join(", ");
+    if ids.len() > SHOWN {
+        format!("{head} and {} more", ids.len() - SHOWN)
+    } else {
+        head
+    }
+}
