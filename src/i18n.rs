@@ -319,6 +319,62 @@ pub fn config_unreadable(l: Language, parse: bool) -> Option<&'static str> {
     }
 }
 
+/// Words of `hazgate rules --config` (the effective alarm limits of a site).
+#[derive(Clone, Copy, Debug)]
+pub struct RulesWords {
+    /// Column headings: alarm, priority, limit, deadband, on-delay / off-delay, latching,
+    /// configured at.
+    pub columns: [&'static str; 7],
+    /// "yes" for a latching alarm.
+    pub latching: &'static str,
+    /// Prefix of the kind whose defaults gave some fields.
+    pub defaults_from: &'static str,
+    /// Heading of the opted-out channels.
+    pub opted_out: &'static str,
+    /// Heading of the gas channels without any limit alarm.
+    pub unguarded: &'static str,
+    /// Summary: alarms, channels.
+    pub summary: fn(usize, usize) -> String,
+}
+
+/// The words of `hazgate rules` in `l`.
+pub fn rules_words(l: Language) -> RulesWords {
+    match l {
+        Language::ZhCn => RulesWords {
+            columns: [
+                "报警",
+                "优先级",
+                "限值",
+                "死区",
+                "延时(报警/恢复)",
+                "锁存",
+                "配置来源",
+            ],
+            latching: "是",
+            defaults_from: "其余字段来自",
+            opted_out: "不采用类型默认值的通道（及原因）：",
+            unguarded: "没有任何限值报警的气体通道：",
+            summary: |a, c| format!("共 {a} 个报警，{c} 个通道"),
+        },
+        Language::En => RulesWords {
+            columns: [
+                "alarm",
+                "priority",
+                "limit",
+                "deadband",
+                "delay on/off",
+                "latch",
+                "configured at",
+            ],
+            latching: "yes",
+            defaults_from: "other fields from",
+            opted_out: "Channels that take none of their kind's defaults (and why):",
+            unguarded: "Gas channels without any limit alarm:",
+            summary: |a, c| format!("{a} alarm(s), {c} channel(s)"),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

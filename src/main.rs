@@ -72,6 +72,14 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print every alarm of a configuration with its effective limit, deadband, delays and
+    /// latching, and where each was configured (a `[[rules]]` entry or a kind's
+    /// `[rule_defaults]`); then the opted-out channels and any gas channel left without limits.
+    Rules {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Write Grafana dashboards and provisioning files for a configuration's site: its
     /// equipment, its channels' alarm limits, its language.
     Dashboards {
@@ -276,6 +284,13 @@ fn main() -> ExitCode {
         Command::Plan { config } => match config::load(&config) {
             Ok((cfg, _)) => {
                 print!("{}", hazgate::sources::modbus::plan::describe(&cfg));
+                ExitCode::SUCCESS
+            }
+            Err(e) => report_load_error(&e),
+        },
+        Command::Rules { config } => match config::load(&config) {
+            Ok((cfg, _)) => {
+                print!("{}", config::plan::describe(&cfg));
                 ExitCode::SUCCESS
             }
             Err(e) => report_load_error(&e),

@@ -399,14 +399,22 @@ pub fn compile(
                     );
                 }
                 if let Some(ch) = ch {
-                    if defaults_of(ch).is_none() {
-                        p.warn(
+                    match defaults_of(ch) {
+                        None => p.warn(
                             format!("{path}.opt_out"),
                             format!(
                                 "`{}` has no [rule_defaults.{}] to opt out of",
                                 ch.id, ch.kind
                             ),
-                        );
+                        ),
+                        Some((kind, _)) => p.warn(
+                            format!("{path}.opt_out"),
+                            format!(
+                                "`{}` takes none of the [rule_defaults.{kind}] limits: {}",
+                                ch.id,
+                                reason.trim()
+                            ),
+                        ),
                     }
                     plan.opted_out
                         .push((ch.id.clone(), reason.trim().to_owned()));
@@ -426,8 +434,11 @@ pub fn compile(
                 .zip(base.as_ref().map(|(k, _)| k.as_str()))
                 .map(|((f, bp), k)| (f, bp, k)),
         );
-        if e.limits.iter().all(Option::is_none) && r.opt_out.is_none() {
-            p.err(path.clone(), "give at least one of `ll`, `l`, `h`, `hh`");
+        if e.limits.iter().all(Option::is_none) {
+            if r.opt_out.is_none() {
+                p.err(path.clone(), "give at least one of `ll`, `l`, `h`, `hh`");
+            }
+            continue;
         }
         check_effective(&e, ch.map(|c| (c.kind.as_str(), c.unit.as_str())), &path, p);
         if let Some(ch) = ch {
@@ -655,4 +666,126 @@ fn preview(ids: &[&str]) -> String {
     } else {
         head
     }
+}
+
+/// The effective alarms of a site, one line each, with where each was configured (for
+/// `hazgate rules --config`), then the channels that opted out of their kind's defaults and
+/// the gas channels left without any limit alarm. In the site's language.
+pub fn describe(cfg: &super::Resolved) -> String {
+    use std::fmt::Write as _;
+    let w = crate::i18n::rules_words(cfg.site.language);
+    let lang = cfg.site.language;
+    let mut rows: Vec<[String; 7]> = Vec::new();
+    for a in &cfg.plan.alarms {
+        let limit = match (&a.detector, a.limit) {
+            (Detector::Composite(_), _) => a.message.clone().unwrap_or_default(),
+            (Detector::Discrete { active_when }, _) => format!("= {active_when}"),
+            (Detector::Stuck { band, after }, _) => format!(
+                "±{band} {} / {}",
+                a.unit,
+                humantime::format_duration(*after)
+            ),
+            (Detector::Limit { high, .. }, Some(l)) => {
+                format!("{} {l} {}", if *high { "≥" } else { "≤" }, a.unit)
+            }
+            (_, Some(l)) => format!("{l} {}", a.unit),
+            (_, None) => String::new(),
+        };
+        let deadband = match &a.detector {
+            Detector::Limit { deadband, .. } | Detector::Rate { deadband, .. }
+                if *deadband > 0.0 =>
+            {
+                format!("{deadband} {}", a.unit)
+            }
+            _ => String::new(),
+        };
+        let delays = if a.on_delay.is_zero() && a.off_delay.is_zero() {
+            String::new()
+        } else {
+            format!(
+                "{} / {}",
+                humantime::format_duration(a.on_delay),
+                humantime::format_duration(a.off_delay)
+            )
+        };
+        let origin = match &a.defaults_from {
+            Some(k) if !a.origin.starts_with("rule_defaults.") => {
+                format!("{} ({} rule_defaults.{k})", a.origin, w.defaults_from)
+            }
+            _ => a.origin.clone(),
+        };
+        rows.push([
+            a.id.clone(),
+            crate::i18n::priority(lang, a.priority).to_owned(),
+            limit,
+            deadband,
+            delays,
+            if a.latching { w.latching } else { "" }.to_owned(),
+            origin,
+        ]);
+    }
+    let mut widths = w.columns.map(width);
+    for r in &rows {
+        for (k, c) in r.iter().enumerate() {
+            widths[k] = widths[k].max(width(c));
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[String]| {
+        let mut l = String::new();
+        for (k, c) in cells.iter().enumerate() {
+            let pad = widths[k].saturating_sub(width(c));
+            let _ = write!(l, "{c}{}  ", " ".repeat(pad));
+        }
+        let _ = writeln!(out, "{}", l.trim_end());
+    };
+    line(&mut out, &w.columns.map(str::to_owned));
+    for r in &rows {
+        line(&mut out, r);
+    }
+    if !cfg.plan.opted_out.is_empty() {
+        let _ = writeln!(out, "\n{}", w.opted_out);
+        for (c, why) in &cfg.plan.opted_out {
+            let _ = writeln!(out, "  {c}: {why}");
+        }
+    }
+    let unguarded: Vec<&str> = cfg
+        .channels
+        .iter()
+        .filter(|c| crate::model::is_gas_kind(&c.kind))
+        .filter(|c| {
+            !cfg.plan
+                .on_channel(c.id.as_str())
+                .any(|a| matches!(a.detector, Detector::Limit { .. }))
+        })
+        .map(|c| c.id.as_str())
+        .collect();
+    if !unguarded.is_empty() {
+        let _ = writeln!(out, "\n{}", w.unguarded);
+        for c in unguarded {
+            let _ = writeln!(out, "  {c}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        (w.summary)(cfg.plan.alarms.len(), cfg.channels.len())
+    );
+    out
+}
+
+/// Columns `s` takes in a terminal: CJK and full-width characters take two.
+fn width(s: &str) -> usize {
+    s.chars()
+        .map(|c| match u32::from(c) {
+            0x1100..=0x115F
+            | 0x2E80..=0xA4CF
+            | 0xAC00..=0xD7A3
+            | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F
+            | 0xFF00..=0xFF60
+            | 0xFFE0..=0xFFE6 => 2,
+            _ => 1,
+        })
+        .sum()
 }
