@@ -57,7 +57,7 @@ pub enum RunError {
     /// An HTTP client could not be built.
     #[error("cannot build HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-    /// The alarm engine could not start (journal directory, API tokens).
+    /// The alarm engine could not start (journal directory).
     #[error("{0}")]
     Alarms(#[from] rules::OpenError),
     /// The embedded MQTT broker did not start.
@@ -126,6 +126,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     }
     let ready_sources = sources::prepare(&cfg, &mut unreadable);
     let ready_receivers = alerts::receivers::resolve(&cfg.receivers, &mut unreadable);
+    let api_tokens = rules::resolve_tokens(&cfg.alarms, &mut unreadable);
     check_other_secrets(&cfg, &mut unreadable);
     if unreadable.has_errors() {
         return Err(RunError::Secrets(unreadable.0));
@@ -154,8 +155,9 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     alerts_prepared.outbox.report_health(state.clone());
     let outbox = alerts_prepared.outbox.clone();
 
-    // The alarm engine: API tokens, journal replay (before anything is spawned).
-    let (engine, alarms) = rules::open(&cfg, tokio::time::Instant::now().into_std()).await?;
+    // The alarm engine: journal replay (before anything is spawned).
+    let (engine, alarms) =
+        rules::open(&cfg, api_tokens, tokio::time::Instant::now().into_std()).await?;
 
     let listener = TcpListener::bind(cfg.api.listen)
         .await
@@ -406,15 +408,10 @@ where
     })
 }
 
-/// Reads the secrets that components still read again when they start (API tokens, the
-/// embedded broker's password), so that every unreadable one is reported with the others before
+/// Reads the secrets that components still read again when they start (the embedded
+/// broker's password), so that every unreadable one is reported with the others before
 /// anything starts.
 fn check_other_secrets(cfg: &Resolved, p: &mut Problems) {
-    for (i, t) in cfg.alarms.tokens.iter().enumerate() {
-        if let Some(s) = &t.token {
-            s.resolve_at(&format!("alarms.tokens[{i}].token"), p);
-        }
-    }
     if let Some(b) = &cfg.mqtt_broker {
         if let (Some(_), Some(s)) = (&b.username, &b.password) {
             s.resolve_at("mqtt_broker.password", p);

@@ -103,7 +103,10 @@ struct Gw {
 async fn start(c: &Resolved) -> Gw {
     let state = Arc::new(SharedState::new(c));
     let metrics = Arc::new(Metrics::new());
-    let (engine, handle) = rules::open(c, tokio::time::Instant::now().into_std())
+    let mut unreadable = hazgate::check::Problems::default();
+    let tokens = rules::resolve_tokens(&c.alarms, &mut unreadable);
+    assert!(!unreadable.has_errors(), "{:?}", unreadable.0);
+    let (engine, handle) = rules::open(c, tokens, tokio::time::Instant::now().into_std())
         .await
         .expect("open");
     let (tx, rx) = mpsc::channel(16);

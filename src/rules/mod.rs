@@ -87,40 +87,31 @@ pub enum OpenError {
         /// Cause.
         source: std::io::Error,
     },
-    /// An API token could not be read.
-    #[error("{path}: {message}")]
-    Token {
-        /// Config path.
-        path: String,
-        /// What went wrong.
-        message: String,
-    },
 }
 
-/// Builds the engine: resolves API tokens, replays the journal (when `alarms.journal_dir` is
-/// set) and starts a new journal segment with a checkpoint; returns the engine (with its I/O
-/// attached, for [`run`]) and the handle the API uses.
-pub async fn open(cfg: &Resolved, now: Instant) -> Result<(Opened, AlarmsHandle), OpenError> {
-    let a = &cfg.alarms;
+/// The API tokens of `[[alarms.tokens]]` as digests: each token secret is read here, once,
+/// with the configuration's other secrets; an unreadable one is reported at its path.
+pub fn resolve_tokens(a: &crate::config::Alarms, p: &mut crate::check::Problems) -> Vec<Token> {
     let mut tokens = Vec::new();
     for (i, t) in a.tokens.iter().enumerate() {
         let digest = match (&t.sha256, &t.token) {
-            (Some(h), _) => sha256_hex(h).ok_or_else(|| OpenError::Token {
-                path: format!("alarms.tokens[{i}].sha256"),
-                message: "must be 64 hex digits".into(),
-            })?,
-            (None, Some(s)) => {
-                let secret = s.resolve().map_err(|message| OpenError::Token {
-                    path: format!("alarms.tokens[{i}].token"),
-                    message,
-                })?;
-                Sha256::digest(secret.expose().as_bytes()).into()
-            }
+            (Some(h), _) => match sha256_hex(h) {
+                Some(d) => d,
+                None => {
+                    p.err(
+                        format!("alarms.tokens[{i}].sha256"),
+                        "must be 64 hex digits",
+                    );
+                    continue;
+                }
+            },
+            (None, Some(s)) => match s.resolve_at(&format!("alarms.tokens[{i}].token"), p) {
+                Some(secret) => Sha256::digest(secret.expose().as_bytes()).into(),
+                None => continue,
+            },
             (None, None) => {
-                return Err(OpenError::Token {
-                    path: format!("alarms.tokens[{i}]"),
-                    message: "no token".into(),
-                });
+                p.err(format!("alarms.tokens[{i}]"), "no token");
+                continue;
             }
         };
         tokens.push(Token {
@@ -129,7 +120,18 @@ pub async fn open(cfg: &Resolved, now: Instant) -> Result<(Opened, AlarmsHandle)
             digest,
         });
     }
+    tokens
+}
 
+/// Builds the engine with the API `tokens` (see [`resolve_tokens`]): replays the journal (when
+/// `alarms.journal_dir` is set) and starts a new journal segment with a checkpoint; returns the
+/// engine (with its I/O attached, for [`run`]) and the handle the API uses.
+pub async fn open(
+    cfg: &Resolved,
+    tokens: Vec<Token>,
+    now: Instant,
+) -> Result<(Opened, AlarmsHandle), OpenError> {
+    let a = &cfg.alarms;
     let mut engine = Engine::new(cfg, now);
     let mut history = VecDeque::new();
     let journal = match &a.journal_dir {
