@@ -439,9 +439,8 @@ pub fn sha256_hex(s: &str) -> Option<[u8; 32]> {
 }
 
 /// Checks the settings of `[alarms]` (journal, thresholds, schedule, tokens); the rules are
-/// checked where they are compiled (`config::plan`). Returns the names of the schedule's
-/// windows.
-pub fn check(a: &Alarms, p: &mut Problems) -> HashSet<String> {
+/// checked where they are compiled (`config::plan`). Returns the compiled calendar.
+pub fn check(a: &Alarms, p: &mut Problems) -> crate::rules::schedule::Calendar {
     if let Some(d) = &a.journal_dir {
         if d.as_os_str().is_empty() {
             p.err("alarms.journal_dir", "must not be empty");
@@ -471,7 +470,7 @@ pub fn check(a: &Alarms, p: &mut Problems) -> HashSet<String> {
         p.err("alarms.chatter_window", "must be longer than 0s");
     }
 
-    let windows = crate::rules::schedule::check(&a.schedule, p);
+    let calendar = crate::rules::schedule::compile(&a.schedule, p);
 
     // Tokens.
     let mut names = HashSet::new();
@@ -510,5 +509,5 @@ pub fn check(a: &Alarms, p: &mut Problems) -> HashSet<String> {
             _ => p.err(path, "give exactly one of `sha256` or `token`"),
         }
     }
-    windows
+    calendar
 }

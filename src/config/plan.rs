@@ -310,12 +310,13 @@ fn channel_alarm(ch: &Channel, condition: &str, detector: Detector, origin: Stri
     }
 }
 
-/// Compiles and checks every alarm rule. `windows` are the schedule's window names.
+/// Compiles and checks every alarm rule; `calendar` is the compiled schedule, whose windows
+/// the composite expressions may name. The plan keeps it.
 pub fn compile(
     rules: &[LimitRule],
     defaults: &BTreeMap<String, RuleDefaults>,
     a: &Alarms,
-    windows: &HashSet<String>,
+    calendar: crate::rules::schedule::Calendar,
     channels: &[Channel],
     p: &mut Problems,
 ) -> Plan {
@@ -616,7 +617,7 @@ pub fn compile(
             }
         }
         for w in &expr.windows {
-            if !windows.contains(w.as_str()) {
+            if !calendar.has_window(w) {
                 p.err(
                     format!("{path}.expr"),
                     format!("unknown window `{w}` (define it in [[alarms.schedule.windows]])"),
@@ -654,6 +655,7 @@ pub fn compile(
             defaults_from: None,
         });
     }
+    plan.calendar = calendar;
     plan
 }
 

@@ -561,12 +561,12 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     }
 
     // The alarm plan: limit rules over the kinds' defaults, and the rule kinds of [alarms].
-    let windows = super::alarms::check(&cfg.alarms, &mut p);
+    let calendar = super::alarms::check(&cfg.alarms, &mut p);
     let plan = super::plan::compile(
         &cfg.rules,
         &cfg.rule_defaults,
         &cfg.alarms,
-        &windows,
+        calendar,
         &channels,
         &mut p,
     );

@@ -495,7 +495,7 @@ mod tests {
             &[rule],
             &Default::default(),
             &alarms,
-            &Default::default(),
+            Default::default(),
             &channels,
             &mut p,
         );

@@ -106,6 +106,8 @@ pub struct Plan {
     pub alarms: Vec<AlarmDef>,
     /// Channels excluded from their kind's defaults, with the reason given.
     pub opted_out: Vec<(ChannelId, String)>,
+    /// The site calendar the composite alarms read (`[alarms.schedule]`, compiled).
+    pub calendar: super::schedule::Calendar,
 }
 
 impl Plan {

@@ -94,40 +94,56 @@ pub fn date(s: &str) -> Option<chrono::NaiveDate> {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }
 
-/// Checks `[alarms.schedule]` (errors at `alarms.schedule.*`); returns the names of its
-/// windows, for the checks of the expressions that name them.
-pub fn check(s: &Schedule, p: &mut Problems) -> HashSet<String> {
-    if let Some(tz) = &s.timezone {
-        if tz.parse::<chrono_tz::Tz>().is_err() {
+/// Checks `[alarms.schedule]` (errors at `alarms.schedule.*`) and compiles it: every string
+/// parsed here, once. Entries in error are left out of the calendar (the configuration is
+/// refused anyway).
+pub fn compile(s: &Schedule, p: &mut Problems) -> Calendar {
+    let tz = match &s.timezone {
+        None => Tz::UTC,
+        Some(tz) => tz.parse::<Tz>().unwrap_or_else(|_| {
             p.err(
                 "alarms.schedule.timezone",
                 format!("unknown time zone `{tz}` (use an IANA name such as Asia/Shanghai)"),
             );
-        }
-    }
-    for (i, d) in s.weekend.iter().enumerate() {
-        if parse_day(d).is_none() {
-            p.err(
-                format!("alarms.schedule.weekend[{i}]"),
-                format!("`{d}` is not one of mon tue wed thu fri sat sun"),
-            );
-        }
-    }
+            Tz::UTC
+        }),
+    };
+    let days = |list: &[String], path: &str, p: &mut Problems| -> Vec<Weekday> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, d)| {
+                let w = parse_day(d);
+                if w.is_none() {
+                    p.err(
+                        format!("{path}[{i}]"),
+                        format!("`{d}` is not one of mon tue wed thu fri sat sun"),
+                    );
+                }
+                w
+            })
+            .collect()
+    };
+    let weekend = days(&s.weekend, "alarms.schedule.weekend", p);
+    let mut holidays = HashSet::new();
     for (i, d) in s.holidays.iter().enumerate() {
-        if date(d).is_none() {
-            p.err(
+        match date(d) {
+            Some(d) => {
+                holidays.insert(d);
+            }
+            None => p.err(
                 format!("alarms.schedule.holidays[{i}]"),
                 format!("`{d}` is not a YYYY-MM-DD date"),
-            );
+            ),
         }
     }
-    let mut windows = HashSet::new();
+    let mut names = HashSet::new();
+    let mut windows = Vec::new();
     for (i, w) in s.windows.iter().enumerate() {
         let path = format!("alarms.schedule.windows[{i}]");
         if let Err(e) = check_id(&w.name, false) {
             p.err(format!("{path}.name"), e);
         }
-        if !windows.insert(w.name.clone()) {
+        if !names.insert(w.name.as_str()) {
             p.err(
                 format!("{path}.name"),
                 format!("duplicate window `{}`", w.name),
@@ -149,19 +165,25 @@ pub fn check(s: &Schedule, p: &mut Problems) -> HashSet<String> {
                 "start and end are equal: the window would be empty",
             );
         }
-        for (j, d) in w.days.iter().enumerate() {
-            if parse_day(d).is_none() {
-                p.err(
-                    format!("{path}.days[{j}]"),
-                    format!("`{d}` is not one of mon tue wed thu fri sat sun"),
-                );
-            }
+        let on = days(&w.days, &format!("{path}.days"), p);
+        if let (Some(start), Some(end)) = (st, en) {
+            windows.push(Window {
+                name: w.name.clone(),
+                start,
+                end,
+                days: on,
+            });
         }
     }
-    windows
+    Calendar {
+        tz,
+        windows,
+        weekend,
+        holidays,
+    }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Window {
     name: String,
     start: NaiveTime,
@@ -181,7 +203,7 @@ pub struct Flags {
 }
 
 /// The compiled calendar.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Calendar {
     tz: Tz,
     windows: Vec<Window>,
@@ -189,31 +211,17 @@ pub struct Calendar {
     holidays: HashSet<NaiveDate>,
 }
 
+impl Default for Calendar {
+    /// The calendar of an empty `[alarms.schedule]`: UTC, weekend Saturday and Sunday.
+    fn default() -> Self {
+        compile(&Schedule::default(), &mut Problems::default())
+    }
+}
+
 impl Calendar {
-    /// Compiles a validated schedule (invalid entries, impossible after validation, are
-    /// skipped).
-    pub fn new(s: &Schedule) -> Self {
-        Self {
-            tz: s
-                .timezone
-                .as_deref()
-                .and_then(|z| z.parse().ok())
-                .unwrap_or(Tz::UTC),
-            windows: s
-                .windows
-                .iter()
-                .filter_map(|w| {
-                    Some(Window {
-                        name: w.name.clone(),
-                        start: time_of_day(&w.start)?,
-                        end: time_of_day(&w.end)?,
-                        days: w.days.iter().filter_map(|d| weekday(d)).collect(),
-                    })
-                })
-                .collect(),
-            weekend: s.weekend.iter().filter_map(|d| weekday(d)).collect(),
-            holidays: s.holidays.iter().filter_map(|d| date(d)).collect(),
-        }
+    /// Whether a window of this name is defined.
+    pub fn has_window(&self, name: &str) -> bool {
+        self.window_index(name).is_some()
     }
 
     /// Index of a window by name.
@@ -285,7 +293,9 @@ mod tests {
                 },
             ],
         };
-        let c = Calendar::new(&sched);
+        let mut p = Problems::default();
+        let c = compile(&sched, &mut p);
+        assert!(!p.has_errors(), "{:?}", p.0);
         let sh = chrono_tz::Asia::Shanghai;
         // 2026-09-25 is a Friday.
         let rows = [

@@ -11,7 +11,7 @@ use crate::config::{Resolved, ResolvedChannel};
 use crate::model::{AlarmClass, ChannelId, Priority};
 use crate::rules::limits::{Delay, Discrete, Limit, Rate, Stuck};
 use crate::rules::plan::{AlarmDef, Detector};
-use crate::rules::schedule::{Calendar, Flags};
+use crate::rules::schedule::Flags;
 
 /// An alarm in its initial state.
 fn alarm(
@@ -148,7 +148,7 @@ impl Engine {
             .enumerate()
             .map(|(i, c)| (c.meta.id.clone(), i))
             .collect();
-        let calendar = Calendar::new(&a.schedule);
+        let calendar = cfg.plan.calendar.clone();
         let mut comps = Vec::new();
         for d in &cfg.plan.alarms {
             let ci = d.channel.as_ref().and_then(|c| index.get(c).copied());
