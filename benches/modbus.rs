@@ -134,8 +134,7 @@ fn main() {
         Err(p) => panic!("invalid bench config: {p:#?}"),
     };
     let planned: usize = resolved
-        .sources
-        .iter()
+        .modbus()
         .flat_map(|s| {
             s.devices.iter().map(|d| {
                 hazgate::sources::modbus::plan::groups(&d.points, s.timing.max_gap)
@@ -157,7 +156,7 @@ fn main() {
     let metrics = Arc::new(Metrics::new());
     let cancel = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel::<Vec<hazgate::model::Sample>>(1024);
-    for s in resolved.sources.clone() {
+    for s in resolved.modbus().cloned().collect::<Vec<_>>() {
         gw_rt.spawn(hazgate::sources::modbus::run_source(
             s,
             tx.clone(),

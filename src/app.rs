@@ -282,7 +282,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     let api_stop2 = api_stop.clone();
     let limits = api::serve::Limits::from_config(&cfg.api);
     let api = tokio::spawn(api::serve::serve(listener, app, limits, api_stop2));
-    info!(api = %api_addr, site = %cfg.site.id, channels = cfg.channels.len(), sources = cfg.sources.len() + cfg.mqtt_sources.len(), outputs = cfg.outputs.len(), "gateway started");
+    info!(api = %api_addr, site = %cfg.site.id, channels = cfg.channels.len(), sources = cfg.sources.len(), outputs = cfg.outputs.len(), "gateway started");
 
     let grace = cfg.gateway.shutdown_grace;
     let (stop2, fatal2) = (stop.clone(), fatal.clone());

@@ -290,7 +290,10 @@ fn main() -> ExitCode {
         },
         Command::Rules { config } => match config::load(&config) {
             Ok((cfg, _)) => {
-                print!("{}", config::plan::describe(&cfg));
+                print!(
+                    "{}",
+                    config::plan::describe(&cfg.plan, &cfg.channels, cfg.site.language)
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => report_load_error(&e),

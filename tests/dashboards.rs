@@ -909,8 +909,7 @@ async fn every_dashboard_query_returns_data() {
         .await;
         // Every Modbus device silent: a fault on every Modbus channel of both sites.
         let modbus_points = |c: &Resolved| {
-            c.sources
-                .iter()
+            c.modbus()
                 .flat_map(|s| &s.devices)
                 .map(|d| d.points.len())
                 .sum::<usize>()

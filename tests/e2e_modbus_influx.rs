@@ -208,8 +208,7 @@ async fn demo_config_runs_against_the_demo_site() {
         // Channels fed by the simulated data units over MQTT are not published here (only the
         // Modbus side of the simulator runs); tests/demo_first_alarm.rs covers them.
         let mqtt: Vec<String> = cfg
-            .mqtt_sources
-            .iter()
+            .mqtt()
             .flat_map(|m| m.cfg.channels.iter().map(|c| c.id.clone()))
             .collect();
         assert!(!mqtt.is_empty(), "the demo has MQTT channels");

@@ -41,7 +41,9 @@ map = "loop"
 "#;
 
 fn point_def(r: &Resolved) -> hazgate::config::RegisterDef {
-    r.sources[0].devices[0].points[0].def.clone()
+    r.modbus().next().expect("a Modbus source").devices[0].points[0]
+        .def
+        .clone()
 }
 
 #[test]

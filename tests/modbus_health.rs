@@ -149,7 +149,7 @@ async fn exceptions_count_requests_and_are_named_alike_everywhere() {
         let cfg = resolve(&format!(
             "[site]\nid = \"x\"\n[[sources]]\nkind = \"modbus_tcp\"\nid = \"conv\"\naddress = \"{addr}\"\ntimeout = \"300ms\"\n[[device_maps]]\nfile = \"maps/tank-radar.toml\"\n[[devices]]\nid = \"t1\"\narea = \"a\"\nsource = \"conv\"\nunit_id = 3\nmap = \"tank-radar\"\npoll_interval = \"100ms\"\n"
         ));
-        assert_eq!(cfg.sources[0].devices[0].points.len(), 3);
+        assert_eq!(cfg.modbus().next().expect("a Modbus source").devices[0].points.len(), 3);
         let mut p = Pollers::start(&cfg);
         p.until(Duration::from_secs(10), "a.t1.level", |r| {
             r.value() == Some(7.25)

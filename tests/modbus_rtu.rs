@@ -249,7 +249,11 @@ scale = 0.1
         );
         let cfg = resolve(&text);
         assert_eq!(
-            hazgate::sources::modbus::plan::plan(&cfg.sources[0].devices[0].points, 0).len(),
+            hazgate::sources::modbus::plan::plan(
+                &cfg.modbus().next().expect("a Modbus source").devices[0].points,
+                0
+            )
+            .len(),
             2
         );
         let mut p = Pollers::start(&cfg);

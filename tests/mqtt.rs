@@ -85,8 +85,8 @@ struct Harness {
 }
 
 fn run(cfg: &Resolved) -> Harness {
-    let p: Prepared =
-        mqtt::prepare(&cfg.mqtt_sources[0], &cfg.site.id).unwrap_or_else(|e| panic!("{e:?}"));
+    let p: Prepared = mqtt::prepare(cfg.mqtt().next().expect("an MQTT source"), &cfg.site.id)
+        .unwrap_or_else(|e| panic!("{e:?}"));
     let (tx, rx) = mpsc::channel(64);
     let state = Arc::new(SharedState::new(cfg));
     let metrics = Arc::new(Metrics::new());

@@ -157,7 +157,7 @@ fn a_unit_the_defaults_are_not_for_gets_none_and_is_named() {
         ),
         "{warnings:#?}"
     );
-    let text = config::plan::describe(&r);
+    let text = config::plan::describe(&r.plan, &r.channels, r.site.language);
     assert!(text.contains("a.d.gd4"), "listed as unguarded:\n{text}");
 }
 
@@ -177,7 +177,7 @@ fn an_explicit_rule_overrides_field_by_field() {
     assert_eq!(h.response.as_deref(), Some("疏散人员，切断气源"), "kept");
     assert_eq!(h.defaults_from.as_deref(), Some("combustible_gas"));
     assert!(matches!(h.detector, Detector::Limit { deadband, .. } if deadband == 0.5));
-    let text = config::plan::describe(&r);
+    let text = config::plan::describe(&r.plan, &r.channels, r.site.language);
     assert!(
         text.contains("rules[0].h") && text.contains("rule_defaults.combustible_gas.hh"),
         "{text}"
@@ -214,7 +214,7 @@ fn opting_out_needs_a_reason_and_is_listed() {
                 && w.contains("calibration gas line")),
         "{warnings:#?}"
     );
-    let text = config::plan::describe(&r);
+    let text = config::plan::describe(&r.plan, &r.channels, r.site.language);
     assert!(text.contains("a.d.gd3: calibration gas line"), "{text}");
     let errors = load(&format!(
         "{DEFAULTS}\n[[rules]]\nchannel = \"a.d.gd3\"\nopt_out = \" \"\n"

@@ -29,8 +29,8 @@ pub use file::*;
 pub use modbus::ModbusTcpSource;
 pub use modbus::{ModbusLink, ModbusRtuSource, ModbusTiming, Parity, SerialLine};
 pub use validate::{
-    Problem, Resolved, ResolvedChannel, ResolvedDevice, ResolvedPoint, ResolvedSource, Severity,
-    validate,
+    Problem, Resolved, ResolvedChannel, ResolvedDevice, ResolvedModbus, ResolvedPoint,
+    ResolvedSource, Severity, validate,
 };
 
 /// An error reading or checking a configuration file.

@@ -340,7 +340,7 @@ poll_interval = "30s"
 "#,
         )
         .expect("valid");
-        let src = &r.sources[0];
+        let src = r.modbus().next().expect("a Modbus source");
         match &src.link {
             ModbusLink::Rtu(l) => {
                 assert_eq!(

@@ -673,12 +673,11 @@ fn preview(ids: &[&str]) -> String {
 /// The effective alarms of a site, one line each, with where each was configured (for
 /// `hazgate rules --config`), then the channels that opted out of their kind's defaults and
 /// the gas channels left without any limit alarm. In the site's language.
-pub fn describe(cfg: &super::Resolved) -> String {
+pub fn describe(plan: &Plan, channels: &[Channel], lang: crate::i18n::Language) -> String {
     use std::fmt::Write as _;
-    let w = crate::i18n::rules_words(cfg.site.language);
-    let lang = cfg.site.language;
+    let w = crate::i18n::rules_words(lang);
     let mut rows: Vec<[String; 7]> = Vec::new();
-    for a in &cfg.plan.alarms {
+    for a in &plan.alarms {
         let limit = match (&a.detector, a.limit) {
             (Detector::Composite(_), _) => a.message.clone().unwrap_or_default(),
             (Detector::Discrete { active_when }, _) => format!("= {active_when}"),
@@ -745,18 +744,17 @@ pub fn describe(cfg: &super::Resolved) -> String {
     for r in &rows {
         line(&mut out, r);
     }
-    if !cfg.plan.opted_out.is_empty() {
+    if !plan.opted_out.is_empty() {
         let _ = writeln!(out, "\n{}", w.opted_out);
-        for (c, why) in &cfg.plan.opted_out {
+        for (c, why) in &plan.opted_out {
             let _ = writeln!(out, "  {c}: {why}");
         }
     }
-    let unguarded: Vec<&str> = cfg
-        .channels
+    let unguarded: Vec<&str> = channels
         .iter()
         .filter(|c| crate::model::is_gas_kind(&c.kind))
         .filter(|c| {
-            !cfg.plan
+            !plan
                 .on_channel(c.id.as_str())
                 .any(|a| matches!(a.detector, Detector::Limit { .. }))
         })
@@ -768,11 +766,7 @@ pub fn describe(cfg: &super::Resolved) -> String {
             let _ = writeln!(out, "  {c}");
         }
     }
-    let _ = writeln!(
-        out,
-        "\n{}",
-        (w.summary)(cfg.plan.alarms.len(), cfg.channels.len())
-    );
+    let _ = writeln!(out, "\n{}", (w.summary)(plan.alarms.len(), channels.len()));
     out
 }
 

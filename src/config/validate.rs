@@ -42,9 +42,29 @@ pub struct ResolvedDevice {
     pub points: Vec<ResolvedPoint>,
 }
 
-/// A connection with its devices.
+/// One source of the site, resolved: a variant per kind. Adding a source kind adds a variant
+/// here (built at the end of [`validate`]) and one arm in `sources::prepare`.
 #[derive(Clone, Debug)]
-pub struct ResolvedSource {
+pub enum ResolvedSource {
+    /// Modbus TCP, RTU or RTU over TCP (the link says which), with its devices.
+    Modbus(ResolvedModbus),
+    /// An MQTT subscription with its topic mappings and channels.
+    Mqtt(Box<super::mqtt::ResolvedMqttSource>),
+}
+
+impl ResolvedSource {
+    /// Source id.
+    pub fn id(&self) -> &SourceId {
+        match self {
+            Self::Modbus(m) => &m.id,
+            Self::Mqtt(m) => &m.id,
+        }
+    }
+}
+
+/// A Modbus connection with its devices.
+#[derive(Clone, Debug)]
+pub struct ResolvedModbus {
     /// Source id.
     pub id: SourceId,
     /// Transport and address.
@@ -66,7 +86,7 @@ pub struct Resolved {
     pub api: Api,
     /// Every channel, in configuration order.
     pub channels: Vec<ResolvedChannel>,
-    /// Sources with their devices.
+    /// Every source (Modbus and MQTT), in configuration order.
     pub sources: Vec<ResolvedSource>,
     /// Every configured alarm, compiled (defaults applied, expressions parsed).
     pub plan: crate::rules::plan::Plan,
@@ -76,8 +96,6 @@ pub struct Resolved {
     pub outputs: Vec<Output>,
     /// Alarm engine settings and rules beyond limits (validated).
     pub alarms: Alarms,
-    /// MQTT sources (their channels are in `channels`).
-    pub mqtt_sources: Vec<super::mqtt::ResolvedMqttSource>,
     /// The embedded MQTT broker, when enabled.
     pub mqtt_broker: Option<super::mqtt::EmbeddedBroker>,
     /// Alert delivery settings (validated).
@@ -87,6 +105,22 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// The Modbus sources, in configuration order.
+    pub fn modbus(&self) -> impl Iterator<Item = &ResolvedModbus> {
+        self.sources.iter().filter_map(|s| match s {
+            ResolvedSource::Modbus(m) => Some(m),
+            ResolvedSource::Mqtt(_) => None,
+        })
+    }
+
+    /// The MQTT sources (their channels are in `channels`), in configuration order.
+    pub fn mqtt(&self) -> impl Iterator<Item = &super::mqtt::ResolvedMqttSource> {
+        self.sources.iter().filter_map(|s| match s {
+            ResolvedSource::Mqtt(m) => Some(&**m),
+            ResolvedSource::Modbus(_) => None,
+        })
+    }
+
     /// The name of an area shown to people: its `[[areas]]` name, else its id.
     pub fn area_name<'a>(&'a self, id: &'a str) -> &'a str {
         self.areas.get(id).map_or(id, String::as_str)
@@ -434,11 +468,14 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 device_name: m.device_name(c.device_id()).to_owned(),
             });
         }
-        mqtt_sources.push(super::mqtt::ResolvedMqttSource {
-            id: SourceId::new(&m.id),
-            index: i,
-            cfg: (**m).clone(),
-        });
+        mqtt_sources.push((
+            i,
+            ResolvedSource::Mqtt(Box::new(super::mqtt::ResolvedMqttSource {
+                id: SourceId::new(&m.id),
+                index: i,
+                cfg: (**m).clone(),
+            })),
+        ));
     }
     if let Some(b) = &cfg.mqtt_broker {
         super::mqtt::check_broker(b, &mut p);
@@ -664,19 +701,24 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     if p.has_errors() {
         return Err(p.0);
     }
-    let mut resolved_sources = Vec::new();
+    let mut resolved_sources = mqtt_sources;
     for (idx, devices) in per_source {
         let src = &cfg.sources[idx];
         let Some((link, timing)) = modbus_source(src) else {
             continue;
         };
-        resolved_sources.push(ResolvedSource {
-            id: SourceId::new(src.id()),
-            link,
-            timing,
-            devices,
-        });
+        resolved_sources.push((
+            idx,
+            ResolvedSource::Modbus(ResolvedModbus {
+                id: SourceId::new(src.id()),
+                link,
+                timing,
+                devices,
+            }),
+        ));
     }
+    resolved_sources.sort_by_key(|(idx, _)| *idx);
+    let resolved_sources = resolved_sources.into_iter().map(|(_, s)| s).collect();
     Ok((
         Resolved {
             site: cfg.site.clone(),
@@ -688,7 +730,6 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             receivers: cfg.receivers.clone(),
             outputs: cfg.outputs.clone(),
             alarms: cfg.alarms.clone(),
-            mqtt_sources,
             mqtt_broker: cfg.mqtt_broker.clone().filter(|b| b.enabled),
             notifications: cfg.notifications.clone(),
             areas: cfg

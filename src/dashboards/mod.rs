@@ -496,8 +496,7 @@ struct Group<'a> {
 fn groups(cfg: &Resolved) -> BTreeMap<&'static str, Vec<Group<'_>>> {
     let lang = cfg.site.language;
     let bits: HashSet<&str> = cfg
-        .sources
-        .iter()
+        .modbus()
         .flat_map(|s| &s.devices)
         .flat_map(|d| &d.points)
         .filter(|p| p.def.data_type() == DataType::Bool)

@@ -79,7 +79,7 @@ pub fn groups(cfg: &Resolved) -> Vec<GroupDef> {
             None => devs.push((dev.to_owned(), vec![ch])),
         }
     };
-    for s in &cfg.sources {
+    for s in cfg.modbus() {
         for d in &s.devices {
             for p in &d.points {
                 if let Some(&i) = index.get(&p.channel) {
@@ -88,7 +88,7 @@ pub fn groups(cfg: &Resolved) -> Vec<GroupDef> {
             }
         }
     }
-    for m in &cfg.mqtt_sources {
+    for m in cfg.mqtt() {
         for c in &m.cfg.channels {
             if let Some(&i) = index.get(&ChannelId::new(&c.id)) {
                 add(m.id.as_str(), cfg.channels[i].device.as_str(), i);

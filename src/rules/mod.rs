@@ -515,7 +515,6 @@ mod tests {
             receivers: vec![],
             outputs: vec![],
             alarms,
-            mqtt_sources: vec![],
             mqtt_broker: None,
             notifications: Default::default(),
             areas: Default::default(),

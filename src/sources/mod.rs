@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::check::Problems;
-use crate::config::{Resolved, ResolvedSource};
+use crate::config::{Resolved, ResolvedModbus, ResolvedSource};
 use crate::model::SourceId;
 use crate::receipt::SampleBatch;
 use crate::state::SharedState;
@@ -27,7 +27,7 @@ use crate::telemetry::Metrics;
 #[derive(Clone, Debug)]
 pub enum Ready {
     /// Modbus TCP, RTU on a serial port, or RTU over TCP (its link says which).
-    Modbus(ResolvedSource),
+    Modbus(ResolvedModbus),
     /// An MQTT subscription to a broker.
     Mqtt(Box<mqtt::Prepared>),
 }
@@ -56,14 +56,17 @@ impl Ready {
     }
 }
 
-/// Every source of the configuration, ready to run, in configuration order within each kind.
-/// Every unreadable secret or file is reported in `p` with its configuration path.
+/// Every source of the configuration, ready to run, in configuration order. Every
+/// unreadable secret or file is reported in `p` with its configuration path.
 pub fn prepare(cfg: &Resolved, p: &mut Problems) -> Vec<Ready> {
-    let mut ready: Vec<Ready> = cfg.sources.iter().cloned().map(Ready::Modbus).collect();
-    for m in &cfg.mqtt_sources {
-        match mqtt::prepare(m, &cfg.site.id) {
-            Ok(r) => ready.push(Ready::Mqtt(Box::new(r))),
-            Err((path, message)) => p.err(path, message),
+    let mut ready = Vec::with_capacity(cfg.sources.len());
+    for s in &cfg.sources {
+        match s {
+            ResolvedSource::Modbus(m) => ready.push(Ready::Modbus(m.clone())),
+            ResolvedSource::Mqtt(m) => match mqtt::prepare(m, &cfg.site.id) {
+                Ok(r) => ready.push(Ready::Mqtt(Box::new(r))),
+                Err((path, message)) => p.err(path, message),
+            },
         }
     }
     ready

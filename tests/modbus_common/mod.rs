@@ -41,8 +41,7 @@ impl Pollers {
         let metrics = Arc::new(Metrics::new());
         let cancel = CancellationToken::new();
         let tasks = cfg
-            .sources
-            .iter()
+            .modbus()
             .map(|s| {
                 tokio::spawn(hazgate::sources::modbus::run_source(
                     s.clone(),

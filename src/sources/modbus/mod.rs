@@ -43,7 +43,7 @@ use tokio_modbus::prelude::SlaveContext;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{ResolvedDevice, ResolvedSource};
+use crate::config::{ResolvedDevice, ResolvedModbus as ResolvedSource};
 use crate::model::{BadReason, Reading, Sample};
 use crate::state::{DeviceHealth, SharedState};
 use crate::telemetry::{Metrics, labels};

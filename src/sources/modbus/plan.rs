@@ -89,7 +89,7 @@ fn plan_subset(points: &[ResolvedPoint], mut order: Vec<usize>, max_gap: u16) ->
 pub fn describe(cfg: &crate::config::Resolved) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    for src in &cfg.sources {
+    for src in cfg.modbus() {
         let _ = writeln!(
             s,
             "source {} ({}, timeout {:?}, pause {:?}, max gap {})",
