@@ -127,7 +127,10 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     let ready_sources = sources::prepare(&cfg, &mut unreadable);
     let ready_receivers = alerts::receivers::resolve(&cfg.receivers, &mut unreadable);
     let api_tokens = rules::resolve_tokens(&cfg.alarms, &mut unreadable);
-    check_other_secrets(&cfg, &mut unreadable);
+    let broker_login = cfg
+        .mqtt_broker
+        .as_ref()
+        .and_then(|b| sources::mqtt::broker::resolve_login(b, &mut unreadable));
     if unreadable.has_errors() {
         return Err(RunError::Secrets(unreadable.0));
     }
@@ -173,7 +176,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     // The embedded broker starts before anything is spawned (a failure leaves nothing behind)
     // and before the MQTT sources, which may subscribe to it.
     let mqtt_broker = match &cfg.mqtt_broker {
-        Some(b) => Some(sources::mqtt::broker::start_broker(b, &metrics).await?),
+        Some(b) => Some(sources::mqtt::broker::start_broker(b, broker_login, &metrics).await?),
         None => None,
     };
 
@@ -406,17 +409,6 @@ where
             }
         }
     })
-}
-
-/// Reads the secrets that components still read again when they start (the embedded
-/// broker's password), so that every unreadable one is reported with the others before
-/// anything starts.
-fn check_other_secrets(cfg: &Resolved, p: &mut Problems) {
-    if let Some(b) = &cfg.mqtt_broker {
-        if let (Some(_), Some(s)) = (&b.username, &b.password) {
-            s.resolve_at("mqtt_broker.password", p);
-        }
-    }
 }
 
 #[cfg(test)]

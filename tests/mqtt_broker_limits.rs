@@ -319,7 +319,7 @@ max_payload_size = 4096
         )
         .expect("broker config");
         let metrics = hazgate::telemetry::Metrics::new();
-        let broker = hazgate::sources::mqtt::broker::start_broker(&cfg, &metrics)
+        let broker = hazgate::sources::mqtt::broker::start_broker(&cfg, None, &metrics)
             .await
             .expect("broker starts");
         let port = broker.local_addr().port();

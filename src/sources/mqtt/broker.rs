@@ -23,15 +23,14 @@ use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
 use tracing::{error, info};
 
 use super::broker_guard::{self, Limits};
+use crate::check::Problems;
 use crate::config::mqtt::EmbeddedBroker;
+use crate::secret::Secret;
 use crate::telemetry::Metrics;
 
 /// Why the broker did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    /// The password could not be read.
-    #[error("mqtt_broker.password: {0}")]
-    Secret(String),
     /// The listen address is not usable.
     #[error("mqtt_broker.{field}: cannot listen on {addr}: {source}")]
     Bind {
@@ -131,19 +130,27 @@ fn server(
     }
 }
 
-/// Starts the embedded broker and waits (at most 5 s) until it accepts connections.
-/// Refusals are counted in `metrics.mqtt_broker_refused`.
+/// The embedded broker's client login (user name and password), when it has one: the password
+/// is read here, once, with the configuration's other secrets; unreadable, it is reported at
+/// `mqtt_broker.password`.
+pub fn resolve_login(cfg: &EmbeddedBroker, p: &mut Problems) -> Option<(String, Secret)> {
+    match (&cfg.username, &cfg.password) {
+        (Some(u), Some(s)) => s
+            .resolve_at("mqtt_broker.password", p)
+            .map(|s| (u.clone(), s)),
+        _ => None,
+    }
+}
+
+/// Starts the embedded broker with its client `login` (see [`resolve_login`]) and waits (at
+/// most 5 s) until it accepts connections. Refusals are counted in
+/// `metrics.mqtt_broker_refused`.
 pub async fn start_broker(
     cfg: &EmbeddedBroker,
+    login: Option<(String, Secret)>,
     metrics: &Metrics,
 ) -> Result<BrokerHandle, BrokerError> {
-    let auth = match (&cfg.username, &cfg.password) {
-        (Some(u), Some(p)) => {
-            let secret = p.resolve().map_err(BrokerError::Secret)?;
-            Some(HashMap::from([(u.clone(), secret.expose().to_owned())]))
-        }
-        _ => None,
-    };
+    let auth = login.map(|(u, s)| HashMap::from([(u, s.expose().to_owned())]));
     // The guard owns the configured addresses; rumqttd listens on internal loopback ports.
     let listener = bind("listen", cfg.listen)?;
     let local_addr = local("listen", &listener, cfg.listen)?;
