@@ -22,6 +22,10 @@ use crate::tsdb::options::{DownsampleConfig, Precision, ReductionConfig, SpoolCo
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Further files (paths or globs such as `conf.d/*.toml`, relative to this file's
+    /// directory) whose arrays of tables add to this file's; only the main file may include.
+    #[serde(default)]
+    pub include: Vec<String>,
     /// The one site this gateway serves.
     pub site: Site,
     /// Process-wide settings.
