@@ -233,8 +233,7 @@ impl Source {
 }
 
 /// A device map, inline or loaded from a file relative to the config file.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug)]
 pub enum DeviceMapEntry {
     /// `{ file = "maps/gas.toml" }`.
     File {
@@ -243,6 +242,50 @@ pub enum DeviceMapEntry {
     },
     /// The map itself.
     Inline(DeviceMap),
+}
+
+/// Not untagged: a mistake names the entry's field and what is allowed instead of "did not
+/// match any variant".
+impl<'de> Deserialize<'de> for DeviceMapEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = toml::Value::deserialize(d)?;
+        let toml::Value::Table(t) = v else {
+            return Err(D::Error::custom(format!(
+                "a device map is `{{ file = \"maps/x.toml\" }}` or an inline map (`id`, \
+                 `description`, `[[device_maps.registers]]`), found {}",
+                v.type_str()
+            )));
+        };
+        if let Some(file) = t.get("file") {
+            let others: Vec<&str> = t
+                .keys()
+                .map(String::as_str)
+                .filter(|k| *k != "file")
+                .collect();
+            if !others.is_empty() {
+                return Err(D::Error::custom(format!(
+                    "`file` loads the map from its own file and takes no other field here; \
+                     found `{}` (write the map either in the file or inline)",
+                    others.join("`, `")
+                )));
+            }
+            let Some(file) = file.as_str() else {
+                return Err(D::Error::custom(format!(
+                    "file: must be a path string (`file = \"maps/x.toml\"`), found {}",
+                    file.type_str()
+                )));
+            };
+            return Ok(DeviceMapEntry::File { file: file.into() });
+        }
+        let id = t.get("id").and_then(toml::Value::as_str).map(str::to_owned);
+        super::devmap::map_from_value(toml::Value::Table(t))
+            .map(DeviceMapEntry::Inline)
+            .map_err(|e| match id {
+                Some(id) => D::Error::custom(format!("inline map `{id}`: {e}")),
+                None => D::Error::custom(format!("inline map: {e}")),
+            })
+    }
 }
 
 /// A field device.

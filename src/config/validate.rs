@@ -215,7 +215,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 let full = base.join(file);
                 match std::fs::read_to_string(&full)
                     .map_err(|e| e.to_string())
-                    .and_then(|t| toml::from_str::<DeviceMap>(&t).map_err(|e| e.to_string()))
+                    .and_then(|t| device_map_file(&t))
                 {
                     Ok(m) => m,
                     Err(e) => {
@@ -1031,4 +1031,19 @@ fn check_tsdb_output(
             p.err(format!("{at}.measurement"), "must not be empty");
         }
     }
+}
+
+/// A map file: a syntax error with its line and column, a mistake with the path inside the map
+/// and what is allowed.
+fn device_map_file(text: &str) -> Result<DeviceMap, String> {
+    let doc = text.parse::<toml::Table>().map_err(|e| {
+        let mut e = e;
+        let at = e.span().map(|s| {
+            let before = text.get(..s.start).unwrap_or(text);
+            format!("line {}: ", before.matches('\n').count() + 1)
+        });
+        e.set_input(None);
+        format!("{}{}", at.unwrap_or_default(), e.message())
+    })?;
+    super::devmap::map_from_value(toml::Value::Table(doc))
 }
