@@ -43,6 +43,11 @@ pub struct Config {
     /// Field devices on those sources.
     #[serde(default)]
     pub devices: Vec<Device>,
+    /// Modbus devices declared as a set: one map on a list or range of unit ids, with id
+    /// and area patterns (`unit_ids = "1-40"`, `id = "gd-{unit}"`); each member is exactly
+    /// the `[[devices]]` entry written out, placed after the `[[devices]]` entries.
+    #[serde(default)]
+    pub device_sets: Vec<DeviceSet>,
     /// Per-channel metadata overrides (label, unit, range, maximum age).
     #[serde(default)]
     pub channels: Vec<ChannelOverride>,
@@ -320,6 +325,151 @@ pub struct Device {
     /// Display name shown to people (`"1号罐区可燃气体探测器"`); the id stays ASCII for tags.
     #[serde(default)]
     pub name: String,
+}
+
+/// A set of Modbus devices of one model on one source, see [`Config::device_sets`]. In `id`,
+/// `area`, `name` and `channel_prefix`, `{unit}` is the member's unit id and `{unit:03}` the
+/// same padded with zeros to 3 digits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSet {
+    /// Device id pattern, e.g. `gd-{unit}`; must contain `{unit}`.
+    pub id: String,
+    /// Area (pattern) of every member.
+    pub area: String,
+    /// The connection every member hangs on.
+    pub source: String,
+    /// Unit ids: `"1-40"`, `"1-10, 12, 20-24"` or `[1, 2, 5]`.
+    pub unit_ids: UnitIds,
+    /// The map from `device_maps` every member instantiates.
+    pub map: String,
+    /// As on `[[devices]]`.
+    #[serde(default)]
+    pub address_offset: u16,
+    /// As on `[[devices]]`.
+    #[serde(default)]
+    pub address_base: u8,
+    /// As on `[[devices]]`.
+    #[serde(with = "humantime_serde", default = "default_poll")]
+    pub poll_interval: Duration,
+    /// Channel id prefix (pattern); `{area}.{id}` by default.
+    pub channel_prefix: Option<String>,
+    /// Display name (pattern), e.g. `"1号罐区 {unit} 号探测器"`.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// The unit ids of a [`DeviceSet`], in the order written, without repeats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitIds(pub Vec<u8>);
+
+impl UnitIds {
+    fn parse_list(text: &str) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let (lo, hi) = match part.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (part, part),
+            };
+            let num = |t: &str| {
+                t.parse::<u8>().map_err(|_| {
+                    format!("`{t}` in `{text}` is not a unit id (0-255); write e.g. \"1-40, 45\"")
+                })
+            };
+            let (lo, hi) = (num(lo)?, num(hi)?);
+            if lo > hi {
+                return Err(format!("range `{part}` runs backwards"));
+            }
+            out.extend(lo..=hi);
+        }
+        Ok(out)
+    }
+}
+
+impl<'de> Deserialize<'de> for UnitIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let ids = match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => UnitIds::parse_list(&s).map_err(D::Error::custom)?,
+            toml::Value::Array(items) => {
+                let mut out = Vec::new();
+                for v in &items {
+                    match v.as_integer().and_then(|n| u8::try_from(n).ok()) {
+                        Some(n) => out.push(n),
+                        None => {
+                            return Err(D::Error::custom(format!(
+                                "`{v}` is not a unit id (an integer 0-255)"
+                            )));
+                        }
+                    }
+                }
+                out
+            }
+            other => {
+                return Err(D::Error::custom(format!(
+                    "a range string (\"1-40, 45\") or a list of unit ids ([1, 2, 5]), found {}",
+                    other.type_str()
+                )));
+            }
+        };
+        if ids.is_empty() {
+            return Err(D::Error::custom("names no unit id"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = ids.iter().find(|u| !seen.insert(**u)) {
+            return Err(D::Error::custom(format!("unit id {dup} is listed twice")));
+        }
+        Ok(UnitIds(ids))
+    }
+}
+
+impl DeviceSet {
+    /// The members, each as the `[[devices]]` entry it stands for.
+    pub fn expand(&self) -> Vec<Device> {
+        self.unit_ids
+            .0
+            .iter()
+            .map(|&unit| Device {
+                id: fill(&self.id, unit),
+                area: fill(&self.area, unit),
+                source: self.source.clone(),
+                unit_id: unit,
+                map: Some(self.map.clone()),
+                registers: Vec::new(),
+                address_offset: self.address_offset,
+                address_base: self.address_base,
+                poll_interval: self.poll_interval,
+                channel_prefix: self.channel_prefix.as_deref().map(|p| fill(p, unit)),
+                name: fill(&self.name, unit),
+            })
+            .collect()
+    }
+}
+
+/// Replaces `{unit}` and `{unit:0N}` with the unit id.
+pub fn fill(pattern: &str, unit: u8) -> String {
+    let mut out = String::with_capacity(pattern.len() + 2);
+    let mut rest = pattern;
+    while let Some(at) = rest.find("{unit") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + 5..];
+        if let Some(after) = tail.strip_prefix('}') {
+            out.push_str(&unit.to_string());
+            rest = after;
+        } else if let Some((width, after)) = tail
+            .strip_prefix(":0")
+            .and_then(|t| t.split_once('}'))
+            .and_then(|(w, a)| w.parse::<usize>().ok().map(|w| (w, a)))
+        {
+            out.push_str(&format!("{unit:0width$}"));
+            rest = after;
+        } else {
+            out.push_str("{unit");
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn default_unit() -> u8 {

@@ -247,8 +247,33 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     let mut per_source: BTreeMap<usize, Vec<ResolvedDevice>> = BTreeMap::new();
     // Modbus channels whose register cannot signal a fault: (channel, device path, register).
     let mut no_fault_path: Vec<(ChannelId, String, String)> = Vec::new();
-    for (i, d) in cfg.devices.iter().enumerate() {
-        let path = format!("devices[{i}]");
+    // `[[devices]]`, then every member of every `[[device_sets]]`, named by its set.
+    let mut declared: Vec<(String, std::borrow::Cow<'_, super::file::Device>)> = cfg
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("devices[{i}]"), std::borrow::Cow::Borrowed(d)))
+        .collect();
+    for (i, set) in cfg.device_sets.iter().enumerate() {
+        if !set.id.contains("{unit") {
+            p.err(
+                format!("device_sets[{i}].id"),
+                format!(
+                    "`{}` must contain `{{unit}}` (or `{{unit:03}}`) so every member gets its own id",
+                    set.id
+                ),
+            );
+            continue;
+        }
+        for d in set.expand() {
+            declared.push((
+                format!("device_sets[{i}].members[{}]", d.id),
+                std::borrow::Cow::Owned(d),
+            ));
+        }
+    }
+    for (path, d) in &declared {
+        let path = path.clone();
         if let Err(e) = check_id(&d.id, false) {
             p.err(format!("{path}.id"), e);
         }
