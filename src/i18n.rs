@@ -299,6 +299,17 @@ pub fn config_ok(l: Language, warnings: usize) -> String {
     }
 }
 
+/// `hazgate check-config`'s line listing the files a configuration was read from (after
+/// `{file}: `), for a configuration that includes other files.
+pub fn config_files_read(l: Language, files: &[String]) -> String {
+    let n = files.len();
+    let list = files.join(", ");
+    match l {
+        Language::ZhCn => format!("读取了 {n} 个文件：{list}"),
+        Language::En => format!("read {n} file(s): {list}"),
+    }
+}
+
 /// `hazgate check-config`'s summary line for an invalid file (after `{file}: `).
 pub fn config_invalid(l: Language, errors: usize, warnings: usize) -> String {
     match l {

@@ -396,10 +396,15 @@ fn file_language(path: &std::path::Path) -> Language {
 fn check_config(files: &[PathBuf]) -> ExitCode {
     let mut failed = false;
     for f in files {
-        match config::load(f) {
-            Ok((cfg, warnings)) => {
+        match config::load_files(f) {
+            Ok((cfg, warnings, read)) => {
                 for w in &warnings {
                     println!("{}: {w}", f.display());
+                }
+                if read.len() > 1 {
+                    let names: Vec<String> = read.iter().map(|r| r.display().to_string()).collect();
+                    let line = i18n::config_files_read(cfg.site.language, &names);
+                    println!("{}: {line}", f.display());
                 }
                 let line = i18n::config_ok(cfg.site.language, warnings.len());
                 println!("{}: {line}", f.display());

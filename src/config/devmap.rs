@@ -199,3 +199,25 @@ impl RegisterDef {
         }
     }
 }
+
+/// Reads a device map from its TOML table (inline in `[[device_maps]]` or a map file). A
+/// mistake names the path inside the map and what is allowed, for example
+/// `registers[2].type: unknown variant `u17`, expected one of `bool`, `u16`, …`.
+pub fn map_from_value(v: toml::Value) -> Result<DeviceMap, String> {
+    if !v.is_table() {
+        return Err(format!(
+            "a device map is a table (`id`, `description`, `[[registers]]`), found {}",
+            v.type_str()
+        ));
+    }
+    serde_path_to_error::deserialize::<_, DeviceMap>(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.message().trim_end();
+        if path == "." || path.is_empty() {
+            msg.to_owned()
+        } else {
+            format!("{path}: {msg}")
+        }
+    })
+}

@@ -22,6 +22,10 @@ use crate::tsdb::options::{DownsampleConfig, Precision, ReductionConfig, SpoolCo
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Further files (paths or globs such as `conf.d/*.toml`, relative to this file's
+    /// directory) whose arrays of tables add to this file's; only the main file may include.
+    #[serde(default)]
+    pub include: Vec<String>,
     /// The one site this gateway serves.
     pub site: Site,
     /// Process-wide settings.
@@ -39,6 +43,11 @@ pub struct Config {
     /// Field devices on those sources.
     #[serde(default)]
     pub devices: Vec<Device>,
+    /// Modbus devices declared as a set: one map on a list or range of unit ids, with id
+    /// and area patterns (`unit_ids = "1-40"`, `id = "gd-{unit}"`); each member is exactly
+    /// the `[[devices]]` entry written out, placed after the `[[devices]]` entries.
+    #[serde(default)]
+    pub device_sets: Vec<DeviceSet>,
     /// Per-channel metadata overrides (label, unit, range, maximum age).
     #[serde(default)]
     pub channels: Vec<ChannelOverride>,
@@ -233,8 +242,7 @@ impl Source {
 }
 
 /// A device map, inline or loaded from a file relative to the config file.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug)]
 pub enum DeviceMapEntry {
     /// `{ file = "maps/gas.toml" }`.
     File {
@@ -243,6 +251,50 @@ pub enum DeviceMapEntry {
     },
     /// The map itself.
     Inline(DeviceMap),
+}
+
+/// Not untagged: a mistake names the entry's field and what is allowed instead of "did not
+/// match any variant".
+impl<'de> Deserialize<'de> for DeviceMapEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = toml::Value::deserialize(d)?;
+        let toml::Value::Table(t) = v else {
+            return Err(D::Error::custom(format!(
+                "a device map is `{{ file = \"maps/x.toml\" }}` or an inline map (`id`, \
+                 `description`, `[[device_maps.registers]]`), found {}",
+                v.type_str()
+            )));
+        };
+        if let Some(file) = t.get("file") {
+            let others: Vec<&str> = t
+                .keys()
+                .map(String::as_str)
+                .filter(|k| *k != "file")
+                .collect();
+            if !others.is_empty() {
+                return Err(D::Error::custom(format!(
+                    "`file` loads the map from its own file and takes no other field here; \
+                     found `{}` (write the map either in the file or inline)",
+                    others.join("`, `")
+                )));
+            }
+            let Some(file) = file.as_str() else {
+                return Err(D::Error::custom(format!(
+                    "file: must be a path string (`file = \"maps/x.toml\"`), found {}",
+                    file.type_str()
+                )));
+            };
+            return Ok(DeviceMapEntry::File { file: file.into() });
+        }
+        let id = t.get("id").and_then(toml::Value::as_str).map(str::to_owned);
+        super::devmap::map_from_value(toml::Value::Table(t))
+            .map(DeviceMapEntry::Inline)
+            .map_err(|e| match id {
+                Some(id) => D::Error::custom(format!("inline map `{id}`: {e}")),
+                None => D::Error::custom(format!("inline map: {e}")),
+            })
+    }
 }
 
 /// A field device.
@@ -277,6 +329,151 @@ pub struct Device {
     /// Display name shown to people (`"1号罐区可燃气体探测器"`); the id stays ASCII for tags.
     #[serde(default)]
     pub name: String,
+}
+
+/// A set of Modbus devices of one model on one source, see [`Config::device_sets`]. In `id`,
+/// `area`, `name` and `channel_prefix`, `{unit}` is the member's unit id and `{unit:03}` the
+/// same padded with zeros to 3 digits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSet {
+    /// Device id pattern, e.g. `gd-{unit}`; must contain `{unit}`.
+    pub id: String,
+    /// Area (pattern) of every member.
+    pub area: String,
+    /// The connection every member hangs on.
+    pub source: String,
+    /// Unit ids: `"1-40"`, `"1-10, 12, 20-24"` or `[1, 2, 5]`.
+    pub unit_ids: UnitIds,
+    /// The map from `device_maps` every member instantiates.
+    pub map: String,
+    /// As on `[[devices]]`.
+    #[serde(default)]
+    pub address_offset: u16,
+    /// As on `[[devices]]`.
+    #[serde(default)]
+    pub address_base: u8,
+    /// As on `[[devices]]`.
+    #[serde(with = "humantime_serde", default = "default_poll")]
+    pub poll_interval: Duration,
+    /// Channel id prefix (pattern); `{area}.{id}` by default.
+    pub channel_prefix: Option<String>,
+    /// Display name (pattern), e.g. `"1号罐区 {unit} 号探测器"`.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// The unit ids of a [`DeviceSet`], in the order written, without repeats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitIds(pub Vec<u8>);
+
+impl UnitIds {
+    fn parse_list(text: &str) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let (lo, hi) = match part.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (part, part),
+            };
+            let num = |t: &str| {
+                t.parse::<u8>().map_err(|_| {
+                    format!("`{t}` in `{text}` is not a unit id (0-255); write e.g. \"1-40, 45\"")
+                })
+            };
+            let (lo, hi) = (num(lo)?, num(hi)?);
+            if lo > hi {
+                return Err(format!("range `{part}` runs backwards"));
+            }
+            out.extend(lo..=hi);
+        }
+        Ok(out)
+    }
+}
+
+impl<'de> Deserialize<'de> for UnitIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let ids = match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => UnitIds::parse_list(&s).map_err(D::Error::custom)?,
+            toml::Value::Array(items) => {
+                let mut out = Vec::new();
+                for v in &items {
+                    match v.as_integer().and_then(|n| u8::try_from(n).ok()) {
+                        Some(n) => out.push(n),
+                        None => {
+                            return Err(D::Error::custom(format!(
+                                "`{v}` is not a unit id (an integer 0-255)"
+                            )));
+                        }
+                    }
+                }
+                out
+            }
+            other => {
+                return Err(D::Error::custom(format!(
+                    "a range string (\"1-40, 45\") or a list of unit ids ([1, 2, 5]), found {}",
+                    other.type_str()
+                )));
+            }
+        };
+        if ids.is_empty() {
+            return Err(D::Error::custom("names no unit id"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = ids.iter().find(|u| !seen.insert(**u)) {
+            return Err(D::Error::custom(format!("unit id {dup} is listed twice")));
+        }
+        Ok(UnitIds(ids))
+    }
+}
+
+impl DeviceSet {
+    /// The members, each as the `[[devices]]` entry it stands for.
+    pub fn expand(&self) -> Vec<Device> {
+        self.unit_ids
+            .0
+            .iter()
+            .map(|&unit| Device {
+                id: fill(&self.id, unit),
+                area: fill(&self.area, unit),
+                source: self.source.clone(),
+                unit_id: unit,
+                map: Some(self.map.clone()),
+                registers: Vec::new(),
+                address_offset: self.address_offset,
+                address_base: self.address_base,
+                poll_interval: self.poll_interval,
+                channel_prefix: self.channel_prefix.as_deref().map(|p| fill(p, unit)),
+                name: fill(&self.name, unit),
+            })
+            .collect()
+    }
+}
+
+/// Replaces `{unit}` and `{unit:0N}` with the unit id.
+pub fn fill(pattern: &str, unit: u8) -> String {
+    let mut out = String::with_capacity(pattern.len() + 2);
+    let mut rest = pattern;
+    while let Some(at) = rest.find("{unit") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + 5..];
+        if let Some(after) = tail.strip_prefix('}') {
+            out.push_str(&unit.to_string());
+            rest = after;
+        } else if let Some((width, after)) = tail
+            .strip_prefix(":0")
+            .and_then(|t| t.split_once('}'))
+            .and_then(|(w, a)| w.parse::<usize>().ok().map(|w| (w, a)))
+        {
+            out.push_str(&format!("{unit:0width$}"));
+            rest = after;
+        } else {
+            out.push_str("{unit");
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn default_unit() -> u8 {

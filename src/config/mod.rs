@@ -12,6 +12,7 @@ pub mod alarms;
 mod alerts_site;
 pub mod devmap;
 mod file;
+mod include;
 pub mod modbus;
 pub mod mqtt;
 pub mod plan;
@@ -21,7 +22,6 @@ use std::path::{Path, PathBuf};
 
 pub use crate::alerts::receivers::{Receiver, WebhookReceiver};
 pub use crate::i18n::Language;
-use crate::secret::INLINE_SECRET;
 pub use crate::secret::{Secret, SecretRef};
 pub use alarms::{Alarms, LimitPriorities, LimitRule, RuleDefaults};
 pub use devmap::{ByteOrder, DataType, DeviceMap, RegisterDef, Span, Table};
@@ -66,82 +66,36 @@ pub enum LoadError {
 pub fn parse(text: &str, path: &Path) -> Result<Config, LoadError> {
     toml::from_str(text).map_err(|e| LoadError::Parse {
         path: path.to_owned(),
-        message: parse_message(e, text),
+        message: include::parse_message(e, text),
     })
 }
 
-/// The parser's message with the line, column and key path of the error, never the text of
-/// the line: it may hold a secret written inline (the toml crate's own message quotes it).
-fn parse_message(mut e: toml::de::Error, text: &str) -> String {
-    let at = e.span().map(|span| {
-        let start = span.start.min(text.len());
-        let before = text.get(..start).unwrap_or(text);
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-        format!("line {line}, column {column}: ")
-    });
-    // Without its input the error prints its message and the key path (`in `a.b``).
-    e.set_input(None);
-    let body = e
-        .to_string()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ");
-    // Inside `[[sources]]`, `[[outputs]]` and `[[receivers]]` (tagged by `kind`) the parser
-    // loses the key: name every inline secret's path from the untyped document.
-    let mut paths = Vec::new();
-    if body.contains(INLINE_SECRET) {
-        if let Ok(doc) = text.parse::<toml::Table>() {
-            inline_secrets(&doc, "", &mut paths);
-        }
-    }
-    paths.retain(|p| !body.contains(&format!("`{p}`")));
-    let paths = if paths.is_empty() {
-        String::new()
-    } else {
-        format!(" (at `{}`)", paths.join("`, `"))
-    };
-    format!("{}{body}{paths}", at.unwrap_or_default())
-}
-
-/// Paths of secret-bearing keys whose value is not an `{ env }`/`{ file }` table.
-fn inline_secrets(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
-    let in_sm4 = prefix.ends_with("sm4");
-    for (k, v) in t {
-        let path = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        let secret = matches!(k.as_str(), "password" | "token" | "secret" | "hmac_secret")
-            || (in_sm4 && matches!(k.as_str(), "key" | "iv"));
-        match v {
-            toml::Value::Table(sub) => inline_secrets(sub, &path, out),
-            _ if secret => out.push(path),
-            toml::Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    if let toml::Value::Table(sub) = item {
-                        inline_secrets(sub, &format!("{path}[{i}]"), out);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Reads, parses and validates a configuration file. Warnings are returned with the result.
+/// Reads, parses and validates a configuration file and the files it includes (see
+/// [`include`]). Warnings are returned with the result.
 pub fn load(path: &Path) -> Result<(Resolved, Vec<Problem>), LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-        path: path.to_owned(),
-        source,
+    load_files(path).map(|(r, w, _)| (r, w))
+}
+
+/// Like [`load`], also returning every file read (the main file first).
+pub fn load_files(path: &Path) -> Result<(Resolved, Vec<Problem>, Vec<PathBuf>), LoadError> {
+    let assembled = include::assemble(path).map_err(|e| match e {
+        include::ReadError::Io(path, source) => LoadError::Io { path, source },
+        include::ReadError::Parse(path, message) => LoadError::Parse { path, message },
     })?;
-    let cfg = parse(&text, path)?;
     let base = path.parent().unwrap_or(Path::new("."));
-    validate(&cfg, base).map_err(|problems| LoadError::Invalid {
-        path: path.to_owned(),
-        problems,
-    })
+    match validate(&assembled.config, base) {
+        Ok((resolved, warnings)) => {
+            let mut all = assembled.warnings.clone();
+            all.extend(assembled.locate_problems(warnings));
+            Ok((resolved, all, assembled.files))
+        }
+        Err(problems) => {
+            let mut all = assembled.warnings.clone();
+            all.extend(assembled.locate_problems(problems));
+            Err(LoadError::Invalid {
+                path: path.to_owned(),
+                problems: all,
+            })
+        }
+    }
 }

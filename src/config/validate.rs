@@ -249,7 +249,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                 let full = base.join(file);
                 match std::fs::read_to_string(&full)
                     .map_err(|e| e.to_string())
-                    .and_then(|t| toml::from_str::<DeviceMap>(&t).map_err(|e| e.to_string()))
+                    .and_then(|t| device_map_file(&t))
                 {
                     Ok(m) => m,
                     Err(e) => {
@@ -281,8 +281,33 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     let mut per_source: BTreeMap<usize, Vec<ResolvedDevice>> = BTreeMap::new();
     // Modbus channels whose register cannot signal a fault: (channel, device path, register).
     let mut no_fault_path: Vec<(ChannelId, String, String)> = Vec::new();
-    for (i, d) in cfg.devices.iter().enumerate() {
-        let path = format!("devices[{i}]");
+    // `[[devices]]`, then every member of every `[[device_sets]]`, named by its set.
+    let mut declared: Vec<(String, std::borrow::Cow<'_, super::file::Device>)> = cfg
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("devices[{i}]"), std::borrow::Cow::Borrowed(d)))
+        .collect();
+    for (i, set) in cfg.device_sets.iter().enumerate() {
+        if !set.id.contains("{unit") {
+            p.err(
+                format!("device_sets[{i}].id"),
+                format!(
+                    "`{}` must contain `{{unit}}` (or `{{unit:03}}`) so every member gets its own id",
+                    set.id
+                ),
+            );
+            continue;
+        }
+        for d in set.expand() {
+            declared.push((
+                format!("device_sets[{i}].members[{}]", d.id),
+                std::borrow::Cow::Owned(d),
+            ));
+        }
+    }
+    for (path, d) in &declared {
+        let path = path.clone();
         if let Err(e) = check_id(&d.id, false) {
             p.err(format!("{path}.id"), e);
         }
@@ -1017,4 +1042,19 @@ fn check_tsdb_output(
             p.err(format!("{at}.measurement"), "must not be empty");
         }
     }
+}
+
+/// A map file: a syntax error with its line and column, a mistake with the path inside the map
+/// and what is allowed.
+fn device_map_file(text: &str) -> Result<DeviceMap, String> {
+    let doc = text.parse::<toml::Table>().map_err(|e| {
+        let mut e = e;
+        let at = e.span().map(|s| {
+            let before = text.get(..s.start).unwrap_or(text);
+            format!("line {}: ", before.matches('\n').count() + 1)
+        });
+        e.set_input(None);
+        format!("{}{}", at.unwrap_or_default(), e.message())
+    })?;
+    super::devmap::map_from_value(toml::Value::Table(doc))
 }
