@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::check::Problems;
 use crate::model::{Priority, SiteMode};
-pub use crate::rules::schedule::{Schedule, TimeWindow, date, time_of_day, weekday};
+pub use crate::rules::schedule::{Schedule, TimeWindow};
 use crate::secret::SecretRef;
 
 /// Declares a limit-rule table: its own fields, then the fields shared by `[[rules]]` and

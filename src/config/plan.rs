@@ -27,7 +27,7 @@ struct Effective {
     deadband: Option<At<Deadband>>,
     on_delay: Duration,
     off_delay: Duration,
-    /// Resolved for every limit (`Some` once merged).
+    /// Given priorities (the rule's over the defaults'); unset ones take their limit's default.
     priorities: [Option<Priority>; 4],
     latch: Option<bool>,
     message: Option<String>,
@@ -122,14 +122,9 @@ fn merge(own: Option<(&LimitFields, &str)>, base: Option<(&LimitFields, &str, &s
         of.map(priorities_of).unwrap_or_default(),
         bf.map(priorities_of).unwrap_or_default(),
     );
-    for (k, (name, _, _)) in LIMITS.iter().enumerate() {
+    for k in 0..LIMITS.len() {
         from_base |= op[k].is_none() && bp[k].is_some();
-        let default = if matches!(*name, "LL" | "HH") {
-            Priority::Critical
-        } else {
-            Priority::High
-        };
-        e.priorities[k] = Some(op[k].or(bp[k]).unwrap_or(default));
+        e.priorities[k] = op[k].or(bp[k]);
     }
     if from_base {
         e.defaults_from = base.map(|(_, _, kind)| kind.to_owned());
@@ -255,32 +250,29 @@ fn limit_alarms(e: &Effective, ch: &Channel, p: &mut Problems, out: &mut Vec<Ala
     for k in [3, 2, 1, 0] {
         let Some(limit) = &e.limits[k] else { continue };
         let (name, _, high) = LIMITS[k];
-        out.push(AlarmDef {
-            id: format!("{}:{name}", ch.id),
-            condition: name.into(),
-            channel: Some(ch.id.clone()),
-            area: ch.area.clone(),
-            kind: ch.kind.clone(),
-            label: ch.label.clone(),
-            unit: ch.unit.clone(),
-            fault: false,
-            priority: e.priorities[k].unwrap_or(Priority::High),
-            latching: e.latch.unwrap_or_else(|| is_gas(&ch.kind)),
-            suppress_in: e.suppress_in.clone(),
-            on_delay: e.on_delay,
-            off_delay: e.off_delay,
-            limit: Some(limit.v),
-            message: e.message.clone(),
-            response: e.response.clone(),
-            inputs: Vec::new(),
-            detector: Detector::Limit {
-                limit: limit.v,
-                high,
-                deadband,
-            },
-            origin: limit.at.clone(),
-            defaults_from: e.defaults_from.clone(),
+        // Defaults: LL and HH critical, L and H high.
+        let priority = e.priorities[k].unwrap_or(if matches!(name, "LL" | "HH") {
+            Priority::Critical
+        } else {
+            Priority::High
         });
+        let detector = Detector::Limit {
+            limit: limit.v,
+            high,
+            deadband,
+        };
+        let mut al = channel_alarm(ch, name, detector, limit.at.clone());
+        set_options(
+            &mut al,
+            priority,
+            e.latch,
+            &e.suppress_in,
+            (e.on_delay, e.off_delay),
+            (&e.message, &e.response),
+        );
+        al.limit = Some(limit.v);
+        al.defaults_from = e.defaults_from.clone();
+        out.push(al);
     }
 }
 
@@ -308,6 +300,24 @@ fn channel_alarm(ch: &Channel, condition: &str, detector: Detector, origin: Stri
         origin,
         defaults_from: None,
     }
+}
+
+/// Sets the options a channel rule gives its alarm; `latch` unset latches on gas channels.
+fn set_options(
+    al: &mut AlarmDef,
+    priority: Priority,
+    latch: Option<bool>,
+    suppress_in: &[SiteMode],
+    (on, off): (Duration, Duration),
+    (message, response): (&Option<String>, &Option<String>),
+) {
+    al.priority = priority;
+    al.latching = latch.unwrap_or_else(|| is_gas(&al.kind));
+    al.suppress_in = suppress_in.to_vec();
+    al.on_delay = on;
+    al.off_delay = off;
+    al.message.clone_from(message);
+    al.response.clone_from(response);
 }
 
 /// Compiles and checks every alarm rule; `calendar` is the compiled schedule, whose windows
@@ -526,15 +536,16 @@ pub fn compile(
             },
             path,
         );
-        al.priority = r.priority;
-        al.latching = r.latch.unwrap_or_else(|| is_gas(&ch.kind));
-        al.suppress_in = r.suppress_in.clone();
-        al.on_delay = r.on_delay;
-        al.off_delay = r.off_delay;
+        set_options(
+            &mut al,
+            r.priority,
+            r.latch,
+            &r.suppress_in,
+            (r.on_delay, r.off_delay),
+            (&r.message, &r.response),
+        );
         al.limit = r.rise_per_min.or(r.fall_per_min);
         al.unit = format!("{}/min", ch.unit);
-        al.message = r.message.clone();
-        al.response = r.response.clone();
         plan.alarms.push(al);
     }
     for (i, r) in a.discrete.iter().enumerate() {
@@ -550,13 +561,14 @@ pub fn compile(
             },
             path,
         );
-        al.priority = r.priority;
-        al.latching = r.latch.unwrap_or_else(|| is_gas(&ch.kind));
-        al.suppress_in = r.suppress_in.clone();
-        al.on_delay = r.on_delay;
-        al.off_delay = r.off_delay;
-        al.message = r.message.clone();
-        al.response = r.response.clone();
+        set_options(
+            &mut al,
+            r.priority,
+            r.latch,
+            &r.suppress_in,
+            (r.on_delay, r.off_delay),
+            (&r.message, &r.response),
+        );
         plan.alarms.push(al);
     }
     for (i, r) in a.stuck.iter().enumerate() {

@@ -65,7 +65,8 @@ pub struct TimeWindow {
     pub days: Vec<String>,
 }
 
-fn parse_day(s: &str) -> Option<chrono::Weekday> {
+/// Parses a weekday name (`mon` … `sun`).
+pub fn weekday(s: &str) -> Option<chrono::Weekday> {
     use chrono::Weekday::*;
     Some(match s {
         "mon" => Mon,
@@ -77,11 +78,6 @@ fn parse_day(s: &str) -> Option<chrono::Weekday> {
         "sun" => Sun,
         _ => return None,
     })
-}
-
-/// Parses a weekday name (`mon` … `sun`).
-pub fn weekday(s: &str) -> Option<chrono::Weekday> {
-    parse_day(s)
 }
 
 /// Parses `HH:MM`.
@@ -112,7 +108,7 @@ pub fn compile(s: &Schedule, p: &mut Problems) -> Calendar {
         list.iter()
             .enumerate()
             .filter_map(|(i, d)| {
-                let w = parse_day(d);
+                let w = weekday(d);
                 if w.is_none() {
                     p.err(
                         format!("{path}[{i}]"),
