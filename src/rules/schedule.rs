@@ -6,7 +6,7 @@
 //! crosses midnight and belongs to the day it starts on (a `days = ["fri"]` night window covers
 //! Friday 22:00 to Saturday 06:00).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::SystemTime;
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Utc, Weekday};
@@ -120,7 +120,7 @@ pub fn compile(s: &Schedule, p: &mut Problems) -> Calendar {
             .collect()
     };
     let weekend = days(&s.weekend, "alarms.schedule.weekend", p);
-    let mut holidays = HashSet::new();
+    let mut holidays = BTreeSet::new();
     for (i, d) in s.holidays.iter().enumerate() {
         match date(d) {
             Some(d) => {
@@ -204,7 +204,7 @@ pub struct Calendar {
     tz: Tz,
     windows: Vec<Window>,
     weekend: Vec<Weekday>,
-    holidays: HashSet<NaiveDate>,
+    holidays: BTreeSet<NaiveDate>,
 }
 
 impl Default for Calendar {
