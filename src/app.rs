@@ -19,8 +19,12 @@
 //! panic there stops the gateway cleanly with [`RunError::TaskDied`] (exit status 4) — never a
 //! silently missing task.
 
+mod reload;
+
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +38,7 @@ use crate::alerts;
 use crate::api::{self, ApiState};
 use crate::check::{Problem, Problems};
 use crate::config::{Output, Resolved};
+use crate::control::{RELOAD_QUEUE, ReloadAsk, ReloadReport};
 use crate::rules::{self, Sinks};
 use crate::sources;
 use crate::state::SharedState;
@@ -84,6 +89,7 @@ pub struct Running {
     pub alarms: rules::AlarmsHandle,
     /// The embedded MQTT broker, when enabled (it runs until the process exits).
     pub mqtt_broker: Option<sources::mqtt::broker::BrokerHandle>,
+    reload: mpsc::Sender<ReloadAsk>,
     stop: CancellationToken,
     fatal: CancellationToken,
     done: JoinHandle<Result<(), RunError>>,
@@ -98,6 +104,17 @@ impl Running {
             .unwrap_or_else(|_| Err(RunError::TaskDied("coordinator".into())))
     }
 
+    /// Reloads the configuration file (see [`crate::control`]) and waits for the answer; `by` is
+    /// recorded in the journal as who asked.
+    pub async fn reload(&self, by: &str) -> ReloadReport {
+        crate::control::ask(&self.reload, by).await
+    }
+
+    /// Where reload asks go (for a signal handler).
+    pub fn reloader(&self) -> mpsc::Sender<ReloadAsk> {
+        self.reload.clone()
+    }
+
     /// Runs until `shutdown` completes (then drains) or a critical task dies.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
         tokio::select! {
@@ -108,8 +125,15 @@ impl Running {
     }
 }
 
-/// Starts every task of the pipeline.
+/// Starts every task of the pipeline from an in-memory configuration (a reload is refused:
+/// there is no file to read again).
 pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
+    start_with(cfg, None).await
+}
+
+/// Starts every task of the pipeline; `path` is the configuration file that `cfg` was loaded
+/// from, read again on every reload.
+pub async fn start_with(cfg: Resolved, path: Option<PathBuf>) -> Result<Running, RunError> {
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(SharedState::new(&cfg));
 
@@ -157,10 +181,12 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         alerts::prepare_resolved(&(&cfg).into(), ready_receivers, metrics.clone())?;
     alerts_prepared.outbox.report_health(state.clone());
     let outbox = alerts_prepared.outbox.clone();
+    let site_tables = alerts_prepared.tables();
 
     // The alarm engine: journal replay (before anything is spawned).
-    let (engine, alarms) =
+    let (mut engine, alarms) =
         rules::open(&cfg, api_tokens, tokio::time::Instant::now().into_std()).await?;
+    let engine_reloads = engine.reloader();
 
     let listener = TcpListener::bind(cfg.api.listen)
         .await
@@ -245,32 +271,28 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         &fatal,
     );
 
-    // Sources, supervised: one loop for every kind.
-    let mut source_tasks = Vec::new();
+    // Sources, supervised: one loop for every kind, each with its own stop token (a reload
+    // stops and starts sources one by one).
+    let spawner = reload::Spawner {
+        tx: sample_tx,
+        state: state.clone(),
+        metrics: metrics.clone(),
+        parent: sources_cancel.clone(),
+    };
+    let mut source_tasks = BTreeMap::new();
     for src in ready_sources {
-        let name = format!("source {}", src.id());
-        state.health.fail(
-            &crate::telemetry::Component::Source(src.id().to_string()),
-            "not connected yet",
-        );
-        let (tx, st, m, c) = (
-            sample_tx.clone(),
-            state.clone(),
-            metrics.clone(),
-            sources_cancel.clone(),
-        );
-        source_tasks.push(supervise(
-            name,
-            metrics.clone(),
-            state.clone(),
-            sources_cancel.clone(),
-            move || {
-                src.clone()
-                    .run(tx.clone(), st.clone(), m.clone(), c.clone())
-            },
-        ));
+        let id = src.id().clone();
+        source_tasks.insert(id, spawner.spawn(src));
     }
-    drop(sample_tx);
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadAsk>(RELOAD_QUEUE);
+    let mut reloader = reload::Reloader {
+        path,
+        current: Arc::new(cfg.clone()),
+        engine: engine_reloads,
+        tables: site_tables,
+        spawner,
+        sources: source_tasks,
+    };
 
     // The API.
     let app = api::app(
@@ -279,6 +301,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
             metrics: metrics.clone(),
             alarms: Some(alarms.clone()),
             outbox: Some(outbox),
+            reload: Some(reload_tx.clone()),
         },
         cfg.api.request_timeout,
     );
@@ -290,10 +313,18 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
     let grace = cfg.gateway.shutdown_grace;
     let (stop2, fatal2) = (stop.clone(), fatal.clone());
     let done = tokio::spawn(async move {
-        tokio::select! {
-            () = stop2.cancelled() => {}
-            () = fatal2.cancelled() => {}
+        loop {
+            tokio::select! {
+                () = stop2.cancelled() => break,
+                () = fatal2.cancelled() => break,
+                Some(ask) = reload_rx.recv() => {
+                    let report = reloader.reload(&ask.by).await;
+                    let _ = ask.reply.send(report);
+                }
+            }
         }
+        // Asks still queued are answered "stopping" when their reply is dropped here.
+        drop(reload_rx);
         info!(grace = ?grace, "draining: stopping sources");
         let deadline = drain_deadline.clone();
         let timer = tokio::spawn(async move {
@@ -301,8 +332,8 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
             deadline.cancel();
         });
         sources_cancel.cancel();
-        for t in source_tasks {
-            let _ = t.await;
+        for t in reloader.into_sources() {
+            t.join().await;
         }
         info!("sources stopped; draining the rule engine");
         let _ = engine.await;
@@ -327,6 +358,7 @@ pub async fn start(cfg: Resolved) -> Result<Running, RunError> {
         metrics,
         alarms,
         mqtt_broker,
+        reload: reload_tx,
         stop,
         fatal,
         done,

@@ -131,6 +131,8 @@ pub fn transition(l: Language, t: Transition) -> &'static str {
         Transition::Flood => pick(zh, "报警泛滥", "alarm flood"),
         Transition::FloodEnded => pick(zh, "报警泛滥结束", "alarm flood ended"),
         Transition::Chattering => pick(zh, "报警抖动", "chattering"),
+        Transition::Removed => pick(zh, "已因配置变更移除", "removed by a configuration change"),
+        Transition::ConfigChanged => pick(zh, "配置已重新加载", "configuration reloaded"),
     }
 }
 

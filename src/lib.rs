@@ -20,7 +20,8 @@
 //! - [`tsdb`]: line protocol and InfluxDB writers.
 //! - [`dashboards`]: Grafana dashboards generated from the resolved configuration.
 //! - [`api`]: the axum router (`/healthz`, `/readyz`, `/metrics`, `/api/v1/...`).
-//! - [`app`]: wires the pipeline, supervises tasks, drains on shutdown.
+//! - [`app`]: wires the pipeline, supervises tasks, applies configuration reloads, drains on
+//!   shutdown; [`control`]: the reload request and its report.
 //! - [`state`], [`telemetry`], [`queue`]: snapshots, metrics and health, the drop-oldest queue.
 //! - [`storage`]: the CRC-line log shared by the alarm journal and the alert outbox.
 //! - [`journald`]: syslog priority prefixes when stderr is the systemd journal.
@@ -36,6 +37,7 @@ pub mod app;
 pub mod backoff;
 pub mod check;
 pub mod config;
+pub mod control;
 pub mod dashboards;
 pub mod demo;
 pub mod i18n;

@@ -327,10 +327,16 @@ fn main() -> ExitCode {
                     return report_load_error(&e);
                 }
             };
+            let path = std::path::absolute(&config).unwrap_or(config);
             runtime(async move {
-                let running = hazgate::app::start(cfg)
+                // SIGHUP is caught from the start (its default action would end the process).
+                let hangups = hangup_signals();
+                let running = hazgate::app::start_with(cfg, Some(path))
                     .await
                     .map_err(|e| (3, e.to_string()))?;
+                if let Some(h) = hangups {
+                    tokio::spawn(reload_on_hangup(h, running.reloader()));
+                }
                 running
                     .run_until(shutdown_signal())
                     .await
@@ -451,6 +457,55 @@ fn print_load_error(e: &LoadError, lang: Language) {
 fn report_load_error(e: &LoadError) -> ExitCode {
     print_load_error(e, Language::En);
     ExitCode::from(1)
+}
+
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+/// SIGHUP (`systemctl reload hazgate`), when the platform has it.
+fn hangup_signals() -> Option<Hangups> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot catch SIGHUP: reload with POST /api/v1/config/reload");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Every SIGHUP reloads the configuration; the outcome is logged (a refusal at error level,
+/// with every problem, so `journalctl -p err -u hazgate` shows why).
+#[cfg(unix)]
+async fn reload_on_hangup(
+    mut h: Hangups,
+    tx: tokio::sync::mpsc::Sender<hazgate::control::ReloadAsk>,
+) {
+    while h.recv().await.is_some() {
+        let r = hazgate::control::ask(&tx, "SIGHUP").await;
+        if r.applied {
+            tracing::info!(file = %r.file, "SIGHUP: {}", r.summary);
+        } else {
+            for p in &r.problems {
+                tracing::error!(file = %r.file, path = %p.path, "configuration reload refused: {}", p.message);
+            }
+            tracing::error!(file = %r.file, "SIGHUP: {}", r.summary);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_hangup(
+    _h: Hangups,
+    _tx: tokio::sync::mpsc::Sender<hazgate::control::ReloadAsk>,
+) {
 }
 
 async fn shutdown_signal() {

@@ -112,41 +112,14 @@ pub struct SharedState {
     heartbeat: tokio::sync::watch::Sender<Heartbeat>,
     /// Component readiness.
     pub health: Health,
-    index: HashMap<ChannelId, usize>,
-    channels: RwLock<Vec<ChannelSnapshot>>,
+    channels: RwLock<Table>,
     devices: Mutex<BTreeMap<DeviceId, DeviceHealth>>,
 }
 
 impl SharedState {
     /// Creates the snapshot table for every configured channel.
     pub fn new(cfg: &Resolved) -> Self {
-        let channels: Vec<ChannelSnapshot> = cfg
-            .channels
-            .iter()
-            .map(|c| ChannelSnapshot {
-                id: c.id.clone(),
-                kind: c.kind.clone(),
-                unit: c.unit.clone(),
-                area: c.area.clone(),
-                area_name: cfg.area_name(&c.area).to_owned(),
-                device: c.device.clone(),
-                device_name: c.device_name.clone(),
-                label: c.label.clone(),
-                value: None,
-                ts: None,
-                quality: "unknown",
-                reason: None,
-                reason_kind: None,
-                alarms: Vec::new(),
-                max_age_ms: u64::try_from(c.max_age.as_millis()).unwrap_or(u64::MAX),
-                states: c.states.clone(),
-            })
-            .collect();
-        let index = channels
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.id.clone(), i))
-            .collect();
+        let table = Table::of(rows(cfg));
         let site_info = SiteInfo {
             id: cfg.site.id.clone(),
             name: if cfg.site.name.is_empty() {
@@ -162,31 +135,30 @@ impl SharedState {
             site_info,
             heartbeat: tokio::sync::watch::Sender::new(Heartbeat::default()),
             health: Health::default(),
-            index,
-            channels: RwLock::new(channels),
+            channels: RwLock::new(table),
             devices: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// The device of a channel and its display name (empty when none is configured).
     pub fn device_of(&self, channel: &ChannelId) -> Option<(DeviceId, String)> {
-        let i = *self.index.get(channel)?;
-        let chans = self
+        let t = self
             .channels
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        chans
+        let i = *t.index.get(channel)?;
+        t.rows
             .get(i)
             .map(|c| (c.device.clone(), c.device_name.clone()))
     }
 
     /// Records a sample (called by the rule engine only).
     pub fn record(&self, s: &Sample, alarms: Vec<String>) {
-        let Some(&i) = self.index.get(&s.channel) else {
+        let mut t = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let Some(&i) = t.index.get(&s.channel) else {
             return;
         };
-        let mut chans = self.channels.write().unwrap_or_else(|e| e.into_inner());
-        let c = &mut chans[i];
+        let c = &mut t.rows[i];
         c.ts = Some(s.ts);
         match &s.reading {
             Reading::Good(v) => {
@@ -210,7 +182,36 @@ impl SharedState {
         self.channels
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .rows
             .clone()
+    }
+
+    /// After a configuration reload (engine only): the table holds the new configuration's
+    /// channels with their new metadata; a channel that still exists keeps its latest reading
+    /// and alarms. Devices that no channel names any more leave the device health list.
+    pub fn retable(&self, cfg: &Resolved) {
+        let mut rows = rows(cfg);
+        {
+            let t = self.channels.read().unwrap_or_else(|e| e.into_inner());
+            for r in &mut rows {
+                if let Some(&i) = t.index.get(&r.id) {
+                    let o = &t.rows[i];
+                    r.value = o.value;
+                    r.ts = o.ts;
+                    r.quality = o.quality;
+                    r.reason = o.reason.clone();
+                    r.reason_kind = o.reason_kind;
+                    r.alarms = o.alarms.clone();
+                }
+            }
+        }
+        let devices: std::collections::HashSet<&DeviceId> =
+            rows.iter().map(|r| &r.device).collect();
+        self.devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| devices.contains(id));
+        *self.channels.write().unwrap_or_else(|e| e.into_inner()) = Table::of(rows);
     }
 
     /// Updates one device's health.
@@ -244,9 +245,53 @@ impl SharedState {
 
     /// Updates only the active alarm list of a channel.
     pub fn record_alarms(&self, id: &ChannelId, alarms: Vec<String>) {
-        let Some(&i) = self.index.get(id) else {
+        let mut t = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let Some(&i) = t.index.get(id) else {
             return;
         };
-        self.channels.write().unwrap_or_else(|e| e.into_inner())[i].alarms = alarms;
+        t.rows[i].alarms = alarms;
     }
+}
+
+/// The channel snapshots and their index by id (replaced whole on a reload).
+#[derive(Debug)]
+struct Table {
+    index: HashMap<ChannelId, usize>,
+    rows: Vec<ChannelSnapshot>,
+}
+
+impl Table {
+    fn of(rows: Vec<ChannelSnapshot>) -> Self {
+        let index = rows
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect();
+        Self { index, rows }
+    }
+}
+
+/// A fresh snapshot row for every configured channel ("unknown" before its first reading).
+fn rows(cfg: &Resolved) -> Vec<ChannelSnapshot> {
+    cfg.channels
+        .iter()
+        .map(|c| ChannelSnapshot {
+            id: c.id.clone(),
+            kind: c.kind.clone(),
+            unit: c.unit.clone(),
+            area: c.area.clone(),
+            area_name: cfg.area_name(&c.area).to_owned(),
+            device: c.device.clone(),
+            device_name: c.device_name.clone(),
+            label: c.label.clone(),
+            value: None,
+            ts: None,
+            quality: "unknown",
+            reason: None,
+            reason_kind: None,
+            alarms: Vec::new(),
+            max_age_ms: u64::try_from(c.max_age.as_millis()).unwrap_or(u64::MAX),
+            states: c.states.clone(),
+        })
+        .collect()
 }

@@ -464,6 +464,14 @@ impl Health {
         self.set(component, Some(reason.into()));
     }
 
+    /// Forgets a component that no longer exists (a source removed by a configuration reload).
+    pub fn forget(&self, component: &Component) {
+        self.components
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(component);
+    }
+
     fn set(&self, component: &Component, v: Option<String>) {
         let mut m = self.components.lock().unwrap_or_else(|e| e.into_inner());
         match m.get_mut(component) {

@@ -127,6 +127,7 @@ async fn start(c: &Resolved) -> Gw {
             metrics,
             alarms: Some(handle),
             outbox: None,
+            reload: None,
         },
         tx: Some(tx),
         alerts: arx,

@@ -63,6 +63,7 @@ async fn endpoints() {
         metrics: metrics.clone(),
         alarms: None,
         outbox: None,
+        reload: None,
     };
     assert_eq!(get(&s, "/healthz").await.0, StatusCode::OK);
     assert_eq!(get(&s, "/readyz").await.0, StatusCode::OK);
@@ -208,6 +209,7 @@ async fn openapi_documents_every_route_and_only_existing_ones() {
         metrics,
         alarms: None,
         outbox: None,
+        reload: None,
     };
     let doc = hazgate::api::openapi::document();
     let (code, served) = get(&s, "/api/v1/openapi.json").await;
@@ -349,6 +351,7 @@ async fn status_page_is_self_contained() {
         metrics,
         alarms: None,
         outbox: None,
+        reload: None,
     };
     let (code, html) = get(&s, "/").await;
     assert_eq!(code, StatusCode::OK);
@@ -388,6 +391,7 @@ async fn stream_heartbeat_follows_the_engine_tick() {
             metrics,
             alarms: None,
             outbox: None,
+            reload: None,
         };
         let resp = app(s, Duration::from_secs(5))
             .oneshot(
@@ -453,6 +457,7 @@ unit = "m3/h"
         metrics: Arc::new(Metrics::new()),
         alarms: None,
         outbox: None,
+        reload: None,
     };
     let (code, body) = get(&s, "/api/v1/channels").await;
     assert_eq!(code, StatusCode::OK);

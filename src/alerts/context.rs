@@ -2,7 +2,7 @@
 //! and each channel's label, area and unit.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 pub use super::site::AlarmInfo;
 use crate::model::ChannelId;
@@ -18,6 +18,40 @@ pub struct ChannelInfo {
     pub unit: String,
 }
 
+/// A table shared by every task of alert delivery that a configuration reload replaces whole
+/// (readers take a snapshot with [`Swap::load`]; a reload never waits for a send to finish).
+#[derive(Debug)]
+pub struct Swap<T>(Arc<RwLock<Arc<T>>>);
+
+impl<T> Clone for Swap<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Swap<T> {
+    /// A table holding `v`.
+    pub fn new(v: T) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(v))))
+    }
+
+    /// The table as it is now.
+    pub fn load(&self) -> Arc<T> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the table for every holder.
+    pub fn store(&self, v: T) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(v);
+    }
+}
+
 /// Site-level context for formatting.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -25,15 +59,15 @@ pub struct Context {
     pub site: String,
     /// Site display name.
     pub site_name: String,
-    /// Channel metadata.
-    pub channels: Arc<HashMap<ChannelId, ChannelInfo>>,
+    /// Channel metadata (replaced by a configuration reload).
+    pub channels: Swap<HashMap<ChannelId, ChannelInfo>>,
     /// The site's time zone: every time in a text for people is in it, with its offset.
     pub tz: chrono_tz::Tz,
     /// The language of texts for people (`[site] language`).
     pub language: crate::i18n::Language,
     /// What people need to know about each alarm (label, area name, unit, message, response),
-    /// by alarm id.
-    pub alarms: Arc<HashMap<String, AlarmInfo>>,
+    /// by alarm id (replaced by a configuration reload).
+    pub alarms: Swap<HashMap<String, AlarmInfo>>,
 }
 
 impl Context {
@@ -45,22 +79,31 @@ impl Context {
             site_name: id.name.clone(),
             tz: id.zone,
             language: id.language,
-            alarms: Arc::new(site.alarms.iter().cloned().collect()),
-            channels: Arc::new(
-                site.channels
-                    .iter()
-                    .map(|c| {
-                        (
-                            c.id.clone(),
-                            ChannelInfo {
-                                label: c.label.clone(),
-                                area: id.area_name(&c.area).to_owned(),
-                                unit: c.unit.clone(),
-                            },
-                        )
-                    })
-                    .collect(),
-            ),
+            alarms: Swap::new(alarm_table(site)),
+            channels: Swap::new(channel_table(site)),
         }
     }
+}
+
+/// Every configured alarm's information, by id.
+pub fn alarm_table(site: &super::site::Site<'_>) -> HashMap<String, AlarmInfo> {
+    site.alarms.iter().cloned().collect()
+}
+
+/// Every configured channel's label, area name and unit, by id.
+pub fn channel_table(site: &super::site::Site<'_>) -> HashMap<ChannelId, ChannelInfo> {
+    let id = &site.identity;
+    site.channels
+        .iter()
+        .map(|c| {
+            (
+                c.id.clone(),
+                ChannelInfo {
+                    label: c.label.clone(),
+                    area: id.area_name(&c.area).to_owned(),
+                    unit: c.unit.clone(),
+                },
+            )
+        })
+        .collect()
 }

@@ -386,7 +386,7 @@ pub fn body_v2(ctx: &Context, n: &Notification) -> Value {
         "call": n.call,
         "created": humantime::format_rfc3339_millis(n.created).to_string(),
         "message": message_text(ctx, n),
-        "details": n.events.iter().map(|e| ctx.alarms.get(&e.alarm).cloned().unwrap_or_default()).collect::<Vec<_>>(),
+        "details": n.events.iter().map(|e| ctx.alarms.load().get(&e.alarm).cloned().unwrap_or_default()).collect::<Vec<_>>(),
         "event": n.events.first(),
         "events": n.events,
     })
@@ -425,8 +425,13 @@ pub fn message_text(ctx: &Context, n: &Notification) -> String {
         _ => {}
     }
     for e in &n.events {
-        let info = ctx.alarms.get(&e.alarm).cloned().unwrap_or_default();
-        let mut ch = ctx.channels.get(&e.channel).cloned().unwrap_or_default();
+        let info = ctx.alarms.load().get(&e.alarm).cloned().unwrap_or_default();
+        let mut ch = ctx
+            .channels
+            .load()
+            .get(&e.channel)
+            .cloned()
+            .unwrap_or_default();
         // Alarms over several channels (composites) have no channel: their rule's area.
         if ch.area.is_empty() {
             ch.area = info.area_name.clone();

@@ -110,13 +110,24 @@ impl Step<'_> {
     }
 }
 
+/// The area of every channel, including the communication alarm channels of devices and
+/// sources (`device.{id}`, `source.{id}`).
+pub fn area_table(site: &super::site::Site<'_>) -> HashMap<ChannelId, String> {
+    site.channels
+        .iter()
+        .map(|c| (c.id.clone(), c.area.clone()))
+        .chain(site.group_areas.iter().cloned())
+        .collect()
+}
+
 /// The routing state machine.
 #[derive(Debug)]
 pub struct Dispatcher {
     site: String,
     prefix: String,
     routes: Vec<Route>,
-    areas: HashMap<ChannelId, String>,
+    /// Area of every channel, for routes by area (replaced by a configuration reload).
+    areas: super::context::Swap<HashMap<ChannelId, String>>,
     receivers: HashMap<String, Recv>,
     tracks: BTreeMap<(usize, String), Track>,
     groups: BTreeMap<(usize, String), Group>,
@@ -156,13 +167,7 @@ impl Dispatcher {
             site: site.identity.id.clone(),
             prefix,
             routes,
-            areas: site
-                .channels
-                .iter()
-                .map(|c| (c.id.clone(), c.area.clone()))
-                // Device and source communication alarms (`device.{id}`, `source.{id}`).
-                .chain(site.group_areas.iter().cloned())
-                .collect(),
+            areas: super::context::Swap::new(area_table(site)),
             receivers: site
                 .receivers
                 .iter()
@@ -184,8 +189,14 @@ impl Dispatcher {
         }
     }
 
+    /// The area table, shared with [`super::SiteTables`].
+    pub fn areas(&self) -> super::context::Swap<HashMap<ChannelId, String>> {
+        self.areas.clone()
+    }
+
     fn matches(&self, r: &Route, ev: &AlarmEvent) -> bool {
-        let area = self.areas.get(&ev.channel).map_or("", String::as_str);
+        let areas = self.areas.load();
+        let area = areas.get(&ev.channel).map_or("", String::as_str);
         (r.sites.is_empty() || r.sites.contains(&self.site))
             && (r.areas.is_empty() || r.areas.iter().any(|a| a == area))
             && (r.kinds.is_empty() || r.kinds.contains(&ev.kind))
@@ -202,14 +213,17 @@ impl Dispatcher {
         wall: SystemTime,
     ) -> Vec<Notification> {
         let mut out = Vec::new();
-        // Answers stop reminders and escalation on every route.
-        let answered = matches!(ev.transition, Transition::Acknowledged | Transition::Reset)
-            || !matches!(
-                ev.state,
-                AlarmState::ActiveUnacknowledged
-                    | AlarmState::ReturnedUnacknowledged
-                    | AlarmState::Latched
-            );
+        // Answers stop reminders and escalation on every route; so does the alarm's removal by
+        // a configuration reload (nothing is left to answer).
+        let answered = matches!(
+            ev.transition,
+            Transition::Acknowledged | Transition::Reset | Transition::Removed
+        ) || !matches!(
+            ev.state,
+            AlarmState::ActiveUnacknowledged
+                | AlarmState::ReturnedUnacknowledged
+                | AlarmState::Latched
+        );
         let keys: Vec<(usize, String)> = self
             .tracks
             .keys()

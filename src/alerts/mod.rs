@@ -73,6 +73,65 @@ pub struct Prepared {
     workers: Vec<Worker>,
     reports: Vec<(config::RegulatorReceiver, std::time::Duration)>,
     site: String,
+    tables: SiteTables,
+}
+
+impl Prepared {
+    /// The tables a configuration reload replaces.
+    pub fn tables(&self) -> SiteTables {
+        self.tables.clone()
+    }
+}
+
+/// The site tables alert delivery reads for every event (channel areas for routes by area;
+/// labels, area names, units, messages and responses for texts). A configuration reload
+/// replaces them before the new alarm plan runs, so an alarm added by the reload is routed by
+/// its area and described like every other. Routes and receivers themselves need a restart.
+#[derive(Clone, Debug)]
+pub struct SiteTables {
+    areas: context::Swap<std::collections::HashMap<crate::model::ChannelId, String>>,
+    channels:
+        context::Swap<std::collections::HashMap<crate::model::ChannelId, context::ChannelInfo>>,
+    alarms: context::Swap<std::collections::HashMap<String, context::AlarmInfo>>,
+}
+
+impl SiteTables {
+    /// The tables of `new`, ready to replace these ([`StagedTables::apply`]). Entries only
+    /// `old` has are kept for this generation, so the last events of a removed alarm (its
+    /// `removed` event, notifications still queued) are routed and described as before.
+    pub fn stage(&self, old: &Site<'_>, new: &Site<'_>) -> StagedTables {
+        fn merge<K: std::hash::Hash + Eq, V>(
+            mut old: std::collections::HashMap<K, V>,
+            new: std::collections::HashMap<K, V>,
+        ) -> std::collections::HashMap<K, V> {
+            old.extend(new);
+            old
+        }
+        StagedTables {
+            to: self.clone(),
+            areas: merge(dispatch::area_table(old), dispatch::area_table(new)),
+            channels: merge(context::channel_table(old), context::channel_table(new)),
+            alarms: merge(context::alarm_table(old), context::alarm_table(new)),
+        }
+    }
+}
+
+/// New site tables, built off the engine task, swapped in by [`StagedTables::apply`].
+#[derive(Debug)]
+pub struct StagedTables {
+    to: SiteTables,
+    areas: std::collections::HashMap<crate::model::ChannelId, String>,
+    channels: std::collections::HashMap<crate::model::ChannelId, context::ChannelInfo>,
+    alarms: std::collections::HashMap<String, context::AlarmInfo>,
+}
+
+impl StagedTables {
+    /// Replaces the tables for every task of alert delivery.
+    pub fn apply(self) {
+        self.to.areas.store(self.areas);
+        self.to.channels.store(self.channels);
+        self.to.alarms.store(self.alarms);
+    }
 }
 
 fn join_problems(p: &[crate::check::Problem]) -> String {
@@ -140,12 +199,19 @@ pub fn prepare_resolved(
             "outbox replayed"
         );
     }
+    let dispatcher = Dispatcher::new(site, metrics);
+    let tables = SiteTables {
+        areas: dispatcher.areas(),
+        channels: ctx.channels.clone(),
+        alarms: ctx.alarms.clone(),
+    };
     Ok(Prepared {
         outbox: Arc::new(outbox),
-        dispatcher: Dispatcher::new(site, metrics),
+        dispatcher,
         workers,
         reports,
         site: site.identity.id.clone(),
+        tables,
     })
 }
 

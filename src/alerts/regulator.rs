@@ -126,6 +126,7 @@ impl Regulator {
             let unit = self
                 .ctx
                 .channels
+                .load()
                 .get(&e.channel)
                 .map(|c| c.unit.clone())
                 .unwrap_or_default();

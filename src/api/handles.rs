@@ -20,4 +20,7 @@ pub struct ApiState {
     pub alarms: Option<crate::rules::AlarmsHandle>,
     /// The alert outbox and delivery ledger (`/api/v1/notifications`), given at construction.
     pub outbox: Option<Arc<crate::alerts::Outbox>>,
+    /// Where `POST /api/v1/config/reload` sends its ask, given at construction. `None` for an
+    /// API built without a coordinator: the route answers 503.
+    pub reload: Option<tokio::sync::mpsc::Sender<crate::control::ReloadAsk>>,
 }

@@ -3,7 +3,8 @@
 //! Stable paths: `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /api/v1/channels`,
 //! `GET /api/v1/devices`, `GET /api/v1/stream` (Server-Sent Events; `POST /api/v1/stream/ticket`
 //! gives a browser a single-use ticket for it, see [`tickets`]), `GET /api/v1/openapi.json`,
-//! the alarm routes of [`alarms`], `GET /api/v1/notifications` ([`notifications`]), and the status page at `/` (assets embedded in the binary,
+//! the alarm routes of [`alarms`], `GET /api/v1/notifications` ([`notifications`]),
+//! `POST /api/v1/config/reload` ([`reload`]), and the status page at `/` (assets embedded in the binary,
 //! nothing from a CDN).
 
 pub mod alarms;
@@ -11,6 +12,7 @@ pub mod bodies;
 mod handles;
 pub mod notifications;
 pub mod openapi;
+pub mod reload;
 pub mod serve;
 pub mod tickets;
 
@@ -77,6 +79,7 @@ pub fn app(s: ApiState, request_timeout: Duration) -> Router {
             request_timeout,
         ))
         .merge(events)
+        .merge(reload::router())
         .layer(axum::middleware::from_fn_with_state(
             s.clone(),
             alarms::read_guard,

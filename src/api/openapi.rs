@@ -23,7 +23,8 @@ use super::bodies;
     bodies::ModeResult,
     bodies::Notifications,
     bodies::LedgerRow,
-    bodies::ErrorBody
+    bodies::ErrorBody,
+    crate::control::ReloadReport
 )))]
 struct Generated;
 

@@ -314,6 +314,12 @@ pub enum Transition {
     FloodEnded,
     /// One alarm activated at least the chattering threshold within the chattering window.
     Chattering,
+    /// A configuration reload removed the alarm; `state` is the state it had (journaled so a
+    /// replay forgets it; announced when it was not normal).
+    Removed,
+    /// A configuration reload was applied (`alarm` is `site:config`, `by` who asked, `message`
+    /// what changed).
+    ConfigChanged,
 }
 
 impl Transition {
@@ -336,6 +342,8 @@ impl Transition {
             Transition::Flood => "flood",
             Transition::FloodEnded => "flood_ended",
             Transition::Chattering => "chattering",
+            Transition::Removed => "removed",
+            Transition::ConfigChanged => "config_changed",
         }
     }
 }

@@ -117,6 +117,18 @@ impl Board {
         g.flood = flood;
     }
 
+    /// Engine only, after a configuration reload: the board holds exactly `views` (alarms the
+    /// new plan no longer has leave it; their `removed` events stay in the history).
+    pub fn replace_views(&self, views: Vec<AlarmView>) {
+        let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        g.index = views
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.id.clone(), i))
+            .collect();
+        g.alarms = views;
+    }
+
     /// Alarms not in the normal state (or all), in listing order.
     pub fn list(&self, all: bool) -> Vec<AlarmView> {
         let g = self.inner.read().unwrap_or_else(|e| e.into_inner());

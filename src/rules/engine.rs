@@ -23,6 +23,7 @@ use super::limits::{Delay, Discrete, Limit, Rate, Stuck};
 use super::schedule::{Calendar, Flags};
 
 mod build;
+mod carry;
 use crate::config::ResolvedChannel;
 use crate::model::{
     AlarmClass, AlarmEvent, AlarmState, BadReason, ChannelId, Priority, Reading, Sample, SiteMode,

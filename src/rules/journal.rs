@@ -100,7 +100,9 @@ impl Replayed {
         match r {
             Record::Event { event, life, mode } => {
                 self.seq = self.seq.max(event.seq);
-                if let Some(l) = life {
+                if event.transition == crate::model::Transition::Removed {
+                    self.alarms.remove(&event.alarm);
+                } else if let Some(l) = life {
                     self.alarms.insert(event.alarm.clone(), l);
                 }
                 if let Some(m) = mode {

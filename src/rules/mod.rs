@@ -72,8 +72,49 @@ pub struct Opened {
 #[derive(Debug)]
 struct Io {
     commands: mpsc::Receiver<CommandMsg>,
+    reloads: Option<mpsc::Receiver<Reconfigure>>,
     journal: Option<Journal>,
     board: Arc<Board>,
+}
+
+impl Opened {
+    /// The channel through which a configuration reload reaches the running engine (see
+    /// [`Reconfigure`]); one per engine, at most one reload waits in it.
+    pub fn reloader(&mut self) -> mpsc::Sender<Reconfigure> {
+        let (tx, rx) = mpsc::channel(1);
+        self.io.reloads = Some(rx);
+        tx
+    }
+}
+
+/// What the outputs and snapshots need to follow a reload, run by the engine task between two
+/// steps (so no sample is evaluated against one table and recorded in the other).
+pub type Retable = Box<dyn FnOnce(&mut Sinks) + Send>;
+
+/// A configuration reload handed to the running engine: the engine built from the new plan
+/// takes over the running one's state ([`Engine::take_over`]) between two steps; the `removed`
+/// and `config_changed` events are journaled and published like any other, and then sent back
+/// on `reply`.
+pub struct Reconfigure {
+    /// The engine built from the new configuration ([`Engine::new`]).
+    pub engine: Engine,
+    /// Who asked (an API token's name, or `SIGHUP`).
+    pub by: String,
+    /// What changed, for the `config_changed` event.
+    pub summary: String,
+    /// Applied first: the outputs' and the snapshot's channel tables.
+    pub retable: Retable,
+    /// The change's events, once journaled.
+    pub reply: tokio::sync::oneshot::Sender<Vec<AlarmEvent>>,
+}
+
+impl std::fmt::Debug for Reconfigure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconfigure")
+            .field("by", &self.by)
+            .field("summary", &self.summary)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the alarm engine could not start.
@@ -177,6 +218,7 @@ pub async fn open(
     let (tx, rx) = mpsc::channel(64);
     let io = Io {
         commands: rx,
+        reloads: None,
         journal,
         board: board.clone(),
     };
@@ -238,6 +280,13 @@ async fn next_command(io: &mut Option<Io>) -> Option<CommandMsg> {
     }
 }
 
+async fn next_reload(rx: &mut Option<mpsc::Receiver<Reconfigure>>) -> Option<Reconfigure> {
+    match rx.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Writes a batch to the journal (off the runtime) before it is published. Never withholds the
 /// batch: a failure is logged, counted and reported in `/readyz`.
 async fn persist(
@@ -293,11 +342,18 @@ async fn persist(
 
 /// Whether an event is announced to people (alert receivers): transitions of hidden alarms
 /// (shelved, suppressed, out of service) are journaled and written, not announced.
+///
+/// An alarm removed by a configuration reload is announced only when it was not normal (people
+/// must learn that an alarm they see is gone); the removal of a quiet alarm is journaled and
+/// written, and the reload itself (`site:config`) is announced with what changed.
 pub fn annunciated(e: &AlarmEvent) -> bool {
     let hidden = matches!(
         e.state,
         AlarmState::Shelved | AlarmState::Suppressed | AlarmState::OutOfService
     );
+    if e.transition == Transition::Removed {
+        return !hidden && e.state != AlarmState::Normal;
+    }
     !(hidden
         && matches!(
             e.transition,
@@ -320,12 +376,14 @@ pub async fn run<B: Into<SampleBatch> + Send + 'static>(
     state: Arc<SharedState>,
     metrics: Arc<Metrics>,
 ) {
-    let Opened { mut engine, io } = opened;
+    let Opened { mut engine, mut io } = opened;
+    let mut reloads = io.reloads.take();
     let mut io = Some(io);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut reply = None;
+        let mut reloaded = None;
         let mut receipt = None;
         let (samples, mut events) = tokio::select! {
             batch = rx.recv() => match batch {
@@ -348,6 +406,23 @@ pub async fn run<B: Into<SampleBatch> + Send + 'static>(
                 let (samples, mut ev) = engine.tick(tokio::time::Instant::now().into_std(), wall);
                 ev.extend(engine.gateway_health(&gateway_faults(&state), wall));
                 (samples, ev)
+            }
+            Some(r) = next_reload(&mut reloads) => {
+                let Reconfigure { engine: new, by, summary, retable, reply } = r;
+                retable(&mut sinks);
+                let old = std::mem::replace(&mut engine, new);
+                let ev = engine.take_over(old, &by, &summary, SystemTime::now());
+                if let Some(io) = io.as_ref() {
+                    io.board.replace_views(engine.views());
+                }
+                // Every channel's active conditions, under the new plan (a channel whose
+                // alarm was removed loses it from its tile).
+                for c in state.channels() {
+                    state.record_alarms(&c.id, engine.active(&c.id));
+                }
+                info!(by = %by, removed = ev.len().saturating_sub(1), "configuration reloaded: {summary}");
+                reloaded = Some((reply, ev.clone()));
+                (Vec::new(), ev)
             }
             Some(msg) = next_command(&mut io) => {
                 match engine.command(&msg.cmd, tokio::time::Instant::now().into_std(), SystemTime::now()) {
@@ -419,6 +494,9 @@ pub async fn run<B: Into<SampleBatch> + Send + 'static>(
         if let Some((tx, ev)) = reply {
             // The command's events are journaled: answer the person now.
             let _ = tx.send(Ok(ev));
+        }
+        if let Some((tx, ev)) = reloaded {
+            let _ = tx.send(ev);
         }
         for e in events {
             if !annunciated(&e) {

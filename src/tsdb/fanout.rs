@@ -137,6 +137,34 @@ impl Fanout {
         }
     }
 
+    /// After a configuration reload: the new configuration's channels (metadata, tags) and, for
+    /// outputs that report by exception, each channel's deadband from the new ranges; the last
+    /// written point of every channel that still exists is kept (no extra point on reload).
+    /// The outputs themselves are the same (changing them needs a restart).
+    pub fn reconfigure(&mut self, cfg: &Resolved) {
+        self.channels = cfg
+            .channels
+            .iter()
+            .map(|c| (c.id.clone(), c.clone()))
+            .collect();
+        for sink in &mut self.sinks {
+            let Mode::Reduce(old) = &mut sink.mode else {
+                continue;
+            };
+            let Some(r) = cfg
+                .outputs
+                .iter()
+                .find(|o| o.id() == sink.queue.id())
+                .and_then(|o| o.batching().reduction.as_ref())
+            else {
+                continue;
+            };
+            let mut new = Reducer::new(r, &cfg.channels);
+            new.carry_from(std::mem::replace(old, Reducer::new(r, &[])));
+            *old = new;
+        }
+    }
+
     /// Hands one engine step to every output, with the wall clock as "now".
     pub fn publish(&mut self, samples: &[Sample], events: &[AlarmEvent]) {
         self.publish_at(samples, events, SystemTime::now());

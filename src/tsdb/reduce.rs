@@ -88,6 +88,15 @@ impl Reducer {
         }
     }
 
+    /// Keeps `old`'s last written point of every channel this reducer knows (a reload).
+    pub fn carry_from(&mut self, old: Reducer) {
+        self.last = old
+            .last
+            .into_iter()
+            .filter(|(id, _)| self.rules.contains_key(id))
+            .collect();
+    }
+
     /// The rule applied to `channel` (`None`: reduction is off for it).
     pub fn rule(&self, channel: &ChannelId) -> Option<ChannelRule> {
         match self.rules.get(channel) {

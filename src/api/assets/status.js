@@ -587,8 +587,8 @@ async function showDetail(id) {
     <h3>${esc(t("recent"))}</h3><div class="scroll"><table class="recent"><tbody>${vals || `<tr><td>${esc(t("none"))}</td></tr>`}</tbody></table></div>`;
 }
 const TRANSITIONS = {
-  "zh-CN": { raised: "报警", cleared: "报警消除", fault: "故障", fault_cleared: "故障恢复", acknowledged: "已确认", reset: "已复位", shelved: "已搁置", unshelved: "取消搁置", out_of_service: "停用", returned_to_service: "恢复投用", suppressed: "按设计抑制", unsuppressed: "取消抑制", chattering: "报警抖动" },
-  en: { raised: "raised", cleared: "cleared", fault: "fault", fault_cleared: "fault cleared", acknowledged: "acknowledged", reset: "reset", shelved: "shelved", unshelved: "unshelved", out_of_service: "out of service", returned_to_service: "returned to service", suppressed: "suppressed", unsuppressed: "unsuppressed", chattering: "chattering" },
+  "zh-CN": { raised: "报警", cleared: "报警消除", fault: "故障", fault_cleared: "故障恢复", acknowledged: "已确认", reset: "已复位", shelved: "已搁置", unshelved: "取消搁置", out_of_service: "停用", returned_to_service: "恢复投用", suppressed: "按设计抑制", unsuppressed: "取消抑制", chattering: "报警抖动", removed: "已因配置变更移除", config_changed: "配置已重新加载" },
+  en: { raised: "raised", cleared: "cleared", fault: "fault", fault_cleared: "fault cleared", acknowledged: "acknowledged", reset: "reset", shelved: "shelved", unshelved: "unshelved", out_of_service: "out of service", returned_to_service: "returned to service", suppressed: "suppressed", unsuppressed: "unsuppressed", chattering: "chattering", removed: "removed by a configuration change", config_changed: "configuration reloaded" },
 };
 $("#detail").addEventListener("click", (ev) => {
   if (ev.target.closest("[data-close]")) { $("#detail").hidden = true; }
