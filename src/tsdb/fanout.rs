@@ -77,7 +77,10 @@ impl Activations {
             || (hidden
                 && !matches!(
                     e.transition,
-                    Transition::Cleared | Transition::FaultCleared | Transition::Reset
+                    Transition::Cleared
+                        | Transition::FaultCleared
+                        | Transition::Reset
+                        | Transition::Removed
                 ))
         {
             self.0.get(&e.alarm).copied()

@@ -161,6 +161,11 @@ pub fn encode_event(site: &str, area: &str, e: &AlarmEvent, out: &mut String) {
 /// latched until reset). Shelved, suppressed and out-of-service alarms are not active.
 pub fn open_flags(e: &AlarmEvent) -> (bool, bool) {
     use crate::model::{AlarmClass, AlarmState, Transition};
+    // Removed by a configuration reload: whatever state it had, it is no longer open (its
+    // `state` field still says which state it was removed in).
+    if e.transition == Transition::Removed {
+        return (false, false);
+    }
     if e.class == AlarmClass::System {
         let active = matches!(
             e.transition,
@@ -279,6 +284,35 @@ mod tests {
             states: Default::default(),
             device_name: String::new(),
         }
+    }
+
+    #[test]
+    fn an_alarm_removed_by_a_reload_is_written_as_no_longer_open() {
+        use crate::model::{AlarmClass, AlarmEvent, AlarmState, Priority, Transition};
+        let e = AlarmEvent {
+            seq: 7,
+            alarm: "t.gd2.lel:H".into(),
+            channel: ChannelId::new("t.gd2.lel"),
+            condition: "H".into(),
+            priority: Priority::High,
+            transition: Transition::Removed,
+            value: Some(30.0),
+            limit: Some(25.0),
+            message: "removed".into(),
+            ts: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            class: AlarmClass::Process,
+            kind: "combustible_gas".into(),
+            state: AlarmState::ActiveUnacknowledged,
+            by: Some("SIGHUP".into()),
+            comment: None,
+            notice: Default::default(),
+        };
+        assert_eq!(open_flags(&e), (false, false));
+        let mut out = String::new();
+        encode_event("s", "t", &e, &mut out);
+        assert!(out.contains("transition=removed"), "{out}");
+        assert!(out.contains(",active=0i,unacked=0i"), "{out}");
+        assert!(out.contains("state=\"active_unacknowledged\""), "{out}");
     }
 
     #[test]
