@@ -242,7 +242,7 @@ async fn robots_are_signed_as_their_platforms_document() {
         let r = start(&format!(
             "[site]\nid = \"s\"\nname = \"Plant 1\"\nlanguage = \"en\"\ntimezone = \"UTC\"\n\
              [[receivers]]\nkind = \"dingtalk\"\nid = \"ding\"\nurl = \"{url}/robot/send\"\ntoken = {{ file = \"{d}/ding-token\" }}\nsecret = {{ file = \"{d}/ding-secret\" }}\nmention_mobiles = [\"13800000000\"]\n\
-             [[receivers]]\nkind = \"feishu\"\nid = \"fs\"\nurl = \"{url}/open-apis/bot/v2/hook\"\ntoken = {{ file = \"{d}/fs-token\" }}\nsecret = {{ file = \"{d}/fs-secret\" }}\n\
+             [[receivers]]\nkind = \"feishu\"\nid = \"fs\"\nurl = \"{url}/open-apis/bot/v2/hook\"\ntoken = {{ file = \"{d}/fs-token\" }}\nsecret = {{ file = \"{d}/fs-secret\" }}\nmention_user_ids = [\"ou_7d8a6e6df7621556ce0d21922b676706\"]\n\
              [[receivers]]\nkind = \"wecom\"\nid = \"wc\"\nurl = \"{url}/cgi-bin/webhook/send\"\ntoken = {{ file = \"{d}/wc-key\" }}\n\
              [[receivers]]\nkind = \"webhook\"\nid = \"sms\"\nurl = \"{url}/sms\"\ncontent_type = \"text/plain\"\n\
              body_template = \"{{site}}: {{alarm}} {{transition}} value {{value}} limit {{limit}}; call {{call}} [{{key}}]\"\n\
@@ -270,6 +270,8 @@ async fn robots_are_signed_as_their_platforms_document() {
         assert_eq!(body["msgtype"], "text");
         assert_eq!(body["at"]["atMobiles"][0], "13800000000");
         let text = body["text"]["content"].as_str().expect("text");
+        // DingTalk shows the mention only when the content names it too.
+        assert!(text.contains("@13800000000"), "no @mention in the content: {text}");
         for want in ["Plant 1", "a.gd1.lel:HH", "55", "50", "unacknowledged", "Wang 13800000000", "Time: ", " +00:00"] {
             assert!(text.contains(want), "{want} missing in {text}");
         }
@@ -282,7 +284,13 @@ async fn robots_are_signed_as_their_platforms_document() {
         assert_eq!(body["sign"], expect.as_str());
         assert_eq!(feishu_sign("fsSecret", ts), expect);
         assert_eq!(body["msg_type"], "text");
-        assert!(body["content"]["text"].as_str().expect("text").contains("a.gd1.lel:HH"));
+        let text = body["content"]["text"].as_str().expect("text");
+        assert!(text.contains("a.gd1.lel:HH"), "{text}");
+        // Feishu text mentions are `<at user_id>` elements.
+        assert!(
+            text.contains(r#"<at user_id="ou_7d8a6e6df7621556ce0d21922b676706"></at>"#),
+            "no Feishu mention in {text}"
+        );
         // WeCom: key as a query parameter, text message.
         let wc = find("/cgi-bin/webhook/send");
         assert!(wc.uri.contains("key=WK"), "{}", wc.uri);
@@ -298,6 +306,34 @@ async fn robots_are_signed_as_their_platforms_document() {
     })
     .await
     .expect("test timed out");
+}
+
+/// Feishu robots cannot mention by mobile number: check-config says so instead of the mention
+/// being silently dropped; user ids belong to Feishu only.
+#[test]
+fn feishu_mobile_mentions_are_rejected_by_check_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("hazgate.toml");
+    std::fs::write(
+        &p,
+        "[site]\nid = \"s\"\n\
+         [[receivers]]\nkind = \"feishu\"\nid = \"fs\"\nurl = \"http://127.0.0.1:9/hook\"\nmention_mobiles = [\"13800000000\"]\n\
+         [[receivers]]\nkind = \"dingtalk\"\nid = \"ding\"\nurl = \"http://127.0.0.1:9/robot/send\"\nmention_user_ids = [\"ou_1\"]\n\
+         [[notifications.routes]]\nid = \"r\"\nreceivers = [\"fs\", \"ding\"]\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .args(["check-config", p.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run hazgate");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "errors expected:\n{text}");
+    for want in [
+        "receivers[0].mention_mobiles",
+        "receivers[1].mention_user_ids",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
 }
 
 /// Known answers of the robots' documented algorithms, computed independently of the gateway's
