@@ -402,6 +402,52 @@ async fn regulator_feed_is_mapped_and_sm4_encrypted() {
     .expect("test timed out");
 }
 
+/// A regulator feed is sent only the channels registered in `[[receivers.points]]` (no record
+/// with empty tag and indicator codes), and check-config names the unregistered ones a route
+/// can bring to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_feed_gets_only_registered_channels_and_check_config_names_the_others() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let toml = format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[devices.registers]]\nname = \"co\"\ntable = \"input\"\naddress = 1\nunit = \"ppm\"\nspan = {{ raw = [4000, 20000], eng = [0, 500] }}\n\
+             [[receivers]]\nkind = \"regulator\"\nid = \"mem\"\nurl = \"{url}/reg\"\n\
+             fields = {{ tag = \"wh\", value = \"sz\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
+        );
+        let parsed = hazgate::config::parse(&toml, Path::new("t.toml")).expect("parse");
+        let (_, warnings) = hazgate::config::validate(&parsed, Path::new(".")).expect("valid");
+        let w: Vec<String> = warnings.iter().map(|w| format!("{}: {}", w.path, w.message)).collect();
+        assert!(
+            w.iter().any(|w| w.contains("`mem`") && w.contains("a.gd1.co") && !w.contains("a.gd1.lel")),
+            "no warning naming the unregistered channel: {w:?}"
+        );
+        let r = start(&toml);
+        let mut other = ev(1, Transition::Raised);
+        other.channel = ChannelId::new("a.gd1.co");
+        other.alarm = "a.gd1.co:HH".into();
+        r.tx.send(other).await.expect("send");
+        r.tx.send(ev(2, Transition::Raised)).await.expect("send");
+        let first = support::eventually(Duration::from_secs(20), "the registered record", || {
+            let a = h.accepted.lock().expect("lock").first().cloned();
+            async move { a }
+        })
+        .await;
+        let rec: Value = serde_json::from_str(&first.body).expect("record");
+        assert_eq!(rec["wh"], "GT-101", "{rec}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = h.accepted.lock().expect("lock").len();
+        assert_eq!(n, 1, "the unregistered channel's alarm reached the feed");
+        assert!(
+            all(&r.outbox).iter().all(|e| !e.alarms.iter().any(|a| a == "a.gd1.co:HH")),
+            "a notification was made for the unregistered channel"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_receiver_publishes_with_qos1_and_survives_a_broker_restart() {
     tokio::time::timeout(Duration::from_secs(90), async {
@@ -432,10 +478,11 @@ async fn mqtt_receiver_publishes_with_qos1_and_survives_a_broker_restart() {
         })
         .await;
         let r = start(&format!(
-            "[site]\nid = \"s\"\n[[receivers]]\nkind = \"mqtt\"\nid = \"park\"\naddress = \"127.0.0.1:{port}\"\n\
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}[[receivers]]\nkind = \"mqtt\"\nid = \"park\"\naddress = \"127.0.0.1:{port}\"\n\
              topic = \"park/{{site}}/{{priority}}/{{alarm}}\"\ntimeout = \"2s\"\nbackoff_max = \"1s\"\n\
              [[receivers]]\nkind = \"regulator\"\nid = \"gov\"\nmqtt = {{ address = \"127.0.0.1:{port}\", topic = \"park/gov/{{site}}\" }}\n\
              fields = {{ tag = \"wh\", value = \"sz\", limit_name = \"bjlx\" }}\ncodes = {{ HH = \"4\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n\
              [[notifications.routes]]\nid = \"all\"\nreceivers = [\"park\", \"gov\"]\n"
         ));
         r.tx.send(ev(1, Transition::Raised)).await.expect("send");
