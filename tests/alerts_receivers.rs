@@ -402,6 +402,50 @@ async fn regulator_feed_is_mapped_and_sm4_encrypted() {
     .expect("test timed out");
 }
 
+/// Platforms reject `null` numbers: a field without a value is left out (the default) or sent as
+/// an empty string, per feed; never `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_fields_without_a_value_are_omitted_or_empty_never_null() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let feed = |id: &str, policy: &str| {
+            format!(
+                "[[receivers]]\nkind = \"regulator\"\nid = \"{id}\"\nurl = \"{url}/{id}\"\n{policy}\
+                 fields = {{ tag = \"wh\", value = \"sz\", hazard_source = \"wxybm\", handled_by = \"czr\" }}\n\
+                 [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
+            )
+        };
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}{}{}",
+            feed("omit", ""),
+            feed("empty", "empty_fields = \"empty\"\n")
+        ));
+        let mut e = ev(3, Transition::Raised);
+        e.value = None;
+        r.tx.send(e).await.expect("send");
+        let reqs = support::eventually(Duration::from_secs(20), "both records", || {
+            let a = h.accepted.lock().expect("lock").clone();
+            async move { (a.len() == 2).then_some(a) }
+        })
+        .await;
+        let rec = |p: &str| -> Value {
+            let r = reqs.iter().find(|r| r.uri.starts_with(p)).expect(p);
+            serde_json::from_str(&r.body).expect("record")
+        };
+        let omit = rec("/omit");
+        assert_eq!(omit["wh"], "GT-101");
+        for k in ["sz", "wxybm", "czr"] {
+            assert!(omit.get(k).is_none(), "{k} sent by an omit feed: {omit}");
+        }
+        let empty = rec("/empty");
+        for k in ["sz", "wxybm", "czr"] {
+            assert_eq!(empty[k], "", "{k} in {empty}");
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// A regulator feed is sent only the channels registered in `[[receivers.points]]` (no record
 /// with empty tag and indicator codes), and check-config names the unregistered ones a route
 /// can bring to it.
