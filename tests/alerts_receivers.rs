@@ -402,6 +402,43 @@ async fn regulator_feed_is_mapped_and_sm4_encrypted() {
     .expect("test timed out");
 }
 
+/// `sm4.encoding = "hex"`: the envelope's `data` is the ciphertext in lower-case hex.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_ciphertext_can_be_hex() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("key"), "0123456789abcdeffedcba9876543210\n").expect("key");
+        std::fs::write(dir.path().join("iv"), "000102030405060708090a0b0c0d0e0f\n").expect("iv");
+        let d = dir.path().display();
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[receivers]]\nkind = \"regulator\"\nid = \"mem\"\nurl = \"{url}/reg\"\napp_id = \"APP1\"\n\
+             sm4 = {{ key = {{ file = \"{d}/key\" }}, iv = {{ file = \"{d}/iv\" }}, encoding = \"hex\" }}\n\
+             fields = {{ tag = \"wh\", value = \"sz\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
+        ));
+        r.tx.send(ev(4, Transition::Raised)).await.expect("send");
+        let req = support::eventually(Duration::from_secs(20), "the regulator record", || {
+            let a = h.accepted.lock().expect("lock").first().cloned();
+            async move { a }
+        })
+        .await;
+        let env: Value = serde_json::from_str(&req.body).expect("envelope");
+        let data = env["data"].as_str().expect("data");
+        assert!(data.len() % 32 == 0 && data.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)), "{data}");
+        let ct: Vec<u8> = (0..data.len()).step_by(2).map(|i| u8::from_str_radix(&data[i..i + 2], 16).expect("hex")).collect();
+        let key = parse_key("0123456789abcdeffedcba9876543210").expect("key");
+        let iv = parse_key("000102030405060708090a0b0c0d0e0f").expect("iv");
+        let plain = sm4_cbc_decrypt(&key, &iv, &ct).expect("decrypts");
+        let rec: Value = serde_json::from_slice(&plain).expect("record");
+        assert_eq!(rec["wh"], "GT-101");
+        assert_eq!(rec["sz"], 55.0);
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// Platforms reject `null` numbers: a field without a value is left out (the default) or sent as
 /// an empty string, per feed; never `null`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,6 +95,21 @@ pub struct Sm4Config {
     pub key: SecretRef,
     /// IV (32 hex digits).
     pub iv: SecretRef,
+    /// How the ciphertext is written in the envelope's `data`: `base64` (the default) or `hex`
+    /// (lower case).
+    #[serde(default)]
+    pub encoding: CipherEncoding,
+}
+
+/// Text form of the SM4 ciphertext.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CipherEncoding {
+    /// Standard base64 with padding.
+    #[default]
+    Base64,
+    /// Lower-case hexadecimal.
+    Hex,
 }
 
 /// The canonical regulator fields a mapping may name.
