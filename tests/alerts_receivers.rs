@@ -242,7 +242,7 @@ async fn robots_are_signed_as_their_platforms_document() {
         let r = start(&format!(
             "[site]\nid = \"s\"\nname = \"Plant 1\"\nlanguage = \"en\"\ntimezone = \"UTC\"\n\
              [[receivers]]\nkind = \"dingtalk\"\nid = \"ding\"\nurl = \"{url}/robot/send\"\ntoken = {{ file = \"{d}/ding-token\" }}\nsecret = {{ file = \"{d}/ding-secret\" }}\nmention_mobiles = [\"13800000000\"]\n\
-             [[receivers]]\nkind = \"feishu\"\nid = \"fs\"\nurl = \"{url}/open-apis/bot/v2/hook\"\ntoken = {{ file = \"{d}/fs-token\" }}\nsecret = {{ file = \"{d}/fs-secret\" }}\n\
+             [[receivers]]\nkind = \"feishu\"\nid = \"fs\"\nurl = \"{url}/open-apis/bot/v2/hook\"\ntoken = {{ file = \"{d}/fs-token\" }}\nsecret = {{ file = \"{d}/fs-secret\" }}\nmention_user_ids = [\"ou_7d8a6e6df7621556ce0d21922b676706\"]\n\
              [[receivers]]\nkind = \"wecom\"\nid = \"wc\"\nurl = \"{url}/cgi-bin/webhook/send\"\ntoken = {{ file = \"{d}/wc-key\" }}\n\
              [[receivers]]\nkind = \"webhook\"\nid = \"sms\"\nurl = \"{url}/sms\"\ncontent_type = \"text/plain\"\n\
              body_template = \"{{site}}: {{alarm}} {{transition}} value {{value}} limit {{limit}}; call {{call}} [{{key}}]\"\n\
@@ -270,6 +270,8 @@ async fn robots_are_signed_as_their_platforms_document() {
         assert_eq!(body["msgtype"], "text");
         assert_eq!(body["at"]["atMobiles"][0], "13800000000");
         let text = body["text"]["content"].as_str().expect("text");
+        // DingTalk shows the mention only when the content names it too.
+        assert!(text.contains("@13800000000"), "no @mention in the content: {text}");
         for want in ["Plant 1", "a.gd1.lel:HH", "55", "50", "unacknowledged", "Wang 13800000000", "Time: ", " +00:00"] {
             assert!(text.contains(want), "{want} missing in {text}");
         }
@@ -282,7 +284,13 @@ async fn robots_are_signed_as_their_platforms_document() {
         assert_eq!(body["sign"], expect.as_str());
         assert_eq!(feishu_sign("fsSecret", ts), expect);
         assert_eq!(body["msg_type"], "text");
-        assert!(body["content"]["text"].as_str().expect("text").contains("a.gd1.lel:HH"));
+        let text = body["content"]["text"].as_str().expect("text");
+        assert!(text.contains("a.gd1.lel:HH"), "{text}");
+        // Feishu text mentions are `<at user_id>` elements.
+        assert!(
+            text.contains(r#"<at user_id="ou_7d8a6e6df7621556ce0d21922b676706"></at>"#),
+            "no Feishu mention in {text}"
+        );
         // WeCom: key as a query parameter, text message.
         let wc = find("/cgi-bin/webhook/send");
         assert!(wc.uri.contains("key=WK"), "{}", wc.uri);
@@ -298,6 +306,34 @@ async fn robots_are_signed_as_their_platforms_document() {
     })
     .await
     .expect("test timed out");
+}
+
+/// Feishu robots cannot mention by mobile number: check-config says so instead of the mention
+/// being silently dropped; user ids belong to Feishu only.
+#[test]
+fn feishu_mobile_mentions_are_rejected_by_check_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("hazgate.toml");
+    std::fs::write(
+        &p,
+        "[site]\nid = \"s\"\n\
+         [[receivers]]\nkind = \"feishu\"\nid = \"fs\"\nurl = \"http://127.0.0.1:9/hook\"\nmention_mobiles = [\"13800000000\"]\n\
+         [[receivers]]\nkind = \"dingtalk\"\nid = \"ding\"\nurl = \"http://127.0.0.1:9/robot/send\"\nmention_user_ids = [\"ou_1\"]\n\
+         [[notifications.routes]]\nid = \"r\"\nreceivers = [\"fs\", \"ding\"]\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .args(["check-config", p.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run hazgate");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "errors expected:\n{text}");
+    for want in [
+        "receivers[0].mention_mobiles",
+        "receivers[1].mention_user_ids",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
 }
 
 /// Known answers of the robots' documented algorithms, computed independently of the gateway's
@@ -366,6 +402,133 @@ async fn regulator_feed_is_mapped_and_sm4_encrypted() {
     .expect("test timed out");
 }
 
+/// `sm4.encoding = "hex"`: the envelope's `data` is the ciphertext in lower-case hex.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_ciphertext_can_be_hex() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("key"), "0123456789abcdeffedcba9876543210\n").expect("key");
+        std::fs::write(dir.path().join("iv"), "000102030405060708090a0b0c0d0e0f\n").expect("iv");
+        let d = dir.path().display();
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[receivers]]\nkind = \"regulator\"\nid = \"mem\"\nurl = \"{url}/reg\"\napp_id = \"APP1\"\n\
+             sm4 = {{ key = {{ file = \"{d}/key\" }}, iv = {{ file = \"{d}/iv\" }}, encoding = \"hex\" }}\n\
+             fields = {{ tag = \"wh\", value = \"sz\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
+        ));
+        r.tx.send(ev(4, Transition::Raised)).await.expect("send");
+        let req = support::eventually(Duration::from_secs(20), "the regulator record", || {
+            let a = h.accepted.lock().expect("lock").first().cloned();
+            async move { a }
+        })
+        .await;
+        let env: Value = serde_json::from_str(&req.body).expect("envelope");
+        let data = env["data"].as_str().expect("data");
+        assert!(data.len() % 32 == 0 && data.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)), "{data}");
+        let ct: Vec<u8> = (0..data.len()).step_by(2).map(|i| u8::from_str_radix(&data[i..i + 2], 16).expect("hex")).collect();
+        let key = parse_key("0123456789abcdeffedcba9876543210").expect("key");
+        let iv = parse_key("000102030405060708090a0b0c0d0e0f").expect("iv");
+        let plain = sm4_cbc_decrypt(&key, &iv, &ct).expect("decrypts");
+        let rec: Value = serde_json::from_slice(&plain).expect("record");
+        assert_eq!(rec["wh"], "GT-101");
+        assert_eq!(rec["sz"], 55.0);
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Platforms reject `null` numbers: a field without a value is left out (the default) or sent as
+/// an empty string, per feed; never `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_fields_without_a_value_are_omitted_or_empty_never_null() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let feed = |id: &str, policy: &str| {
+            format!(
+                "[[receivers]]\nkind = \"regulator\"\nid = \"{id}\"\nurl = \"{url}/{id}\"\n{policy}\
+                 fields = {{ tag = \"wh\", value = \"sz\", hazard_source = \"wxybm\", handled_by = \"czr\" }}\n\
+                 [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
+            )
+        };
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}{}{}",
+            feed("omit", ""),
+            feed("empty", "empty_fields = \"empty\"\n")
+        ));
+        let mut e = ev(3, Transition::Raised);
+        e.value = None;
+        r.tx.send(e).await.expect("send");
+        let reqs = support::eventually(Duration::from_secs(20), "both records", || {
+            let a = h.accepted.lock().expect("lock").clone();
+            async move { (a.len() == 2).then_some(a) }
+        })
+        .await;
+        let rec = |p: &str| -> Value {
+            let r = reqs.iter().find(|r| r.uri.starts_with(p)).expect(p);
+            serde_json::from_str(&r.body).expect("record")
+        };
+        let omit = rec("/omit");
+        assert_eq!(omit["wh"], "GT-101");
+        for k in ["sz", "wxybm", "czr"] {
+            assert!(omit.get(k).is_none(), "{k} sent by an omit feed: {omit}");
+        }
+        let empty = rec("/empty");
+        for k in ["sz", "wxybm", "czr"] {
+            assert_eq!(empty[k], "", "{k} in {empty}");
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A regulator feed is sent only the channels registered in `[[receivers.points]]` (no record
+/// with empty tag and indicator codes), and check-config names the unregistered ones a route
+/// can bring to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_feed_gets_only_registered_channels_and_check_config_names_the_others() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let toml = format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[devices.registers]]\nname = \"co\"\ntable = \"input\"\naddress = 1\nunit = \"ppm\"\nspan = {{ raw = [4000, 20000], eng = [0, 500] }}\n\
+             [[receivers]]\nkind = \"regulator\"\nid = \"mem\"\nurl = \"{url}/reg\"\n\
+             fields = {{ tag = \"wh\", value = \"sz\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
+        );
+        let parsed = hazgate::config::parse(&toml, Path::new("t.toml")).expect("parse");
+        let (_, warnings) = hazgate::config::validate(&parsed, Path::new(".")).expect("valid");
+        let w: Vec<String> = warnings.iter().map(|w| format!("{}: {}", w.path, w.message)).collect();
+        assert!(
+            w.iter().any(|w| w.contains("`mem`") && w.contains("a.gd1.co") && !w.contains("a.gd1.lel")),
+            "no warning naming the unregistered channel: {w:?}"
+        );
+        let r = start(&toml);
+        let mut other = ev(1, Transition::Raised);
+        other.channel = ChannelId::new("a.gd1.co");
+        other.alarm = "a.gd1.co:HH".into();
+        r.tx.send(other).await.expect("send");
+        r.tx.send(ev(2, Transition::Raised)).await.expect("send");
+        let first = support::eventually(Duration::from_secs(20), "the registered record", || {
+            let a = h.accepted.lock().expect("lock").first().cloned();
+            async move { a }
+        })
+        .await;
+        let rec: Value = serde_json::from_str(&first.body).expect("record");
+        assert_eq!(rec["wh"], "GT-101", "{rec}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = h.accepted.lock().expect("lock").len();
+        assert_eq!(n, 1, "the unregistered channel's alarm reached the feed");
+        assert!(
+            all(&r.outbox).iter().all(|e| !e.alarms.iter().any(|a| a == "a.gd1.co:HH")),
+            "a notification was made for the unregistered channel"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_receiver_publishes_with_qos1_and_survives_a_broker_restart() {
     tokio::time::timeout(Duration::from_secs(90), async {
@@ -396,10 +559,11 @@ async fn mqtt_receiver_publishes_with_qos1_and_survives_a_broker_restart() {
         })
         .await;
         let r = start(&format!(
-            "[site]\nid = \"s\"\n[[receivers]]\nkind = \"mqtt\"\nid = \"park\"\naddress = \"127.0.0.1:{port}\"\n\
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}[[receivers]]\nkind = \"mqtt\"\nid = \"park\"\naddress = \"127.0.0.1:{port}\"\n\
              topic = \"park/{{site}}/{{priority}}/{{alarm}}\"\ntimeout = \"2s\"\nbackoff_max = \"1s\"\n\
              [[receivers]]\nkind = \"regulator\"\nid = \"gov\"\nmqtt = {{ address = \"127.0.0.1:{port}\", topic = \"park/gov/{{site}}\" }}\n\
              fields = {{ tag = \"wh\", value = \"sz\", limit_name = \"bjlx\" }}\ncodes = {{ HH = \"4\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n\
              [[notifications.routes]]\nid = \"all\"\nreceivers = [\"park\", \"gov\"]\n"
         ));
         r.tx.send(ev(1, Transition::Raised)).await.expect("send");

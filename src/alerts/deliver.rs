@@ -286,6 +286,8 @@ impl Worker {
                 self.client.post(&r.url).query(&q).json(&body)
             }
             Flavor::Dingtalk => {
+                // DingTalk shows a mention only when the content also names the number.
+                let text = with_mentions(text, r.mention_mobiles.iter().map(|m| format!("@{m}")));
                 let body = json!({"msgtype": "text", "text": {"content": text}, "at": {"atMobiles": r.mention_mobiles, "isAtAll": false}});
                 let mut q = Vec::new();
                 q.extend(token.map(|t| ("access_token", t)));
@@ -297,6 +299,13 @@ impl Worker {
                 self.client.post(&r.url).query(&q).json(&body)
             }
             Flavor::Feishu => {
+                // Feishu text mentions are `<at>` elements in the content.
+                let text = with_mentions(
+                    text,
+                    r.mention_user_ids
+                        .iter()
+                        .map(|u| format!("<at user_id=\"{u}\"></at>")),
+                );
                 let mut body = json!({"msg_type": "text", "content": {"text": text}});
                 if let Some(s) = secret {
                     let ts = unix_secs(now);
@@ -320,6 +329,16 @@ impl Worker {
             return Err(format!("HTTP {status}"));
         }
         robot_answer(&read_capped(resp, MAX_ANSWER).await?)
+    }
+}
+
+/// The text with one line of mentions appended (unchanged when there are none).
+fn with_mentions(text: String, mentions: impl Iterator<Item = String>) -> String {
+    let line: Vec<String> = mentions.collect();
+    if line.is_empty() {
+        text
+    } else {
+        format!("{text}\n{}", line.join(" "))
     }
 }
 

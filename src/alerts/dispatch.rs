@@ -23,7 +23,7 @@
 //!   escalation and reminder tracking silently, later ones are dispatched as if live. Tracking
 //!   uses the event's own time, so a tier due during the downtime fires at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -69,10 +69,23 @@ struct Group {
     events: Vec<AlarmEvent>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Recv {
     send_clear: bool,
     expire_after: Duration,
+    /// A regulator feed's registered channels (`[[receivers.points]]`): it is sent nothing else,
+    /// so a platform never gets a record with empty tag and indicator codes.
+    points: Option<HashSet<String>>,
+}
+
+/// Whether `rcv` is not sent `ev`: an alarm about the receiver itself, or a channel a regulator
+/// feed has not registered.
+fn skips(ev: &AlarmEvent, rcv: &str, info: &Recv) -> bool {
+    about_itself(ev, rcv)
+        || info
+            .points
+            .as_ref()
+            .is_some_and(|p| !p.contains(ev.channel.as_str()))
 }
 
 /// One step of an alarm's notification: the event itself, a reminder, an escalation tier.
@@ -178,6 +191,12 @@ impl Dispatcher {
                         Recv {
                             send_clear: d.send_clear,
                             expire_after: d.expire_after,
+                            points: match r {
+                                super::receivers::Receiver::Regulator(g) => {
+                                    Some(g.points.iter().map(|p| p.channel.clone()).collect())
+                                }
+                                _ => None,
+                            },
                         },
                     )
                 })
@@ -284,7 +303,7 @@ impl Dispatcher {
                 let Some(info) = self.receivers.get(rcv) else {
                     continue;
                 };
-                if about_itself(ev, rcv) || (clear && !info.send_clear) || summarised || consequence
+                if skips(ev, rcv, info) || (clear && !info.send_clear) || summarised || consequence
                 {
                     continue;
                 }
@@ -355,7 +374,7 @@ impl Dispatcher {
                     let Some(info) = self.receivers.get(rcv) else {
                         continue;
                     };
-                    if about_itself(&t.event, rcv) {
+                    if skips(&t.event, rcv, info) {
                         continue;
                     }
                     let step = Step {
@@ -375,7 +394,7 @@ impl Dispatcher {
                         let Some(info) = self.receivers.get(rcv) else {
                             continue;
                         };
-                        if about_itself(&t.event, rcv) {
+                        if skips(&t.event, rcv, info) {
                             continue;
                         }
                         let step = Step {
@@ -440,6 +459,9 @@ impl Dispatcher {
             .iter()
             .filter_map(|rcv| {
                 let info = self.receivers.get(rcv)?;
+                if skips(&ev, rcv, info) {
+                    return None;
+                }
                 Some(step.notify(&self.prefix, &r.id, rcv, &ev, info, wall))
             })
             .collect()

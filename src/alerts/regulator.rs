@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{RegulatorPoint, RegulatorReceiver};
 use super::context::Context;
 use super::outbox::{Notification, Outbox, Reason, ReportValue};
-use super::receivers::regulator::Secrets;
+use super::receivers::regulator::{CipherEncoding, EmptyFields, Secrets};
 use super::transport::{MqttPub, http_error};
 use crate::model::{AlarmClass, Priority};
 use crate::state::SharedState;
@@ -111,8 +111,18 @@ impl Regulator {
             m.insert(k.clone(), Value::String(v.clone()));
         }
         for (k, v) in canonical {
-            if let Some(name) = self.cfg.fields.get(k) {
-                m.insert(name.clone(), v);
+            let Some(name) = self.cfg.fields.get(k) else {
+                continue;
+            };
+            let blank = v.is_null() || v.as_str().is_some_and(str::is_empty);
+            match (blank, self.cfg.empty_fields) {
+                (false, _) => {
+                    m.insert(name.clone(), v);
+                }
+                (true, EmptyFields::Empty) => {
+                    m.insert(name.clone(), Value::String(String::new()));
+                }
+                (true, EmptyFields::Omit) => {}
             }
         }
         Value::Object(m)
@@ -197,8 +207,17 @@ impl Regulator {
         match &self.sm4 {
             None => Ok(plain),
             Some(Sm4Key(k, iv)) => {
-                let data = base64::engine::general_purpose::STANDARD
-                    .encode(sm4_cbc_encrypt(k, iv, &plain));
+                let ct = sm4_cbc_encrypt(k, iv, &plain);
+                let encoding = self
+                    .cfg
+                    .sm4
+                    .as_ref()
+                    .map(|c| c.encoding)
+                    .unwrap_or_default();
+                let data = match encoding {
+                    CipherEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(ct),
+                    CipherEncoding::Hex => ct.iter().map(|b| format!("{b:02x}")).collect(),
+                };
                 serde_json::to_vec(&json!({"appId": self.cfg.app_id, "data": data}))
                     .map_err(|e| e.to_string())
             }

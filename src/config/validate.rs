@@ -643,6 +643,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         &|c| by_id.contains_key(&ChannelId::new(c)),
         &mut p,
     );
+    unregistered_regulator_channels(cfg, &channels, &mut p);
 
     // Outputs.
     let mut ids = HashSet::new();
@@ -1057,4 +1058,73 @@ fn device_map_file(text: &str) -> Result<DeviceMap, String> {
         format!("{}{}", at.unwrap_or_default(), e.message())
     })?;
     super::devmap::map_from_value(toml::Value::Table(doc))
+}
+
+/// A route's path, receivers (every tier), area and kind filters.
+type RouteReach = (String, Vec<String>, Vec<String>, Vec<String>);
+
+/// Warns for each route that can reach a regulator feed with channels the feed has not
+/// registered in `[[receivers.points]]`: their alarms are not sent to that feed.
+fn unregistered_regulator_channels(cfg: &Config, channels: &[ResolvedChannel], p: &mut Problems) {
+    use crate::alerts::config::Receiver;
+    let implicit;
+    let routes = if cfg.notifications.routes.is_empty() {
+        implicit = [(
+            "receivers".to_owned(),
+            cfg.receivers
+                .iter()
+                .map(|r| r.id().to_owned())
+                .collect::<Vec<_>>(),
+            Vec::new(),
+            Vec::new(),
+        )];
+        &implicit[..]
+    } else {
+        &[][..]
+    };
+    let listed: Vec<RouteReach> = cfg
+        .notifications
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut rcv = r.receivers.clone();
+            rcv.extend(
+                r.escalation
+                    .iter()
+                    .flat_map(|t| t.receivers.iter().cloned()),
+            );
+            (
+                format!("notifications.routes[{i}]"),
+                rcv,
+                r.areas.clone(),
+                r.kinds.clone(),
+            )
+        })
+        .collect();
+    for (path, rcv, areas, kinds) in routes.iter().chain(listed.iter()) {
+        for g in cfg.receivers.iter().filter_map(|r| match r {
+            Receiver::Regulator(g) if rcv.contains(&g.id) => Some(g),
+            _ => None,
+        }) {
+            let missing: Vec<&str> = channels
+                .iter()
+                .filter(|c| areas.is_empty() || areas.contains(&c.area))
+                .filter(|c| kinds.is_empty() || kinds.contains(&c.kind))
+                .filter(|c| !g.points.iter().any(|pt| pt.channel == c.id.as_str()))
+                .map(|c| c.id.as_str())
+                .collect();
+            if !missing.is_empty() {
+                p.warn(
+                    path.clone(),
+                    format!(
+                        "reaches regulator feed `{}` with channels not registered in its \
+                         [[receivers.points]], whose alarms are not sent to it: {}",
+                        g.id,
+                        missing.join(", ")
+                    ),
+                );
+            }
+        }
+    }
 }

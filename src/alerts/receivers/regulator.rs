@@ -47,9 +47,24 @@ pub struct RegulatorReceiver {
     /// Send real-time values of the registered points at this interval, besides alarms.
     #[serde(with = "humantime_serde", default)]
     pub report_interval: Option<Duration>,
+    /// What a mapped field with no value (`null`) or an empty string becomes: left out (`omit`,
+    /// the default) or sent as `""` (`empty`). Never `null`: platforms reject null numbers.
+    #[serde(default)]
+    pub empty_fields: EmptyFields,
     /// Delivery settings.
     #[serde(flatten)]
     pub delivery: Delivery,
+}
+
+/// A regulator feed's policy for fields without a value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmptyFields {
+    /// The field is not sent.
+    #[default]
+    Omit,
+    /// The field is sent as an empty string.
+    Empty,
 }
 
 fn default_app_id_header() -> String {
@@ -80,6 +95,21 @@ pub struct Sm4Config {
     pub key: SecretRef,
     /// IV (32 hex digits).
     pub iv: SecretRef,
+    /// How the ciphertext is written in the envelope's `data`: `base64` (the default) or `hex`
+    /// (lower case).
+    #[serde(default)]
+    pub encoding: CipherEncoding,
+}
+
+/// Text form of the SM4 ciphertext.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CipherEncoding {
+    /// Standard base64 with padding.
+    #[default]
+    Base64,
+    /// Lower-case hexadecimal.
+    Hex,
 }
 
 /// The canonical regulator fields a mapping may name.

@@ -32,9 +32,12 @@ pub struct RobotReceiver {
     pub token: Option<SecretRef>,
     /// Signing secret (DingTalk "加签", Feishu "签名校验").
     pub secret: Option<SecretRef>,
-    /// Mobile numbers to @-mention.
+    /// Mobile numbers to @-mention (WeCom, DingTalk; Feishu robots cannot mention by mobile).
     #[serde(default)]
     pub mention_mobiles: Vec<String>,
+    /// Feishu user ids or open ids (`ou_…`) to @-mention, sent as `<at user_id="…"></at>`.
+    #[serde(default)]
+    pub mention_user_ids: Vec<String>,
     /// Delivery settings.
     #[serde(flatten)]
     pub delivery: Delivery,
@@ -74,6 +77,31 @@ impl RobotReceiver {
                 format!("{path}.secret"),
                 "WeCom robots are not signed; remove `secret`",
             );
+        }
+        if flavor == Flavor::Feishu && !self.mention_mobiles.is_empty() {
+            p.err(
+                format!("{path}.mention_mobiles"),
+                "Feishu robots cannot mention by mobile number (the mention would be silently \
+                 dropped); list the people's user ids or open ids in `mention_user_ids`",
+            );
+        }
+        if flavor != Flavor::Feishu && !self.mention_user_ids.is_empty() {
+            p.err(
+                format!("{path}.mention_user_ids"),
+                "only Feishu robots mention by user id; use `mention_mobiles`",
+            );
+        }
+        for (i, id) in self.mention_user_ids.iter().enumerate() {
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                p.err(
+                    format!("{path}.mention_user_ids[{i}]"),
+                    "expected a Feishu user id or open id (letters, digits, `_`, `-`)",
+                );
+            }
         }
     }
 }
