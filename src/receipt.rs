@@ -40,7 +40,7 @@ impl Board {
 
     /// Issues the receipt for sequence number `seq`.
     pub fn issue(self: &Arc<Self>, seq: u64) -> Receipt {
-        Receipt(Arc::new(Token {
+        Receipt(Arc::new(Token::One {
             seq,
             board: self.clone(),
         }))
@@ -69,27 +69,46 @@ impl Board {
 }
 
 #[derive(Debug)]
-struct Token {
-    seq: u64,
-    board: Arc<Board>,
+enum Token {
+    /// One received message.
+    One { seq: u64, board: Arc<Board> },
+    /// Several receipts held as one (an engine step over several messages): each completes
+    /// when this one is dropped, unless another stage still holds it.
+    All(#[expect(dead_code, reason = "held only to be dropped with the token")] Vec<Receipt>),
 }
 
 impl Drop for Token {
     fn drop(&mut self) {
-        self.board.lock().insert(self.seq);
-        self.board.notify.notify_one();
+        if let Token::One { seq, board } = self {
+            board.lock().insert(*seq);
+            board.notify.notify_one();
+        }
     }
 }
 
-/// A claim on one received message: complete when the last clone is dropped (see the module
-/// docs).
+/// A claim on one received message (or on several, see [`Receipt::all`]): complete when the
+/// last clone is dropped (see the module docs).
 #[derive(Clone, Debug)]
 pub struct Receipt(Arc<Token>);
 
 impl Receipt {
-    /// The sequence number it was issued with.
-    pub fn seq(&self) -> u64 {
-        self.0.seq
+    /// The sequence number it was issued with (`None` for a receipt held for several).
+    pub fn seq(&self) -> Option<u64> {
+        match &*self.0 {
+            Token::One { seq, .. } => Some(*seq),
+            Token::All(_) => None,
+        }
+    }
+
+    /// One receipt holding all of `receipts`: a stage that gets lines of several messages at
+    /// once holds them with one clone per queue instead of one per message. `None` when there
+    /// is none.
+    pub fn all(mut receipts: Vec<Receipt>) -> Option<Receipt> {
+        match receipts.len() {
+            0 => None,
+            1 => receipts.pop(),
+            _ => Some(Receipt(Arc::new(Token::All(receipts)))),
+        }
     }
 }
 
@@ -141,5 +160,28 @@ mod tests {
         board.forget_below(5);
         assert!(!board.take(3));
         assert!(board.take(9));
+    }
+
+    #[test]
+    fn a_joined_receipt_completes_its_parts_when_the_last_holder_drops() {
+        let board = Board::new();
+        let (a, b) = (board.issue(1), board.issue(2));
+        let kept = b.clone();
+        let all = Receipt::all(vec![a, b]).expect("two receipts");
+        assert_eq!(all.seq(), None);
+        let held = all.clone();
+        drop(all);
+        assert!(!board.take(1), "the joined receipt is still held");
+        drop(held);
+        assert!(board.take(1), "its part completes with it");
+        assert!(
+            !board.take(2),
+            "a part held elsewhere waits for that holder"
+        );
+        drop(kept);
+        assert!(board.take(2));
+        assert!(Receipt::all(Vec::new()).is_none());
+        let one = Receipt::all(vec![board.issue(5)]).expect("one");
+        assert_eq!(one.seq(), Some(5));
     }
 }

@@ -158,23 +158,22 @@ impl SharedState {
         let Some(&i) = t.index.get(&s.channel) else {
             return;
         };
-        let c = &mut t.rows[i];
-        c.ts = Some(s.ts);
-        match &s.reading {
-            Reading::Good(v) => {
-                c.value = Some(*v);
-                c.quality = "good";
-                c.reason = None;
-                c.reason_kind = None;
-            }
-            Reading::Bad(r) => {
-                c.value = None;
-                c.quality = "bad";
-                c.reason = Some(r.to_string());
-                c.reason_kind = Some(r.kind());
-            }
+        set_reading(&mut t.rows[i], s, alarms);
+    }
+
+    /// [`SharedState::record`] for every sample of an engine step, under one lock; `alarms`
+    /// gives a channel's active conditions after the step.
+    pub fn record_all(&self, samples: &[Sample], alarms: impl Fn(&ChannelId) -> Vec<String>) {
+        if samples.is_empty() {
+            return;
         }
-        c.alarms = alarms;
+        let mut t = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        for s in samples {
+            let Some(&i) = t.index.get(&s.channel) else {
+                continue;
+            };
+            set_reading(&mut t.rows[i], s, alarms(&s.channel));
+        }
     }
 
     /// A copy of every channel.
@@ -294,4 +293,23 @@ fn rows(cfg: &Resolved) -> Vec<ChannelSnapshot> {
             states: c.states.clone(),
         })
         .collect()
+}
+
+fn set_reading(c: &mut ChannelSnapshot, s: &Sample, alarms: Vec<String>) {
+    c.ts = Some(s.ts);
+    match &s.reading {
+        Reading::Good(v) => {
+            c.value = Some(*v);
+            c.quality = "good";
+            c.reason = None;
+            c.reason_kind = None;
+        }
+        Reading::Bad(r) => {
+            c.value = None;
+            c.quality = "bad";
+            c.reason = Some(r.to_string());
+            c.reason_kind = Some(r.kind());
+        }
+    }
+    c.alarms = alarms;
 }

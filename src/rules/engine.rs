@@ -302,6 +302,9 @@ impl Env for EnvRef<'_> {
 pub struct Engine {
     chans: Vec<ChannelRt>,
     index: HashMap<ChannelId, usize>,
+    /// Set by every full settle: no channel is bad and no link group is down or recovering,
+    /// so a batch of good readings on good channels has nothing to settle.
+    quiet: bool,
     alarms: Vec<AlarmRt>,
     by_id: HashMap<String, usize>,
     comps: Vec<CompRt>,
@@ -801,7 +804,18 @@ impl Engine {
             self.apply(s, now, &mut out);
         }
         if let Some(last) = batch.last() {
-            self.settle(now, last.ts, &mut out);
+            // Nothing to settle when every channel was good before this batch, no link group
+            // was down, and the batch left its channels good: settling then changes nothing
+            // (it walks every group and channel, the cost of a step on a large site).
+            let still_quiet = self.quiet
+                && batch.iter().all(|s| {
+                    self.index
+                        .get(&s.channel)
+                        .is_none_or(|&i| self.chans[i].bad.is_none())
+                });
+            if !still_quiet {
+                self.settle(now, last.ts, &mut out);
+            }
         }
         order(&mut out);
         out
@@ -899,6 +913,17 @@ impl Engine {
     /// that answer again clear it; channel faults for a communication reason become
     /// consequences of the outermost group that is down, or stay their own alarms.
     fn settle(&mut self, now: Instant, wall: SystemTime, out: &mut Vec<AlarmEvent>) {
+        self.settle_all(now, wall, out);
+        self.quiet = self.chans.iter().all(|c| c.bad.is_none() && !c.pending)
+            && self.groups.iter().all(|g| {
+                g.link_down_since.is_none()
+                    && g.link_up_at.is_none()
+                    && !g.def.members.is_empty()
+                    && !self.alarms[g.alarm].life.cond
+            });
+    }
+
+    fn settle_all(&mut self, now: Instant, wall: SystemTime, out: &mut Vec<AlarmEvent>) {
         if self.groups.is_empty() {
             for c in &mut self.chans {
                 c.fresh = false;

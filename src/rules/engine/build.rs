@@ -209,6 +209,7 @@ impl Engine {
         Self {
             chans,
             index,
+            quiet: false,
             alarms,
             by_id,
             comps,

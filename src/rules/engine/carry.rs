@@ -94,6 +94,8 @@ impl Engine {
         self.sources_down = std::mem::take(&mut old.sources_down);
         self.gateway = std::mem::take(&mut old.gateway);
         self.flags_at = None;
+        // Settled again on the next step.
+        self.quiet = false;
         // The new configuration may suppress different alarms in the current mode.
         let mode = self.mode.mode;
         for al in &mut self.alarms {
