@@ -675,6 +675,39 @@ mod tests {
             .collect()
     }
 
+    #[tokio::test]
+    async fn a_step_takes_the_waiting_batches_whole_in_order_with_their_receipts() {
+        let (tx, mut rx) = mpsc::channel::<SampleBatch>(16);
+        let board = crate::receipt::Board::new();
+        let batch = |n: usize, v: f64, seq: u64| SampleBatch {
+            samples: vec![good(v); n],
+            receipt: Some(board.issue(seq)),
+        };
+        tx.send(batch(1, 2.0, 2)).await.expect("send");
+        tx.send(batch(STEP_SAMPLES, 3.0, 3)).await.expect("send");
+        tx.send(batch(1, 4.0, 4)).await.expect("send");
+        let (samples, receipt) = gather(batch(1, 1.0, 1), &mut rx);
+        // The first batch and the next two: the second fills the step, never split.
+        assert_eq!(samples.len(), 2 + STEP_SAMPLES);
+        let values: Vec<f64> = samples.iter().filter_map(|s| s.reading.value()).collect();
+        assert_eq!(values[..3], [1.0, 2.0, 3.0]);
+        let receipt = receipt.expect("three receipts held as one");
+        for seq in 1..=3 {
+            assert!(!board.take(seq), "receipt {seq} is held by the step");
+        }
+        drop(receipt);
+        for seq in 1..=3 {
+            assert!(board.take(seq), "receipt {seq} completes with the step");
+        }
+        let (samples, receipt) = gather(SampleBatch::default(), &mut rx);
+        assert_eq!(
+            samples.len(),
+            1,
+            "the fourth batch waited for the next step"
+        );
+        assert_eq!(receipt.and_then(|r| r.seq()), Some(4));
+    }
+
     #[test]
     fn limits_deadband_and_faults_never_clear() {
         let t0 = Instant::now();
