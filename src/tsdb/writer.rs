@@ -25,7 +25,9 @@
 //! - Without a spool, the intake waits for the sender (the memory queue absorbs outages).
 //! - Spool file I/O runs in `spawn_blocking`, never on the async runtime.
 //! - **Receipts** (`crate::receipt`, MQTT end-to-end acknowledgement): a line pushed with
-//!   [`OutputQueue::push_held`] makes the intake form a batch at once (no flush-interval wait).
+//!   [`OutputQueue::push_held`] makes the intake form a batch at once (no flush-interval wait),
+//!   at most one such batch every [`HELD_EVERY`] (group commit: under load one append, fsync
+//!   and request carry several engine steps).
 //!   With a spool the receipts are released right after the append (and an fsync, with
 //!   `fsync = "interval"`); without one (or when the append failed) they ride with the batch and
 //!   are released when the server accepted it, or at its first failed attempt, so an output
@@ -70,6 +72,14 @@ use crate::queue::DropOldest;
 use crate::receipt::Receipt;
 use crate::state::SharedState;
 use crate::telemetry::{Metrics, labels};
+
+/// Group commit for acknowledging sources: a batch is formed at once when a source waits for
+/// lines, unless the previous such batch was formed less than this long ago; then at that
+/// time. Under load this makes one spool append, fsync and write request carry the messages
+/// of several engine steps (at 20,000 msg/s about 100 instead of 25), at the price of at most
+/// this much more time before the broker gets its acknowledgements; a quiet site's messages
+/// are acknowledged as before.
+pub const HELD_EVERY: Duration = Duration::from_millis(5);
 
 /// The queue between the rule engine and one output's writer.
 #[derive(Debug)]
@@ -388,21 +398,39 @@ impl Writer {
         deadline: &CancellationToken,
     ) {
         let b = self.output.batching().clone();
+        // When the last batch formed for a waiting source was (group commit, see `HELD_EVERY`).
+        let mut held_at: Option<tokio::time::Instant> = None;
         loop {
             // Wait for a full batch, the flush interval, close or the deadline.
             let flush_at = tokio::time::Instant::now() + b.flush_interval;
             loop {
                 let (len, closed) = self.queue.len();
-                // A source waiting to acknowledge: no flush-interval delay.
+                // A source waiting to acknowledge: no flush-interval delay, only the group
+                // commit's spacing after the previous such batch.
                 let waited_for = len > 0 && self.queue.holds();
-                if len >= b.batch_size || closed || deadline.is_cancelled() || waited_for {
+                let now = tokio::time::Instant::now();
+                let held_due = held_at.map_or(now, |t| t + HELD_EVERY);
+                if len >= b.batch_size
+                    || closed
+                    || deadline.is_cancelled()
+                    || now >= flush_at
+                    || (waited_for && now >= held_due)
+                {
                     break;
                 }
+                let wake = if waited_for {
+                    held_due.min(flush_at)
+                } else {
+                    flush_at
+                };
                 tokio::select! {
                     () = self.queue.q.notified() => {}
-                    () = tokio::time::sleep_until(flush_at) => break,
+                    () = tokio::time::sleep_until(wake) => {}
                     () = deadline.cancelled() => break,
                 }
+            }
+            if self.queue.holds() {
+                held_at = Some(tokio::time::Instant::now());
             }
             // Take everything that is there, batch by batch.
             let closed = loop {
