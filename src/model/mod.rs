@@ -30,6 +30,14 @@ macro_rules! id_type {
             }
         }
 
+        /// Maps and sets of ids can be searched with a `&str` (the hash and order are the
+        /// text's).
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::line::{encode_aggregate, encode_event_with, encode_sample, open_flags};
+use super::line::{encode_aggregate, encode_event_with, encode_sample_fields, open_flags};
 use super::reduce::{Aggregate, Downsampler, Reducer};
 use super::writer::OutputQueue;
 use crate::config::{Resolved, ResolvedChannel};
@@ -90,11 +90,33 @@ impl Activations {
     }
 }
 
+/// A channel the outputs write, with the start of its `reading` lines encoded once.
+#[derive(Debug)]
+struct Known {
+    ch: ResolvedChannel,
+    key: String,
+}
+
+fn known(site: &str, channels: &[ResolvedChannel]) -> HashMap<ChannelId, Known> {
+    channels
+        .iter()
+        .map(|c| {
+            (
+                c.id.clone(),
+                Known {
+                    key: super::line::sample_key(site, c),
+                    ch: c.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
 /// The engine's handle on every time-series output; see the module docs.
 #[derive(Debug)]
 pub struct Fanout {
     site: String,
-    channels: HashMap<ChannelId, ResolvedChannel>,
+    channels: HashMap<ChannelId, Known>,
     sinks: Vec<Sink>,
     aggs: Vec<Aggregate>,
     /// Raise time of every open alarm.
@@ -129,11 +151,7 @@ impl Fanout {
             .collect();
         Self {
             site: cfg.site.id.clone(),
-            channels: cfg
-                .channels
-                .iter()
-                .map(|c| (c.id.clone(), c.clone()))
-                .collect(),
+            channels: known(&cfg.site.id, &cfg.channels),
             sinks,
             aggs: Vec::new(),
             raised: Activations::default(),
@@ -145,11 +163,7 @@ impl Fanout {
     /// written point of every channel that still exists is kept (no extra point on reload).
     /// The outputs themselves are the same (changing them needs a restart).
     pub fn reconfigure(&mut self, cfg: &Resolved) {
-        self.channels = cfg
-            .channels
-            .iter()
-            .map(|c| (c.id.clone(), c.clone()))
-            .collect();
+        self.channels = known(&self.site, &cfg.channels);
         for sink in &mut self.sinks {
             let Mode::Reduce(old) = &mut sink.mode else {
                 continue;
@@ -217,7 +231,7 @@ impl Fanout {
                     Mode::Downsample { measurement, ds } => {
                         ds.add(s, &mut self.aggs);
                         for a in self.aggs.drain(..) {
-                            if let Some(ach) = self.channels.get(&a.channel) {
+                            if let Some(ach) = self.channels.get(&a.channel).map(|k| &k.ch) {
                                 let mut l = String::with_capacity(220);
                                 encode_aggregate(&self.site, measurement, ach, &a, &mut l);
                                 sink.buf.push(l);
@@ -227,7 +241,8 @@ impl Fanout {
                     }
                 }
                 if line.is_empty() {
-                    encode_sample(&self.site, ch, s, &mut line);
+                    line.push_str(&ch.key);
+                    encode_sample_fields(s, &mut line);
                 }
                 sink.buf.push(line.clone());
             }
@@ -236,7 +251,7 @@ impl Fanout {
             let area = self
                 .channels
                 .get(&e.channel)
-                .map(|c| c.area.as_str())
+                .map(|k| k.ch.area.as_str())
                 .unwrap_or_default();
             let raised = self.raised.on_event(e);
             let mut l = String::with_capacity(260);
@@ -265,7 +280,7 @@ impl Fanout {
             if let Mode::Downsample { measurement, ds } = &mut sink.mode {
                 f(ds, &mut self.aggs);
                 for a in self.aggs.drain(..) {
-                    if let Some(ch) = self.channels.get(&a.channel) {
+                    if let Some(ch) = self.channels.get(&a.channel).map(|k| &k.ch) {
                         let mut l = String::with_capacity(220);
                         encode_aggregate(&self.site, measurement, ch, &a, &mut l);
                         sink.buf.push(l);

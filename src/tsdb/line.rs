@@ -88,14 +88,27 @@ fn float(out: &mut String, v: f64) {
 
 /// Appends one `reading` line for `s` (with a trailing newline).
 pub fn encode_sample(site: &str, ch: &ResolvedChannel, s: &Sample, out: &mut String) {
-    out.push_str("reading");
-    tag(out, "site", site);
-    tag(out, "area", &ch.area);
-    tag(out, "device", ch.device.as_str());
-    tag(out, "channel", ch.id.as_str());
-    tag(out, "kind", &ch.kind);
-    tag(out, "unit", &ch.unit);
+    out.push_str(&sample_key(site, ch));
+    encode_sample_fields(s, out);
+}
+
+/// The start of every `reading` line of a channel: measurement and tags, escaped, and the
+/// separating space. Computed once per channel (see [`encode_sample_fields`]).
+pub fn sample_key(site: &str, ch: &ResolvedChannel) -> String {
+    let mut out = String::from("reading");
+    tag(&mut out, "site", site);
+    tag(&mut out, "area", &ch.area);
+    tag(&mut out, "device", ch.device.as_str());
+    tag(&mut out, "channel", ch.id.as_str());
+    tag(&mut out, "kind", &ch.kind);
+    tag(&mut out, "unit", &ch.unit);
     out.push(' ');
+    out
+}
+
+/// Appends the fields and timestamp of a `reading` line for `s` (with a trailing newline),
+/// after the channel's [`sample_key`].
+pub fn encode_sample_fields(s: &Sample, out: &mut String) {
     match &s.reading {
         Reading::Good(v) if v.is_finite() => {
             out.push_str("value=");

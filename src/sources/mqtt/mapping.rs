@@ -279,11 +279,12 @@ impl Mapper {
         key: Option<&str>,
         out: &mut Outcome,
     ) -> Option<ChannelId> {
-        let id = ChannelId::new(t.template.render(caps, key));
-        if self.channels.contains(&id) {
-            Some(id)
+        let id = t.template.render(caps, key);
+        // The configured id is shared (no new id per message).
+        if let Some(known) = self.channels.get(id.as_str()) {
+            Some(known.clone())
         } else {
-            out.issues.push(Issue::UnknownChannel(id.to_string()));
+            out.issues.push(Issue::UnknownChannel(id));
             None
         }
     }
