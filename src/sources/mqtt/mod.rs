@@ -50,6 +50,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Secret;
 use crate::config::mqtt::{AckPolicy, MqttProtocol, Retained};
+use crate::model::Sample;
 use crate::model::SourceId;
 use crate::receipt::{Board, Receipt, SampleBatch};
 use crate::state::SharedState;
@@ -299,6 +300,14 @@ impl Link {
                 let (client, el) = rumqttc::v5::AsyncClient::new(o, REQUEST_CAPACITY);
                 Link::V5(client, el)
             }
+        }
+    }
+
+    /// Whether the event loop holds events already read (the next poll returns at once).
+    fn buffered(&self) -> bool {
+        match self {
+            Link::V4(_, el) => !el.state.events.is_empty(),
+            Link::V5(_, el) => !el.state.events.is_empty(),
         }
     }
 
@@ -602,7 +611,15 @@ pub async fn run_source<B: From<SampleBatch> + Send + 'static>(
         .clone();
     unacked.set(0);
 
+    // Samples of messages already read and not yet handed to the engine: the messages the
+    // event loop has buffered (it reads up to ten packets at a time) go to the engine as one
+    // batch, handed over as soon as nothing more is buffered (no waiting for more).
+    let mut pend: Vec<Sample> = Vec::new();
+    let mut pend_r: Vec<Receipt> = Vec::new();
     'link: loop {
+        if !hand(&tx, &cancel, &mut pend, &mut pend_r, &metrics).await {
+            return;
+        }
         let mut link = Link::new(&p);
         let mut suback_due: Option<tokio::time::Instant> = None;
         if let Some(a) = acks.as_mut() {
@@ -612,6 +629,13 @@ pub async fn run_source<B: From<SampleBatch> + Send + 'static>(
         loop {
             let due = suback_due;
             let full = acks.as_ref().is_some_and(Acks::full);
+            if !pend.is_empty() && (full || !link.buffered() || pend.len() >= SOURCE_BATCH) {
+                if !hand(&tx, &cancel, &mut pend, &mut pend_r, &metrics).await {
+                    link.disconnect(Duration::from_secs(1)).await;
+                    return;
+                }
+                continue;
+            }
             let ev = tokio::select! {
                 () = cancel.cancelled() => {
                     link.disconnect(Duration::from_secs(1)).await;
@@ -732,16 +756,8 @@ pub async fn run_source<B: From<SampleBatch> + Send + 'static>(
                             bad.inc()
                         };
                     }
-                    if tx.capacity() == 0 {
-                        metrics.sample_queue_full.inc();
-                    }
-                    tokio::select! {
-                        () = cancel.cancelled() => {
-                            link.disconnect(Duration::from_secs(1)).await;
-                            return;
-                        }
-                        r = tx.send(B::from(SampleBatch { samples: out.samples, receipt })) => if r.is_err() { return; }
-                    }
+                    pend.extend(out.samples);
+                    pend_r.extend(receipt);
                 }
                 Ok(Ev::Other) => {}
                 Err(e) => {
@@ -761,6 +777,35 @@ pub async fn run_source<B: From<SampleBatch> + Send + 'static>(
                 }
             }
         }
+    }
+}
+
+/// At most this many samples wait in a source for the messages buffered behind them.
+const SOURCE_BATCH: usize = 1024;
+
+/// Hands the pending samples (with their receipts, held as one) to the engine; waits while the
+/// sample queue is full. `false` when cancelled or the engine is gone.
+async fn hand<B: From<SampleBatch>>(
+    tx: &mpsc::Sender<B>,
+    cancel: &CancellationToken,
+    samples: &mut Vec<Sample>,
+    receipts: &mut Vec<Receipt>,
+    metrics: &Metrics,
+) -> bool {
+    if samples.is_empty() {
+        receipts.clear();
+        return true;
+    }
+    if tx.capacity() == 0 {
+        metrics.sample_queue_full.inc();
+    }
+    let batch = SampleBatch {
+        samples: std::mem::take(samples),
+        receipt: Receipt::all(std::mem::take(receipts)),
+    };
+    tokio::select! {
+        () = cancel.cancelled() => false,
+        r = tx.send(B::from(batch)) => r.is_ok(),
     }
 }
 

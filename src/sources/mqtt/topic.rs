@@ -188,16 +188,42 @@ impl Template {
 
     /// Renders with captured levels and an optional key; both are lowercased.
     pub fn render(&self, caps: &[&str], key: Option<&str>) -> String {
-        let mut s = String::new();
+        fn lower(s: &mut String, part: &str) {
+            if part.is_ascii() {
+                // The common case, without a string per level.
+                s.extend(part.chars().map(|c| c.to_ascii_lowercase()));
+            } else {
+                s.push_str(&part.to_lowercase());
+            }
+        }
+        let mut s = String::with_capacity(64);
         for p in &self.pieces {
             match p {
                 Piece::Text(t) => s.push_str(t),
-                Piece::Var(KEY) => s.push_str(&key.unwrap_or_default().to_lowercase()),
-                Piece::Var(i) => {
-                    s.push_str(&caps.get(*i).copied().unwrap_or_default().to_lowercase())
-                }
+                Piece::Var(KEY) => lower(&mut s, key.unwrap_or_default()),
+                Piece::Var(i) => lower(&mut s, caps.get(*i).copied().unwrap_or_default()),
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_levels_are_lowercased_like_str_to_lowercase() {
+        let t =
+            Template::parse("{site}.{device}.{key}", &["site", "device", "key"]).expect("template");
+        assert_eq!(
+            t.render(&["Site-A", "GT_01"], Some("Lel")),
+            "site-a.gt_01.lel"
+        );
+        // Outside ASCII the full Unicode mapping applies (final sigma included).
+        assert_eq!(
+            t.render(&["ΟΔΟΣ", "Ä"], Some("Key")),
+            format!("{}.{}.key", "ΟΔΟΣ".to_lowercase(), "Ä".to_lowercase())
+        );
     }
 }
