@@ -294,3 +294,35 @@ fn rules_and_check_config_show_generated_channels() {
         .expect("runs");
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn a_set_mistake_in_an_included_file_names_that_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("mkdir");
+    let main = dir.path().join("site.toml");
+    std::fs::write(
+        &main,
+        "include = [\"conf.d/*.toml\"]\n[site]\nid = \"s\"\n[[sources]]\nkind = \"mqtt\"\nid = \"a\"\n\
+         address = \"127.0.0.1:1883\"\n[[sources.topics]]\nfilter = \"a/{device}\"\nchannel = \"x.{device}.v\"\n\
+         [[sources.channels]]\nid = \"x.y.v\"\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("conf.d/gas.toml"),
+        "[[sources]]\nkind = \"mqtt\"\nid = \"b\"\naddress = \"127.0.0.1:1883\"\n[[sources.topics]]\n\
+         filter = \"b/{device}\"\nchannel = \"x.{device}.v\"\n[[sources.channel_sets]]\narea = \"x\"\n\
+         devices = { prefix = \"g\", from = 5, to = 1 }\n[[sources.channel_sets.channels]]\nname = \"v\"\n",
+    )
+    .expect("write");
+    let e = config::load(&main).expect_err("invalid");
+    let config::LoadError::Invalid { problems, .. } = e else {
+        panic!("{e:?}")
+    };
+    let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        lines.iter().any(
+            |l| l.starts_with("error: conf.d/gas.toml: sources[0].channel_sets[0].devices.to:")
+        ),
+        "{lines:#?}"
+    );
+}
