@@ -225,6 +225,18 @@ channels = []
     has("sources[0].channel_sets[3].devices.to", "at most");
     has("sources[0].channel_sets[3].devices.area", "area");
     has("sources[0].channel_sets[3].channels", "at least one");
+    // The widest range TOML can write is refused, not overflowed.
+    let huge = format!(
+        "{HEAD}[[sources.channel_sets]]\narea = \"a\"\ndevices = {{ from = 0, to = 9223372036854775807 }}\n\
+         [[sources.channel_sets.channels]]\nname = \"v\"\n"
+    );
+    assert!(
+        problems(&huge)
+            .iter()
+            .any(|e| e.contains("channel_sets[0].devices.to") && e.contains("at most")),
+        "{:?}",
+        problems(&huge)
+    );
     // Reported once per set, not once per generated device.
     let prefix_errs = errs
         .iter()

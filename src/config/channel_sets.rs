@@ -182,7 +182,7 @@ fn members(set: &ChannelSet, sp: &str, p: &mut Problems) -> Option<Vec<MqttChann
                         format!("{gp}.to"),
                         format!("must not be below `from` ({from})"),
                     );
-                } else if to - from + 1 + total > MAX_SET_DEVICES {
+                } else if (to - from).saturating_add(1).saturating_add(total) > MAX_SET_DEVICES {
                     p.err(
                         format!("{gp}.to"),
                         format!("a set holds at most {MAX_SET_DEVICES} devices"),
