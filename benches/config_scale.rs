@@ -1,7 +1,8 @@
 //! Configuration scale benchmark (prints figures, asserts nothing). `cargo bench --bench config_scale`.
 //!
 //! Generates sites of 10 000 and 50 000 channels, once fed by MQTT (`[[sources.channels]]` under
-//! one topic filter) and once by Modbus TCP (devices of 50 input registers each, up to 200 units
+//! one topic filter), once by MQTT declared compactly (one `[[sources.channel_sets]]` entry and
+//! rule defaults: `mqtt-set`) and once by Modbus TCP (devices of 50 input registers each, up to 200 units
 //! per source). For each it runs the real binary and prints:
 //! - `check-config` wall time and its peak RSS as last sampled (VmHWM from /proc every 5 ms
 //!   while it runs: a lower bound);
@@ -67,6 +68,40 @@ fn mqtt_site(api_port: u16, broker_port: u16, channels: usize) -> String {
             i / 1000,
             i / 20,
             i % 20
+        )
+        .expect("write");
+    }
+    s
+}
+
+/// The same site as [`mqtt_site`] declared compactly: one `[[sources.channel_sets]]` entry
+/// (20 channels per device, one device range per area of 50 devices) and
+/// `[rule_defaults.combustible_gas]` instead of a rule per channel.
+fn mqtt_set_site(api_port: u16, broker_port: u16, channels: usize) -> String {
+    let mut s = header(api_port);
+    write!(
+        s,
+        "[rule_defaults.combustible_gas]\nunit = \"%LEL\"\nh = 20\nhh = 40\ndeadband = 2\n\
+         [[sources]]\nkind = \"mqtt\"\nid = \"broker\"\naddress = \"127.0.0.1:{broker_port}\"\nmax_age = \"60s\"\n\
+         [[sources.topics]]\nfilter = \"site/{{area}}/{{device}}/{{name}}\"\nchannel = \"{{area}}.{{device}}.{{name}}\"\nformat = \"number\"\n\
+         [[sources.channel_sets]]\ndevices = [\n"
+    )
+    .expect("write");
+    let devices = channels.div_ceil(20);
+    for first in (0..devices).step_by(50) {
+        writeln!(
+            s,
+            "{{ area = \"a{}\", prefix = \"d\", from = {first}, to = {} }},",
+            first / 50,
+            (first + 49).min(devices - 1)
+        )
+        .expect("write");
+    }
+    s.push_str("]\n");
+    for c in 0..20 {
+        write!(
+            s,
+            "[[sources.channel_sets.channels]]\nname = \"lel{c}\"\nkind = \"combustible_gas\"\nunit = \"%LEL\"\nrange = [0, 100]\n"
         )
         .expect("write");
     }
@@ -205,7 +240,7 @@ fn main() {
         "RSS KiB",
         "peak KiB"
     );
-    for kind in ["mqtt", "modbus"] {
+    for kind in ["mqtt", "mqtt-set", "modbus"] {
         for channels in [10_000usize, 50_000] {
             let dir = tempfile::tempdir().expect("tempdir");
             let cfg = dir.path().join("hazgate.toml");
@@ -213,6 +248,7 @@ fn main() {
             let other_port = support::free_port();
             let text = match kind {
                 "mqtt" => mqtt_site(api_port, other_port, channels),
+                "mqtt-set" => mqtt_set_site(api_port, other_port, channels),
                 _ => modbus_site(api_port, other_port, channels),
             };
             std::fs::write(&cfg, &text).expect("write config");

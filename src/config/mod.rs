@@ -10,6 +10,7 @@
 
 pub mod alarms;
 mod alerts_site;
+pub mod channel_sets;
 pub mod devmap;
 mod file;
 mod include;

@@ -90,9 +90,15 @@ pub struct MqttSource {
     /// Topic → channel mappings; the first matching mapping (in this order) handles a message.
     #[serde(default)]
     pub topics: Vec<MqttTopic>,
-    /// The channels this source feeds.
+    /// The channels this source feeds. In a resolved source, the explicit ones followed by
+    /// every `channel_sets` member.
     #[serde(default)]
     pub channels: Vec<MqttChannel>,
+    /// Channels declared by template for a list of expected devices
+    /// (`[[sources.channel_sets]]`, see [`super::channel_sets`]); expanded into `channels` by
+    /// validation (a resolved source has none left).
+    #[serde(default)]
+    pub channel_sets: Vec<ChannelSet>,
     /// Display names of the devices its channels name (`[[sources.devices]]`).
     #[serde(default)]
     pub devices: Vec<MqttDevice>,
@@ -304,6 +310,155 @@ pub struct MqttChannel {
     pub states: std::collections::BTreeMap<String, String>,
 }
 
+/// Channels of a list of expected devices, declared once by template
+/// (`[[sources.channel_sets]]`, expanded by [`super::channel_sets::expand`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSet {
+    /// Channel id template; `{area}`, `{device}` and `{name}` (the channel's `name`) are
+    /// filled in. `{area}.{device}.{name}` by default. Must use `{device}`.
+    #[serde(default = "default_template")]
+    pub id: String,
+    /// Area of the devices whose group gives none.
+    pub area: Option<String>,
+    /// The expected devices: a list of ids, a numeric range
+    /// (`{ prefix = "gt-", from = 1, to = 500, width = 3 }`, ids `gt-001` … `gt-500`), or an
+    /// array mixing ids and groups (`{ area = "tanks", ids = ["ox-a"] }` or a range), each
+    /// group with its own `area`.
+    pub devices: ExpectedDevices,
+    /// Maximum age of this set's channels that give none; the source's `max_age` by default.
+    #[serde(with = "humantime_serde", default)]
+    pub max_age: Option<Duration>,
+    /// The channels of every device.
+    pub channels: Vec<SetChannel>,
+}
+
+fn default_template() -> String {
+    "{area}.{device}.{name}".into()
+}
+
+/// One channel of every device of a [`ChannelSet`].
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetChannel {
+    /// Fills `{name}` in the set's id template (`lel`).
+    pub name: String,
+    /// Kind (`combustible_gas`, …); `generic` by default.
+    pub kind: Option<String>,
+    /// Engineering unit.
+    pub unit: Option<String>,
+    /// Display label; `{area}`, `{device}` and `{name}` are filled in.
+    pub label: Option<String>,
+    /// Engineering range.
+    pub range: Option<[f64; 2]>,
+    /// Maximum age; the set's, else the source's by default.
+    #[serde(with = "humantime_serde", default)]
+    pub max_age: Option<Duration>,
+    /// Words for the channel's values (`{ 0 = "停止", 1 = "运行" }`).
+    #[serde(default)]
+    pub states: std::collections::BTreeMap<String, String>,
+}
+
+/// The expected devices of a set: one group (a table or a single id) or an array of ids and
+/// groups, in the order written.
+#[derive(Clone, Debug)]
+pub struct ExpectedDevices {
+    /// The groups.
+    pub groups: Vec<DeviceGroup>,
+    /// Written as one table (paths `devices.to`) rather than an array (`devices[2].to`).
+    pub single: bool,
+}
+
+/// Devices of one area: explicit ids and/or a numeric range.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceGroup {
+    /// Area of these devices; the set's `area` by default.
+    pub area: Option<String>,
+    /// Explicit device ids.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Range: text before the number (`gt-`).
+    #[serde(default)]
+    pub prefix: String,
+    /// Range: first number.
+    pub from: Option<u64>,
+    /// Range: last number (inclusive).
+    pub to: Option<u64>,
+    /// Range: the number padded with zeros to this many digits (`3`: `gt-007`).
+    #[serde(default)]
+    pub width: usize,
+    /// Written as a bare id string in the array (its path is the element's).
+    #[serde(skip)]
+    pub bare: bool,
+}
+
+impl<'de> Deserialize<'de> for ExpectedDevices {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        fn group<E: Error>(v: toml::Value, at: &str) -> Result<DeviceGroup, E> {
+            match v {
+                toml::Value::String(id) => Ok(DeviceGroup {
+                    ids: vec![id],
+                    bare: true,
+                    ..DeviceGroup::default()
+                }),
+                toml::Value::Table(_) => DeviceGroup::deserialize(v)
+                    .map_err(|e| E::custom(format!("{at}{}", e.message()))),
+                other => Err(E::custom(format!(
+                    "{at}a device is an id (`\"gt-a\"`) or a group (`{{ prefix = \"gt-\", from = 1, \
+                     to = 50, width = 3 }}` or `{{ ids = [...] }}`), found {}",
+                    other.type_str()
+                ))),
+            }
+        }
+        match toml::Value::deserialize(d)? {
+            toml::Value::Array(items) => Ok(ExpectedDevices {
+                groups: items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| group(v, &format!("devices[{i}]: ")))
+                    .collect::<Result<_, _>>()?,
+                single: false,
+            }),
+            v => Ok(ExpectedDevices {
+                groups: vec![group(v, "")?],
+                single: true,
+            }),
+        }
+    }
+}
+
+/// Where a channel of an expanded source was declared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// `sources[i].channels[j]`.
+    Explicit(usize),
+    /// `sources[i].channel_sets[k]`.
+    Set(usize),
+}
+
+/// A source with its sets expanded: `source.channels` holds the explicit channels then every
+/// set's, `origins[j]` where channel `j` comes from.
+#[derive(Clone, Debug)]
+pub struct Expanded {
+    /// The source, `channel_sets` emptied and `channels` complete.
+    pub source: MqttSource,
+    /// Origin of each channel.
+    pub origins: Vec<Origin>,
+}
+
+impl Expanded {
+    /// The config path of channel `j` (`sources[0].channels[3]`, or
+    /// `sources[0].channel_sets[1]` for a generated channel).
+    pub fn path(&self, source_path: &str, j: usize) -> String {
+        match self.origins[j] {
+            Origin::Explicit(e) => format!("{source_path}.channels[{e}]"),
+            Origin::Set(k) => format!("{source_path}.channel_sets[{k}]"),
+        }
+    }
+}
+
 /// The display name of a device behind an MQTT source; the id stays ASCII for tags.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -441,9 +596,11 @@ fn default_broker_connect_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-/// Checks one MQTT source into `p`. Clashes with other sources'
-/// channels are checked by the caller.
-pub(crate) fn check_source(s: &MqttSource, path: &str, p: &mut Problems) {
+/// Checks one MQTT source, its channel sets already expanded (their own mistakes were
+/// reported by the expansion), into `p`. Clashes with other sources' channels are checked by
+/// the caller.
+pub(crate) fn check_source(ex: &Expanded, path: &str, p: &mut Problems) {
+    let s = &ex.source;
     match s.address.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|x| x > 0) => {}
         _ => p.err(
@@ -494,7 +651,10 @@ pub(crate) fn check_source(s: &MqttSource, path: &str, p: &mut Problems) {
     }
     let mut ids = HashSet::new();
     for (j, c) in s.channels.iter().enumerate() {
-        let cp = format!("{path}.channels[{j}]");
+        if ex.origins[j] != Origin::Explicit(j) {
+            continue; // generated: checked, and kept unique, by the expansion
+        }
+        let cp = ex.path(path, j);
         if let Err(e) = check_id(&c.id, true) {
             p.err(format!("{cp}.id"), e);
             continue;
@@ -531,6 +691,7 @@ pub(crate) fn check_source(s: &MqttSource, path: &str, p: &mut Problems) {
             p.err(format!("{cp}.max_age"), "must be longer than 0s");
         }
     }
+    let on_source: HashSet<&str> = s.channels.iter().map(MqttChannel::device_id).collect();
     let mut named = HashSet::new();
     for (k, d) in s.devices.iter().enumerate() {
         let dp = format!("{path}.devices[{k}]");
@@ -541,7 +702,7 @@ pub(crate) fn check_source(s: &MqttSource, path: &str, p: &mut Problems) {
                 format!("{dp}.id"),
                 format!("device `{}` is named twice", d.id),
             );
-        } else if !s.channels.iter().any(|c| c.device_id() == d.id) {
+        } else if !on_source.contains(d.id.as_str()) {
             p.err(
                 format!("{dp}.id"),
                 format!("no channel of this source is on device `{}`", d.id),

@@ -209,6 +209,8 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
 
     // Sources.
     let mut sources: BTreeMap<String, usize> = BTreeMap::new();
+    // MQTT sources with their channel sets expanded, by source index.
+    let mut expanded: HashMap<usize, super::mqtt::Expanded> = HashMap::new();
     for (i, s) in cfg.sources.iter().enumerate() {
         let path = format!("sources[{i}]");
         if let Err(e) = check_id(s.id(), false) {
@@ -222,7 +224,9 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
         }
         match s {
             Source::Mqtt(m) => {
-                super::mqtt::check_source(m, &path, &mut p);
+                let ex = super::channel_sets::expand(m, &path, &mut p);
+                super::mqtt::check_source(&ex, &path, &mut p);
+                expanded.insert(i, ex);
             }
             Source::ModbusTcp(t) | Source::ModbusRtuOverTcp(t) => {
                 check_host_port(&t.address, &format!("{path}.address"), &mut p);
@@ -447,14 +451,14 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
     // Channels declared on MQTT sources.
     let mut mqtt_sources = Vec::new();
     let mut mqtt_owner: HashMap<ChannelId, usize> = HashMap::new();
-    for (i, s) in cfg.sources.iter().enumerate() {
-        let Source::Mqtt(m) = s else { continue };
+    for i in 0..cfg.sources.len() {
+        let Some(ex) = expanded.get(&i) else { continue };
+        let m = &ex.source;
         for (j, c) in m.channels.iter().enumerate() {
-            check_states(
-                &c.states,
-                &format!("sources[{i}].channels[{j}].states"),
-                &mut p,
-            );
+            let cpath = ex.path(&format!("sources[{i}]"), j);
+            if matches!(ex.origins[j], super::mqtt::Origin::Explicit(_)) {
+                check_states(&c.states, &format!("{cpath}.states"), &mut p);
+            }
             let id = ChannelId::new(&c.id);
             if check_id(&c.id, true).is_err() {
                 continue; // reported by check_source
@@ -467,7 +471,10 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
                         None => format!("device `{}`", channels[other].device),
                     };
                     p.err(
-                        format!("sources[{i}].channels[{j}].id"),
+                        match ex.origins[j] {
+                            super::mqtt::Origin::Explicit(_) => format!("{cpath}.id"),
+                            super::mqtt::Origin::Set(_) => cpath.clone(),
+                        },
                         format!("channel `{id}` is also produced by {by}"),
                     );
                 }
@@ -498,7 +505,7 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             ResolvedSource::Mqtt(Box::new(super::mqtt::ResolvedMqttSource {
                 id: SourceId::new(&m.id),
                 index: i,
-                cfg: (**m).clone(),
+                cfg: m.clone(),
             })),
         ));
     }
@@ -600,25 +607,45 @@ pub fn validate(cfg: &Config, base: &Path) -> Result<(Resolved, Vec<Problem>), V
             );
         }
     }
-    for (i, s) in cfg.sources.iter().enumerate() {
-        let Source::Mqtt(m) = s else { continue };
+    for i in 0..cfg.sources.len() {
+        let Some(ex) = expanded.get(&i) else { continue };
+        let m = &ex.source;
         if m.topics.iter().any(|t| t.status.is_some()) {
             continue;
         }
+        // A set is warned about once, with its count, not once per generated channel.
+        let mut per_set: BTreeMap<usize, (String, usize)> = BTreeMap::new();
         for (j, c) in m.channels.iter().enumerate() {
             let Some(&idx) = channel_index.get(&ChannelId::new(&c.id)) else {
                 continue;
             };
             let ch = &channels[idx];
-            if crate::model::is_gas_kind(&ch.kind) {
-                p.warn(
-                    format!("sources[{i}].channels[{j}]"),
+            if !crate::model::is_gas_kind(&ch.kind) {
+                continue;
+            }
+            match ex.origins[j] {
+                super::mqtt::Origin::Explicit(_) => p.warn(
+                    ex.path(&format!("sources[{i}]"), j),
                     format!(
                         "{} channel `{}` has no path to a fault: no topic of this source reads a `status`, so only silence (max_age) shows a broken detector",
                         ch.kind, c.id
                     ),
-                );
+                ),
+                super::mqtt::Origin::Set(k) => {
+                    per_set
+                        .entry(k)
+                        .or_insert_with(|| (format!("{} channel `{}`", ch.kind, c.id), 0))
+                        .1 += 1;
+                }
             }
+        }
+        for (k, (first, n)) in per_set {
+            p.warn(
+                format!("sources[{i}].channel_sets[{k}]"),
+                format!(
+                    "{n} gas channel(s) of this set, such as {first}, have no path to a fault: no topic of this source reads a `status`, so only silence (max_age) shows a broken detector"
+                ),
+            );
         }
     }
 
