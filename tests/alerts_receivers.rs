@@ -108,6 +108,7 @@ fn ev(seq: u64, t: Transition) -> AlarmEvent {
         state: AlarmState::ActiveUnacknowledged,
         by: None,
         comment: None,
+        raised_at: None,
         notice: Default::default(),
     }
 }
@@ -397,6 +398,85 @@ async fn regulator_feed_is_mapped_and_sm4_encrypted() {
         assert_eq!(rec["id"], "s-9-default-mem");
         assert!(rec["bjsj"].as_str().is_some_and(|s| s.len() == 19), "{rec}");
         assert!(rec.get("channel").is_none(), "unmapped canonical fields are not sent");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Every record of an alarm episode keeps `alarm_time` the raise time; acknowledgement, reset
+/// and clear records carry their own `event_time`, and every record its transition code (the
+/// documented default mapping when the feed configures none, under `event_type` when `fields`
+/// does not name it), so no record looks like a new alarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_episode_records_keep_the_raise_time_and_say_what_happened() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let toml = format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[receivers]]\nkind = \"regulator\"\nid = \"mem\"\nurl = \"{url}/reg\"\n\
+             fields = {{ tag = \"wh\", limit_name = \"bjlx\", alarm_time = \"bjsj\", event_time = \"czsj\" }}\n\
+             codes = {{ HH = \"4\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
+        );
+        // An old configuration (no transition code, no transition field) is accepted as it is.
+        let parsed = hazgate::config::parse(&toml, Path::new("t.toml")).expect("parse");
+        let (_, warnings) = hazgate::config::validate(&parsed, Path::new(".")).expect("valid");
+        assert!(warnings.iter().all(|w| !w.path.contains("codes")), "{warnings:?}");
+        let r = start(&toml);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        let mut raise = ev(1, Transition::Raised);
+        raise.ts = t0;
+        raise.raised_at = Some(t0);
+        let mut steps = vec![raise];
+        for (i, (t, secs)) in [
+            (Transition::Acknowledged, 95),
+            (Transition::Cleared, 300),
+            (Transition::Reset, 420),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut e = ev(2 + i as u64, t);
+            e.ts = t0 + Duration::from_secs(secs);
+            e.raised_at = Some(t0);
+            e.by = Some("li.wei".into());
+            steps.push(e);
+        }
+        for e in steps {
+            r.tx.send(e).await.expect("send");
+        }
+        let reqs = support::eventually(Duration::from_secs(20), "four records", || {
+            let a = h.accepted.lock().expect("lock").clone();
+            async move { (a.len() == 4).then_some(a) }
+        })
+        .await;
+        let mut recs: Vec<Value> = reqs
+            .iter()
+            .map(|r| serde_json::from_str(&r.body).expect("record"))
+            .collect();
+        recs.sort_by_key(|r| r["czsj"].as_str().unwrap_or_default().to_owned());
+        // 1_790_000_000 s is 2026-09-21 14:13:20 UTC, 22:13:20 in China Standard Time.
+        let want = [
+            ("1", "2026-09-21 22:13:20"),
+            ("2", "2026-09-21 22:14:55"),
+            ("3", "2026-09-21 22:18:20"),
+            ("4", "2026-09-21 22:20:20"),
+        ];
+        for (rec, (code, at)) in recs.iter().zip(want) {
+            assert_eq!(rec["bjsj"], "2026-09-21 22:13:20", "alarm_time is the raise time: {rec}");
+            assert_eq!(rec["czsj"], at, "{rec}");
+            assert_eq!(rec["event_type"], code, "{rec}");
+            assert_eq!(rec["bjlx"], "4", "{rec}");
+        }
+        // A configured code replaces the default; one equal to the raise code is warned about.
+        let clash = toml.replace("codes = { HH = \"4\" }", "codes = { HH = \"4\", raised = \"A\", acknowledged = \"A\" }");
+        let parsed = hazgate::config::parse(&clash, Path::new("t.toml")).expect("parse");
+        let (_, warnings) = hazgate::config::validate(&parsed, Path::new(".")).expect("valid");
+        let w: Vec<String> = warnings.iter().map(|w| format!("{}: {}", w.path, w.message)).collect();
+        assert!(
+            w.iter().any(|w| w.contains("codes.acknowledged") && w.contains("new alarms")),
+            "{w:?}"
+        );
     })
     .await
     .expect("test timed out");

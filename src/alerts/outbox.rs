@@ -1127,6 +1127,7 @@ mod tests {
             state: Default::default(),
             by: None,
             comment: None,
+            raised_at: None,
             notice: Default::default(),
         }
     }

@@ -27,7 +27,7 @@ use super::context::Context;
 use super::outbox::{Notification, Outbox, Reason, ReportValue};
 use super::receivers::regulator::{CipherEncoding, EmptyFields, Secrets};
 use super::transport::{MqttPub, http_error};
-use crate::model::{AlarmClass, Priority};
+use crate::model::{AlarmClass, Priority, Transition};
 use crate::state::SharedState;
 
 /// SM4-CBC encryption with PKCS#7 padding.
@@ -111,16 +111,19 @@ impl Regulator {
             m.insert(k.clone(), Value::String(v.clone()));
         }
         for (k, v) in canonical {
-            let Some(name) = self.cfg.fields.get(k) else {
-                continue;
+            let name = match self.cfg.fields.get(k) {
+                Some(n) => n.as_str(),
+                // Every alarm record says what happened (event type), mapped or not.
+                None if k == "transition" => self.cfg.transition_field(),
+                None => continue,
             };
             let blank = v.is_null() || v.as_str().is_some_and(str::is_empty);
             match (blank, self.cfg.empty_fields) {
                 (false, _) => {
-                    m.insert(name.clone(), v);
+                    m.insert(name.to_owned(), v);
                 }
                 (true, EmptyFields::Empty) => {
-                    m.insert(name.clone(), Value::String(String::new()));
+                    m.insert(name.to_owned(), Value::String(String::new()));
                 }
                 (true, EmptyFields::Omit) => {}
             }
@@ -140,6 +143,12 @@ impl Regulator {
                 .get(&e.channel)
                 .map(|c| c.unit.clone())
                 .unwrap_or_default();
+            // The raise time of the episode on every record of it; a transition outside an
+            // episode has none (left out or empty, by `empty_fields`).
+            let alarm_time = match e.transition {
+                Transition::Raised | Transition::Fault => Some(e.raised_at.unwrap_or(e.ts)),
+                _ => e.raised_at,
+            };
             let alarm_type = match e.class {
                 AlarmClass::Fault => "fault",
                 AlarmClass::System => "system",
@@ -160,14 +169,18 @@ impl Regulator {
                 ("limit", json!(e.limit)),
                 ("limit_name", self.code(&e.condition)),
                 ("alarm_type", self.code(alarm_type)),
-                ("transition", self.code(e.transition.as_str())),
+                (
+                    "transition",
+                    json!(self.cfg.transition_code(e.transition.as_str())),
+                ),
                 (
                     "priority",
                     self.code(&format!("{:?}", e.priority).to_lowercase()),
                 ),
                 ("state", self.code(e.state.as_str())),
                 ("time", json!(cst(e.ts))),
-                ("alarm_time", json!(cst(e.ts))),
+                ("alarm_time", json!(alarm_time.map(cst))),
+                ("event_time", json!(cst(e.ts))),
                 ("handled_by", json!(e.by)),
                 ("handling_result", json!(e.comment)),
                 ("idempotency_key", json!(n.key)),

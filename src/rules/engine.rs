@@ -551,6 +551,21 @@ impl Engine {
         if matches!(t, Transition::Raised | Transition::Fault) {
             al.raised_at = Some(wall);
         }
+        // The raise time travels with every transition of the episode (acknowledgement,
+        // reset, clear, and shelving or suppression while it lasts), not with transitions of an
+        // alarm that is normal and answered.
+        let episode = matches!(
+            t,
+            Transition::Raised
+                | Transition::Fault
+                | Transition::Cleared
+                | Transition::FaultCleared
+                | Transition::Acknowledged
+                | Transition::Reset
+        ) || al.life.cond
+            || al.life.unacked
+            || al.life.latched;
+        let raised_at = if episode { al.raised_at } else { None };
         out.push(AlarmEvent {
             seq: self.seq,
             alarm: al.id.clone(),
@@ -567,6 +582,7 @@ impl Engine {
             state: al.life.state(),
             by: by.map(str::to_owned),
             comment: comment.filter(|c| !c.is_empty()).map(str::to_owned),
+            raised_at,
             notice: Default::default(),
         });
     }
@@ -656,6 +672,7 @@ impl Engine {
             state: AlarmState::Normal,
             by: by.map(str::to_owned),
             comment: None,
+            raised_at: None,
             notice: Default::default(),
         });
     }

@@ -261,6 +261,7 @@ mod tests {
             state: AlarmState::ActiveUnacknowledged,
             by: None,
             comment: None,
+            raised_at: None,
             notice: Default::default(),
         }
     }

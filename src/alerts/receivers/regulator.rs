@@ -112,6 +112,34 @@ pub enum CipherEncoding {
     Hex,
 }
 
+/// The transition (event type) codes sent when a feed's `codes` gives none for a transition:
+/// every record says what happened, so an acknowledgement or a clear never looks like a new
+/// alarm. A code in `codes` (`"acknowledged" = "0"`) replaces the default of that transition.
+pub const DEFAULT_TRANSITION_CODES: &[(&str, &str)] = &[
+    ("raised", "1"),
+    ("acknowledged", "2"),
+    ("cleared", "3"),
+    ("reset", "4"),
+    ("fault", "5"),
+    ("fault_cleared", "6"),
+    ("shelved", "7"),
+    ("unshelved", "8"),
+    ("out_of_service", "9"),
+    ("returned_to_service", "10"),
+    ("suppressed", "11"),
+    ("unsuppressed", "12"),
+    ("removed", "13"),
+    ("site_mode", "14"),
+    ("flood", "15"),
+    ("flood_ended", "16"),
+    ("chattering", "17"),
+    ("config_changed", "18"),
+];
+
+/// The output name of the `transition` field when `fields` does not name it: every record
+/// carries its event type.
+pub const DEFAULT_TRANSITION_FIELD: &str = "event_type";
+
 /// The canonical regulator fields a mapping may name.
 pub const REGULATOR_FIELDS: &[&str] = &[
     "record_type",
@@ -130,6 +158,7 @@ pub const REGULATOR_FIELDS: &[&str] = &[
     "state",
     "time",
     "alarm_time",
+    "event_time",
     "handled_by",
     "handling_result",
     "idempotency_key",
@@ -158,6 +187,24 @@ pub fn parse_key(hex: &str) -> Option<[u8; 16]> {
 }
 
 impl RegulatorReceiver {
+    /// The code sent for a transition: the one in `codes`, else the documented default.
+    pub fn transition_code(&self, t: &str) -> String {
+        if let Some(c) = self.codes.get(t) {
+            return c.clone();
+        }
+        DEFAULT_TRANSITION_CODES
+            .iter()
+            .find(|(n, _)| *n == t)
+            .map_or_else(|| t.to_owned(), |(_, c)| (*c).to_owned())
+    }
+
+    /// The output name of the `transition` field (`fields.transition`, else `event_type`).
+    pub fn transition_field(&self) -> &str {
+        self.fields
+            .get("transition")
+            .map_or(DEFAULT_TRANSITION_FIELD, String::as_str)
+    }
+
     /// Reads the secrets (`path` is `receivers[i]`); every unreadable one is reported in `p`.
     pub fn resolve(&self, path: &str, p: &mut Problems) -> Option<Secrets> {
         let pw = self.mqtt.as_ref().and_then(|m| m.password.as_ref());
@@ -237,6 +284,22 @@ impl RegulatorReceiver {
                         );
                     }
                 }
+            }
+        }
+        // A transition whose code is that of a raise would look like a new alarm.
+        for new_alarm in ["raised", "fault"] {
+            let code = self.transition_code(new_alarm);
+            for (t, _) in DEFAULT_TRANSITION_CODES {
+                if ["raised", "fault"].contains(t) || self.transition_code(t) != code {
+                    continue;
+                }
+                p.warn(
+                    format!("{path}.codes.{t}"),
+                    format!(
+                        "`{t}` is sent with code `{code}`, the code of `{new_alarm}`: the platform \
+                         would take these records for new alarms"
+                    ),
+                );
             }
         }
         if self
