@@ -1,6 +1,8 @@
 //! Alert delivery against real receivers: HTTP servers on port 0 that record requests and can
 //! answer 500, hang or be slow, and a real mosquitto. Events are fed straight into the alert
 //! dispatcher (the rule engine's channel), so each test controls exactly what is sent.
+//! Regulator payloads are also decrypted by Python `cryptography` (SM4), which `scripts/test`
+//! installs; without it those tests fail and say so.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -477,6 +479,170 @@ async fn regulator_episode_records_keep_the_raise_time_and_say_what_happened() {
             w.iter().any(|w| w.contains("codes.acknowledged") && w.contains("new alarms")),
             "{w:?}"
         );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// SM4-CBC decryption by an independent implementation: Python `cryptography` (which has SM4
+/// since 35; `scripts/test` installs it). Fails, saying why, when Python or the library is
+/// missing.
+const PY_SM4: &str = r#"
+import base64, sys
+try:
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    algorithms.SM4
+except Exception as e:
+    sys.stderr.write("python3 with cryptography>=35 (SM4) is required: %s\n" % e)
+    sys.exit(3)
+key, iv, enc = bytes.fromhex(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3]
+data = sys.stdin.read().strip()
+ct = base64.b64decode(data, validate=True) if enc == "base64" else bytes.fromhex(data)
+d = Cipher(algorithms.SM4(key), modes.CBC(iv)).decryptor()
+u = padding.PKCS7(128).unpadder()
+sys.stdout.write((u.update(d.update(ct) + d.finalize()) + u.finalize()).decode("utf-8"))
+"#;
+
+/// Decrypts `data` (base64 or hex, as `enc` says) with Python's SM4-CBC and parses the record.
+fn python_sm4_decrypt(key: &str, iv: &str, enc: &str, data: &str) -> Value {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", PY_SM4, key, iv, enc])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "python3 is required for the independent SM4 check (scripts/test installs it): {e}"
+            )
+        });
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(data.as_bytes())
+        .expect("write to python3");
+    let out = child.wait_with_output().expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "Python SM4 decryption failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "Python's plaintext is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A received MQTT message: topic and payload.
+type Published = (String, Vec<u8>);
+
+const KEY_HEX: &str = "0123456789abcdeffedcba9876543210";
+const IV_HEX: &str = "000102030405060708090a0b0c0d0e0f";
+
+/// HTTP POST shape (base64 ciphertext in `{"appId","data"}`), decrypted by Python.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_http_sm4_payload_decrypts_with_python_cryptography() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("key"), format!("{KEY_HEX}\n")).expect("key");
+        std::fs::write(dir.path().join("iv"), format!("{IV_HEX}\n")).expect("iv");
+        let d = dir.path().display();
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[receivers]]\nkind = \"regulator\"\nid = \"mem\"\nurl = \"{url}/api\"\napp_id = \"APP1\"\n\
+             sm4 = {{ key = {{ file = \"{d}/key\" }}, iv = {{ file = \"{d}/iv\" }} }}\n\
+             fields = {{ tag = \"wh\", value = \"sz\", limit_name = \"bjlx\", alarm_time = \"bjsj\", handled_by = \"czr\" }}\n\
+             codes = {{ HH = \"4\" }}\nconstants = {{ qyxydm = \"91320000MA1XXXXXX\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"储罐区-GT-101\"\nindicator = \"KRQT\"\n"
+        ));
+        let mut e = ev(7, Transition::Acknowledged);
+        e.by = Some("李伟".into());
+        r.tx.send(e).await.expect("send");
+        let req = support::eventually(Duration::from_secs(20), "the regulator record", || {
+            let a = h.accepted.lock().expect("lock").first().cloned();
+            async move { a }
+        })
+        .await;
+        let env: Value = serde_json::from_str(&req.body).expect("envelope");
+        assert_eq!(env["appId"], "APP1");
+        let rec = python_sm4_decrypt(KEY_HEX, IV_HEX, "base64", env["data"].as_str().expect("data"));
+        assert_eq!(rec["wh"], "储罐区-GT-101", "{rec}");
+        assert_eq!(rec["sz"], 55.0, "{rec}");
+        assert_eq!(rec["bjlx"], "4", "{rec}");
+        assert_eq!(rec["czr"], "李伟", "{rec}");
+        assert_eq!(rec["event_type"], "2", "{rec}");
+        assert_eq!(rec["qyxydm"], "91320000MA1XXXXXX", "{rec}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// MQTT shape (hex ciphertext published to the feed's topic), decrypted by Python.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_mqtt_sm4_payload_decrypts_with_python_cryptography() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let broker = support::mosquitto();
+        let port = broker.port;
+        let mut o = rumqttc::MqttOptions::new("sm4-sub", "127.0.0.1", port);
+        o.set_clean_session(true);
+        let (sub, mut el) = rumqttc::AsyncClient::new(o, 16);
+        sub.subscribe("gov/#", rumqttc::QoS::AtLeastOnce).await.expect("subscribe");
+        let got: Arc<Mutex<Vec<Published>>> = Arc::default();
+        let g2 = got.clone();
+        tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        g2.lock().expect("lock").push((p.topic.clone(), p.payload.to_vec()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        support::eventually(Duration::from_secs(10), "subscriber connected", || {
+            let s = sub.clone();
+            let g = got.clone();
+            async move {
+                let _ = s.try_publish("gov/ping", rumqttc::QoS::AtMostOnce, false, "{}");
+                g.lock().expect("lock").iter().any(|(t, _)| t == "gov/ping").then_some(())
+            }
+        })
+        .await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("key"), format!("{KEY_HEX}\n")).expect("key");
+        std::fs::write(dir.path().join("iv"), format!("{IV_HEX}\n")).expect("iv");
+        let d = dir.path().display();
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[receivers]]\nkind = \"regulator\"\nid = \"gov\"\napp_id = \"APP2\"\n\
+             mqtt = {{ address = \"127.0.0.1:{port}\", topic = \"gov/{{site}}/alarm\" }}\n\
+             sm4 = {{ key = {{ file = \"{d}/key\" }}, iv = {{ file = \"{d}/iv\" }}, encoding = \"hex\" }}\n\
+             fields = {{ tag = \"wh\", value = \"sz\", limit_name = \"bjlx\", transition = \"sjlx\" }}\n\
+             codes = {{ HH = \"4\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
+        ));
+        r.tx.send(ev(3, Transition::Raised)).await.expect("send");
+        let (_, body) = support::eventually(Duration::from_secs(20), "the regulator record over MQTT", || {
+            let g = got.lock().expect("lock").iter().find(|(t, _)| t == "gov/s/alarm").cloned();
+            async move { g }
+        })
+        .await;
+        let env: Value = serde_json::from_slice(&body).expect("envelope");
+        assert_eq!(env["appId"], "APP2");
+        let rec = python_sm4_decrypt(KEY_HEX, IV_HEX, "hex", env["data"].as_str().expect("data"));
+        assert_eq!(rec["wh"], "GT-101", "{rec}");
+        assert_eq!(rec["sz"], 55.0, "{rec}");
+        assert_eq!(rec["bjlx"], "4", "{rec}");
+        assert_eq!(rec["sjlx"], "1", "{rec}");
+        drop(r);
     })
     .await
     .expect("test timed out");
