@@ -1016,3 +1016,146 @@ async fn notifications_say_what_where_and_what_to_do() {
     .await
     .expect("test timed out");
 }
+
+/// A DingTalk-like robot that takes at most `limit` messages per `window` (sliding, by
+/// arrival) and answers `130101` (send too fast) beyond, as DingTalk does.
+#[derive(Clone)]
+struct Limited {
+    limit: usize,
+    window: Duration,
+    arrivals: Arc<Mutex<Vec<std::time::Instant>>>,
+    accepted: Arc<Mutex<Vec<String>>>,
+    throttled: Arc<Mutex<usize>>,
+}
+
+async fn limited_robot(limit: usize, window: Duration) -> (Limited, String) {
+    async fn take(State(l): State<Limited>, body: String) -> impl IntoResponse {
+        let now = std::time::Instant::now();
+        let mut a = l.arrivals.lock().expect("lock");
+        a.push(now);
+        let recent = a
+            .iter()
+            .filter(|t| now.duration_since(**t) < l.window)
+            .count();
+        if recent > l.limit {
+            *l.throttled.lock().expect("lock") += 1;
+            return r#"{"errcode":130101,"errmsg":"send too fast, exceed 20 times per minute"}"#;
+        }
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let text = v["text"]["content"].as_str().unwrap_or_default().to_owned();
+        l.accepted.lock().expect("lock").push(text);
+        r#"{"errcode":0,"errmsg":"ok"}"#
+    }
+    let l = Limited {
+        limit,
+        window,
+        arrivals: Arc::default(),
+        accepted: Arc::default(),
+        throttled: Arc::default(),
+    };
+    let app = Router::new().fallback(post(take)).with_state(l.clone());
+    let sock = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = sock.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(sock, app).await });
+    (l, format!("http://{addr}"))
+}
+
+/// A flood on a rate-limited robot: `n` alarms sent at once to a robot whose budget is
+/// `budget` messages per 2 s, the server taking `server_limit` per 2 s. Returns the server.
+async fn robot_flood(n: u64, budget: u32, server_limit: usize) -> (Limited, Running) {
+    let window = Duration::from_secs(2);
+    let (l, url) = limited_robot(server_limit, window).await;
+    let r = start(&format!(
+        "[site]\nid = \"s\"\n{GAS_CHANNEL}[[receivers]]\nkind = \"dingtalk\"\nid = \"ding\"\n\
+         url = \"{url}/robot/send\"\nrate_limit = {budget}\nrate_window = \"2s\"\nbackoff_max = \"1s\"\n"
+    ));
+    for i in 0..n {
+        let mut e = ev(100 + i, Transition::Raised);
+        e.alarm = format!("a.gd1.lel:T{i:02}");
+        r.tx.send(e).await.expect("send");
+    }
+    support::eventually(
+        Duration::from_secs(40),
+        "every notification delivered",
+        || {
+            let rows = all(&r.outbox);
+            async move {
+                (rows.len() == n as usize && rows.iter().all(|e| e.status == Status::Delivered))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    (l, r)
+}
+
+/// Every alarm of a flood reaches the group, individual messages up to the budget and the
+/// surplus merged into digests, and the robot never gets more than its limit per window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robot_floods_are_merged_into_digests_within_the_rate_limit() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let (l, _r) = robot_flood(12, 3, 3).await;
+        let texts = l.accepted.lock().expect("lock").clone();
+        for i in 0..12 {
+            let a = format!("a.gd1.lel:T{i:02}");
+            assert!(
+                texts.iter().any(|t| t.contains(&a)),
+                "{a} in no message: {texts:#?}"
+            );
+        }
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("另有") && t.contains("条报警")),
+            "no digest message: {texts:#?}"
+        );
+        assert!(texts.len() < 12, "one message per alarm: {}", texts.len());
+        assert_eq!(
+            *l.throttled.lock().expect("lock"),
+            0,
+            "the robot was sent too fast"
+        );
+        let a = l.arrivals.lock().expect("lock").clone();
+        for w in a.windows(4) {
+            assert!(
+                w[3].duration_since(w[0]) >= Duration::from_secs(2),
+                "4 messages within 2 s"
+            );
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A robot whose limit is lower than the budget answers 130101: retried after the window,
+/// nothing lost, every merged notification delivered with its digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robot_throttle_answers_are_retried_after_the_window() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let (l, r) = robot_flood(8, 4, 2).await;
+        assert!(
+            *l.throttled.lock().expect("lock") > 0,
+            "the robot never throttled: no test"
+        );
+        let texts = l.accepted.lock().expect("lock").clone();
+        for i in 0..8 {
+            let a = format!("a.gd1.lel:T{i:02}");
+            assert!(
+                texts.iter().any(|t| t.contains(&a)),
+                "{a} in no message: {texts:#?}"
+            );
+        }
+        let rows = all(&r.outbox);
+        assert!(
+            rows.iter().any(|e| e.attempts > 1
+                && e.last_error
+                    .as_deref()
+                    .is_some_and(|x| x.contains("130101"))),
+            "no notification was retried after a throttle answer: {rows:?}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
