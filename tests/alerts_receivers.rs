@@ -542,6 +542,29 @@ fn python_sm4_decrypt(key: &str, iv: &str, enc: &str, data: &str) -> Value {
 /// A received MQTT message: topic and payload.
 type Published = (String, Vec<u8>);
 
+/// The envelope signature recomputed by Python's `hmac` (`sha256`, or `sm3` from OpenSSL
+/// through `hashlib`), independent of the gateway's code.
+fn python_hmac(digest: &str, key: &str, msg: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib, hmac, sys\n\
+             assert sys.argv[1] in hashlib.algorithms_available, 'hashlib has no ' + sys.argv[1]\n\
+             print(hmac.new(sys.argv[2].encode(), sys.argv[3].encode(), lambda d=b'': hashlib.new(sys.argv[1], d)).hexdigest())",
+            digest,
+            key,
+            msg,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("python3 is required for the signature check: {e}"));
+    assert!(
+        out.status.success(),
+        "Python HMAC-{digest} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 const KEY_HEX: &str = "0123456789abcdeffedcba9876543210";
 const IV_HEX: &str = "000102030405060708090a0b0c0d0e0f";
 
@@ -584,7 +607,58 @@ async fn regulator_http_sm4_payload_decrypts_with_python_cryptography() {
     .expect("test timed out");
 }
 
-/// MQTT shape (hex ciphertext published to the feed's topic), decrypted by Python.
+/// HTTP POST shape with a random IV per message (`iv_mode = "random"`, sent in `iv_field`) and
+/// an HMAC-SM3 envelope signature: decrypted and verified by Python.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_random_iv_and_sm3_signature_check_out_in_python() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("key"), format!("{KEY_HEX}\n")).expect("key");
+        std::fs::write(dir.path().join("sign"), "签名-secret-1\n").expect("sign key");
+        let d = dir.path().display();
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[receivers]]\nkind = \"regulator\"\nid = \"mem\"\nurl = \"{url}/api\"\napp_id = \"APP1\"\n\
+             sm4 = {{ key = {{ file = \"{d}/key\" }}, iv_mode = \"random\", iv_field = \"xl\" }}\n\
+             sign = {{ algorithm = \"hmac_sm3\", key = {{ file = \"{d}/sign\" }}, timestamp_field = \"sj\", sign_field = \"qm\" }}\n\
+             fields = {{ tag = \"wh\", value = \"sz\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
+        ));
+        r.tx.send(ev(1, Transition::Raised)).await.expect("send");
+        r.tx.send(ev(2, Transition::Raised)).await.expect("send");
+        let reqs = support::eventually(Duration::from_secs(20), "two regulator records", || {
+            let a = h.accepted.lock().expect("lock").clone();
+            async move { (a.len() == 2).then_some(a) }
+        })
+        .await;
+        let mut ivs = Vec::new();
+        for req in &reqs {
+            let env: Value = serde_json::from_str(&req.body).expect("envelope");
+            let field = |k: &str| env[k].as_str().unwrap_or_else(|| panic!("{k} in {env}")).to_owned();
+            let (iv_b64, data, ts, sign) = (field("xl"), field("data"), field("sj"), field("qm"));
+            let iv = base64::engine::general_purpose::STANDARD.decode(&iv_b64).expect("iv base64");
+            assert_eq!(iv.len(), 16, "{env}");
+            let rec = python_sm4_decrypt(KEY_HEX, &hex(&iv), "base64", &data);
+            assert_eq!(rec["wh"], "GT-101", "{rec}");
+            let age = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis()
+                .abs_diff(ts.parse::<u128>().expect("timestamp in ms"));
+            assert!(age < 60_000, "timestamp {ts} is not now");
+            let want = python_hmac("sm3", "签名-secret-1", &format!("APP1{ts}{iv_b64}{data}"));
+            assert_eq!(sign, want, "HMAC-SM3 over appId + timestamp + iv + data");
+            ivs.push(iv_b64);
+        }
+        assert_ne!(ivs[0], ivs[1], "the IV is fresh per message");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// MQTT shape (hex ciphertext published to the feed's topic, HMAC-SHA256 signature), decrypted
+/// and verified by Python.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regulator_mqtt_sm4_payload_decrypts_with_python_cryptography() {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -619,12 +693,14 @@ async fn regulator_mqtt_sm4_payload_decrypts_with_python_cryptography() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("key"), format!("{KEY_HEX}\n")).expect("key");
         std::fs::write(dir.path().join("iv"), format!("{IV_HEX}\n")).expect("iv");
+        std::fs::write(dir.path().join("sign"), "mqtt-sign-key\n").expect("sign key");
         let d = dir.path().display();
         let r = start(&format!(
             "[site]\nid = \"s\"\n{GAS_CHANNEL}\
              [[receivers]]\nkind = \"regulator\"\nid = \"gov\"\napp_id = \"APP2\"\n\
              mqtt = {{ address = \"127.0.0.1:{port}\", topic = \"gov/{{site}}/alarm\" }}\n\
              sm4 = {{ key = {{ file = \"{d}/key\" }}, iv = {{ file = \"{d}/iv\" }}, encoding = \"hex\" }}\n\
+             sign = {{ algorithm = \"hmac_sha256\", key = {{ file = \"{d}/sign\" }} }}\n\
              fields = {{ tag = \"wh\", value = \"sz\", limit_name = \"bjlx\", transition = \"sjlx\" }}\n\
              codes = {{ HH = \"4\" }}\n\
              [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
@@ -642,6 +718,10 @@ async fn regulator_mqtt_sm4_payload_decrypts_with_python_cryptography() {
         assert_eq!(rec["sz"], 55.0, "{rec}");
         assert_eq!(rec["bjlx"], "4", "{rec}");
         assert_eq!(rec["sjlx"], "1", "{rec}");
+        let (ts, data) = (env["timestamp"].as_str().expect("timestamp"), env["data"].as_str().expect("data"));
+        let want = python_hmac("sha256", "mqtt-sign-key", &format!("APP2{ts}{data}"));
+        assert_eq!(env["sign"], want.as_str(), "HMAC-SHA256 over appId + timestamp + data");
+        assert!(env.get("iv").is_none(), "a fixed IV is not sent");
         drop(r);
     })
     .await
