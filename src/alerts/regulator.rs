@@ -109,14 +109,10 @@ impl Regulator {
             )),
             None => None,
         };
-        let sign = secrets.sign_key.as_ref().map(|k| {
-            SignKey(
-                k.expose()
-                    .trim_end_matches(['\r', '\n'])
-                    .as_bytes()
-                    .to_vec(),
-            )
-        });
+        let sign = secrets
+            .sign_key
+            .as_ref()
+            .map(|k| SignKey(k.expose().as_bytes().to_vec()));
         let mqtt = match &cfg.mqtt {
             Some(m) => Some(MqttPub::new(
                 m,
