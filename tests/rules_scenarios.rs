@@ -271,7 +271,7 @@ fn run_scenario(file: &Path) -> Result<(), String> {
     };
     let mut last = Duration::ZERO;
     let mut last_seq = 0u64;
-    // When each alarm was last raised (forgotten at a restart: the journal keeps states only).
+    // When each alarm was last raised (the journal keeps it across restarts).
     let mut raised: BTreeMap<String, SystemTime> = BTreeMap::new();
     for (n, step) in sc.steps.iter().enumerate() {
         let at = humantime::parse_duration(&step.at).map_err(|e| format!("step {n}: at: {e}"))?;
@@ -286,7 +286,6 @@ fn run_scenario(file: &Path) -> Result<(), String> {
                 rules::recover(&run.cfg, now, &run.dir, wall).map_err(|e| e.to_string())?;
             run.engine = engine;
             run.journal = journal;
-            raised.clear();
         }
         if let Some(m) = &step.mode {
             let mode = SiteMode::parse(&m.mode).ok_or_else(|| format!("{ctx}: bad mode"))?;

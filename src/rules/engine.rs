@@ -330,6 +330,8 @@ impl Engine {
                 Some(&a) => {
                     let al = &mut self.alarms[a];
                     al.life = life.clone();
+                    // The episode's raise time survives the restart with its state.
+                    al.raised_at = r.raised.get(id).copied();
                     al.raw = life.cond;
                     al.delay.out = life.cond;
                     al.delay.pending = None;
@@ -369,6 +371,12 @@ impl Engine {
                 .map(|a| (a.id.clone(), a.life.clone()))
                 .collect(),
             mode: self.mode.clone(),
+            raised: self
+                .alarms
+                .iter()
+                .filter(|a| a.life != Life::default())
+                .filter_map(|a| a.raised_at.map(|t| (a.id.clone(), t)))
+                .collect(),
         }
     }
 
