@@ -36,6 +36,7 @@ fn note(i: u64) -> Notification {
             state: Default::default(),
             by: None,
             comment: None,
+            raised_at: None,
             notice: Default::default(),
         }],
         values: vec![],

@@ -179,6 +179,10 @@ pub struct Labels {
     pub reminder: &'static str,
     /// Idempotency key.
     pub key: &'static str,
+    /// Digest header (a robot's rate limit): `{n}` notifications, in `{areas}`.
+    pub digest: &'static str,
+    /// Digest header when no area is known.
+    pub digest_no_area: &'static str,
 }
 
 /// The labels in a language.
@@ -198,6 +202,8 @@ pub fn labels(l: Language) -> Labels {
             escalation: "【升级 第{tier}级】报警未及时确认",
             reminder: "【提醒】报警仍未确认",
             key: "编号",
+            digest: "【汇总】另有 {n} 条报警：{areas}（机器人限流，合并发送）",
+            digest_no_area: "【汇总】另有 {n} 条报警（机器人限流，合并发送）",
         },
         Language::En => Labels {
             site: "Site",
@@ -213,6 +219,8 @@ pub fn labels(l: Language) -> Labels {
             escalation: "[Escalation tier {tier}] Not acknowledged in time",
             reminder: "[Reminder] Still unacknowledged",
             key: "Key",
+            digest: "[Digest] {n} more alarms in {areas} (robot rate limit, merged)",
+            digest_no_area: "[Digest] {n} more alarms (robot rate limit, merged)",
         },
     }
 }

@@ -30,6 +30,7 @@ fn ev(seq: u64, t: Transition, state: AlarmState, by: Option<&str>) -> AlarmEven
         state,
         by: by.map(str::to_owned),
         comment: by.map(|_| "pump stopped".to_owned()),
+        raised_at: None,
         notice: Default::default(),
     }
 }

@@ -1,6 +1,8 @@
 //! Alert delivery against real receivers: HTTP servers on port 0 that record requests and can
 //! answer 500, hang or be slow, and a real mosquitto. Events are fed straight into the alert
 //! dispatcher (the rule engine's channel), so each test controls exactly what is sent.
+//! Regulator payloads are also decrypted by Python `cryptography` (SM4), which `scripts/test`
+//! installs; without it those tests fail and say so.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -108,6 +110,7 @@ fn ev(seq: u64, t: Transition) -> AlarmEvent {
         state: AlarmState::ActiveUnacknowledged,
         by: None,
         comment: None,
+        raised_at: None,
         notice: Default::default(),
     }
 }
@@ -397,6 +400,329 @@ async fn regulator_feed_is_mapped_and_sm4_encrypted() {
         assert_eq!(rec["id"], "s-9-default-mem");
         assert!(rec["bjsj"].as_str().is_some_and(|s| s.len() == 19), "{rec}");
         assert!(rec.get("channel").is_none(), "unmapped canonical fields are not sent");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Every record of an alarm episode keeps `alarm_time` the raise time; acknowledgement, reset
+/// and clear records carry their own `event_time`, and every record its transition code (the
+/// documented default mapping when the feed configures none, under `event_type` when `fields`
+/// does not name it), so no record looks like a new alarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_episode_records_keep_the_raise_time_and_say_what_happened() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let toml = format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[receivers]]\nkind = \"regulator\"\nid = \"mem\"\nurl = \"{url}/reg\"\n\
+             fields = {{ tag = \"wh\", limit_name = \"bjlx\", alarm_time = \"bjsj\", event_time = \"czsj\" }}\n\
+             codes = {{ HH = \"4\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
+        );
+        // An old configuration (no transition code, no transition field) is accepted as it is.
+        let parsed = hazgate::config::parse(&toml, Path::new("t.toml")).expect("parse");
+        let (_, warnings) = hazgate::config::validate(&parsed, Path::new(".")).expect("valid");
+        assert!(warnings.iter().all(|w| !w.path.contains("codes")), "{warnings:?}");
+        let r = start(&toml);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        let mut raise = ev(1, Transition::Raised);
+        raise.ts = t0;
+        raise.raised_at = Some(t0);
+        let mut steps = vec![raise];
+        for (i, (t, secs)) in [
+            (Transition::Acknowledged, 95),
+            (Transition::Cleared, 300),
+            (Transition::Reset, 420),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut e = ev(2 + i as u64, t);
+            e.ts = t0 + Duration::from_secs(secs);
+            e.raised_at = Some(t0);
+            e.by = Some("li.wei".into());
+            steps.push(e);
+        }
+        for e in steps {
+            r.tx.send(e).await.expect("send");
+        }
+        let reqs = support::eventually(Duration::from_secs(20), "four records", || {
+            let a = h.accepted.lock().expect("lock").clone();
+            async move { (a.len() == 4).then_some(a) }
+        })
+        .await;
+        let mut recs: Vec<Value> = reqs
+            .iter()
+            .map(|r| serde_json::from_str(&r.body).expect("record"))
+            .collect();
+        recs.sort_by_key(|r| r["czsj"].as_str().unwrap_or_default().to_owned());
+        // 1_790_000_000 s is 2026-09-21 14:13:20 UTC, 22:13:20 in China Standard Time.
+        let want = [
+            ("1", "2026-09-21 22:13:20"),
+            ("2", "2026-09-21 22:14:55"),
+            ("3", "2026-09-21 22:18:20"),
+            ("4", "2026-09-21 22:20:20"),
+        ];
+        for (rec, (code, at)) in recs.iter().zip(want) {
+            assert_eq!(rec["bjsj"], "2026-09-21 22:13:20", "alarm_time is the raise time: {rec}");
+            assert_eq!(rec["czsj"], at, "{rec}");
+            assert_eq!(rec["event_type"], code, "{rec}");
+            assert_eq!(rec["bjlx"], "4", "{rec}");
+        }
+        // A configured code replaces the default; one equal to the raise code is warned about.
+        let clash = toml.replace("codes = { HH = \"4\" }", "codes = { HH = \"4\", raised = \"A\", acknowledged = \"A\" }");
+        let parsed = hazgate::config::parse(&clash, Path::new("t.toml")).expect("parse");
+        let (_, warnings) = hazgate::config::validate(&parsed, Path::new(".")).expect("valid");
+        let w: Vec<String> = warnings.iter().map(|w| format!("{}: {}", w.path, w.message)).collect();
+        assert!(
+            w.iter().any(|w| w.contains("codes.acknowledged") && w.contains("new alarms")),
+            "{w:?}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// SM4-CBC decryption by an independent implementation: Python `cryptography` (which has SM4
+/// since 35; `scripts/test` installs it). Fails, saying why, when Python or the library is
+/// missing.
+const PY_SM4: &str = r#"
+import base64, sys
+try:
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    algorithms.SM4
+except Exception as e:
+    sys.stderr.write("python3 with cryptography>=35 (SM4) is required: %s\n" % e)
+    sys.exit(3)
+key, iv, enc = bytes.fromhex(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3]
+data = sys.stdin.read().strip()
+ct = base64.b64decode(data, validate=True) if enc == "base64" else bytes.fromhex(data)
+d = Cipher(algorithms.SM4(key), modes.CBC(iv)).decryptor()
+u = padding.PKCS7(128).unpadder()
+sys.stdout.write((u.update(d.update(ct) + d.finalize()) + u.finalize()).decode("utf-8"))
+"#;
+
+/// Decrypts `data` (base64 or hex, as `enc` says) with Python's SM4-CBC and parses the record.
+fn python_sm4_decrypt(key: &str, iv: &str, enc: &str, data: &str) -> Value {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", PY_SM4, key, iv, enc])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "python3 is required for the independent SM4 check (scripts/test installs it): {e}"
+            )
+        });
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(data.as_bytes())
+        .expect("write to python3");
+    let out = child.wait_with_output().expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "Python SM4 decryption failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "Python's plaintext is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A received MQTT message: topic and payload.
+type Published = (String, Vec<u8>);
+
+/// The envelope signature recomputed by Python's `hmac` (`sha256`, or `sm3` from OpenSSL
+/// through `hashlib`), independent of the gateway's code.
+fn python_hmac(digest: &str, key: &str, msg: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib, hmac, sys\n\
+             assert sys.argv[1] in hashlib.algorithms_available, 'hashlib has no ' + sys.argv[1]\n\
+             print(hmac.new(sys.argv[2].encode(), sys.argv[3].encode(), lambda d=b'': hashlib.new(sys.argv[1], d)).hexdigest())",
+            digest,
+            key,
+            msg,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("python3 is required for the signature check: {e}"));
+    assert!(
+        out.status.success(),
+        "Python HMAC-{digest} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+const KEY_HEX: &str = "0123456789abcdeffedcba9876543210";
+const IV_HEX: &str = "000102030405060708090a0b0c0d0e0f";
+
+/// HTTP POST shape (base64 ciphertext in `{"appId","data"}`), decrypted by Python.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_http_sm4_payload_decrypts_with_python_cryptography() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("key"), format!("{KEY_HEX}\n")).expect("key");
+        std::fs::write(dir.path().join("iv"), format!("{IV_HEX}\n")).expect("iv");
+        let d = dir.path().display();
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[receivers]]\nkind = \"regulator\"\nid = \"mem\"\nurl = \"{url}/api\"\napp_id = \"APP1\"\n\
+             sm4 = {{ key = {{ file = \"{d}/key\" }}, iv = {{ file = \"{d}/iv\" }} }}\n\
+             fields = {{ tag = \"wh\", value = \"sz\", limit_name = \"bjlx\", alarm_time = \"bjsj\", handled_by = \"czr\" }}\n\
+             codes = {{ HH = \"4\" }}\nconstants = {{ qyxydm = \"91320000MA1XXXXXX\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"储罐区-GT-101\"\nindicator = \"KRQT\"\n"
+        ));
+        let mut e = ev(7, Transition::Acknowledged);
+        e.by = Some("李伟".into());
+        r.tx.send(e).await.expect("send");
+        let req = support::eventually(Duration::from_secs(20), "the regulator record", || {
+            let a = h.accepted.lock().expect("lock").first().cloned();
+            async move { a }
+        })
+        .await;
+        let env: Value = serde_json::from_str(&req.body).expect("envelope");
+        assert_eq!(env["appId"], "APP1");
+        let rec = python_sm4_decrypt(KEY_HEX, IV_HEX, "base64", env["data"].as_str().expect("data"));
+        assert_eq!(rec["wh"], "储罐区-GT-101", "{rec}");
+        assert_eq!(rec["sz"], 55.0, "{rec}");
+        assert_eq!(rec["bjlx"], "4", "{rec}");
+        assert_eq!(rec["czr"], "李伟", "{rec}");
+        assert_eq!(rec["event_type"], "2", "{rec}");
+        assert_eq!(rec["qyxydm"], "91320000MA1XXXXXX", "{rec}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// HTTP POST shape with a random IV per message (`iv_mode = "random"`, sent in `iv_field`) and
+/// an HMAC-SM3 envelope signature: decrypted and verified by Python.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_random_iv_and_sm3_signature_check_out_in_python() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (h, url) = hook().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("key"), format!("{KEY_HEX}\n")).expect("key");
+        std::fs::write(dir.path().join("sign"), "签名-secret-1\n").expect("sign key");
+        let d = dir.path().display();
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[receivers]]\nkind = \"regulator\"\nid = \"mem\"\nurl = \"{url}/api\"\napp_id = \"APP1\"\n\
+             sm4 = {{ key = {{ file = \"{d}/key\" }}, iv_mode = \"random\", iv_field = \"xl\" }}\n\
+             sign = {{ algorithm = \"hmac_sm3\", key = {{ file = \"{d}/sign\" }}, timestamp_field = \"sj\", sign_field = \"qm\" }}\n\
+             fields = {{ tag = \"wh\", value = \"sz\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
+        ));
+        r.tx.send(ev(1, Transition::Raised)).await.expect("send");
+        r.tx.send(ev(2, Transition::Raised)).await.expect("send");
+        let reqs = support::eventually(Duration::from_secs(20), "two regulator records", || {
+            let a = h.accepted.lock().expect("lock").clone();
+            async move { (a.len() == 2).then_some(a) }
+        })
+        .await;
+        let mut ivs = Vec::new();
+        for req in &reqs {
+            let env: Value = serde_json::from_str(&req.body).expect("envelope");
+            let field = |k: &str| env[k].as_str().unwrap_or_else(|| panic!("{k} in {env}")).to_owned();
+            let (iv_b64, data, ts, sign) = (field("xl"), field("data"), field("sj"), field("qm"));
+            let iv = base64::engine::general_purpose::STANDARD.decode(&iv_b64).expect("iv base64");
+            assert_eq!(iv.len(), 16, "{env}");
+            let rec = python_sm4_decrypt(KEY_HEX, &hex(&iv), "base64", &data);
+            assert_eq!(rec["wh"], "GT-101", "{rec}");
+            let age = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis()
+                .abs_diff(ts.parse::<u128>().expect("timestamp in ms"));
+            assert!(age < 60_000, "timestamp {ts} is not now");
+            let want = python_hmac("sm3", "签名-secret-1", &format!("APP1{ts}{iv_b64}{data}"));
+            assert_eq!(sign, want, "HMAC-SM3 over appId + timestamp + iv + data");
+            ivs.push(iv_b64);
+        }
+        assert_ne!(ivs[0], ivs[1], "the IV is fresh per message");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// MQTT shape (hex ciphertext published to the feed's topic, HMAC-SHA256 signature), decrypted
+/// and verified by Python.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regulator_mqtt_sm4_payload_decrypts_with_python_cryptography() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let broker = support::mosquitto();
+        let port = broker.port;
+        let mut o = rumqttc::MqttOptions::new("sm4-sub", "127.0.0.1", port);
+        o.set_clean_session(true);
+        let (sub, mut el) = rumqttc::AsyncClient::new(o, 16);
+        sub.subscribe("gov/#", rumqttc::QoS::AtLeastOnce).await.expect("subscribe");
+        let got: Arc<Mutex<Vec<Published>>> = Arc::default();
+        let g2 = got.clone();
+        tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        g2.lock().expect("lock").push((p.topic.clone(), p.payload.to_vec()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        support::eventually(Duration::from_secs(10), "subscriber connected", || {
+            let s = sub.clone();
+            let g = got.clone();
+            async move {
+                let _ = s.try_publish("gov/ping", rumqttc::QoS::AtMostOnce, false, "{}");
+                g.lock().expect("lock").iter().any(|(t, _)| t == "gov/ping").then_some(())
+            }
+        })
+        .await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("key"), format!("{KEY_HEX}\n")).expect("key");
+        std::fs::write(dir.path().join("iv"), format!("{IV_HEX}\n")).expect("iv");
+        std::fs::write(dir.path().join("sign"), "mqtt-sign-key\n").expect("sign key");
+        let d = dir.path().display();
+        let r = start(&format!(
+            "[site]\nid = \"s\"\n{GAS_CHANNEL}\
+             [[receivers]]\nkind = \"regulator\"\nid = \"gov\"\napp_id = \"APP2\"\n\
+             mqtt = {{ address = \"127.0.0.1:{port}\", topic = \"gov/{{site}}/alarm\" }}\n\
+             sm4 = {{ key = {{ file = \"{d}/key\" }}, iv = {{ file = \"{d}/iv\" }}, encoding = \"hex\" }}\n\
+             sign = {{ algorithm = \"hmac_sha256\", key = {{ file = \"{d}/sign\" }} }}\n\
+             fields = {{ tag = \"wh\", value = \"sz\", limit_name = \"bjlx\", transition = \"sjlx\" }}\n\
+             codes = {{ HH = \"4\" }}\n\
+             [[receivers.points]]\nchannel = \"a.gd1.lel\"\ntag = \"GT-101\"\nindicator = \"KRQT\"\n"
+        ));
+        r.tx.send(ev(3, Transition::Raised)).await.expect("send");
+        let (_, body) = support::eventually(Duration::from_secs(20), "the regulator record over MQTT", || {
+            let g = got.lock().expect("lock").iter().find(|(t, _)| t == "gov/s/alarm").cloned();
+            async move { g }
+        })
+        .await;
+        let env: Value = serde_json::from_slice(&body).expect("envelope");
+        assert_eq!(env["appId"], "APP2");
+        let rec = python_sm4_decrypt(KEY_HEX, IV_HEX, "hex", env["data"].as_str().expect("data"));
+        assert_eq!(rec["wh"], "GT-101", "{rec}");
+        assert_eq!(rec["sz"], 55.0, "{rec}");
+        assert_eq!(rec["bjlx"], "4", "{rec}");
+        assert_eq!(rec["sjlx"], "1", "{rec}");
+        let (ts, data) = (env["timestamp"].as_str().expect("timestamp"), env["data"].as_str().expect("data"));
+        let want = python_hmac("sha256", "mqtt-sign-key", &format!("APP2{ts}{data}"));
+        assert_eq!(env["sign"], want.as_str(), "HMAC-SHA256 over appId + timestamp + data");
+        assert!(env.get("iv").is_none(), "a fixed IV is not sent");
+        drop(r);
     })
     .await
     .expect("test timed out");
@@ -766,6 +1092,149 @@ async fn notifications_say_what_where_and_what_to_do() {
         assert_eq!(d["area_name"], "储罐区");
         assert_eq!(d["message"], "两台探测器同时报警");
         assert_eq!(d["response"], "切断进料，疏散人员");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A DingTalk-like robot that takes at most `limit` messages per `window` (sliding, by
+/// arrival) and answers `130101` (send too fast) beyond, as DingTalk does.
+#[derive(Clone)]
+struct Limited {
+    limit: usize,
+    window: Duration,
+    arrivals: Arc<Mutex<Vec<std::time::Instant>>>,
+    accepted: Arc<Mutex<Vec<String>>>,
+    throttled: Arc<Mutex<usize>>,
+}
+
+async fn limited_robot(limit: usize, window: Duration) -> (Limited, String) {
+    async fn take(State(l): State<Limited>, body: String) -> impl IntoResponse {
+        let now = std::time::Instant::now();
+        let mut a = l.arrivals.lock().expect("lock");
+        a.push(now);
+        let recent = a
+            .iter()
+            .filter(|t| now.duration_since(**t) < l.window)
+            .count();
+        if recent > l.limit {
+            *l.throttled.lock().expect("lock") += 1;
+            return r#"{"errcode":130101,"errmsg":"send too fast, exceed 20 times per minute"}"#;
+        }
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let text = v["text"]["content"].as_str().unwrap_or_default().to_owned();
+        l.accepted.lock().expect("lock").push(text);
+        r#"{"errcode":0,"errmsg":"ok"}"#
+    }
+    let l = Limited {
+        limit,
+        window,
+        arrivals: Arc::default(),
+        accepted: Arc::default(),
+        throttled: Arc::default(),
+    };
+    let app = Router::new().fallback(post(take)).with_state(l.clone());
+    let sock = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = sock.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(sock, app).await });
+    (l, format!("http://{addr}"))
+}
+
+/// A flood on a rate-limited robot: `n` alarms sent at once to a robot whose budget is
+/// `budget` messages per 2 s, the server taking `server_limit` per 2 s. Returns the server.
+async fn robot_flood(n: u64, budget: u32, server_limit: usize) -> (Limited, Running) {
+    let window = Duration::from_secs(2);
+    let (l, url) = limited_robot(server_limit, window).await;
+    let r = start(&format!(
+        "[site]\nid = \"s\"\n{GAS_CHANNEL}[[receivers]]\nkind = \"dingtalk\"\nid = \"ding\"\n\
+         url = \"{url}/robot/send\"\nrate_limit = {budget}\nrate_window = \"2s\"\nbackoff_max = \"1s\"\n"
+    ));
+    for i in 0..n {
+        let mut e = ev(100 + i, Transition::Raised);
+        e.alarm = format!("a.gd1.lel:T{i:02}");
+        r.tx.send(e).await.expect("send");
+    }
+    support::eventually(
+        Duration::from_secs(40),
+        "every notification delivered",
+        || {
+            let rows = all(&r.outbox);
+            async move {
+                (rows.len() == n as usize && rows.iter().all(|e| e.status == Status::Delivered))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    (l, r)
+}
+
+/// Every alarm of a flood reaches the group, individual messages up to the budget and the
+/// surplus merged into digests, and the robot never gets more than its limit per window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robot_floods_are_merged_into_digests_within_the_rate_limit() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let (l, _r) = robot_flood(12, 3, 3).await;
+        let texts = l.accepted.lock().expect("lock").clone();
+        for i in 0..12 {
+            let a = format!("a.gd1.lel:T{i:02}");
+            assert!(
+                texts.iter().any(|t| t.contains(&a)),
+                "{a} in no message: {texts:#?}"
+            );
+        }
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("另有") && t.contains("条报警")),
+            "no digest message: {texts:#?}"
+        );
+        assert!(texts.len() < 12, "one message per alarm: {}", texts.len());
+        assert_eq!(
+            *l.throttled.lock().expect("lock"),
+            0,
+            "the robot was sent too fast"
+        );
+        let a = l.arrivals.lock().expect("lock").clone();
+        for w in a.windows(4) {
+            assert!(
+                w[3].duration_since(w[0]) >= Duration::from_secs(2),
+                "4 messages within 2 s"
+            );
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A robot whose limit is lower than the budget answers 130101: retried after the window,
+/// nothing lost, every merged notification delivered with its digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robot_throttle_answers_are_retried_after_the_window() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let (l, r) = robot_flood(8, 4, 2).await;
+        assert!(
+            *l.throttled.lock().expect("lock") > 0,
+            "the robot never throttled: no test"
+        );
+        let texts = l.accepted.lock().expect("lock").clone();
+        for i in 0..8 {
+            let a = format!("a.gd1.lel:T{i:02}");
+            assert!(
+                texts.iter().any(|t| t.contains(&a)),
+                "{a} in no message: {texts:#?}"
+            );
+        }
+        let rows = all(&r.outbox);
+        assert!(
+            rows.iter().any(|e| e.attempts > 1
+                && e.last_error
+                    .as_deref()
+                    .is_some_and(|x| x.contains("130101"))),
+            "no notification was retried after a throttle answer: {rows:?}"
+        );
     })
     .await
     .expect("test timed out");

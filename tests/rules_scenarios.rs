@@ -271,6 +271,8 @@ fn run_scenario(file: &Path) -> Result<(), String> {
     };
     let mut last = Duration::ZERO;
     let mut last_seq = 0u64;
+    // When each alarm was last raised (the journal keeps it across restarts).
+    let mut raised: BTreeMap<String, SystemTime> = BTreeMap::new();
     for (n, step) in sc.steps.iter().enumerate() {
         let at = humantime::parse_duration(&step.at).map_err(|e| format!("step {n}: at: {e}"))?;
         assert!(at >= last, "step {n}: time goes backwards");
@@ -396,6 +398,32 @@ fn run_scenario(file: &Path) -> Result<(), String> {
         let want: Vec<String> = step.expect.clone();
         if got != want {
             return Err(format!("{ctx}:\n  expected {want:#?}\n  got      {got:#?}"));
+        }
+        // The raise time travels with every transition of the episode (regulator records keep
+        // `alarm_time` the raise time on acknowledgement, reset and clear records).
+        for e in &events {
+            use hazgate::model::Transition as T;
+            match e.transition {
+                T::Raised | T::Fault => {
+                    if e.raised_at != Some(e.ts) {
+                        return Err(format!("{ctx}: {} raised_at {:?}", e.alarm, e.raised_at));
+                    }
+                    raised.insert(e.alarm.clone(), e.ts);
+                }
+                T::Acknowledged | T::Reset | T::Cleared | T::FaultCleared => {
+                    if let Some(t) = raised.get(&e.alarm) {
+                        if e.raised_at != Some(*t) {
+                            return Err(format!(
+                                "{ctx}: {} {} carries raised_at {:?}, raised at {t:?}",
+                                e.alarm,
+                                e.transition.as_str(),
+                                e.raised_at
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
         // Sequence numbers increase, across restarts too.
         for e in &events {

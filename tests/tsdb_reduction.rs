@@ -210,6 +210,7 @@ async fn reduction_and_downsampling_read_back_from_influxd() {
             state: hazgate::model::AlarmState::ActiveUnacknowledged,
             by: None,
             comment: None,
+            raised_at: None,
             notice: Default::default(),
         };
         // "Now" right after the data: windows are closed by later samples or at close.

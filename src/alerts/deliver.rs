@@ -16,6 +16,7 @@
 //!
 //! A receiver's success criterion: HTTP 2xx (and for robots `errcode`/`code` 0), or a PUBACK.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -101,7 +102,34 @@ impl Worker {
         // Start of the current run of failed attempts, and whether it is a gateway fault yet.
         let mut failing_since: Option<Instant> = None;
         let mut faulted = false;
+        // A robot's budget: when its recent messages were answered (the platform counts
+        // requests it received, which is before the answer came).
+        let rate = match &self.kind {
+            Kind::Robot(f, r, _) => Some(r.rate(*f)),
+            _ => None,
+        };
+        let mut sent: VecDeque<Instant> = VecDeque::new();
         loop {
+            let mut room = usize::MAX;
+            if let Some((limit, window)) = rate {
+                let now = Instant::now();
+                while sent.front().is_some_and(|t| *t + window <= now) {
+                    sent.pop_front();
+                }
+                room = (limit as usize).saturating_sub(sent.len());
+                if room == 0 {
+                    // The window is used up: wait until its oldest message leaves it.
+                    let until = sent.front().map(|t| *t + window);
+                    tokio::select! {
+                        () = sleep_until(until) => {}
+                        () = deadline.cancelled() => {
+                            self.left_behind(&outbox);
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            }
             let next = {
                 let id = self.id.clone();
                 outbox
@@ -118,9 +146,29 @@ impl Worker {
                         self.left_behind(&outbox);
                         return;
                     }
+                    // The last message the robot's budget allows this window: when more are
+                    // due, it is one digest of them all (up to DIGEST_MAX).
+                    let mut batch = vec![(nid, n, attempts)];
+                    if room == 1 {
+                        let id = self.id.clone();
+                        let more = outbox
+                            .blocking("receiver", move |ob| {
+                                ob.due(
+                                    &id,
+                                    Instant::now(),
+                                    SystemTime::now(),
+                                    receivers::robot::DIGEST_MAX,
+                                )
+                            })
+                            .await
+                            .unwrap_or_default();
+                        if more.len() > 1 {
+                            batch = more;
+                        }
+                    }
                     let res = tokio::select! {
-                        r = tokio::time::timeout(self.delivery.timeout, self.send(&n)) => {
-                            r.unwrap_or_else(|_| Err("timed out".into()))
+                        r = tokio::time::timeout(self.delivery.timeout, self.attempt(&batch)) => {
+                            r.unwrap_or_else(|_| Err(Failure::from("timed out".to_owned())))
                         }
                         // The grace period is over: the attempt is abandoned; the notification
                         // stays pending in the outbox.
@@ -129,14 +177,28 @@ impl Worker {
                             return;
                         }
                     };
+                    if rate.is_some() {
+                        sent.push_back(Instant::now());
+                    }
+                    let ids: Vec<(u64, u32)> = batch.iter().map(|(i, _, a)| (*i, *a)).collect();
+                    let key = &batch[0].1.key;
                     match res {
                         Ok(()) => {
-                            info!(receiver = %self.id, key = %n.key, attempts = attempts + 1, "notification delivered");
+                            if ids.len() > 1 {
+                                info!(receiver = %self.id, first = %key, notifications = ids.len(), "digest of notifications delivered (robot rate limit)");
+                            } else {
+                                info!(receiver = %self.id, key = %key, attempts = attempts + 1, "notification delivered");
+                            }
                             let back = failing_since.take().is_some();
                             let id = self.id.clone();
+                            let done = ids.clone();
                             outbox
                                 .blocking("receiver", move |ob| {
-                                    ob.delivered(nid, SystemTime::now());
+                                    // Every merged notification is delivered only now, with
+                                    // the digest accepted.
+                                    for (nid, _) in done {
+                                        ob.delivered(nid, SystemTime::now());
+                                    }
                                     if back {
                                         // It answers again: the rest need not wait out their backoff.
                                         ob.due_now(&id);
@@ -149,13 +211,21 @@ impl Worker {
                                 info!(receiver = %self.id, "receiver delivers again");
                             }
                         }
-                        Err(e) => {
-                            let wait = crate::backoff::backoff(
+                        Err(Failure { msg: e, throttled }) => {
+                            let mut wait = crate::backoff::backoff(
                                 attempts,
                                 Duration::from_secs(1),
                                 self.delivery.backoff_max,
                             );
-                            warn!(receiver = %self.id, key = %n.key, attempt = attempts + 1, error = %e, retry_in = ?wait, "notification not delivered; will retry");
+                            if let (true, Some((limit, window))) = (throttled, rate) {
+                                // The platform's own limit is lower than the budget: the window
+                                // counts as used up, and these wait for a fresh one.
+                                let now = Instant::now();
+                                sent.clear();
+                                sent.extend(std::iter::repeat_n(now, limit as usize));
+                                wait = wait.max(window);
+                            }
+                            warn!(receiver = %self.id, key = %key, notifications = ids.len(), attempt = attempts + 1, error = %e, throttled, retry_in = ?wait, "notification not delivered; will retry");
                             let now = Instant::now();
                             let since = *failing_since.get_or_insert(now);
                             if now - since >= self.delivery.fault_after {
@@ -173,7 +243,11 @@ impl Worker {
                             }
                             let retry = now + wait;
                             outbox
-                                .blocking("receiver", move |ob| ob.failed(nid, &e, retry))
+                                .blocking("receiver", move |ob| {
+                                    for (nid, _) in ids {
+                                        ob.failed(nid, &e, retry);
+                                    }
+                                })
                                 .await;
                         }
                     }
@@ -205,11 +279,32 @@ impl Worker {
         }
     }
 
+    /// One attempt of a notification, or of a robot's digest of several.
+    async fn attempt(&self, batch: &[(u64, Box<Notification>, u32)]) -> Result<(), Failure> {
+        match (&self.kind, batch) {
+            (Kind::Robot(f, r, s), [(_, n, _)]) => {
+                self.robot(*f, r, s, &message_text(&self.ctx, n), &n.key)
+                    .await
+            }
+            (Kind::Robot(f, r, s), _) => {
+                let ns: Vec<&Notification> = batch.iter().map(|(_, n, _)| &**n).collect();
+                let key = format!("{}+{}", ns.first().map_or("", |n| n.key.as_str()), ns.len());
+                self.robot(*f, r, s, &digest_text(&self.ctx, &ns), &key)
+                    .await
+            }
+            (_, [(_, n, _)]) => self.send(n).await.map_err(Failure::from),
+            _ => Err(Failure::from("a digest is only sent to robots".to_owned())),
+        }
+    }
+
     /// One delivery attempt.
     pub async fn send(&self, n: &Notification) -> Result<(), String> {
         match &self.kind {
             Kind::Webhook(w, s) => self.webhook(w, s, n).await,
-            Kind::Robot(f, r, s) => self.robot(*f, r, s, n).await,
+            Kind::Robot(f, r, s) => self
+                .robot(*f, r, s, &message_text(&self.ctx, n), &n.key)
+                .await
+                .map_err(|f| f.msg),
             Kind::Mqtt(m) => {
                 let body = serde_json::to_vec(&body_v2(&self.ctx, n)).map_err(|e| e.to_string())?;
                 m.publish(
@@ -272,9 +367,10 @@ impl Worker {
         f: Flavor,
         r: &RobotReceiver,
         secrets: &receivers::robot::Secrets,
-        n: &Notification,
-    ) -> Result<(), String> {
-        let text = message_text(&self.ctx, n);
+        text: &str,
+        key: &str,
+    ) -> Result<(), Failure> {
+        let text = text.to_owned();
         let token = secrets.token.as_ref().map(|t| t.expose().to_owned());
         let secret = secrets.secret.as_ref();
         let now = SystemTime::now();
@@ -320,16 +416,127 @@ impl Worker {
             }
         };
         let resp = req
-            .header("Idempotency-Key", &n.key)
+            .header("Idempotency-Key", key)
             .send()
             .await
-            .map_err(http_error)?;
+            .map_err(|e| Failure::from(http_error(e)))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(format!("HTTP {status}"));
+            return Err(Failure {
+                msg: format!("HTTP {status}"),
+                throttled: status == reqwest::StatusCode::TOO_MANY_REQUESTS,
+            });
         }
-        robot_answer(&read_capped(resp, MAX_ANSWER).await?)
+        let body = read_capped(resp, MAX_ANSWER).await?;
+        robot_answer(&body).map_err(|msg| Failure {
+            msg,
+            throttled: robot_throttled(&body),
+        })
     }
+}
+
+/// A failed attempt; `throttled` when the receiver refused it for its rate limit.
+#[derive(Debug)]
+struct Failure {
+    msg: String,
+    throttled: bool,
+}
+
+impl From<String> for Failure {
+    fn from(msg: String) -> Self {
+        Self {
+            msg,
+            throttled: false,
+        }
+    }
+}
+
+/// The robots' "too many messages" answers: DingTalk `130101` (send too fast), WeCom `45009`
+/// (API freq out of limit), Feishu `9499` (too many requests) and `11232` (flow control).
+/// Retried after the window.
+pub const THROTTLE_CODES: &[i64] = &[130_101, 45_009, 9_499, 11_232];
+
+/// Whether a robot's answer says it was throttled.
+pub fn robot_throttled(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|v| {
+        v.get("errcode")
+            .or_else(|| v.get("code"))
+            .and_then(Value::as_i64)
+            .is_some_and(|c| THROTTLE_CODES.contains(&c))
+    })
+}
+
+/// One message for several notifications of a robot whose rate budget is used up: a header
+/// with how many and where, then one line per event (priority, alarm, transition, location,
+/// value, site-local time).
+pub fn digest_text(ctx: &Context, ns: &[&Notification]) -> String {
+    use crate::i18n;
+    let l = ctx.language;
+    let w = i18n::labels(l);
+    let zh = l == i18n::Language::ZhCn;
+    let events: Vec<&crate::model::AlarmEvent> = ns.iter().flat_map(|n| &n.events).collect();
+    let channels = ctx.channels.load();
+    let alarms = ctx.alarms.load();
+    let area = |e: &crate::model::AlarmEvent| {
+        channels
+            .get(&e.channel)
+            .map(|c| c.area.clone())
+            .filter(|a| !a.is_empty())
+            .or_else(|| alarms.get(&e.alarm).map(|a| a.area_name.clone()))
+            .unwrap_or_default()
+    };
+    let mut areas: Vec<String> = Vec::new();
+    for e in &events {
+        let a = area(e);
+        if !a.is_empty() && !areas.contains(&a) {
+            areas.push(a);
+        }
+    }
+    let n = events.len().max(ns.len()).to_string();
+    let mut s = if areas.is_empty() {
+        w.digest_no_area.replace("{n}", &n)
+    } else {
+        w.digest
+            .replace("{n}", &n)
+            .replace("{areas}", &areas.join(if zh { "、" } else { ", " }))
+    };
+    s.push('\n');
+    let (open, close) = if zh { ("【", "】") } else { ("[", "]") };
+    for e in &events {
+        let unit = channels
+            .get(&e.channel)
+            .map(|c| c.unit.clone())
+            .unwrap_or_default();
+        let value = match e.value {
+            Some(v) if unit.is_empty() => format!(" {v}"),
+            Some(v) => format!(" {v} {unit}"),
+            None => String::new(),
+        };
+        let a = area(e);
+        let place = if a.is_empty() {
+            String::new()
+        } else {
+            format!(" ({a})")
+        };
+        s.push_str(&format!(
+            "{open}{}{close} {}{place} {}{value} {}\n",
+            i18n::priority(l, e.priority),
+            e.alarm,
+            i18n::transition(l, e.transition),
+            i18n::local_time(e.ts, ctx.tz),
+        ));
+    }
+    let mut call: Vec<&str> = Vec::new();
+    for c in ns.iter().flat_map(|n| &n.call) {
+        if !call.contains(&c.as_str()) {
+            call.push(c);
+        }
+    }
+    if !call.is_empty() {
+        let colon = if zh { "：" } else { ": " };
+        s.push_str(&format!("{}{colon}{}\n", w.call, call.join(", ")));
+    }
+    s
 }
 
 /// The text with one line of mentions appended (unchanged when there are none).

@@ -699,6 +699,7 @@ escalation = [
             state,
             by: (t == Transition::Acknowledged).then(|| "wang".to_owned()),
             comment: None,
+            raised_at: None,
             notice: Default::default(),
         }
     }

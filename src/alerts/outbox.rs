@@ -612,13 +612,42 @@ impl Outbox {
 
     /// The next due notification of `receiver`; expired ones are finished on the way.
     pub fn next(&self, receiver: &str, now: Instant, wall: SystemTime) -> Next {
-        self.op(|g| self.next_in(g, receiver, now, wall))
+        self.op(|g| {
+            let (mut found, earliest) = self.due_in(g, receiver, now, wall, 1);
+            match found.pop() {
+                Some((id, n, a)) => Next::Due(id, n, a),
+                None => Next::Wait(earliest),
+            }
+        })
     }
 
-    fn next_in(&self, g: &mut Inner, receiver: &str, now: Instant, wall: SystemTime) -> Next {
+    /// Up to `max` due notifications of `receiver`, in delivery order (for a digest message);
+    /// expired ones are finished on the way.
+    pub fn due(
+        &self,
+        receiver: &str,
+        now: Instant,
+        wall: SystemTime,
+        max: usize,
+    ) -> Vec<(u64, Box<Notification>, u32)> {
+        self.op(|g| self.due_in(g, receiver, now, wall, max).0)
+    }
+
+    #[expect(
+        clippy::type_complexity,
+        reason = "one private helper returning what `next` and `due` unpack"
+    )]
+    fn due_in(
+        &self,
+        g: &mut Inner,
+        receiver: &str,
+        now: Instant,
+        wall: SystemTime,
+        max: usize,
+    ) -> (Vec<(u64, Box<Notification>, u32)>, Option<Instant>) {
         let mut expired = Vec::new();
         let mut earliest: Option<Instant> = None;
-        let mut found = None;
+        let mut found = Vec::new();
         let ids = g.pending.get(receiver).into_iter().flatten();
         for (id, it) in ids.filter_map(|id| g.items.get(id).map(|it| (id, it))) {
             let Some(n) = &it.n else { continue };
@@ -628,8 +657,13 @@ impl Outbox {
             }
             let due = it.due.unwrap_or(now);
             if due <= now {
-                found = Some((*id, Box::new(n.clone()), it.entry.attempts));
-                break;
+                if found.len() < max {
+                    found.push((*id, Box::new(n.clone()), it.entry.attempts));
+                }
+                if found.len() >= max {
+                    break;
+                }
+                continue;
             }
             earliest = Some(earliest.map_or(due, |e| e.min(due)));
         }
@@ -642,10 +676,7 @@ impl Outbox {
             self.maybe_compact(g);
             self.gauges(g);
         }
-        match found {
-            Some((id, n, a)) => Next::Due(id, n, a),
-            None => Next::Wait(earliest),
-        }
+        (found, earliest)
     }
 
     /// Records a delivery.
@@ -1127,6 +1158,7 @@ mod tests {
             state: Default::default(),
             by: None,
             comment: None,
+            raised_at: None,
             notice: Default::default(),
         }
     }

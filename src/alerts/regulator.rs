@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use super::config::{RegulatorPoint, RegulatorReceiver};
 use super::context::Context;
 use super::outbox::{Notification, Outbox, Reason, ReportValue};
-use super::receivers::regulator::{CipherEncoding, EmptyFields, Secrets};
+use super::receivers::regulator::{CipherEncoding, EmptyFields, Secrets, SignAlgorithm};
 use super::transport::{MqttPub, http_error};
-use crate::model::{AlarmClass, Priority};
+use crate::model::{AlarmClass, Priority, Transition};
 use crate::state::SharedState;
 
 /// SM4-CBC encryption with PKCS#7 padding.
@@ -44,8 +44,8 @@ pub fn sm4_cbc_decrypt(key: &[u8; 16], iv: &[u8; 16], cipher: &[u8]) -> Option<V
 
 pub use super::receivers::regulator::parse_key;
 
-/// SM4 key and IV; `Debug` never shows them.
-struct Sm4Key([u8; 16], [u8; 16]);
+/// SM4 key and fixed IV (none in random mode); `Debug` never shows them.
+struct Sm4Key([u8; 16], Option<[u8; 16]>);
 
 impl std::fmt::Debug for Sm4Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,11 +53,41 @@ impl std::fmt::Debug for Sm4Key {
     }
 }
 
+/// The envelope signing key; `Debug` never shows it.
+struct SignKey(Vec<u8>);
+
+impl std::fmt::Debug for SignKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignKey(<redacted>)")
+    }
+}
+
+/// HMAC of `msg` with `key`, SHA-256 or SM3, as lower-case hex.
+pub fn envelope_sign(alg: SignAlgorithm, key: &[u8], msg: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let tag = match alg {
+        SignAlgorithm::HmacSha256 => {
+            let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+            m.update(msg);
+            m.finalize().into_bytes().to_vec()
+        }
+        SignAlgorithm::HmacSm3 => {
+            let mut m = <Hmac<sm3::Sm3> as Mac>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+            m.update(msg);
+            m.finalize().into_bytes().to_vec()
+        }
+    };
+    lower_hex(&tag)
+}
+
 /// A configured regulator feed.
 #[derive(Debug)]
 pub struct Regulator {
     cfg: RegulatorReceiver,
     sm4: Option<Sm4Key>,
+    sign: Option<SignKey>,
     mqtt: Option<MqttPub>,
     points: HashMap<String, RegulatorPoint>,
     ctx: Context,
@@ -69,10 +99,20 @@ impl Regulator {
         let sm4 = match &secrets.sm4 {
             Some((k, iv)) => Some(Sm4Key(
                 parse_key(k.expose()).ok_or("sm4.key: expected 32 hex digits (16 bytes)")?,
-                parse_key(iv.expose()).ok_or("sm4.iv: expected 32 hex digits (16 bytes)")?,
+                match iv {
+                    Some(iv) => Some(
+                        parse_key(iv.expose())
+                            .ok_or("sm4.iv: expected 32 hex digits (16 bytes)")?,
+                    ),
+                    None => None,
+                },
             )),
             None => None,
         };
+        let sign = secrets
+            .sign_key
+            .as_ref()
+            .map(|k| SignKey(k.expose().as_bytes().to_vec()));
         let mqtt = match &cfg.mqtt {
             Some(m) => Some(MqttPub::new(
                 m,
@@ -90,6 +130,7 @@ impl Regulator {
                 .collect(),
             cfg: cfg.clone(),
             sm4,
+            sign,
             mqtt,
             ctx: ctx.clone(),
         })
@@ -111,16 +152,19 @@ impl Regulator {
             m.insert(k.clone(), Value::String(v.clone()));
         }
         for (k, v) in canonical {
-            let Some(name) = self.cfg.fields.get(k) else {
-                continue;
+            let name = match self.cfg.fields.get(k) {
+                Some(n) => n.as_str(),
+                // Every alarm record says what happened (event type), mapped or not.
+                None if k == "transition" => self.cfg.transition_field(),
+                None => continue,
             };
             let blank = v.is_null() || v.as_str().is_some_and(str::is_empty);
             match (blank, self.cfg.empty_fields) {
                 (false, _) => {
-                    m.insert(name.clone(), v);
+                    m.insert(name.to_owned(), v);
                 }
                 (true, EmptyFields::Empty) => {
-                    m.insert(name.clone(), Value::String(String::new()));
+                    m.insert(name.to_owned(), Value::String(String::new()));
                 }
                 (true, EmptyFields::Omit) => {}
             }
@@ -140,6 +184,12 @@ impl Regulator {
                 .get(&e.channel)
                 .map(|c| c.unit.clone())
                 .unwrap_or_default();
+            // The raise time of the episode on every record of it; a transition outside an
+            // episode has none (left out or empty, by `empty_fields`).
+            let alarm_time = match e.transition {
+                Transition::Raised | Transition::Fault => Some(e.raised_at.unwrap_or(e.ts)),
+                _ => e.raised_at,
+            };
             let alarm_type = match e.class {
                 AlarmClass::Fault => "fault",
                 AlarmClass::System => "system",
@@ -160,14 +210,18 @@ impl Regulator {
                 ("limit", json!(e.limit)),
                 ("limit_name", self.code(&e.condition)),
                 ("alarm_type", self.code(alarm_type)),
-                ("transition", self.code(e.transition.as_str())),
+                (
+                    "transition",
+                    json!(self.cfg.transition_code(e.transition.as_str())),
+                ),
                 (
                     "priority",
                     self.code(&format!("{:?}", e.priority).to_lowercase()),
                 ),
                 ("state", self.code(e.state.as_str())),
                 ("time", json!(cst(e.ts))),
-                ("alarm_time", json!(cst(e.ts))),
+                ("alarm_time", json!(alarm_time.map(cst))),
+                ("event_time", json!(cst(e.ts))),
                 ("handled_by", json!(e.by)),
                 ("handling_result", json!(e.comment)),
                 ("idempotency_key", json!(n.key)),
@@ -195,8 +249,14 @@ impl Regulator {
         out
     }
 
-    /// The bytes sent: the records, encrypted and wrapped when SM4 is configured.
+    /// The bytes sent: the records, encrypted and wrapped when SM4 is configured (signed with
+    /// the current time when `sign` is).
     pub fn payload(&self, n: &Notification) -> Result<Vec<u8>, String> {
+        self.payload_at(n, SystemTime::now())
+    }
+
+    /// [`Self::payload`] with the signature's timestamp given.
+    pub fn payload_at(&self, n: &Notification, now: SystemTime) -> Result<Vec<u8>, String> {
         let mut recs = self.records(n);
         let plain = if recs.len() == 1 {
             recs.remove(0)
@@ -206,20 +266,49 @@ impl Regulator {
         let plain = serde_json::to_vec(&plain).map_err(|e| e.to_string())?;
         match &self.sm4 {
             None => Ok(plain),
-            Some(Sm4Key(k, iv)) => {
-                let ct = sm4_cbc_encrypt(k, iv, &plain);
-                let encoding = self
-                    .cfg
-                    .sm4
-                    .as_ref()
-                    .map(|c| c.encoding)
-                    .unwrap_or_default();
-                let data = match encoding {
-                    CipherEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(ct),
-                    CipherEncoding::Hex => ct.iter().map(|b| format!("{b:02x}")).collect(),
+            Some(Sm4Key(k, fixed)) => {
+                let Some(c) = self.cfg.sm4.as_ref() else {
+                    return Err("sm4 keys without sm4 settings".into());
                 };
-                serde_json::to_vec(&json!({"appId": self.cfg.app_id, "data": data}))
-                    .map_err(|e| e.to_string())
+                // A fresh IV per message in random mode (sent with it), else the fixed one.
+                let (iv, sent_iv) = match fixed {
+                    Some(iv) => (*iv, None),
+                    None => {
+                        let iv: [u8; 16] = rand::random();
+                        (iv, Some(iv))
+                    }
+                };
+                let ct = sm4_cbc_encrypt(k, &iv, &plain);
+                let text = |b: &[u8]| match c.encoding {
+                    CipherEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(b),
+                    CipherEncoding::Hex => lower_hex(b),
+                };
+                let data = text(&ct);
+                let mut env = Map::new();
+                env.insert("appId".into(), json!(self.cfg.app_id));
+                env.insert("data".into(), json!(data));
+                let iv_text = sent_iv.map(|iv| text(&iv));
+                if let Some(t) = &iv_text {
+                    env.insert(c.iv_field.clone(), json!(t));
+                }
+                if let (Some(key), Some(s)) = (&self.sign, &self.cfg.sign) {
+                    let ts = now
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_millis())
+                        .unwrap_or(0)
+                        .to_string();
+                    let msg = format!(
+                        "{}{ts}{}{data}",
+                        self.cfg.app_id.as_deref().unwrap_or(""),
+                        iv_text.as_deref().unwrap_or("")
+                    );
+                    env.insert(s.timestamp_field.clone(), json!(ts));
+                    env.insert(
+                        s.sign_field.clone(),
+                        json!(envelope_sign(s.algorithm, &key.0, msg.as_bytes())),
+                    );
+                }
+                serde_json::to_vec(&Value::Object(env)).map_err(|e| e.to_string())
             }
         }
     }
@@ -253,6 +342,11 @@ impl Regulator {
             Err(format!("HTTP {}", resp.status()))
         }
     }
+}
+
+/// Lower-case hexadecimal.
+fn lower_hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `%Y-%m-%d %H:%M:%S` in China Standard Time (UTC+8, no daylight saving).
@@ -355,6 +449,38 @@ mod tests {
         assert_eq!(sm4_cbc_decrypt(&key, &iv, &ct).as_deref(), Some(&msg[..]));
         assert!(parse_key("0123").is_none());
         assert!(parse_key("zz23456789abcdeffedcba9876543210").is_none());
+    }
+
+    #[test]
+    fn envelope_signatures_match_known_answers() {
+        // RFC 4231 test case 2 (HMAC-SHA256).
+        assert_eq!(
+            envelope_sign(
+                SignAlgorithm::HmacSha256,
+                b"Jefe",
+                b"what do ya want for nothing?"
+            ),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // SM3 (GB/T 32905-2016, example 1: "abc") through HMAC's own definition:
+        // HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)), here recomputed with the sm3 crate's
+        // plain hash, whose "abc" digest is the standard's.
+        use sm3::Digest;
+        assert_eq!(
+            super::super::deliver::hex(&sm3::Sm3::digest(b"abc")),
+            "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
+        );
+        let key = b"k";
+        let mut block = [0u8; 64];
+        block[..key.len()].copy_from_slice(key);
+        let ipad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
+        let opad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
+        let inner = sm3::Sm3::digest([&ipad[..], b"m"].concat());
+        let outer = sm3::Sm3::digest([&opad[..], &inner[..]].concat());
+        assert_eq!(
+            envelope_sign(SignAlgorithm::HmacSm3, key, b"m"),
+            super::super::deliver::hex(&outer)
+        );
     }
 
     #[test]

@@ -479,6 +479,16 @@ pub struct AlarmEvent {
     /// The person's comment or reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// When the alarm episode this transition belongs to was raised (`raised`/`fault`: `ts`;
+    /// acknowledgement, reset, clear and the other transitions of a live episode: the raise
+    /// time; unset outside an episode). Regulator feeds send it as `alarm_time`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub raised_at: Option<SystemTime>,
     /// How the transition is announced to people (all unset for an ordinary transition).
     #[serde(default, flatten)]
     pub notice: Notice,

@@ -333,6 +333,8 @@ impl Engine {
                 Some(&a) => {
                     let al = &mut self.alarms[a];
                     al.life = life.clone();
+                    // The episode's raise time survives the restart with its state.
+                    al.raised_at = r.raised.get(id).copied();
                     al.raw = life.cond;
                     al.delay.out = life.cond;
                     al.delay.pending = None;
@@ -372,6 +374,12 @@ impl Engine {
                 .map(|a| (a.id.clone(), a.life.clone()))
                 .collect(),
             mode: self.mode.clone(),
+            raised: self
+                .alarms
+                .iter()
+                .filter(|a| a.life != Life::default())
+                .filter_map(|a| a.raised_at.map(|t| (a.id.clone(), t)))
+                .collect(),
         }
     }
 
@@ -554,6 +562,21 @@ impl Engine {
         if matches!(t, Transition::Raised | Transition::Fault) {
             al.raised_at = Some(wall);
         }
+        // The raise time travels with every transition of the episode (acknowledgement,
+        // reset, clear, and shelving or suppression while it lasts), not with transitions of an
+        // alarm that is normal and answered.
+        let episode = matches!(
+            t,
+            Transition::Raised
+                | Transition::Fault
+                | Transition::Cleared
+                | Transition::FaultCleared
+                | Transition::Acknowledged
+                | Transition::Reset
+        ) || al.life.cond
+            || al.life.unacked
+            || al.life.latched;
+        let raised_at = if episode { al.raised_at } else { None };
         out.push(AlarmEvent {
             seq: self.seq,
             alarm: al.id.clone(),
@@ -570,6 +593,7 @@ impl Engine {
             state: al.life.state(),
             by: by.map(str::to_owned),
             comment: comment.filter(|c| !c.is_empty()).map(str::to_owned),
+            raised_at,
             notice: Default::default(),
         });
     }
@@ -659,6 +683,7 @@ impl Engine {
             state: AlarmState::Normal,
             by: by.map(str::to_owned),
             comment: None,
+            raised_at: None,
             notice: Default::default(),
         });
     }

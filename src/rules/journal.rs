@@ -75,6 +75,9 @@ pub enum Record {
         alarms: Vec<(String, Life)>,
         /// Site mode.
         mode: ModeState,
+        /// When each of those alarms' current episode was raised (absent in older journals).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        raised: Vec<(String, SystemTime)>,
     },
 }
 
@@ -85,6 +88,8 @@ pub struct Replayed {
     pub alarms: HashMap<String, Life>,
     /// Site mode.
     pub mode: ModeState,
+    /// When each alarm's current episode was raised, as its last event said.
+    pub raised: HashMap<String, SystemTime>,
     /// Highest sequence number.
     pub seq: u64,
     /// The newest events (at most the requested number), oldest first.
@@ -102,8 +107,12 @@ impl Replayed {
                 self.seq = self.seq.max(event.seq);
                 if event.transition == crate::model::Transition::Removed {
                     self.alarms.remove(&event.alarm);
+                    self.raised.remove(&event.alarm);
                 } else if let Some(l) = life {
                     self.alarms.insert(event.alarm.clone(), l);
+                }
+                if let Some(t) = event.raised_at {
+                    self.raised.insert(event.alarm.clone(), t);
                 }
                 if let Some(m) = mode {
                     self.mode = m;
@@ -115,9 +124,15 @@ impl Replayed {
                     self.history.push_back(event);
                 }
             }
-            Record::Checkpoint { seq, alarms, mode } => {
+            Record::Checkpoint {
+                seq,
+                alarms,
+                mode,
+                raised,
+            } => {
                 self.seq = self.seq.max(seq);
                 self.alarms = alarms.into_iter().collect();
+                self.raised = raised.into_iter().collect();
                 self.mode = mode;
             }
         }
@@ -261,6 +276,7 @@ mod tests {
             state: AlarmState::ActiveUnacknowledged,
             by: None,
             comment: None,
+            raised_at: None,
             notice: Default::default(),
         }
     }
@@ -282,6 +298,7 @@ mod tests {
             seq: 0,
             alarms: vec![],
             mode: ModeState::default(),
+            raised: vec![],
         };
         let mut j = Journal::create(dir.path(), &cp, Duration::from_secs(86_400 * 90), now)
             .expect("create");
@@ -323,6 +340,7 @@ mod tests {
             seq: r.seq,
             alarms: r.alarms.clone().into_iter().collect(),
             mode: r.mode.clone(),
+            raised: vec![],
         };
         let j2 = Journal::create(dir.path(), &cp, Duration::from_secs(86_400 * 90), now)
             .expect("create");
@@ -340,6 +358,7 @@ mod tests {
             seq,
             alarms: vec![("x:H".into(), latched())],
             mode: ModeState::default(),
+            raised: vec![],
         };
         let ret = Duration::from_secs(86_400);
         let mut j = Journal::create(dir.path(), &cp(0), ret, t0).expect("create");

@@ -327,6 +327,7 @@ mod tests {
             state,
             by: (t == Transition::Acknowledged).then(|| "li.wei".into()),
             comment: None,
+            raised_at: None,
             notice: Default::default(),
         }
     }

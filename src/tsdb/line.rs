@@ -318,6 +318,7 @@ mod tests {
             state: AlarmState::ActiveUnacknowledged,
             by: Some("SIGHUP".into()),
             comment: None,
+            raised_at: None,
             notice: Default::default(),
         };
         assert_eq!(open_flags(&e), (false, false));

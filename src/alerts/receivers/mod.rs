@@ -290,7 +290,8 @@ iv = {{ file = "{missing}" }}
         match &ready[2] {
             Ready::Regulator(_, s) => {
                 let (k, iv) = s.sm4.as_ref().expect("sm4");
-                assert_eq!((k.expose(), iv.expose()), ("s3cret", "k"));
+                let iv = iv.as_ref().map(Secret::expose);
+                assert_eq!((k.expose(), iv), ("s3cret", Some("k")));
             }
             other => panic!("expected a regulator, got {other:?}"),
         }

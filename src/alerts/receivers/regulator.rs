@@ -39,6 +39,8 @@ pub struct RegulatorReceiver {
     pub points: Vec<RegulatorPoint>,
     /// SM4-CBC encryption of the payload.
     pub sm4: Option<Sm4Config>,
+    /// A timestamp and signature added to the SM4 envelope.
+    pub sign: Option<SignConfig>,
     /// The platform's appId, sent in the `app_id_header` header and the envelope.
     pub app_id: Option<String>,
     /// Header carrying the appId.
@@ -93,12 +95,69 @@ pub struct RegulatorPoint {
 pub struct Sm4Config {
     /// Key (32 hex digits).
     pub key: SecretRef,
-    /// IV (32 hex digits).
-    pub iv: SecretRef,
+    /// IV (32 hex digits); required with `iv_mode = "fixed"`, refused with `"random"`.
+    pub iv: Option<SecretRef>,
+    /// `fixed` (the default: the IV file's, as most platforms prescribe) or `random` (a fresh
+    /// IV per message, sent in the envelope's `iv_field`, where the platform allows it).
+    #[serde(default)]
+    pub iv_mode: IvMode,
+    /// Envelope field carrying a random IV (written like the ciphertext, see `encoding`).
+    #[serde(default = "default_iv_field")]
+    pub iv_field: String,
     /// How the ciphertext is written in the envelope's `data`: `base64` (the default) or `hex`
     /// (lower case).
     #[serde(default)]
     pub encoding: CipherEncoding,
+}
+
+fn default_iv_field() -> String {
+    "iv".into()
+}
+
+/// Where the SM4-CBC IV comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IvMode {
+    /// The configured IV for every message.
+    #[default]
+    Fixed,
+    /// A fresh random IV per message, sent with it.
+    Random,
+}
+
+/// The envelope signature: `sign_field` = lower-case hex of HMAC(`key`, appId + timestamp +
+/// IV (random mode; as sent) + data (as sent)), `timestamp_field` = Unix milliseconds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignConfig {
+    /// `hmac_sha256` or `hmac_sm3` (HMAC over SM3, GB/T 32905).
+    pub algorithm: SignAlgorithm,
+    /// Signing key (the secret's text, as bytes).
+    pub key: SecretRef,
+    /// Envelope field of the timestamp.
+    #[serde(default = "default_timestamp_field")]
+    pub timestamp_field: String,
+    /// Envelope field of the signature.
+    #[serde(default = "default_sign_field")]
+    pub sign_field: String,
+}
+
+fn default_timestamp_field() -> String {
+    "timestamp".into()
+}
+
+fn default_sign_field() -> String {
+    "sign".into()
+}
+
+/// The envelope signature's HMAC hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignAlgorithm {
+    /// HMAC-SHA256.
+    HmacSha256,
+    /// HMAC-SM3.
+    HmacSm3,
 }
 
 /// Text form of the SM4 ciphertext.
@@ -111,6 +170,34 @@ pub enum CipherEncoding {
     /// Lower-case hexadecimal.
     Hex,
 }
+
+/// The transition (event type) codes sent when a feed's `codes` gives none for a transition:
+/// every record says what happened, so an acknowledgement or a clear never looks like a new
+/// alarm. A code in `codes` (`"acknowledged" = "0"`) replaces the default of that transition.
+pub const DEFAULT_TRANSITION_CODES: &[(&str, &str)] = &[
+    ("raised", "1"),
+    ("acknowledged", "2"),
+    ("cleared", "3"),
+    ("reset", "4"),
+    ("fault", "5"),
+    ("fault_cleared", "6"),
+    ("shelved", "7"),
+    ("unshelved", "8"),
+    ("out_of_service", "9"),
+    ("returned_to_service", "10"),
+    ("suppressed", "11"),
+    ("unsuppressed", "12"),
+    ("removed", "13"),
+    ("site_mode", "14"),
+    ("flood", "15"),
+    ("flood_ended", "16"),
+    ("chattering", "17"),
+    ("config_changed", "18"),
+];
+
+/// The output name of the `transition` field when `fields` does not name it: every record
+/// carries its event type.
+pub const DEFAULT_TRANSITION_FIELD: &str = "event_type";
 
 /// The canonical regulator fields a mapping may name.
 pub const REGULATOR_FIELDS: &[&str] = &[
@@ -130,6 +217,7 @@ pub const REGULATOR_FIELDS: &[&str] = &[
     "state",
     "time",
     "alarm_time",
+    "event_time",
     "handled_by",
     "handling_result",
     "idempotency_key",
@@ -140,8 +228,10 @@ pub const REGULATOR_FIELDS: &[&str] = &[
 pub struct Secrets {
     /// Broker password of the MQTT target.
     pub mqtt_password: Option<Secret>,
-    /// SM4 key and IV (as written: 32 hex digits each).
-    pub sm4: Option<(Secret, Secret)>,
+    /// SM4 key and IV (as written: 32 hex digits each; no IV in random mode).
+    pub sm4: Option<(Secret, Option<Secret>)>,
+    /// The envelope signing key.
+    pub sign_key: Option<Secret>,
 }
 
 /// Parses 32 hex digits (surrounding white space ignored) into 16 bytes.
@@ -158,6 +248,24 @@ pub fn parse_key(hex: &str) -> Option<[u8; 16]> {
 }
 
 impl RegulatorReceiver {
+    /// The code sent for a transition: the one in `codes`, else the documented default.
+    pub fn transition_code(&self, t: &str) -> String {
+        if let Some(c) = self.codes.get(t) {
+            return c.clone();
+        }
+        DEFAULT_TRANSITION_CODES
+            .iter()
+            .find(|(n, _)| *n == t)
+            .map_or_else(|| t.to_owned(), |(_, c)| (*c).to_owned())
+    }
+
+    /// The output name of the `transition` field (`fields.transition`, else `event_type`).
+    pub fn transition_field(&self) -> &str {
+        self.fields
+            .get("transition")
+            .map_or(DEFAULT_TRANSITION_FIELD, String::as_str)
+    }
+
     /// Reads the secrets (`path` is `receivers[i]`); every unreadable one is reported in `p`.
     pub fn resolve(&self, path: &str, p: &mut Problems) -> Option<Secrets> {
         let pw = self.mqtt.as_ref().and_then(|m| m.password.as_ref());
@@ -166,13 +274,18 @@ impl RegulatorReceiver {
             None => Some(None),
             Some(k) => {
                 let key = k.key.resolve_at(&format!("{path}.sm4.key"), p);
-                let iv = k.iv.resolve_at(&format!("{path}.sm4.iv"), p);
+                let iv = super::common::read(k.iv.as_ref(), format!("{path}.sm4.iv"), p);
                 key.zip(iv).map(Some)
             }
+        };
+        let sign_key = match &self.sign {
+            None => Some(None),
+            Some(s) => s.key.resolve_at(&format!("{path}.sign.key"), p).map(Some),
         };
         Some(Secrets {
             mqtt_password: mqtt_password?,
             sm4: sm4?,
+            sign_key: sign_key?,
         })
     }
 
@@ -183,8 +296,9 @@ impl RegulatorReceiver {
         v.extend(m.map(|s| ("mqtt.password", s)));
         if let Some(k) = &self.sm4 {
             v.push(("sm4.key", &k.key));
-            v.push(("sm4.iv", &k.iv));
+            v.extend(k.iv.as_ref().map(|iv| ("sm4.iv", iv)));
         }
+        v.extend(self.sign.as_ref().map(|s| ("sign.key", &s.key)));
         v
     }
 
@@ -225,7 +339,19 @@ impl RegulatorReceiver {
             // Readable now (check-config on the gateway, or start-up): the key and IV must be
             // what the gateway accepts at start. Unreadable ones are not required here; start-up
             // reports them with their paths.
-            for (field, s) in [("key", &k.key), ("iv", &k.iv)] {
+            match (k.iv_mode, &k.iv) {
+                (IvMode::Fixed, None) => p.err(
+                    format!("{path}.sm4.iv"),
+                    "give the IV file (or iv_mode = \"random\" where the platform takes an IV per message)",
+                ),
+                (IvMode::Random, Some(_)) => p.err(
+                    format!("{path}.sm4.iv"),
+                    "iv_mode = \"random\" makes a fresh IV per message; remove `iv`",
+                ),
+                _ => {}
+            }
+            let keys = std::iter::once(("key", &k.key)).chain(k.iv.as_ref().map(|iv| ("iv", iv)));
+            for (field, s) in keys {
                 if let Ok(v) = s.resolve() {
                     if parse_key(v.expose()).is_none() {
                         p.err(
@@ -237,6 +363,48 @@ impl RegulatorReceiver {
                         );
                     }
                 }
+            }
+        }
+        // A transition whose code is that of a raise would look like a new alarm.
+        for new_alarm in ["raised", "fault"] {
+            let code = self.transition_code(new_alarm);
+            for (t, _) in DEFAULT_TRANSITION_CODES {
+                if ["raised", "fault"].contains(t) || self.transition_code(t) != code {
+                    continue;
+                }
+                p.warn(
+                    format!("{path}.codes.{t}"),
+                    format!(
+                        "`{t}` is sent with code `{code}`, the code of `{new_alarm}`: the platform \
+                         would take these records for new alarms"
+                    ),
+                );
+            }
+        }
+        if self.sign.is_some() && self.sm4.is_none() {
+            p.err(
+                format!("{path}.sign"),
+                "the signature is over the SM4 envelope: configure `sm4` too",
+            );
+        }
+        if let Some(k) = &self.sm4 {
+            let mut names = vec!["appId", "data"];
+            if k.iv_mode == IvMode::Random {
+                names.push(k.iv_field.as_str());
+            }
+            if let Some(s) = &self.sign {
+                names.push(s.timestamp_field.as_str());
+                names.push(s.sign_field.as_str());
+            }
+            let distinct: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+            if distinct.len() != names.len() {
+                p.err(
+                    format!("{path}.sm4"),
+                    format!(
+                        "the envelope's field names must differ: {}",
+                        names.join(", ")
+                    ),
+                );
             }
         }
         if self
@@ -266,6 +434,39 @@ iv = {{ file = "{}" }}
             iv.display()
         ))
         .expect("regulator")
+    }
+
+    #[test]
+    fn iv_mode_and_signature_settings_are_checked() {
+        let errors = |extra: &str| {
+            let g: RegulatorReceiver = toml::from_str(&format!(
+                "id = \"g\"\nurl = \"http://127.0.0.1:1/\"\nfields = {{ value = \"v\" }}\n{extra}"
+            ))
+            .expect("regulator");
+            let mut p = Problems::default();
+            g.check("receivers[0]", &|_| true, &mut p);
+            p.0.into_iter().map(|x| x.path).collect::<Vec<_>>()
+        };
+        let k = "key = { file = \"/nonexistent/k\" }";
+        assert_eq!(errors(&format!("sm4 = {{ {k} }}")), ["receivers[0].sm4.iv"]);
+        assert_eq!(
+            errors(&format!(
+                "sm4 = {{ {k}, iv = {{ file = \"/x\" }}, iv_mode = \"random\" }}"
+            )),
+            ["receivers[0].sm4.iv"]
+        );
+        assert!(errors(&format!("sm4 = {{ {k}, iv_mode = \"random\" }}")).is_empty());
+        assert_eq!(
+            errors(&format!("sign = {{ algorithm = \"hmac_sm3\", {k} }}")),
+            ["receivers[0].sign"]
+        );
+        assert_eq!(
+            errors(&format!(
+                "sm4 = {{ {k}, iv_mode = \"random\", iv_field = \"sign\" }}\n\
+                 sign = {{ algorithm = \"hmac_sha256\", {k} }}"
+            )),
+            ["receivers[0].sm4"]
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Group robots: WeCom (企业微信), DingTalk (钉钉), Feishu (飞书).
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use super::common::Delivery;
@@ -38,10 +40,26 @@ pub struct RobotReceiver {
     /// Feishu user ids or open ids (`ou_…`) to @-mention, sent as `<at user_id="…"></at>`.
     #[serde(default)]
     pub mention_user_ids: Vec<String>,
+    /// Most messages sent to the robot per `rate_window`; default 20 for WeCom and DingTalk
+    /// (their documented limit per group robot and minute), 100 for Feishu. When more
+    /// notifications are due than the rest of the budget allows, the last message of the window
+    /// is one digest of all of them.
+    pub rate_limit: Option<u32>,
+    /// The window of `rate_limit` (default one minute).
+    #[serde(with = "humantime_serde", default = "default_rate_window")]
+    pub rate_window: Duration,
     /// Delivery settings.
     #[serde(flatten)]
     pub delivery: Delivery,
 }
+
+fn default_rate_window() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Notifications merged into one digest message at most (the rest wait for the next one),
+/// which keeps a digest far below the platforms' message size limits (DingTalk 20 000 bytes).
+pub const DIGEST_MAX: usize = 40;
 
 /// The robot's secrets, read.
 #[derive(Debug, Default)]
@@ -53,6 +71,15 @@ pub struct Secrets {
 }
 
 impl RobotReceiver {
+    /// Messages per window, as `(messages, window)`: the configured budget or the platform's.
+    pub fn rate(&self, flavor: Flavor) -> (u32, Duration) {
+        let default = match flavor {
+            Flavor::Wecom | Flavor::Dingtalk => 20,
+            Flavor::Feishu => 100,
+        };
+        (self.rate_limit.unwrap_or(default), self.rate_window)
+    }
+
     /// Reads the secrets (`path` is `receivers[i]`); every unreadable one is reported in `p`.
     pub fn resolve(&self, path: &str, p: &mut Problems) -> Option<Secrets> {
         let token = super::common::read(self.token.as_ref(), format!("{path}.token"), p);
@@ -90,6 +117,15 @@ impl RobotReceiver {
                 format!("{path}.mention_user_ids"),
                 "only Feishu robots mention by user id; use `mention_mobiles`",
             );
+        }
+        if self.rate_limit == Some(0) {
+            p.err(
+                format!("{path}.rate_limit"),
+                "must be at least 1 message per window",
+            );
+        }
+        if self.rate_window < Duration::from_secs(1) {
+            p.err(format!("{path}.rate_window"), "must be at least 1s");
         }
         for (i, id) in self.mention_user_ids.iter().enumerate() {
             if id.is_empty()

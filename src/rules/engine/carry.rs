@@ -137,6 +137,7 @@ impl Engine {
                 state,
                 by: Some(by.to_owned()),
                 comment: None,
+                raised_at: if state == AlarmState::Normal { None } else { a.raised_at },
                 notice: Default::default(),
             });
         }
@@ -157,6 +158,7 @@ impl Engine {
             state: AlarmState::Normal,
             by: Some(by.to_owned()),
             comment: None,
+            raised_at: None,
             notice: Default::default(),
         });
         out
