@@ -150,16 +150,6 @@ fn modbus_site(api_port: u16, dead_port: u16, channels: usize) -> String {
     s
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 fn check_config(bin: &Path, cfg: &Path) -> (Duration, bool, u64) {
     // To a file, not a pipe: thousands of warning lines would fill a pipe nobody reads yet.
     let report = cfg.with_extension("check.txt");
@@ -174,7 +164,7 @@ fn check_config(bin: &Path, cfg: &Path) -> (Duration, bool, u64) {
         .expect("start hazgate check-config");
     let mut peak = 0;
     loop {
-        if let Some(hwm) = proc_status_kib(child.id(), "VmHWM:") {
+        if let Some(hwm) = support::proc_status_kib(child.id(), "VmHWM:") {
             peak = peak.max(hwm);
         }
         if let Some(status) = child.try_wait().expect("wait") {
@@ -211,8 +201,8 @@ fn start(bin: &Path, cfg: &Path, api_port: u16) -> Option<(Duration, u64, u64)> 
     loop {
         if let Ok((200, _)) = support::http_get(api_port, "/healthz") {
             let up = t.elapsed();
-            let rss = proc_status_kib(pid, "VmRSS:").unwrap_or(0);
-            let hwm = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
+            let rss = support::proc_status_kib(pid, "VmRSS:").unwrap_or(0);
+            let hwm = support::proc_status_kib(pid, "VmHWM:").unwrap_or(0);
             return Some((up, rss, hwm));
         }
         if gw.0.try_wait().ok().flatten().is_some() {

@@ -142,28 +142,10 @@ async fn publish(port: u16, qos: u8, rate: u64, secs: u64, channels: u64) {
     }
 }
 
-/// (user + system CPU seconds) of a process.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
 /// VmRSS and VmHWM of a process, MiB.
 fn rss_mib(pid: u32) -> (f64, f64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|k| k.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let mib = |f| support::proc_status_kib(pid, f).unwrap_or(0) as f64 / 1024.0;
+    (mib("VmRSS:"), mib("VmHWM:"))
 }
 
 /// Webhook arrivals: excursion value (×1000, rounded) → arrival time (ns since the epoch).
@@ -330,7 +312,7 @@ async fn bench() {
         for &rate in &rates {
             arrivals.lock().expect("lock").clear();
             let landed0 = landed(&influx).await;
-            let cpu0 = cpu_seconds(gw.pid);
+            let cpu0 = support::proc_cpu_seconds(gw.pid);
             let t0 = Instant::now();
             let out = tokio::task::spawn_blocking({
                 let port = broker.port;
@@ -380,7 +362,7 @@ async fn bench() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let cpu = cpu_seconds(gw.pid) - cpu0;
+            let cpu = support::proc_cpu_seconds(gw.pid) - cpu0;
             let wall = t0.elapsed().as_secs_f64();
             let (rss, peak) = rss_mib(gw.pid);
             let arr = arrivals.lock().expect("lock").clone();

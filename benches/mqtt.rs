@@ -107,25 +107,9 @@ fn spawn_publisher(port: u16, prefix: &str, count: u64, rate: u64) -> std::proce
         .expect("spawn publisher")
 }
 
-/// (user + system CPU seconds) of a process.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
+/// VmRSS of this process, MiB.
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    support::proc_status_kib("self", "VmRSS:").unwrap_or(0) as f64 / 1024.0
 }
 
 /// A bare rumqttc subscriber (QoS 1) counting what it receives.
@@ -177,7 +161,10 @@ async fn step(
     received: &dyn Fn() -> u64,
 ) -> Step {
     let before = received();
-    let (cpu0, mq0) = (cpu_seconds("self"), cpu_seconds(mq_pid));
+    let (cpu0, mq0) = (
+        support::proc_cpu_seconds("self"),
+        support::proc_cpu_seconds(mq_pid),
+    );
     let start = Instant::now();
     let mut child = spawn_publisher(port, prefix, count, rate);
     let (mut got, mut last_change) = (0, Instant::now());
@@ -202,8 +189,8 @@ async fn step(
         sent: count,
         got,
         rate: got as f64 / secs,
-        cpu: 100.0 * (cpu_seconds("self") - cpu0) / secs,
-        mq_cpu: 100.0 * (cpu_seconds(mq_pid) - mq0) / secs,
+        cpu: 100.0 * (support::proc_cpu_seconds("self") - cpu0) / secs,
+        mq_cpu: 100.0 * (support::proc_cpu_seconds(mq_pid) - mq0) / secs,
     }
 }
 

@@ -776,3 +776,25 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
 }
+
+/// User + system CPU seconds of process `pid` (a number or `self`), from `/proc/PID/stat`;
+/// 0 when it cannot be read. For benchmarks that print figures.
+pub fn proc_cpu_seconds(pid: impl std::fmt::Display) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// A `/proc/PID/status` field in KiB (`VmRSS:`, `VmHWM:`) of process `pid` (or `self`).
+pub fn proc_status_kib(pid: impl std::fmt::Display, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
