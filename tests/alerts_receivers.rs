@@ -1145,10 +1145,20 @@ async fn limited_robot(limit: usize, window: Duration) -> (Limited, String) {
 /// A flood on a rate-limited robot: `n` alarms sent at once to a robot whose budget is
 /// `budget` messages per 2 s, the server taking `server_limit` per 2 s. Returns the server.
 async fn robot_flood(n: u64, budget: u32, server_limit: usize) -> (Limited, Running) {
+    robot_flood_at("[site]\nid = \"s\"\n", n, budget, server_limit).await
+}
+
+/// [`robot_flood`] on a site whose `[site]` table is `site`.
+async fn robot_flood_at(
+    site: &str,
+    n: u64,
+    budget: u32,
+    server_limit: usize,
+) -> (Limited, Running) {
     let window = Duration::from_secs(2);
     let (l, url) = limited_robot(server_limit, window).await;
     let r = start(&format!(
-        "[site]\nid = \"s\"\n{GAS_CHANNEL}[[receivers]]\nkind = \"dingtalk\"\nid = \"ding\"\n\
+        "{site}{GAS_CHANNEL}[[receivers]]\nkind = \"dingtalk\"\nid = \"ding\"\n\
          url = \"{url}/robot/send\"\nrate_limit = {budget}\nrate_window = \"2s\"\nbackoff_max = \"1s\"\n"
     ));
     for i in 0..n {
@@ -1202,6 +1212,48 @@ async fn robot_floods_are_merged_into_digests_within_the_rate_limit() {
             assert!(
                 w[3].duration_since(w[0]) >= Duration::from_secs(2),
                 "4 messages within 2 s"
+            );
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// On an English site the digest is in English, names the area and gives every merged
+/// event's time in the site's time zone with its offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robot_digests_follow_the_site_language_and_time_zone() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let site = "[site]\nid = \"s\"\nlanguage = \"en\"\ntimezone = \"Asia/Shanghai\"\n";
+        let (l, _r) = robot_flood_at(site, 6, 2, 2).await;
+        let texts = l.accepted.lock().expect("lock").clone();
+        let digest: Vec<&String> = texts
+            .iter()
+            .filter(|t| t.starts_with("[Digest] "))
+            .collect();
+        assert!(!digest.is_empty(), "no English digest: {texts:#?}");
+        for t in &digest {
+            assert!(
+                t.contains(" more alarms in a (robot rate limit, merged)"),
+                "{t}"
+            );
+            assert!(
+                !t.contains("另有") && !t.contains("报警"),
+                "Chinese in an English digest: {t}"
+            );
+            for line in t.lines().skip(1).filter(|x| x.contains("a.gd1.lel:T")) {
+                assert!(
+                    line.contains("+08:00"),
+                    "no site-local time with offset: {line}"
+                );
+                assert!(line.contains("raised") || line.contains("Raised"), "{line}");
+            }
+        }
+        for i in 0..6 {
+            let a = format!("a.gd1.lel:T{i:02}");
+            assert!(
+                texts.iter().any(|t| t.contains(&a)),
+                "{a} in no message: {texts:#?}"
             );
         }
     })
