@@ -9,7 +9,10 @@
 //! each QoS of `HAZGATE_E2E_QOS` (1,0). Every 0.2 s one message is an excursion above the
 //! channel's limit (H = 90 %); the next reading of the channel clears it. The gateway runs
 //! with its defaults but for: a spooled InfluxDB output (`ack = "durable"` then means "in the
-//! spool"), mosquitto with 200 messages in flight per client and a deep queue.
+//! spool"), mosquitto with 200 messages in flight per client and a deep queue. The publisher's
+//! connection has Nagle's algorithm off; the broker's has mosquitto's default (on) unless
+//! `HAZGATE_E2E_BROKER_NODELAY=1` (`set_tcp_nodelay true`): with it on, a QoS 0 reading can
+//! wait in the broker up to the gateway's delayed TCP acknowledgement (README, broker settings).
 //!
 //! Per step it prints: readings sent and landed in InfluxDB (counted with InfluxQL), gateway
 //! CPU per message (user + system time of the gateway process over the step and its drain),
@@ -91,6 +94,12 @@ async fn publish(port: u16, qos: u8, rate: u64, secs: u64, channels: u64) {
         .set_inflight(1000)
         .set_max_packet_size(1 << 16, 1 << 16);
     let (client, mut el) = AsyncClient::new(o, 10_000);
+    // The publisher stands for many sensors, each sending at once: no Nagle delay, which
+    // would hold a message (an excursion, say) up to 40 ms for the broker's TCP
+    // acknowledgement of the previous one (at QoS 0 the broker sends nothing back to ride on).
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    el.set_network_options(net);
     let count = rate * secs;
     let pump = tokio::spawn(async move {
         let (mut acked, mut sent0) = (0u64, 0u64);
@@ -281,14 +290,20 @@ async fn bench() {
     let qoss = env_list("HAZGATE_E2E_QOS", "1,0");
     let secs = env_list("HAZGATE_E2E_SECONDS", "8")[0];
     let channels = env_list("HAZGATE_E2E_CHANNELS", "2000")[0];
+    // mosquitto's default keeps Nagle's algorithm on its connections (`set_tcp_nodelay
+    // false`); `HAZGATE_E2E_BROKER_NODELAY=1` measures a broker with it off (README).
+    let broker_nodelay = env_list("HAZGATE_E2E_BROKER_NODELAY", "0")[0] != 0;
     let broker = support::mosquitto_with(|_| {
-        "allow_anonymous true\nmax_inflight_messages 200\nmax_queued_messages 1000000\n".into()
+        format!(
+            "allow_anonymous true\nmax_inflight_messages 200\nmax_queued_messages 1000000\n\
+             set_tcp_nodelay {broker_nodelay}\n"
+        )
     });
     let influx = support::influxd();
     support::influxql(&influx, "", "CREATE DATABASE bench").await;
     let (hook, arrivals) = webhook().await;
     println!(
-        "end-to-end: mosquitto -> hazgate (release binary) -> influxd v1 (gzip, spooled) + webhook; \
+        "end-to-end: mosquitto (set_tcp_nodelay {broker_nodelay}) -> hazgate (release binary) -> influxd v1 (gzip, spooled) + webhook; \
          {channels} channels, a limit rule on each, ~100-byte JSON, {secs} s per step, an excursion every {EXCURSION_EVERY:?}"
     );
     println!(

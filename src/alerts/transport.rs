@@ -59,6 +59,11 @@ impl MqttConn {
     /// Creates the client and spawns its event loop (it connects at once).
     fn open(options: &MqttOptions, name: &str) -> Self {
         let (client, mut el) = AsyncClient::new(options.clone(), 16);
+        // An alert is one small PUBLISH: sent at once, not held by Nagle's algorithm for the
+        // acknowledgement of an earlier packet (a keep-alive PINGREQ, say).
+        let mut no = rumqttc::NetworkOptions::new();
+        no.set_tcp_nodelay(true);
+        el.set_network_options(no);
         let (tx, rx) = mpsc::channel(64);
         let stop = CancellationToken::new();
         let st = stop.clone();

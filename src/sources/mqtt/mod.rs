@@ -271,9 +271,7 @@ impl Link {
                     );
                 }
                 let (client, mut el) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
-                let mut no = rumqttc::NetworkOptions::new();
-                no.set_connection_timeout(connect_secs);
-                el.set_network_options(no);
+                el.set_network_options(network_options(connect_secs));
                 Link::V4(client, el)
             }
             MqttProtocol::V5 => {
@@ -282,6 +280,7 @@ impl Link {
                     .set_clean_start(c.clean_session)
                     .set_max_packet_size(Some(MAX_PACKET as u32))
                     .set_connection_timeout(connect_secs)
+                    .set_network_options(network_options(connect_secs))
                     .set_manual_acks(manual_acks)
                     .set_transport(transport);
                 if manual_acks {
@@ -778,6 +777,17 @@ pub async fn run_source<B: From<SampleBatch> + Send + 'static>(
             }
         }
     }
+}
+
+/// The TCP options of a source's broker connection: the connect timeout, and no Nagle delay.
+/// With Nagle's algorithm on, a small write (a batch of PUBACKs) waits for the broker's
+/// acknowledgement of the previous one, which the broker may delay by up to 40 ms: the broker's
+/// window of messages in flight then stalls and every reading, alarms included, waits.
+fn network_options(connect_secs: u64) -> rumqttc::NetworkOptions {
+    let mut no = rumqttc::NetworkOptions::new();
+    no.set_connection_timeout(connect_secs);
+    no.set_tcp_nodelay(true);
+    no
 }
 
 /// At most this many samples wait in a source for the messages buffered behind them.
