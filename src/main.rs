@@ -66,6 +66,9 @@ enum Command {
     },
     /// Print a commented example configuration.
     PrintDefaultConfig,
+    /// Print the JSON Schema of the configuration file, for editors (Taplo, VS Code "Even
+    /// Better TOML"): completion, descriptions and validation while writing it.
+    ConfigSchema,
     /// Print the Modbus request plan (coalesced reads) of a configuration.
     Plan {
         /// Configuration file.
@@ -281,6 +284,16 @@ fn main() -> ExitCode {
             print!("{}", hazgate::EXAMPLE_CONFIG);
             ExitCode::SUCCESS
         }
+        Command::ConfigSchema => match serde_json::to_string_pretty(&config::json_schema()) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot write the schema: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Plan { config } => match config::load(&config) {
             Ok((cfg, _)) => {
                 print!("{}", hazgate::sources::modbus::plan::describe(&cfg));

@@ -100,3 +100,14 @@ pub fn load_files(path: &Path) -> Result<(Resolved, Vec<Problem>, Vec<PathBuf>),
         }
     }
 }
+
+/// The JSON Schema of the configuration file (`hazgate config-schema`), derived from the serde
+/// types above so it cannot drift from what the parser accepts. It describes the main file;
+/// an included file holds a part of it (its arrays of tables), checked by the loader.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = serde_json::Value::from(schemars::schema_for!(Config));
+    if let Some(o) = schema.as_object_mut() {
+        o.insert("title".into(), "hazgate configuration".into());
+    }
+    schema
+}
