@@ -68,7 +68,11 @@ enum Command {
     PrintDefaultConfig,
     /// Print the JSON Schema of the configuration file, for editors (Taplo, VS Code "Even
     /// Better TOML"): completion, descriptions and validation while writing it.
-    ConfigSchema,
+    ConfigSchema {
+        /// The schema of a file named by `include` (`[site]` optional, no `include`).
+        #[arg(long)]
+        included: bool,
+    },
     /// Print the Modbus request plan (coalesced reads) of a configuration.
     Plan {
         /// Configuration file.
@@ -284,7 +288,11 @@ fn main() -> ExitCode {
             print!("{}", hazgate::EXAMPLE_CONFIG);
             ExitCode::SUCCESS
         }
-        Command::ConfigSchema => match serde_json::to_string_pretty(&config::json_schema()) {
+        Command::ConfigSchema { included } => match serde_json::to_string_pretty(&if included {
+            config::json_schema_of_included()
+        } else {
+            config::json_schema()
+        }) {
             Ok(text) => {
                 println!("{text}");
                 ExitCode::SUCCESS

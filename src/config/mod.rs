@@ -103,11 +103,32 @@ pub fn load_files(path: &Path) -> Result<(Resolved, Vec<Problem>, Vec<PathBuf>),
 
 /// The JSON Schema of the configuration file (`hazgate config-schema`), derived from the serde
 /// types above so it cannot drift from what the parser accepts. It describes the main file;
-/// an included file holds a part of it (its arrays of tables), checked by the loader.
+/// [`json_schema_of_included`] describes a file it includes.
 pub fn json_schema() -> serde_json::Value {
     let mut schema = serde_json::Value::from(schemars::schema_for!(Config));
     if let Some(o) = schema.as_object_mut() {
         o.insert("title".into(), "hazgate configuration".into());
+    }
+    schema
+}
+
+/// The JSON Schema of a file named by `include` (`hazgate config-schema --included`): the same
+/// sections as the main file, as the loader type-checks it, except that `[site]` may be left to
+/// the main file and `include` is refused (an included file does not include again). Whether
+/// the parts fit together (a table defined in two files, duplicate ids) is for `check-config`.
+pub fn json_schema_of_included() -> serde_json::Value {
+    let mut schema = json_schema();
+    if let Some(o) = schema.as_object_mut() {
+        o.insert(
+            "title".into(),
+            "hazgate configuration: a file named by include".into(),
+        );
+        if let Some(props) = o.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            props.remove("include");
+        }
+        if let Some(req) = o.get_mut("required").and_then(|r| r.as_array_mut()) {
+            req.retain(|k| k != "site");
+        }
     }
     schema
 }
