@@ -57,11 +57,23 @@ fn toml_files(dir: &str) -> Vec<PathBuf> {
     files
 }
 
-/// Follows `$ref`s (`#/$defs/X`) from a node of the schema.
+/// Follows `$ref`s (`#/definitions/X`, or an `allOf` of one, as draft-07 writes a `$ref`
+/// with a description beside it) from a node of the schema.
 fn resolve<'a>(schema: &'a Value, mut node: &'a Value) -> &'a Value {
-    while let Some(r) = node.get("$ref").and_then(Value::as_str) {
-        let name = r.strip_prefix("#/$defs/").expect("local $ref");
-        node = &schema["$defs"][name];
+    loop {
+        if let Some([only]) = node
+            .get("allOf")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+        {
+            node = only;
+            continue;
+        }
+        let Some(r) = node.get("$ref").and_then(Value::as_str) else {
+            break;
+        };
+        let name = r.strip_prefix("#/definitions/").expect("local $ref");
+        node = &schema["definitions"][name];
     }
     node
 }
@@ -107,7 +119,7 @@ fn assert_closed_table(schema: &Value, node: &Value, what: &str, props: &[&str])
 fn the_schema_names_every_section_and_refuses_unknown_ones() {
     let schema = printed_schema(false);
     assert_eq!(
-        schema["$schema"], "https://json-schema.org/draft/2020-12/schema",
+        schema["$schema"], "http://json-schema.org/draft-07/schema#",
         "draft named"
     );
     let sections = [
@@ -247,8 +259,11 @@ fn every_shipped_config_and_map_is_valid_against_the_schema() {
     }
 
     // A device map file is one `[[device_maps]]` entry written on its own.
-    let mut map_schema = serde_json::json!({ "$ref": "#/$defs/DeviceMap" });
-    map_schema["$defs"] = schema["$defs"].clone();
+    let mut map_schema = serde_json::json!({
+        "$schema": schema["$schema"],
+        "$ref": "#/definitions/DeviceMap"
+    });
+    map_schema["definitions"] = schema["definitions"].clone();
     let maps = validator(&map_schema);
     let map_files = toml_files("config/maps");
     assert!(map_files.len() >= 4, "maps: {map_files:?}");
@@ -261,6 +276,11 @@ fn every_shipped_config_and_map_is_valid_against_the_schema() {
             f.display()
         );
     }
+    let misspelt = "id = \"m\"\n[[registers]]\nname = \"x\"\ntable = \"input\"\nadress = 0\n";
+    assert!(
+        !schema_errors(&maps, misspelt).is_empty(),
+        "the map schema checks"
+    );
 }
 
 /// A configuration using the forms the hand-written parsers accept: durations with several

@@ -103,9 +103,13 @@ pub fn load_files(path: &Path) -> Result<(Resolved, Vec<Problem>, Vec<PathBuf>),
 
 /// The JSON Schema of the configuration file (`hazgate config-schema`), derived from the serde
 /// types above so it cannot drift from what the parser accepts. It describes the main file;
-/// [`json_schema_of_included`] describes a file it includes.
+/// [`json_schema_of_included`] describes a file it includes. Draft-07, the newest draft that
+/// TOML editors (Taplo, "Even Better TOML") read.
 pub fn json_schema() -> serde_json::Value {
-    let mut schema = serde_json::Value::from(schemars::schema_for!(Config));
+    let schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<Config>();
+    let mut schema = serde_json::Value::from(schema);
     if let Some(o) = schema.as_object_mut() {
         o.insert("title".into(), "hazgate configuration".into());
     }
