@@ -149,6 +149,25 @@ fn the_schema_names_every_section_and_refuses_unknown_ones() {
     expected.sort_unstable();
     assert_eq!(named, expected, "a section the test does not know of");
     assert_eq!(schema["required"], serde_json::json!(["site"]));
+    // A choice of words is one `enum` (editors complete it and name the allowed values).
+    let language = resolve(
+        &schema,
+        &schema["definitions"]["Site"]["properties"]["language"],
+    );
+    assert_eq!(
+        language["enum"],
+        serde_json::json!(["zh-CN", "en"]),
+        "{language}"
+    );
+    let table = resolve(
+        &schema,
+        &schema["definitions"]["RegisterDef"]["properties"]["table"],
+    );
+    assert_eq!(
+        table["enum"],
+        serde_json::json!(["coil", "discrete", "holding", "input"]),
+        "{table}"
+    );
 }
 
 #[test]

@@ -110,10 +110,58 @@ pub fn json_schema() -> serde_json::Value {
         .into_generator()
         .into_root_schema_for::<Config>();
     let mut schema = serde_json::Value::from(schema);
+    enums_of_constants(&mut schema);
     if let Some(o) = schema.as_object_mut() {
         o.insert("title".into(), "hazgate configuration".into());
     }
     schema
+}
+
+/// Rewrites a choice of documented words (schemars writes a unit-variant enum with doc comments
+/// as a `oneOf` of `{ const, description }`) as one `enum`, with the descriptions where Taplo
+/// shows them for each value (`x-taplo.docs.enumValues`): editors then complete the words, and a
+/// wrong one is reported with the allowed values instead of "not valid under any of the
+/// schemas". Accepts exactly the same values.
+fn enums_of_constants(node: &mut serde_json::Value) {
+    use serde_json::Value;
+    match node {
+        Value::Object(o) => {
+            let words = o
+                .get("oneOf")
+                .and_then(Value::as_array)
+                .and_then(|branches| {
+                    branches
+                        .iter()
+                        .map(|b| {
+                            let b = b.as_object()?;
+                            let only_word = b
+                                .keys()
+                                .all(|k| ["const", "type", "description"].contains(&k.as_str()));
+                            let word = b.get("const").filter(|c| c.is_string())?;
+                            only_word.then(|| {
+                                (
+                                    word.clone(),
+                                    b.get("description").cloned().unwrap_or(Value::Null),
+                                )
+                            })
+                        })
+                        .collect::<Option<Vec<_>>>()
+                });
+            if let Some(words) = words.filter(|w| !w.is_empty()) {
+                o.remove("oneOf");
+                let (values, docs): (Vec<Value>, Vec<Value>) = words.into_iter().unzip();
+                o.insert("type".into(), "string".into());
+                o.insert("enum".into(), values.into());
+                o.insert(
+                    "x-taplo".into(),
+                    serde_json::json!({ "docs": { "enumValues": docs } }),
+                );
+            }
+            o.values_mut().for_each(enums_of_constants);
+        }
+        Value::Array(items) => items.iter_mut().for_each(enums_of_constants),
+        _ => {}
+    }
 }
 
 /// The JSON Schema of a file named by `include` (`hazgate config-schema --included`): the same
