@@ -180,6 +180,9 @@ pub fn json_schema_of_included() -> serde_json::Value {
         }
         if let Some(req) = o.get_mut("required").and_then(|r| r.as_array_mut()) {
             req.retain(|k| k != "site");
+            if req.is_empty() {
+                o.remove("required");
+            }
         }
     }
     schema
