@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::{AlarmClass, AlarmState, Priority, Transition};
 
 /// The language of alert texts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum Language {
     /// Simplified Chinese.
     #[default]

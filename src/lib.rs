@@ -47,6 +47,7 @@ pub mod private_fs;
 pub mod queue;
 pub mod receipt;
 pub mod rules;
+pub mod schema;
 pub mod secret;
 pub mod site;
 pub mod sources;

@@ -10,6 +10,7 @@
 //! | 4 | a task that cannot be restarted died; the gateway drained and stopped |
 //! | 5 | `probe`: the device could not be reached or refused the read |
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,13 @@ enum Command {
     },
     /// Print a commented example configuration.
     PrintDefaultConfig,
+    /// Print the JSON Schema of the configuration file, for editors (Taplo, VS Code "Even
+    /// Better TOML"): completion, descriptions and validation while writing it.
+    ConfigSchema {
+        /// The schema of a file named by `include` (`[site]` optional, no `include`).
+        #[arg(long)]
+        included: bool,
+    },
     /// Print the Modbus request plan (coalesced reads) of a configuration.
     Plan {
         /// Configuration file.
@@ -280,6 +288,25 @@ fn main() -> ExitCode {
         Command::PrintDefaultConfig => {
             print!("{}", hazgate::EXAMPLE_CONFIG);
             ExitCode::SUCCESS
+        }
+        Command::ConfigSchema { included } => {
+            let schema = if included {
+                config::json_schema_of_included()
+            } else {
+                config::json_schema()
+            };
+            // Written, not println!: a closed stdout (`| head`) is an error, not a panic.
+            let mut out = std::io::stdout().lock();
+            match serde_json::to_writer_pretty(&mut out, &schema)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(out))
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hazgate config-schema: cannot write the schema: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Plan { config } => match config::load(&config) {
             Ok((cfg, _)) => {

@@ -21,6 +21,28 @@ pub struct SecretRef {
     pub file: Option<PathBuf>,
 }
 
+/// What the parser reads: a table with `env` or `file` (exactly one, as `check-config`
+/// requires); never a string or any other inline value.
+impl schemars::JsonSchema for SecretRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SecretRef".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A secret's place, never the secret itself: { env = \"VAR\" } or { file = \"/path\" } (trailing line break trimmed).",
+            "type": "object",
+            "properties": {
+                "env": { "type": "string", "description": "Environment variable holding the secret." },
+                "file": { "type": "string", "description": "File holding the secret." }
+            },
+            "additionalProperties": false,
+            "minProperties": 1,
+            "maxProperties": 1
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for SecretRef {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]

@@ -20,7 +20,7 @@ use crate::check::Problems;
 use crate::model::{AlarmClass, Priority, Transition, check_id};
 
 /// `[notifications]`: the durable outbox and the routes.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Notifications {
     /// The durable outbox.
@@ -33,7 +33,7 @@ pub struct Notifications {
 }
 
 /// `[notifications.outbox]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
     /// Directory of the outbox file. Without it notifications live in memory only (a warning:
@@ -67,7 +67,7 @@ fn default_ledger() -> usize {
 }
 
 /// One route: which events, to whom, and what happens when nobody answers.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Route id (in the ledger and idempotency keys).
@@ -97,9 +97,11 @@ pub struct Route {
     pub call: Vec<String>,
     /// Low and medium priority events are gathered this long into one notification per
     /// receiver. High and critical events are never held back.
+    #[schemars(with = "Option<crate::schema::HumanDuration>")]
     #[serde(with = "humantime_serde", default)]
     pub group_window: Option<Duration>,
     /// Still active, unacknowledged alarms are notified again at this interval.
+    #[schemars(with = "Option<crate::schema::HumanDuration>")]
     #[serde(with = "humantime_serde", default)]
     pub renotify: Option<Duration>,
     /// Escalation tiers (tier 2, 3, …): each fires when the alarm is still unacknowledged
@@ -109,10 +111,11 @@ pub struct Route {
 }
 
 /// An escalation tier.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
     /// Time since the alarm was raised (increasing from tier to tier).
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde")]
     pub after: Duration,
     /// Receivers of this tier.

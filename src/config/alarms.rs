@@ -20,7 +20,7 @@ use crate::secret::SecretRef;
 macro_rules! limit_table {
     ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty,)* }) => {
         $(#[$m])*
-        #[derive(Clone, Debug, Deserialize)]
+        #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
             $($(#[$fm])* pub $f: $t,)*
@@ -40,9 +40,11 @@ macro_rules! limit_table {
             #[serde(default)]
             pub deadband_pct: Option<f64>,
             /// The condition must hold this long before the alarm is raised (default 0s).
+            #[schemars(with = "Option<crate::schema::HumanDuration>")]
             #[serde(with = "humantime_serde", default)]
             pub on_delay: Option<Duration>,
             /// The condition must be gone this long before the alarm clears (default 0s).
+            #[schemars(with = "Option<crate::schema::HumanDuration>")]
             #[serde(with = "humantime_serde", default)]
             pub off_delay: Option<Duration>,
             /// Per-limit priorities; defaults: `ll`/`hh` critical, `l`/`h` high.
@@ -146,7 +148,7 @@ pub struct LimitFields {
 }
 
 /// Priorities of the four limits of a [`LimitRule`].
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitPriorities {
     /// Low-low.
@@ -160,13 +162,14 @@ pub struct LimitPriorities {
 }
 
 /// Alarm engine settings and rules beyond limits.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Alarms {
     /// Directory of the alarm journal (every transition, fsync'd before it is published).
     /// Without it alarm state does not survive a restart (logged at start).
     pub journal_dir: Option<PathBuf>,
     /// How long journal segments are kept (at least 90 days by default).
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_retention")]
     pub retention: Duration,
     /// Events kept in memory for `/api/v1/alarms/history` and audit trails (the journal keeps
@@ -174,18 +177,21 @@ pub struct Alarms {
     #[serde(default = "default_history")]
     pub history_in_memory: usize,
     /// Longest shelf a person may set.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_max_shelve")]
     pub max_shelve: Duration,
     /// More than this many activations within `flood_window` is an alarm flood.
     #[serde(default = "default_flood_threshold")]
     pub flood_threshold: usize,
     /// Window of the flood count.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_flood_window")]
     pub flood_window: Duration,
     /// This many activations of one alarm within `chatter_window` is chattering.
     #[serde(default = "default_chatter_threshold")]
     pub chatter_threshold: usize,
     /// Window of the chattering count.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_chatter_window")]
     pub chatter_window: Duration,
     /// Time zone, windows and holidays for schedule rules.
@@ -211,12 +217,13 @@ pub struct Alarms {
 /// A flat-line ("stuck") fault on one channel: every good reading stayed within `band` of the
 /// first one for `after`. A live gas detector always shows some noise; a frozen transmitter
 /// or a sensor at the end of its life shows none, and would never alarm.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StuckRule {
     /// Channel watched.
     pub channel: String,
     /// How long the reading may stay flat.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde")]
     pub after: Duration,
     /// Movement (absolute, in the channel's unit) that counts as "still alive"; 0 = any change.
@@ -271,7 +278,7 @@ fn default_chatter_window() -> Duration {
 }
 
 /// What a token may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Read alarm lists, history and audit trails.
@@ -281,7 +288,7 @@ pub enum Role {
 }
 
 /// A bearer token for the alarm API: its SHA-256 (hex) or the token itself from a secret.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiToken {
     /// Who holds it; recorded as `by` on every action.
@@ -295,7 +302,7 @@ pub struct ApiToken {
 }
 
 /// A rate-of-change alarm on one channel.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateRule {
     /// Channel watched.
@@ -311,15 +318,18 @@ pub struct RateRule {
     #[serde(default)]
     pub deadband: f64,
     /// Window the rate is measured over.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_rate_window")]
     pub window: Duration,
     /// Priority.
     #[serde(default = "default_priority")]
     pub priority: Priority,
     /// Delay before raising.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default)]
     pub on_delay: Duration,
     /// Delay before clearing.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default)]
     pub off_delay: Duration,
     /// Latch until reset; default: true on gas channels.
@@ -349,7 +359,7 @@ fn default_true() -> bool {
 }
 
 /// An alarm on a boolean channel (spark detected, rotary valve fault, collector stopped).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiscreteRule {
     /// Channel watched.
@@ -363,9 +373,11 @@ pub struct DiscreteRule {
     #[serde(default = "default_priority")]
     pub priority: Priority,
     /// Delay before raising.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default)]
     pub on_delay: Duration,
     /// Delay before clearing.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default)]
     pub off_delay: Duration,
     /// Latch until reset; default: true on gas channels.
@@ -381,7 +393,7 @@ pub struct DiscreteRule {
 }
 
 /// An alarm on an expression (see `rules::expr` for the language).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompositeRule {
     /// Alarm id.
@@ -402,9 +414,11 @@ pub struct CompositeRule {
     #[serde(default)]
     pub response: Option<String>,
     /// Delay before raising (in addition to any `for` in the expression).
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default)]
     pub on_delay: Duration,
     /// Delay before clearing.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default)]
     pub off_delay: Duration,
     /// Latch until reset.

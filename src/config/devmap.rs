@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 /// A register map, inline in the gateway config or in its own file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceMap {
     /// Referenced by `devices[].map`.
@@ -21,7 +21,9 @@ pub struct DeviceMap {
 }
 
 /// Which Modbus table a point lives in (function codes 1–4).
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
     /// Function code 1.
@@ -55,7 +57,7 @@ impl Table {
 }
 
 /// How a value is laid out in registers.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DataType {
     /// One bit: a coil or discrete input, or `bit` N of a register.
@@ -92,7 +94,7 @@ impl DataType {
 /// Byte and word order, named by where bytes A (most significant) .. D land.
 /// For 64-bit values the same pattern extends over four words: ABCD = big-endian,
 /// DCBA = little-endian, BADC = bytes swapped in each word, CDAB = words reversed.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub enum ByteOrder {
     /// Big-endian words, most significant word first (Modbus default).
     #[default]
@@ -106,7 +108,7 @@ pub enum ByteOrder {
 }
 
 /// Raw-to-engineering scaling.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Span {
     /// Raw range, for example `[4000, 20000]` µA or `[0, 4095]` counts.
@@ -130,7 +132,7 @@ impl Span {
 }
 
 /// One point in a map.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterDef {
     /// Last segment of the channel id (`level` in `tankfarm.t101.level`).

@@ -19,7 +19,7 @@ use crate::secret::SecretRef;
 use crate::tsdb::options::{DownsampleConfig, Precision, ReductionConfig, SpoolConfig};
 
 /// The whole gateway configuration file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Further files (paths or globs such as `conf.d/*.toml`, relative to this file's
@@ -78,7 +78,7 @@ pub struct Config {
 }
 
 /// The display name of an area.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AreaName {
     /// Area id as used by devices (`tankfarm`).
@@ -88,7 +88,7 @@ pub struct AreaName {
 }
 
 /// Identity of the site.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Site {
     /// Short id, used as the `site` tag in every point.
@@ -107,10 +107,11 @@ pub struct Site {
 }
 
 /// Process-wide settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Gateway {
     /// How long SIGTERM/SIGINT may take to drain queues before the process exits anyway.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_grace")]
     pub shutdown_grace: Duration,
     /// Capacity (in batches) of the source → rule-engine channel; when full, sources wait.
@@ -118,6 +119,7 @@ pub struct Gateway {
     pub sample_queue: usize,
     /// Write the gateway's own figures (every `/metrics` sample) to every output as measurement
     /// `hazgate_internal` this often; off when absent.
+    #[schemars(with = "Option<crate::schema::HumanDuration>")]
     #[serde(with = "humantime_serde", default)]
     pub self_monitoring: Option<Duration>,
 }
@@ -143,13 +145,14 @@ fn default_sample_queue() -> usize {
 pub const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// HTTP API settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
     /// Listen address; `127.0.0.1:8080` by default.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Per-request timeout.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_api_timeout")]
     pub request_timeout: Duration,
     /// Who may read `/api/v1` (channels, devices, alarms, the event stream): `open` (anyone who
@@ -166,17 +169,21 @@ pub struct Api {
     /// A connection must send a complete request head within this long, counted from its
     /// opening or from the end of the previous response (so it also bounds keep-alive idleness
     /// between requests); otherwise it is closed.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_header_read_timeout")]
     pub header_read_timeout: Duration,
     /// A connection on which no byte was read or written for this long is closed (a request
     /// body that trickles, a client that stopped reading its response or event stream). Must
     /// be longer than `request_timeout` and than the event stream's 15 s keep-alive.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_idle_timeout")]
     pub idle_timeout: Duration,
 }
 
 /// Read access to the API, see [`Api::reads`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadAccess {
     /// No token needed to read.
@@ -217,7 +224,7 @@ fn default_api_timeout() -> Duration {
 }
 
 /// A connection owned by the gateway.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Source {
     /// Modbus TCP: a device or a serial-to-TCP converter carrying several unit ids.
@@ -251,6 +258,31 @@ pub enum DeviceMapEntry {
     },
     /// The map itself.
     Inline(DeviceMap),
+}
+
+/// What the parser below accepts: `{ file = "…" }` alone, or an inline [`DeviceMap`].
+impl schemars::JsonSchema for DeviceMapEntry {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DeviceMapEntry".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let inline = generator.subschema_for::<DeviceMap>();
+        schemars::json_schema!({
+            "description": "A register map: { file = \"maps/x.toml\" } (relative to this file) or the map inline.",
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {
+                        "file": { "type": "string", "description": "Map file, relative to the configuration file." }
+                    },
+                    "required": ["file"],
+                    "additionalProperties": false
+                },
+                inline
+            ]
+        })
+    }
 }
 
 /// Not untagged: a mistake names the entry's field and what is allowed instead of "did not
@@ -298,7 +330,7 @@ impl<'de> Deserialize<'de> for DeviceMapEntry {
 }
 
 /// A field device.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Device {
     /// Device id, unique in the site.
@@ -322,6 +354,7 @@ pub struct Device {
     #[serde(default)]
     pub address_base: u8,
     /// How often to poll; a channel may override it (`channels[].poll_interval`).
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_poll")]
     pub poll_interval: Duration,
     /// Channel id prefix; `{area}.{id}` by default.
@@ -334,7 +367,7 @@ pub struct Device {
 /// A set of Modbus devices of one model on one source, see [`Config::device_sets`]. In `id`,
 /// `area`, `name` and `channel_prefix`, `{unit}` is the member's unit id and `{unit:03}` the
 /// same padded with zeros to 3 digits.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSet {
     /// Device id pattern, e.g. `gd-{unit}`; must contain `{unit}`.
@@ -354,6 +387,7 @@ pub struct DeviceSet {
     #[serde(default)]
     pub address_base: u8,
     /// As on `[[devices]]`.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_poll")]
     pub poll_interval: Duration,
     /// Channel id prefix (pattern); `{area}.{id}` by default.
@@ -387,6 +421,32 @@ impl UnitIds {
             out.extend(lo..=hi);
         }
         Ok(out)
+    }
+}
+
+/// What [`UnitIds::parse_list`] and the array form accept (a unit id repeated is refused by
+/// the parser, an array's repeat by `uniqueItems` too).
+impl schemars::JsonSchema for UnitIds {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "UnitIds".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Modbus unit ids: a range list (\"1-40\", \"1-10, 12, 20-24\") or an array ([1, 2, 5]); each 0-255, none twice.",
+            "anyOf": [
+                {
+                    "type": "string",
+                    "pattern": "^\\s*[0-9]{1,3}(\\s*-\\s*[0-9]{1,3})?(\\s*,\\s*[0-9]{1,3}(\\s*-\\s*[0-9]{1,3})?)*\\s*$"
+                },
+                {
+                    "type": "array",
+                    "items": { "type": "integer", "minimum": 0, "maximum": 255 },
+                    "minItems": 1,
+                    "uniqueItems": true
+                }
+            ]
+        })
     }
 }
 
@@ -484,7 +544,7 @@ fn default_poll() -> Duration {
 }
 
 /// Metadata for one channel; overrides what the device map says.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelOverride {
     /// Channel id; must be produced by some device.
@@ -498,9 +558,11 @@ pub struct ChannelOverride {
     /// Engineering range override.
     pub range: Option<[f64; 2]>,
     /// No good sample within this age makes the channel stale (a fault).
+    #[schemars(with = "Option<crate::schema::HumanDuration>")]
     #[serde(with = "humantime_serde", default)]
     pub max_age: Option<Duration>,
     /// Poll this (Modbus) channel at its own interval instead of its device's.
+    #[schemars(with = "Option<crate::schema::HumanDuration>")]
     #[serde(with = "humantime_serde", default)]
     pub poll_interval: Option<Duration>,
     /// Words for the channel's values (`{ 0 = "停止", 1 = "运行" }`); replace the register's.
@@ -513,7 +575,7 @@ fn default_http_timeout() -> Duration {
 }
 
 /// A time-series output.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Output {
     /// InfluxDB 1.x `/write` (also accepted by 3.x).
@@ -547,7 +609,7 @@ impl Output {
 }
 
 /// InfluxDB v1 API.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxV1Output {
     /// Output id.
@@ -568,7 +630,7 @@ pub struct InfluxV1Output {
 }
 
 /// InfluxDB v2 API.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxV2Output {
     /// Output id.
@@ -587,15 +649,17 @@ pub struct InfluxV2Output {
 }
 
 /// Batching shared by time-series outputs.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 pub struct Batching {
     /// Points per write request.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// A partial batch is sent after this long.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_flush")]
     pub flush_interval: Duration,
     /// Per-request timeout.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_http_timeout")]
     pub timeout: Duration,
     /// Points held in memory while the output is down; when full the oldest are dropped and counted.

@@ -100,3 +100,90 @@ pub fn load_files(path: &Path) -> Result<(Resolved, Vec<Problem>, Vec<PathBuf>),
         }
     }
 }
+
+/// The JSON Schema of the configuration file (`hazgate config-schema`), derived from the serde
+/// types above so it cannot drift from what the parser accepts. It describes the main file;
+/// [`json_schema_of_included`] describes a file it includes. Draft-07, the newest draft that
+/// TOML editors (Taplo, "Even Better TOML") read.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<Config>();
+    let mut schema = serde_json::Value::from(schema);
+    enums_of_constants(&mut schema);
+    if let Some(o) = schema.as_object_mut() {
+        o.insert("title".into(), "hazgate configuration".into());
+    }
+    schema
+}
+
+/// Rewrites a choice of documented words (schemars writes a unit-variant enum with doc comments
+/// as a `oneOf` of `{ const, description }`) as one `enum`, with the descriptions where Taplo
+/// shows them for each value (`x-taplo.docs.enumValues`): editors then complete the words, and a
+/// wrong one is reported with the allowed values instead of "not valid under any of the
+/// schemas". Accepts exactly the same values.
+fn enums_of_constants(node: &mut serde_json::Value) {
+    use serde_json::Value;
+    match node {
+        Value::Object(o) => {
+            let words = o
+                .get("oneOf")
+                .and_then(Value::as_array)
+                .and_then(|branches| {
+                    branches
+                        .iter()
+                        .map(|b| {
+                            let b = b.as_object()?;
+                            let only_word = b
+                                .keys()
+                                .all(|k| ["const", "type", "description"].contains(&k.as_str()));
+                            let word = b.get("const").filter(|c| c.is_string())?;
+                            only_word.then(|| {
+                                (
+                                    word.clone(),
+                                    b.get("description").cloned().unwrap_or(Value::Null),
+                                )
+                            })
+                        })
+                        .collect::<Option<Vec<_>>>()
+                });
+            if let Some(words) = words.filter(|w| !w.is_empty()) {
+                o.remove("oneOf");
+                let (values, docs): (Vec<Value>, Vec<Value>) = words.into_iter().unzip();
+                o.insert("type".into(), "string".into());
+                o.insert("enum".into(), values.into());
+                o.insert(
+                    "x-taplo".into(),
+                    serde_json::json!({ "docs": { "enumValues": docs } }),
+                );
+            }
+            o.values_mut().for_each(enums_of_constants);
+        }
+        Value::Array(items) => items.iter_mut().for_each(enums_of_constants),
+        _ => {}
+    }
+}
+
+/// The JSON Schema of a file named by `include` (`hazgate config-schema --included`): the same
+/// sections as the main file, as the loader type-checks it, except that `[site]` may be left to
+/// the main file and `include` is refused (an included file does not include again). Whether
+/// the parts fit together (a table defined in two files, duplicate ids) is for `check-config`.
+pub fn json_schema_of_included() -> serde_json::Value {
+    let mut schema = json_schema();
+    if let Some(o) = schema.as_object_mut() {
+        o.insert(
+            "title".into(),
+            "hazgate configuration: a file named by include".into(),
+        );
+        if let Some(props) = o.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            props.remove("include");
+        }
+        if let Some(req) = o.get_mut("required").and_then(|r| r.as_array_mut()) {
+            req.retain(|k| k != "site");
+            if req.is_empty() {
+                o.remove("required");
+            }
+        }
+    }
+    schema
+}

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::check::Problems;
 
 /// Modbus TCP connection settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusTcpSource {
     /// Referenced by `devices[].source`.
@@ -24,19 +24,23 @@ pub struct ModbusTcpSource {
     /// `host:port`.
     pub address: String,
     /// Per-request timeout; after a timeout the connection is re-established.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_modbus_timeout")]
     pub timeout: Duration,
     /// Connect timeout.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_connect_timeout")]
     pub connect_timeout: Duration,
     /// Silence before every request on this connection, whichever unit (slow converters); RTU
     /// over TCP keeps at least 3.5 characters at 9600 baud (4.0 ms).
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default)]
     pub pause: Duration,
     /// Largest gap (in registers or bits) bridged when coalescing reads.
     #[serde(default = "default_max_gap")]
     pub max_gap: u16,
     /// Cap of the reconnect backoff.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_backoff_max")]
     pub backoff_max: Duration,
 }
@@ -55,7 +59,7 @@ fn default_backoff_max() -> Duration {
 }
 
 /// Serial parity.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Parity {
     /// No parity bit (8N1 is what most detectors ship with).
@@ -68,7 +72,7 @@ pub enum Parity {
 }
 
 /// Modbus RTU on a serial port: one RS-485 bus, several unit ids, one request at a time.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusRtuSource {
     /// Referenced by `devices[].source`.
@@ -88,20 +92,24 @@ pub struct ModbusRtuSource {
     #[serde(default = "default_stop_bits")]
     pub stop_bits: u8,
     /// Per-request timeout; after a timeout the port is flushed and reopened.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_rtu_timeout")]
     pub timeout: Duration,
     /// After a timeout, bytes arriving until the line has been quiet this long are discarded,
     /// so a late reply is never taken as the answer to the next request.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_drain")]
     pub drain: Duration,
     /// Silence on the bus before every request, whatever unit it goes to (slow slaves and
     /// auto-direction converters need a turnaround time); never less than 3.5 character times.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default)]
     pub pause: Duration,
     /// Largest gap (in registers or bits) bridged when coalescing reads.
     #[serde(default = "default_max_gap")]
     pub max_gap: u16,
     /// Cap of the reopen and per-device backoff.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_backoff_max")]
     pub backoff_max: Duration,
 }

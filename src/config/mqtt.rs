@@ -32,7 +32,7 @@ pub struct ResolvedMqttSource {
 }
 
 /// An MQTT subscription to a broker (the site's, or the embedded one).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSource {
     /// Source id.
@@ -50,6 +50,7 @@ pub struct MqttSource {
     #[serde(default)]
     pub clean_session: bool,
     /// MQTT 5 only: how long the broker keeps the session after a disconnect.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_session_expiry")]
     pub session_expiry: Duration,
     /// User name.
@@ -59,15 +60,19 @@ pub struct MqttSource {
     /// TLS; plain TCP when absent.
     pub tls: Option<MqttTls>,
     /// Keep-alive: a broker that stops answering pings is detected within about twice this.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_keep_alive")]
     pub keep_alive: Duration,
     /// Timeout of the TCP/TLS connect and the CONNACK, and of every write to the socket.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_connect_timeout")]
     pub connect_timeout: Duration,
     /// A SUBACK must arrive this long after SUBSCRIBE, or the connection is re-established.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_connect_timeout")]
     pub subscribe_timeout: Duration,
     /// Cap of the jittered exponential reconnect backoff.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_backoff_max")]
     pub backoff_max: Duration,
     /// Default QoS of the subscriptions (0 or 1).
@@ -82,6 +87,7 @@ pub struct MqttSource {
     #[serde(default)]
     pub ack: AckPolicy,
     /// Maximum age of the channels that do not give their own.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_max_age")]
     pub max_age: Duration,
     /// Limits for device timestamps.
@@ -124,7 +130,7 @@ fn default_max_age() -> Duration {
 }
 
 /// MQTT protocol version.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub enum MqttProtocol {
     /// MQTT 3.1.1.
     #[default]
@@ -136,7 +142,7 @@ pub enum MqttProtocol {
 }
 
 /// What to do with retained messages.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Retained {
     /// Drop them (counted): their age is unknown, so they must not look like a live reading.
@@ -147,7 +153,7 @@ pub enum Retained {
 }
 
 /// When a QoS 1 message is acknowledged to the broker (PUBACK).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AckPolicy {
     /// Once its readings are in every output's spool (or, for an output without one, accepted by
@@ -161,7 +167,7 @@ pub enum AckPolicy {
 }
 
 /// TLS to the broker (rustls).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MqttTls {
     /// PEM file of the CA that signed the broker's certificate.
@@ -173,13 +179,15 @@ pub struct MqttTls {
 }
 
 /// Limits for timestamps sent by devices.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimestampLimits {
     /// A device time further ahead of the gateway's clock is out of range.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_max_future")]
     pub max_future: Duration,
     /// A device time further behind the gateway's clock is out of range.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_max_past")]
     pub max_past: Duration,
     /// `receive_time` (default): the sample is kept, stamped with the time the gateway received
@@ -206,7 +214,7 @@ fn default_max_past() -> Duration {
 }
 
 /// Policy for out-of-range device timestamps.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutOfRange {
     /// Clamp to the gateway's receive time.
@@ -217,7 +225,7 @@ pub enum OutOfRange {
 }
 
 /// How a payload is read.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PayloadFormat {
     /// JSON (default): see `value`, `timestamp`, `status`, `object`, `records`.
@@ -228,7 +236,7 @@ pub enum PayloadFormat {
 }
 
 /// How a device timestamp is written.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TimestampUnit {
     /// Numbers by magnitude (s, ms, µs or ns since the epoch), strings as RFC 3339 or numbers.
@@ -247,7 +255,7 @@ pub enum TimestampUnit {
 }
 
 /// One topic mapping.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MqttTopic {
     /// Topic filter. `+` and `#` are MQTT wildcards; `{name}` matches one level like `+` and
@@ -285,7 +293,7 @@ pub struct MqttTopic {
 }
 
 /// A channel fed by an MQTT source.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MqttChannel {
     /// Channel id (dotted).
@@ -303,6 +311,7 @@ pub struct MqttChannel {
     /// Engineering range.
     pub range: Option<[f64; 2]>,
     /// No good sample within this age makes the channel stale; the source's `max_age` by default.
+    #[schemars(with = "Option<crate::schema::HumanDuration>")]
     #[serde(with = "humantime_serde", default)]
     pub max_age: Option<Duration>,
     /// Words for the channel's values (`{ 0 = "停止", 1 = "运行" }`, integer keys).
@@ -312,7 +321,7 @@ pub struct MqttChannel {
 
 /// Channels of a list of expected devices, declared once by template
 /// (`[[sources.channel_sets]]`, expanded by [`super::channel_sets::expand`]).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelSet {
     /// Channel id template; `{area}`, `{device}` and `{name}` (the channel's `name`) are
@@ -327,6 +336,7 @@ pub struct ChannelSet {
     /// group with its own `area`.
     pub devices: ExpectedDevices,
     /// Maximum age of this set's channels that give none; the source's `max_age` by default.
+    #[schemars(with = "Option<crate::schema::HumanDuration>")]
     #[serde(with = "humantime_serde", default)]
     pub max_age: Option<Duration>,
     /// The channels of every device.
@@ -338,7 +348,7 @@ fn default_template() -> String {
 }
 
 /// One channel of every device of a [`ChannelSet`].
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetChannel {
     /// Fills `{name}` in the set's id template (`lel`).
@@ -352,6 +362,7 @@ pub struct SetChannel {
     /// Engineering range.
     pub range: Option<[f64; 2]>,
     /// Maximum age; the set's, else the source's by default.
+    #[schemars(with = "Option<crate::schema::HumanDuration>")]
     #[serde(with = "humantime_serde", default)]
     pub max_age: Option<Duration>,
     /// Words for the channel's values (`{ 0 = "停止", 1 = "运行" }`).
@@ -370,7 +381,7 @@ pub struct ExpectedDevices {
 }
 
 /// Devices of one area: explicit ids and/or a numeric range.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceGroup {
     /// Area of these devices; the set's `area` by default.
@@ -391,6 +402,30 @@ pub struct DeviceGroup {
     /// Written as a bare id string in the array (its path is the element's).
     #[serde(skip)]
     pub bare: bool,
+}
+
+/// What the parser below accepts: one id, one group, or an array of ids and groups.
+impl schemars::JsonSchema for ExpectedDevices {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ExpectedDevices".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let group = generator.subschema_for::<DeviceGroup>();
+        let one = schemars::json_schema!({
+            "anyOf": [
+                { "type": "string", "description": "A device id." },
+                group
+            ]
+        });
+        schemars::json_schema!({
+            "description": "The expected devices: an id, a group ({ prefix = \"gt-\", from = 1, to = 500, width = 3 } or { area = \"tanks\", ids = [...] }), or an array of ids and groups.",
+            "anyOf": [
+                one,
+                { "type": "array", "items": one }
+            ]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for ExpectedDevices {
@@ -460,7 +495,7 @@ impl Expanded {
 }
 
 /// The display name of a device behind an MQTT source; the id stays ASCII for tags.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MqttDevice {
     /// The device id as the source's channels name it (`device`, else the id's second segment).
@@ -489,7 +524,7 @@ impl MqttSource {
 }
 
 /// The optional embedded MQTT broker (rumqttd), for sites without one.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedBroker {
     /// Start it (`false` keeps the section without running a broker).
@@ -511,6 +546,7 @@ pub struct EmbeddedBroker {
     #[serde(default = "default_broker_payload")]
     pub max_payload_size: usize,
     /// A client must send CONNECT within this long after opening the socket.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_broker_connect_timeout")]
     pub connection_timeout: Duration,
     /// Most distinct topic names published over the broker's life; a publish to a new topic

@@ -18,7 +18,7 @@ use crate::check::Problems;
 use crate::model::check_id;
 
 /// The site's calendar.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// IANA time zone, e.g. `Asia/Shanghai` (default UTC).
@@ -51,7 +51,7 @@ fn default_weekend() -> Vec<String> {
 }
 
 /// A daily window in local time; `end` before `start` crosses midnight.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeWindow {
     /// Name used in expressions.

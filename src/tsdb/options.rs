@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer};
 /// nanoseconds once; each output truncates them to its precision when it builds a request body.
 /// A coarser precision merges points of one series that fall into the same tick (InfluxDB keeps
 /// the last one).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Nanoseconds (default).
@@ -120,6 +120,23 @@ impl FromStr for ByteSize {
     }
 }
 
+/// What [`ByteSize::from_str`] and the integer form accept.
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size in bytes: an integer, or a string with a unit (B, KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: powers of 1024), e.g. \"2GiB\", \"512 MiB\".",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": "^\\s*[0-9]+\\s*(B|KB|kB|MB|GB|TB|KiB|MiB|GiB|TiB)?\\s*$" }
+            ]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -138,7 +155,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 /// When spooled data is forced to stable storage (`fsync`). A process crash (kill -9) loses
 /// nothing that was written to the spool whatever the policy: the kernel still holds it. The
 /// policy matters for power loss and kernel crashes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FsyncPolicy {
     /// After every spooled batch (safest, most flash wear).
@@ -151,7 +168,7 @@ pub enum FsyncPolicy {
 }
 
 /// The disk spool of one output (store-and-forward); see `tsdb::spool` for its invariants.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
     /// Directory owned by this output's spool (one directory per output; created if missing).
@@ -167,6 +184,7 @@ pub struct SpoolConfig {
     #[serde(default)]
     pub fsync: FsyncPolicy,
     /// Period of `fsync = "interval"`.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_fsync_interval")]
     pub fsync_interval: Duration,
     /// Size of `quarantine.lp` (points the server refused) before it is rotated to
@@ -192,7 +210,7 @@ fn default_quarantine_size() -> ByteSize {
 /// it moved more than the deadband away from the last value written for its channel, or when the
 /// heartbeat is due. Bad readings, and the first good reading after a bad one, are always
 /// written; alarm events are never reduced. See `tsdb::reduce`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReductionConfig {
     /// Absolute deadband in the channel's engineering unit (0: any change is written).
@@ -204,6 +222,7 @@ pub struct ReductionConfig {
     pub deadband_percent: f64,
     /// A reading is written at least this often even when unchanged (measured on sample
     /// timestamps), so a flat line in Grafana is distinguishable from a silent gateway.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_heartbeat")]
     pub heartbeat: Duration,
     /// Per-channel overrides; each field given replaces the output's value for that channel.
@@ -212,7 +231,7 @@ pub struct ReductionConfig {
 }
 
 /// Reduction settings of one channel on one output.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelReduction {
     /// Channel id.
@@ -222,6 +241,7 @@ pub struct ChannelReduction {
     /// Deadband in percent of this channel's range.
     pub deadband_percent: Option<f64>,
     /// Heartbeat for this channel.
+    #[schemars(with = "Option<crate::schema::HumanDuration>")]
     #[serde(with = "humantime_serde", default)]
     pub heartbeat: Option<Duration>,
     /// Write every reading of this channel (no reduction).
@@ -232,16 +252,18 @@ pub struct ChannelReduction {
 /// Downsampling for one output (`downsample = { window = "1m" }`): instead of raw readings the
 /// output receives one aggregate point (min, max, mean, counts) per channel and window. See
 /// `tsdb::reduce` and the schema in docs/ARCHITECTURE.md.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DownsampleConfig {
     /// Window length; windows are aligned on the Unix epoch (like InfluxQL `GROUP BY time()`).
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// Measurement name; `reading_{window}` by default (e.g. `reading_1m`).
     pub measurement: Option<String>,
     /// A window is written when the channel's first sample of a later window arrives, or this
     /// long after the window's end, whichever comes first.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_downsample_delay")]
     pub delay: Duration,
 }

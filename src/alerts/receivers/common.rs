@@ -9,20 +9,24 @@ use crate::check::Problems;
 use crate::secret::{Secret, SecretRef};
 
 /// Delivery settings every receiver has.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 pub struct Delivery {
     /// Per-attempt timeout.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_timeout")]
     pub timeout: Duration,
     /// A notification not delivered this long after it was created expires (reported).
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_expire")]
     pub expire_after: Duration,
     /// Cap of the jittered exponential retry backoff (30 s: a receiver that comes back gets its
     /// pending notifications within about this long).
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_backoff_max")]
     pub backoff_max: Duration,
     /// Every attempt failing for this long (no success in between) makes the receiver a gateway
     /// fault: `/readyz` names it and `gateway:receiver {id}` goes to the other receivers.
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_fault_after")]
     pub fault_after: Duration,
     /// Send cleared / fault-cleared / reset notifications to this receiver.

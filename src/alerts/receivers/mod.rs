@@ -27,7 +27,7 @@ pub use robot::{Flavor, RobotReceiver};
 pub use webhook::WebhookReceiver;
 
 /// Where alarm events go.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Receiver {
     /// HTTP POST of the notification as JSON (or a body template: SMS and voice gateways).

@@ -7,7 +7,7 @@ use crate::check::Problems;
 use crate::secret::{Secret, SecretRef};
 
 /// An MQTT broker to publish to.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MqttTarget {
     /// `host:port`.
@@ -39,7 +39,7 @@ impl MqttTarget {
 }
 
 /// MQTT publish of the notification JSON (QoS 1).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MqttReceiver {
     /// Receiver id.

@@ -13,7 +13,7 @@ use crate::secret::{Secret, SecretRef};
 
 /// A regulator's platform: configurable JSON records over HTTP POST or MQTT, optionally SM4-CBC
 /// encrypted.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegulatorReceiver {
     /// Receiver id.
@@ -47,6 +47,7 @@ pub struct RegulatorReceiver {
     #[serde(default = "default_app_id_header")]
     pub app_id_header: String,
     /// Send real-time values of the registered points at this interval, besides alarms.
+    #[schemars(with = "Option<crate::schema::HumanDuration>")]
     #[serde(with = "humantime_serde", default)]
     pub report_interval: Option<Duration>,
     /// What a mapped field with no value (`null`) or an empty string becomes: left out (`omit`,
@@ -59,7 +60,7 @@ pub struct RegulatorReceiver {
 }
 
 /// A regulator feed's policy for fields without a value.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EmptyFields {
     /// The field is not sent.
@@ -74,7 +75,7 @@ fn default_app_id_header() -> String {
 }
 
 /// One channel registered at the regulator.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegulatorPoint {
     /// Channel id.
@@ -90,7 +91,7 @@ pub struct RegulatorPoint {
 }
 
 /// SM4-CBC (PKCS#7/#5 padding). Key and IV are 16 bytes each, written as 32 hex digits.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sm4Config {
     /// Key (32 hex digits).
@@ -115,7 +116,7 @@ fn default_iv_field() -> String {
 }
 
 /// Where the SM4-CBC IV comes from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IvMode {
     /// The configured IV for every message.
@@ -127,7 +128,7 @@ pub enum IvMode {
 
 /// The envelope signature: `sign_field` = lower-case hex of HMAC(`key`, appId + timestamp +
 /// IV (random mode; as sent) + data (as sent)), `timestamp_field` = Unix milliseconds.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignConfig {
     /// `hmac_sha256` or `hmac_sm3` (HMAC over SM3, GB/T 32905).
@@ -151,7 +152,7 @@ fn default_sign_field() -> String {
 }
 
 /// The envelope signature's HMAC hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SignAlgorithm {
     /// HMAC-SHA256.
@@ -161,7 +162,7 @@ pub enum SignAlgorithm {
 }
 
 /// Text form of the SM4 ciphertext.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CipherEncoding {
     /// Standard base64 with padding.

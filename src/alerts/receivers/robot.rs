@@ -20,7 +20,7 @@ pub enum Flavor {
 }
 
 /// A WeCom, DingTalk or Feishu group robot.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RobotReceiver {
     /// Receiver id.
@@ -46,6 +46,7 @@ pub struct RobotReceiver {
     /// is one digest of all of them.
     pub rate_limit: Option<u32>,
     /// The window of `rate_limit` (default one minute).
+    #[schemars(with = "crate::schema::HumanDuration")]
     #[serde(with = "humantime_serde", default = "default_rate_window")]
     pub rate_window: Duration,
     /// Delivery settings.

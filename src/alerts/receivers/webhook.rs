@@ -9,7 +9,7 @@ use crate::check::Problems;
 use crate::secret::{Secret, SecretRef};
 
 /// Generic webhook.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookReceiver {
     /// Receiver id.
