@@ -7,10 +7,15 @@
 //! `0600` and a directory the outbox creates `0700`: it holds names and phone numbers).
 //!
 //! Invariants:
-//! - **On disk before the first attempt**: [`Outbox::enqueue`] returns only after the `put`
-//!   records are written and `sync_data` returned. Outcome records are written without a sync:
-//!   losing one at a crash means a notification is delivered again, with the same idempotency
-//!   key (at-least-once), never that one is lost.
+//! - **Written before the first attempt, synced alongside it**: [`Outbox::enqueue`] writes the
+//!   `put` records, wakes the receivers' workers, then syncs (`sync_data`) and returns only
+//!   after that. A worker may attempt a notification while its fsync is in progress, so an
+//!   alarm never waits for the disk (on flash storage a fsync can take tens of milliseconds).
+//!   A crash in that window loses nothing that was not already at risk: the alarm journal has
+//!   the event and the dispatcher routes it again after a restart, and a notification already
+//!   delivered is delivered again with the same idempotency key. Outcome records are written
+//!   without a sync: losing one at a crash means a notification is delivered again, with the
+//!   same idempotency key (at-least-once), never that one is lost.
 //! - **Replay**: on open the file is read; a line whose CRC or JSON does not check (a torn write)
 //!   is skipped and counted. Every notification without an outcome is pending again and due at
 //!   once.
@@ -31,7 +36,7 @@
 //!   writes in order), so readers ([`Outbox::ledger`], [`Outbox::backlog`], `GET
 //!   /api/v1/notifications`) never wait for a fsync or a compaction. A notification is listed
 //!   in the ledger as soon as it is accepted, but no worker is woken, nor can `next` hand it
-//!   out, before its write returned.
+//!   out, before its write returned (the fsync that follows runs outside the `io` lock).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
@@ -316,6 +321,9 @@ pub struct Outbox {
     /// Called in the write path before any disk I/O (tests hold a write there).
     #[cfg(test)]
     write_hook: Mutex<WriteHook>,
+    /// Called by [`Outbox::enqueue`] before its fsync, outside the `io` lock (tests).
+    #[cfg(test)]
+    sync_hook: Mutex<WriteHook>,
     cfg: OutboxConfig,
     caps: HashMap<String, usize>,
     wake: HashMap<String, Arc<Notify>>,
@@ -390,6 +398,8 @@ impl Outbox {
             inner: Mutex::new(inner),
             #[cfg(test)]
             write_hook: Mutex::new(WriteHook::default()),
+            #[cfg(test)]
+            sync_hook: Mutex::new(WriteHook::default()),
             cfg: cfg.clone(),
             caps,
             wake,
@@ -449,6 +459,61 @@ impl Outbox {
         out
     }
 
+    /// [`Self::op`] whose fsync is left to the caller: the work is written under the `io` lock
+    /// as usual, and when it asks for a sync a second handle on the file is returned (with the
+    /// path, for errors), to be synced once the lock is released. When no handle can be had
+    /// (no file descriptor left) the sync is done under the lock, as [`Self::op`] does.
+    fn op_sync_after<T>(
+        &self,
+        f: impl FnOnce(&mut Inner) -> T,
+    ) -> (T, Option<(std::path::PathBuf, std::fs::File)>) {
+        let mut io = self.io.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self.lock();
+        let out = f(&mut g);
+        let mut work = std::mem::take(&mut g.work);
+        drop(g);
+        let sync = std::mem::take(&mut work.sync);
+        self.flush(&mut io, work);
+        let Some(st) = io.as_mut().filter(|_| sync) else {
+            return (out, None);
+        };
+        match st.log.sync_handle() {
+            Ok(file) => (out, Some((st.log.path().to_owned(), file))),
+            Err(_) => {
+                match st.log.append(&[], true) {
+                    Ok(()) => self.write_ok(),
+                    Err(e) => {
+                        let path = st.log.path().to_owned();
+                        self.write_failed(&path, &e);
+                    }
+                }
+                (out, None)
+            }
+        }
+    }
+
+    /// A write of the outbox succeeded: a failure reported before is over.
+    fn write_ok(&self) {
+        if self.metrics.outbox_failing.set(0) != 0 {
+            if let Some(s) = self.state.get() {
+                s.health.ok(&crate::telemetry::Component::Outbox);
+            }
+        }
+    }
+
+    /// A write (or sync) of the outbox failed: counted, in `/readyz`, logged.
+    fn write_failed(&self, path: &std::path::Path, e: &io::Error) {
+        self.metrics.outbox_errors.inc();
+        self.metrics.outbox_failing.set(1);
+        if let Some(s) = self.state.get() {
+            s.health.fail(
+                &crate::telemetry::Component::Outbox,
+                format!("cannot write to disk ({e}): notifications are kept in memory only"),
+            );
+        }
+        error!(path = %path.display(), error = %e, "outbox write failed: notifications kept in memory only");
+    }
+
     /// Does an operation's disk work (the state lock is not held).
     fn flush(&self, io: &mut Option<Store>, w: Work) {
         let Some(st) = io.as_mut() else { return };
@@ -483,25 +548,10 @@ impl Outbox {
         tail.extend_from_slice(&w.buf);
         if !tail.is_empty() {
             match st.log.append(&tail, w.sync) {
-                Ok(()) => {
-                    if self.metrics.outbox_failing.set(0) != 0 {
-                        if let Some(s) = self.state.get() {
-                            s.health.ok(&crate::telemetry::Component::Outbox);
-                        }
-                    }
-                }
+                Ok(()) => self.write_ok(),
                 Err(e) => {
-                    self.metrics.outbox_errors.inc();
-                    self.metrics.outbox_failing.set(1);
-                    if let Some(s) = self.state.get() {
-                        s.health.fail(
-                            &crate::telemetry::Component::Outbox,
-                            format!(
-                                "cannot write to disk ({e}): notifications are kept in memory only"
-                            ),
-                        );
-                    }
-                    error!(path = %st.log.path().display(), error = %e, "outbox write failed: notifications kept in memory only");
+                    let path = st.log.path().to_owned();
+                    self.write_failed(&path, &e);
                 }
             }
         }
@@ -537,11 +587,28 @@ impl Outbox {
     /// to this sequence number now has its notifications stored (written in the same fsync'd
     /// append).
     pub fn enqueue(&self, ns: Vec<Notification>, mark: Option<u64>) -> Vec<u64> {
-        let (ids, receivers) = self.op(|g| self.store_notifications(g, ns, mark));
-        // Woken only now: the notifications are on disk.
+        let ((ids, receivers), sync) =
+            self.op_sync_after(|g| self.store_notifications(g, ns, mark));
+        // Woken only now: the notifications are written (their fsync follows).
         for r in receivers {
             if let Some(w) = self.wake.get(&r) {
                 w.notify_one();
+            }
+        }
+        if let Some((path, file)) = sync {
+            #[cfg(test)]
+            if let Some(h) = self
+                .sync_hook
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+                .as_ref()
+            {
+                h();
+            }
+            match file.sync_data() {
+                Ok(()) => self.write_ok(),
+                Err(e) => self.write_failed(&path, &e),
             }
         }
         ids
@@ -1311,6 +1378,65 @@ mod tests {
         drop(ob);
         let (_, opened) = open(tmp.path(), 10, 1 << 20);
         assert_eq!(opened.pending, 1);
+    }
+
+    #[test]
+    fn a_notification_is_attempted_while_its_fsync_is_in_progress() {
+        use std::sync::mpsc;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (ob, _) = open(tmp.path(), 10, 1 << 20);
+        let ob = Arc::new(ob);
+        // The next fsync waits until released.
+        let (entered_tx, entered) = mpsc::channel::<()>();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let entered_tx = Mutex::new(entered_tx);
+        ob.sync_hook.lock().expect("lock").0 = Some(Box::new(move || {
+            let _ = entered_tx.lock().expect("lock").send(());
+            let _ = release_rx.lock().expect("lock").recv();
+        }));
+        let (done_tx, done) = mpsc::channel();
+        let writer = {
+            let ob = ob.clone();
+            std::thread::spawn(move || {
+                let ids = ob.enqueue(vec![note(1, Priority::High, "hook")], Some(1));
+                let _ = done_tx.send(());
+                ids
+            })
+        };
+        entered
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the enqueue reached its fsync");
+        // While the fsync is in progress the worker takes the notification and records the
+        // outcome; the dispatcher's enqueue has not returned.
+        let (answer_tx, answer) = mpsc::channel();
+        let worker = {
+            let ob = ob.clone();
+            std::thread::spawn(move || {
+                let got = ob.next("hook", Instant::now(), SystemTime::now());
+                if let Next::Due(id, ..) = &got {
+                    ob.delivered(*id, SystemTime::now());
+                }
+                let _ = answer_tx.send(matches!(got, Next::Due(..)));
+            })
+        };
+        let got = answer.recv_timeout(Duration::from_secs(60));
+        let returned_early = done.try_recv().is_ok();
+        let _ = release.send(());
+        drop(release);
+        assert!(
+            got.expect("the worker was blocked by the fsync"),
+            "the notification was not handed out during its fsync"
+        );
+        assert!(!returned_early, "enqueue returned before its fsync");
+        worker.join().expect("worker");
+        assert_eq!(writer.join().expect("writer").len(), 1);
+        ob.sync_hook.lock().expect("lock").0 = None;
+        // On disk afterwards, in order: the notification, then its outcome.
+        drop(ob);
+        let (ob, opened) = open(tmp.path(), 10, 1 << 20);
+        assert_eq!((opened.pending, opened.finished), (0, 1));
+        assert_eq!(ob.routed(), 1);
     }
 
     #[tokio::test]

@@ -127,6 +127,13 @@ impl CrcLog {
         self.len == 0
     }
 
+    /// A second handle on the file: `sync_data` on it makes everything appended so far durable,
+    /// while this log goes on being appended to (the outbox syncs a notification's records
+    /// while its receiver already attempts it).
+    pub fn sync_handle(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Appends encoded lines (see [`encode`]) and, with `sync`, syncs them to disk. On error
     /// the file is cut back to its last good length.
     pub fn append(&mut self, lines: &[u8], sync: bool) -> io::Result<()> {
