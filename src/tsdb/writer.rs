@@ -27,8 +27,7 @@
 //! - **Receipts** (`crate::receipt`, MQTT end-to-end acknowledgement): a line pushed with
 //!   [`OutputQueue::push_held`] makes the intake form a batch at once (no flush-interval wait),
 //!   at most one such batch every [`HELD_EVERY`] (group commit: under load one append, fsync
-//!   and request carry several engine steps), sooner when lines stopped coming for
-//!   [`HELD_IDLE`] (a broker whose in-flight window is full waits for the acknowledgements).
+//!   and request carry several engine steps).
 //!   With a spool the receipts are released right after the append (and an fsync, with
 //!   `fsync = "interval"`); without one (or when the append failed) they ride with the batch and
 //!   are released when the server accepted it, or at its first failed attempt, so an output
@@ -81,33 +80,6 @@ use crate::telemetry::{Metrics, labels};
 /// this much more time before the broker gets its acknowledgements; a quiet site's messages
 /// are acknowledged as before.
 pub const HELD_EVERY: Duration = Duration::from_millis(5);
-
-/// The group commit's early exit: a batch is formed before [`HELD_EVERY`] when at least
-/// [`HELD_STALLED_LINES`] lines wait for it and none came for this long. That is a broker whose
-/// window of unacknowledged messages is full (mosquitto's `max_inflight_messages`, 20 by
-/// default): it sends nothing more until the gateway acknowledges, so waiting out `HELD_EVERY`
-/// would only cap the rate at one window per `HELD_EVERY` (200 messages per 5 ms = 40,000/s).
-pub const HELD_IDLE: Duration = Duration::from_millis(1);
-
-/// See [`HELD_IDLE`]: fewer waiting lines than this are a quiet flow, not a stalled window.
-pub const HELD_STALLED_LINES: usize = 16;
-
-/// When the intake forms the next batch for a waiting source: [`HELD_EVERY`] after the previous
-/// such batch (`held_at`; at once when there was none), or [`HELD_IDLE`] after the queue last
-/// grew (`grew_at`) when at least [`HELD_STALLED_LINES`] lines wait, whichever is first.
-fn held_due(
-    now: tokio::time::Instant,
-    len: usize,
-    held_at: Option<tokio::time::Instant>,
-    grew_at: tokio::time::Instant,
-) -> tokio::time::Instant {
-    let every = held_at.map_or(now, |t| t + HELD_EVERY);
-    if len >= HELD_STALLED_LINES {
-        every.min(grew_at + HELD_IDLE)
-    } else {
-        every
-    }
-}
 
 /// The queue between the rule engine and one output's writer.
 #[derive(Debug)]
@@ -431,19 +403,13 @@ impl Writer {
         loop {
             // Wait for a full batch, the flush interval, close or the deadline.
             let flush_at = tokio::time::Instant::now() + b.flush_interval;
-            // The queue's length when last seen, and since when (see `HELD_IDLE`).
-            let (mut seen, mut grew_at) = (0, tokio::time::Instant::now());
             loop {
                 let (len, closed) = self.queue.len();
-                let now = tokio::time::Instant::now();
-                if len != seen {
-                    (seen, grew_at) = (len, now);
-                }
                 // A source waiting to acknowledge: no flush-interval delay, only the group
-                // commit's spacing after the previous such batch, cut short when the lines
-                // stopped coming (the broker's window is full).
+                // commit's spacing after the previous such batch.
                 let waited_for = len > 0 && self.queue.holds();
-                let held_due = held_due(now, len, held_at, grew_at);
+                let now = tokio::time::Instant::now();
+                let held_due = held_at.map_or(now, |t| t + HELD_EVERY);
                 if len >= b.batch_size
                     || closed
                     || deadline.is_cancelled()
@@ -1023,44 +989,5 @@ impl Writer {
             StatusCode::PAYLOAD_TOO_LARGE => Attempt::TooLarge(msg),
             _ => Attempt::Rejected(msg),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::time::Instant;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn a_waiting_source_gets_its_batch_at_once_after_a_quiet_time() {
-        let now = Instant::now();
-        assert_eq!(held_due(now, 1, None, now), now, "first batch: at once");
-        assert!(held_due(now, 1, Some(now - 10 * MS), now) <= now);
-    }
-
-    #[test]
-    fn a_steady_flow_is_committed_every_held_every() {
-        let now = Instant::now();
-        let held = now - MS;
-        // Lines keep coming: the group commit's spacing.
-        assert_eq!(held_due(now, 100, Some(held), now), now + MS);
-        // Fewer than HELD_STALLED_LINES and quiet: a light flow, not a stalled window.
-        assert_eq!(
-            held_due(now, HELD_STALLED_LINES - 1, Some(held), now - 3 * MS),
-            held + HELD_EVERY
-        );
-    }
-
-    #[test]
-    fn a_stalled_broker_window_is_committed_before_held_every() {
-        let now = Instant::now();
-        let held = now - MS;
-        // The window's messages came and nothing since: committed HELD_IDLE after the last.
-        let due = held_due(now, 200, Some(held), now - 2 * MS);
-        assert!(due <= now, "a full window waits for {:?}", due - now);
-        assert_eq!(held_due(now, 20, Some(held), now), now + HELD_IDLE);
-        assert!(now + HELD_IDLE < held + HELD_EVERY);
     }
 }
