@@ -1329,6 +1329,22 @@ mod tests {
         assert_eq!(mode(&dir.join(FILE)), 0o600);
     }
 
+    /// A hook that says it was entered, then waits until released (or the sender is dropped).
+    fn gate() -> (
+        Box<dyn Fn() + Send + Sync>,
+        std::sync::mpsc::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let (release_rx, entered_tx) = (Mutex::new(release_rx), Mutex::new(entered_tx));
+        let hook = Box::new(move || {
+            let _ = entered_tx.lock().expect("lock").send(());
+            let _ = release_rx.lock().expect("lock").recv();
+        });
+        (hook, entered, release)
+    }
+
     #[test]
     fn readers_are_not_blocked_by_a_write_in_progress() {
         use std::sync::mpsc;
@@ -1336,14 +1352,8 @@ mod tests {
         let (ob, _) = open(tmp.path(), 10, 1 << 20);
         let ob = Arc::new(ob);
         // The next write stops before its disk I/O until released.
-        let (entered_tx, entered) = mpsc::channel::<()>();
-        let (release, release_rx) = mpsc::channel::<()>();
-        let release_rx = Mutex::new(release_rx);
-        let entered_tx = Mutex::new(entered_tx);
-        ob.write_hook.lock().expect("lock").0 = Some(Box::new(move || {
-            let _ = entered_tx.lock().expect("lock").send(());
-            let _ = release_rx.lock().expect("lock").recv();
-        }));
+        let (hook, entered, release) = gate();
+        ob.write_hook.lock().expect("lock").0 = Some(hook);
         let writer = {
             let ob = ob.clone();
             std::thread::spawn(move || ob.enqueue(vec![note(1, Priority::High, "hook")], None))
@@ -1387,14 +1397,8 @@ mod tests {
         let (ob, _) = open(tmp.path(), 10, 1 << 20);
         let ob = Arc::new(ob);
         // The next fsync waits until released.
-        let (entered_tx, entered) = mpsc::channel::<()>();
-        let (release, release_rx) = mpsc::channel::<()>();
-        let release_rx = Mutex::new(release_rx);
-        let entered_tx = Mutex::new(entered_tx);
-        ob.sync_hook.lock().expect("lock").0 = Some(Box::new(move || {
-            let _ = entered_tx.lock().expect("lock").send(());
-            let _ = release_rx.lock().expect("lock").recv();
-        }));
+        let (hook, entered, release) = gate();
+        ob.sync_hook.lock().expect("lock").0 = Some(hook);
         let (done_tx, done) = mpsc::channel();
         let writer = {
             let ob = ob.clone();
