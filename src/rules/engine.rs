@@ -228,9 +228,9 @@ pub struct AlarmView {
     /// Awaits reset.
     pub latched: bool,
     /// Shelf, when shelved.
-    pub shelf: Option<Shelf>,
+    pub shelf: Option<Box<Shelf>>,
     /// Out-of-service record.
-    pub out_of_service: Option<OutOfService>,
+    pub out_of_service: Option<Box<OutOfService>>,
     /// Suppressed by the site mode.
     pub suppressed: bool,
     /// Suppressed by design as a consequence of this device or source communication alarm
