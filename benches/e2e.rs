@@ -17,7 +17,11 @@
 //! Per step it prints: readings sent and landed in InfluxDB (counted with InfluxQL), gateway
 //! CPU per message (user + system time of the gateway process over the step and its drain),
 //! RSS now and peak (VmHWM), and the alert latency from the excursion's publish to its
-//! webhook arrival: p50, p99, max, and how many alerts did not arrive.
+//! webhook arrival: p50, p99, max, and how many alerts did not arrive. Before the steps of a
+//! QoS it prints the gateway's RSS and peak once it is ready (start-up alone).
+//!
+//! `HAZGATE_E2E_WRAP` runs the gateway under a command (e.g. `heaptrack -o /tmp/hz`): the
+//! figures are still the gateway's own process (found among the wrapper's descendants).
 
 #[path = "../tests/support/mod.rs"]
 #[expect(
@@ -258,7 +262,18 @@ async fn start_gateway(
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, text).expect("config");
     let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_hazgate"))
+    let bin = env!("CARGO_BIN_EXE_hazgate");
+    let wrap = std::env::var("HAZGATE_E2E_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let child = cmd
         .args(["--log-level", "warn", "run", "--config"])
         .arg(&path)
         .stdout(Stdio::null())
@@ -278,11 +293,34 @@ async fn start_gateway(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let pid = if wrap.is_empty() {
+        pid
+    } else {
+        gateway_under(pid, bin).expect("the gateway among the wrapper's descendants")
+    };
     Gateway {
         child,
         pid,
         _dir: dir,
     }
+}
+
+/// The descendant of `pid` running `bin`.
+fn gateway_under(pid: u32, bin: &str) -> Option<u32> {
+    let want = std::fs::canonicalize(bin).ok()?;
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if std::fs::read_link(format!("/proc/{p}/exe")).ok().as_ref() == Some(&want) {
+            return Some(p);
+        }
+        let kids =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        todo.extend(
+            kids.split_whitespace()
+                .filter_map(|k| k.parse::<u32>().ok()),
+        );
+    }
+    None
 }
 
 async fn bench() {
@@ -324,6 +362,8 @@ async fn bench() {
     );
     for &qos in &qoss {
         let gw = start_gateway(broker.port, &influx, hook, qos, channels).await;
+        let (rss, peak) = rss_mib(gw.pid);
+        println!("qos {qos}: gateway ready, RSS {rss:.1} MiB, peak {peak:.1} MiB");
         for &rate in &rates {
             arrivals.lock().expect("lock").clear();
             let landed0 = landed(&influx).await;

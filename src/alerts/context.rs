@@ -67,7 +67,7 @@ pub struct Context {
     pub language: crate::i18n::Language,
     /// What people need to know about each alarm (label, area name, unit, message, response),
     /// by alarm id (replaced by a configuration reload).
-    pub alarms: Swap<HashMap<String, AlarmInfo>>,
+    pub alarms: Swap<HashMap<Arc<str>, AlarmInfo>>,
 }
 
 impl Context {
@@ -86,7 +86,7 @@ impl Context {
 }
 
 /// Every configured alarm's information, by id.
-pub fn alarm_table(site: &super::site::Site<'_>) -> HashMap<String, AlarmInfo> {
+pub fn alarm_table(site: &super::site::Site<'_>) -> HashMap<Arc<str>, AlarmInfo> {
     site.alarms.iter().cloned().collect()
 }
 

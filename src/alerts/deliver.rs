@@ -482,7 +482,11 @@ pub fn digest_text(ctx: &Context, ns: &[&Notification]) -> String {
             .get(&e.channel)
             .map(|c| c.area.clone())
             .filter(|a| !a.is_empty())
-            .or_else(|| alarms.get(&e.alarm).map(|a| a.area_name.clone()))
+            .or_else(|| {
+                alarms
+                    .get(e.alarm.as_str())
+                    .map(|a| a.area_name.to_string())
+            })
             .unwrap_or_default()
     };
     let mut areas: Vec<String> = Vec::new();
@@ -612,7 +616,7 @@ pub fn body_v2(ctx: &Context, n: &Notification) -> Value {
         "call": n.call,
         "created": humantime::format_rfc3339_millis(n.created).to_string(),
         "message": message_text(ctx, n),
-        "details": n.events.iter().map(|e| ctx.alarms.load().get(&e.alarm).cloned().unwrap_or_default()).collect::<Vec<_>>(),
+        "details": n.events.iter().map(|e| ctx.alarms.load().get(e.alarm.as_str()).cloned().unwrap_or_default()).collect::<Vec<_>>(),
         "event": n.events.first(),
         "events": n.events,
     })
@@ -651,7 +655,12 @@ pub fn message_text(ctx: &Context, n: &Notification) -> String {
         _ => {}
     }
     for e in &n.events {
-        let info = ctx.alarms.load().get(&e.alarm).cloned().unwrap_or_default();
+        let info = ctx
+            .alarms
+            .load()
+            .get(e.alarm.as_str())
+            .cloned()
+            .unwrap_or_default();
         let mut ch = ctx
             .channels
             .load()
@@ -660,13 +669,13 @@ pub fn message_text(ctx: &Context, n: &Notification) -> String {
             .unwrap_or_default();
         // Alarms over several channels (composites) have no channel: their rule's area.
         if ch.area.is_empty() {
-            ch.area = info.area_name.clone();
+            ch.area = info.area_name.to_string();
         }
         if ch.unit.is_empty() {
-            ch.unit = info.unit.clone();
+            ch.unit = info.unit.to_string();
         }
         if ch.label.is_empty() {
-            ch.label = info.label.clone();
+            ch.label = info.label.to_string();
         }
         let location = match (ch.label.is_empty(), ch.area.is_empty()) {
             (true, true) => e.channel.to_string(),

@@ -92,7 +92,7 @@ pub struct SiteTables {
     areas: context::Swap<std::collections::HashMap<crate::model::ChannelId, String>>,
     channels:
         context::Swap<std::collections::HashMap<crate::model::ChannelId, context::ChannelInfo>>,
-    alarms: context::Swap<std::collections::HashMap<String, context::AlarmInfo>>,
+    alarms: context::Swap<std::collections::HashMap<std::sync::Arc<str>, context::AlarmInfo>>,
 }
 
 impl SiteTables {
@@ -122,7 +122,7 @@ pub struct StagedTables {
     to: SiteTables,
     areas: std::collections::HashMap<crate::model::ChannelId, String>,
     channels: std::collections::HashMap<crate::model::ChannelId, context::ChannelInfo>,
-    alarms: std::collections::HashMap<String, context::AlarmInfo>,
+    alarms: std::collections::HashMap<std::sync::Arc<str>, context::AlarmInfo>,
 }
 
 impl StagedTables {

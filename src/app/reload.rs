@@ -239,7 +239,7 @@ pub(crate) fn changes(old: &Resolved, new: &Resolved) -> Changes {
         let mut m: BTreeMap<String, String> = Engine::new(c, std::time::Instant::now())
             .views()
             .into_iter()
-            .map(|v| (v.id, String::new()))
+            .map(|v| (v.id.to_string(), String::new()))
             .collect();
         for a in &c.plan.alarms {
             m.insert(a.id.clone(), dbg(a));

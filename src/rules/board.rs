@@ -21,7 +21,7 @@ use crate::model::kind_rank;
 #[derive(Debug, Default)]
 struct Inner {
     alarms: Vec<AlarmView>,
-    index: HashMap<String, usize>,
+    index: HashMap<Arc<str>, usize>,
     history: VecDeque<AlarmEvent>,
     cap: usize,
     mode: ModeState,
@@ -98,7 +98,7 @@ impl Board {
     ) {
         let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
         for v in views {
-            match g.index.get(&v.id) {
+            match g.index.get(&*v.id) {
                 Some(&i) => g.alarms[i] = v,
                 None => {
                     let n = g.alarms.len();
@@ -140,6 +140,17 @@ impl Board {
             .collect();
         v.sort_by(listing_order);
         v
+    }
+
+    /// Calls `f` with every alarm not in the normal state (in no particular order), without
+    /// copying the views.
+    pub fn each_not_normal(&self, mut f: impl FnMut(&AlarmView)) {
+        let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        for a in &g.alarms {
+            if a.state != crate::model::AlarmState::Normal {
+                f(a);
+            }
+        }
     }
 
     /// One alarm.

@@ -12,6 +12,7 @@
 //! - Only the engine changes alarm state; commands are validated and refused with a reason.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -42,15 +43,18 @@ enum Det {
     Group,
 }
 
+/// One alarm at run time. The texts fixed by the plan (ids, names, area, unit, messages) are
+/// shared: the board's views hold the same allocations, and alarms with equal texts (a kind,
+/// an area, a unit) share one.
 #[derive(Debug)]
 struct AlarmRt {
-    id: String,
-    condition: String,
+    id: Arc<str>,
+    condition: Arc<str>,
     channel: ChannelId,
     chan: Option<usize>,
-    area: String,
+    area: Arc<str>,
     class: AlarmClass,
-    kind: String,
+    kind: Arc<str>,
     priority: Priority,
     latching: bool,
     suppress_in: Vec<SiteMode>,
@@ -59,12 +63,12 @@ struct AlarmRt {
     delay: Delay,
     life: Life,
     limit: Option<f64>,
-    unit: String,
-    message: Option<String>,
-    response: Option<String>,
-    label: String,
-    area_name: String,
-    inputs: Vec<ChannelId>,
+    unit: Arc<str>,
+    message: Option<Arc<str>>,
+    response: Option<Arc<str>>,
+    label: Arc<str>,
+    area_name: Arc<str>,
+    inputs: Arc<[ChannelId]>,
     raised_at: Option<SystemTime>,
     value: Option<f64>,
     activations: VecDeque<Instant>,
@@ -192,22 +196,27 @@ pub enum CommandError {
     Invalid(String),
 }
 
-/// An alarm as listed by the API.
+/// An alarm as listed by the API. Its texts are the engine's own (shared, not copied), so the
+/// board keeps a view of every alarm without a second copy of every name.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AlarmView {
     /// Alarm id.
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: Arc<str>,
     /// Channel (or `rule.{id}` for composites).
     #[schema(value_type = String)]
     pub channel: ChannelId,
     /// Condition name.
-    pub condition: String,
+    #[schema(value_type = String)]
+    pub condition: Arc<str>,
     /// Process, fault or system.
     pub class: AlarmClass,
     /// Kind used for ordering.
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: Arc<str>,
     /// Area.
-    pub area: String,
+    #[schema(value_type = String)]
+    pub area: Arc<str>,
     /// Priority.
     pub priority: Priority,
     /// ISA-18.2 state.
@@ -219,9 +228,9 @@ pub struct AlarmView {
     /// Awaits reset.
     pub latched: bool,
     /// Shelf, when shelved.
-    pub shelf: Option<Shelf>,
+    pub shelf: Option<Box<Shelf>>,
     /// Out-of-service record.
-    pub out_of_service: Option<OutOfService>,
+    pub out_of_service: Option<Box<OutOfService>>,
     /// Suppressed by the site mode.
     pub suppressed: bool,
     /// Suppressed by design as a consequence of this device or source communication alarm
@@ -234,23 +243,28 @@ pub struct AlarmView {
     /// Limit, for limit alarms.
     pub limit: Option<f64>,
     /// Unit.
-    pub unit: String,
+    #[schema(value_type = String)]
+    pub unit: Arc<str>,
     /// Time of the latest transition.
     #[serde(with = "humantime_serde")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub since: Option<SystemTime>,
     /// The channel's label (a composite's message or id).
-    pub label: String,
+    #[schema(value_type = String)]
+    pub label: Arc<str>,
     /// The area's display name (`[[areas]]`), else its id.
-    pub area_name: String,
+    #[schema(value_type = String)]
+    pub area_name: Arc<str>,
     /// The rule's configured message, when it has one.
-    pub message: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub message: Option<Arc<str>>,
     /// What to do (处置措施), when the rule says.
-    pub response: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub response: Option<Arc<str>>,
     /// The channels a composite alarm reads (empty for single-channel alarms): the status page
     /// marks them while the alarm is active, so no tile contradicts it.
     #[schema(value_type = Vec<String>)]
-    pub inputs: Vec<ChannelId>,
+    pub inputs: Arc<[ChannelId]>,
     /// When the alarm was last raised (a latched alarm shows this, not when it cleared).
     #[serde(with = "humantime_serde")]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -306,7 +320,7 @@ pub struct Engine {
     /// so a batch of good readings on good channels has nothing to settle.
     quiet: bool,
     alarms: Vec<AlarmRt>,
-    by_id: HashMap<String, usize>,
+    by_id: HashMap<Arc<str>, usize>,
     comps: Vec<CompRt>,
     calendar: Calendar,
     flags: Flags,
@@ -329,7 +343,7 @@ impl Engine {
     pub fn restore(&mut self, r: &Replayed) -> Vec<String> {
         let mut gone = Vec::new();
         for (id, life) in &r.alarms {
-            match self.by_id.get(id) {
+            match self.by_id.get(id.as_str()) {
                 Some(&a) => {
                     let al = &mut self.alarms[a];
                     al.life = life.clone();
@@ -371,14 +385,14 @@ impl Engine {
                 .alarms
                 .iter()
                 .filter(|a| a.life != Life::default())
-                .map(|a| (a.id.clone(), a.life.clone()))
+                .map(|a| (a.id.to_string(), a.life.clone()))
                 .collect(),
             mode: self.mode.clone(),
             raised: self
                 .alarms
                 .iter()
                 .filter(|a| a.life != Life::default())
-                .filter_map(|a| a.raised_at.map(|t| (a.id.clone(), t)))
+                .filter_map(|a| a.raised_at.map(|t| (a.id.to_string(), t)))
                 .collect(),
         }
     }
@@ -412,7 +426,7 @@ impl Engine {
             .iter()
             .map(|&a| &self.alarms[a])
             .filter(|a| a.life.cond || a.life.latched)
-            .map(|a| a.condition.clone())
+            .map(|a| a.condition.to_string())
             .collect();
         if self.alarms[c.fault].life.cond {
             v.push("fault".into());
@@ -451,6 +465,14 @@ impl Engine {
     /// Number of alarms (every kind, faults included).
     pub fn alarm_count(&self) -> usize {
         self.alarms.len()
+    }
+
+    /// Number of alarms not in the normal state.
+    pub fn not_normal(&self) -> usize {
+        self.alarms
+            .iter()
+            .filter(|a| a.life.state() != AlarmState::Normal)
+            .count()
     }
 
     /// The API view of one alarm.
@@ -579,9 +601,9 @@ impl Engine {
         let raised_at = if episode { al.raised_at } else { None };
         out.push(AlarmEvent {
             seq: self.seq,
-            alarm: al.id.clone(),
+            alarm: al.id.to_string(),
             channel: al.channel.clone(),
-            condition: al.condition.clone(),
+            condition: al.condition.to_string(),
             priority: al.priority,
             transition: t,
             value: al.value,
@@ -589,7 +611,7 @@ impl Engine {
             message,
             ts: wall,
             class: al.class,
-            kind: al.kind.clone(),
+            kind: al.kind.to_string(),
             state: al.life.state(),
             by: by.map(str::to_owned),
             comment: comment.filter(|c| !c.is_empty()).map(str::to_owned),
@@ -1002,7 +1024,7 @@ impl Engine {
                 .copied()
                 .filter(|&g| down[g])
                 .min()
-                .map(|g| alarms[groups[g].alarm].id.clone())
+                .map(|g| alarms[groups[g].alarm].id.to_string())
         };
         for (g, &is_down) in down.iter().enumerate() {
             let a = self.groups[g].alarm;
@@ -1214,7 +1236,7 @@ impl Engine {
             } => {
                 let &a = self
                     .by_id
-                    .get(alarm)
+                    .get(alarm.as_str())
                     .ok_or_else(|| CommandError::UnknownAlarm(alarm.clone()))?;
                 let input = match action {
                     Action::Ack => Input::Ack,
@@ -1320,7 +1342,7 @@ impl Engine {
 
 fn raised_message(al: &AlarmRt) -> String {
     if let Some(m) = &al.message {
-        return m.clone();
+        return m.to_string();
     }
     match (&al.det, al.value) {
         (Det::Limit(l), Some(v)) => format!(

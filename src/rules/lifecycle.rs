@@ -52,12 +52,12 @@ pub struct Life {
     pub unacked: bool,
     /// A latching alarm activated and has not been reset yet.
     pub latched: bool,
-    /// Shelved by a person.
+    /// Shelved by a person (boxed: most alarms never are, and every alarm has a `Life`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shelf: Option<Shelf>,
-    /// Out of service.
+    pub shelf: Option<Box<Shelf>>,
+    /// Out of service (boxed, like the shelf).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oos: Option<OutOfService>,
+    pub oos: Option<Box<OutOfService>>,
     /// Suppressed by the site mode.
     #[serde(default)]
     pub suppressed: bool,
@@ -237,11 +237,11 @@ impl Life {
                 if *until <= ctx.now {
                     return Err(Refused::ShelfInPast);
                 }
-                self.shelf = Some(Shelf {
+                self.shelf = Some(Box::new(Shelf {
                     by: ctx.by.to_owned(),
                     until: *until,
                     comment: ctx.comment.to_owned(),
-                });
+                }));
                 Ok(Some(Transition::Shelved))
             }
             Input::Unshelve => {
@@ -255,11 +255,11 @@ impl Life {
                 if self.oos.is_some() {
                     return Err(Refused::IsOutOfService);
                 }
-                self.oos = Some(OutOfService {
+                self.oos = Some(Box::new(OutOfService {
                     by: ctx.by.to_owned(),
                     reason: reason.clone(),
                     since: ctx.now,
-                });
+                }));
                 // Out of service ends a shelf: the two are not stacked.
                 self.shelf = None;
                 Ok(Some(Transition::OutOfService))

@@ -193,11 +193,7 @@ pub async fn open(
             if replayed.damaged > 0 {
                 error!(damaged = replayed.damaged, dir = %dir.display(), "alarm journal lines failed their checksum and were skipped");
             }
-            let not_normal = engine
-                .views()
-                .iter()
-                .filter(|v| v.state != AlarmState::Normal)
-                .count();
+            let not_normal = engine.not_normal();
             info!(dir = %dir.display(), segments = replayed.segments, seq = replayed.seq, not_normal, mode = replayed.mode.mode.as_str(), "alarm journal replayed");
             history = replayed.history;
             Some(j)
@@ -561,11 +557,11 @@ fn gateway_faults(state: &SharedState) -> Vec<(String, String)> {
 fn count_states(board: &Board, metrics: &Metrics) {
     use std::collections::BTreeMap;
     let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for a in board.list(false) {
+    board.each_not_normal(|a| {
         *counts
             .entry((a.state.as_str().to_owned(), a.class.as_str().to_owned()))
             .or_default() += 1;
-    }
+    });
     for state in crate::model::AlarmState::ALL {
         for class in ["process", "fault", "system"] {
             let n = counts

@@ -3,7 +3,8 @@
 //! plan is checked and complete (every channel it names exists, every expression parsed), so
 //! building cannot fail.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{AlarmRt, ChannelRt, CompRt, Det, Engine, GroupRt, Settings};
@@ -13,22 +14,58 @@ use crate::rules::limits::{Delay, Discrete, Limit, Rate, Stuck};
 use crate::rules::plan::{AlarmDef, Detector};
 use crate::rules::schedule::Flags;
 
+/// The texts of the alarms being built: equal texts (a kind, an area, a unit, a condition) are
+/// one shared allocation.
+#[derive(Default)]
+struct Texts {
+    seen: HashSet<Arc<str>>,
+    no_inputs: Option<Arc<[ChannelId]>>,
+}
+
+impl Texts {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(t) = self.seen.get(s) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(s);
+        self.seen.insert(t.clone());
+        t
+    }
+
+    fn opt(&mut self, s: Option<&str>) -> Option<Arc<str>> {
+        s.map(|s| self.get(s))
+    }
+
+    fn inputs(&mut self, v: &[ChannelId]) -> Arc<[ChannelId]> {
+        if v.is_empty() {
+            return self
+                .no_inputs
+                .get_or_insert_with(|| Arc::from(Vec::new()))
+                .clone();
+        }
+        Arc::from(v)
+    }
+}
+
 /// An alarm in its initial state.
 fn alarm(
-    id: String,
-    condition: String,
+    t: &mut Texts,
+    id: &str,
+    condition: &str,
     chan: Option<usize>,
     channel: ChannelId,
     det: Det,
 ) -> AlarmRt {
+    let empty = t.get("");
     AlarmRt {
-        id,
-        condition,
+        // Ids are unique: not worth looking up among the shared texts.
+        id: Arc::from(id),
+        condition: t.get(condition),
         channel,
         chan,
-        area: String::new(),
+        area: empty.clone(),
         class: AlarmClass::Process,
-        kind: String::new(),
+        kind: empty.clone(),
         priority: Priority::High,
         latching: false,
         suppress_in: Vec::new(),
@@ -37,12 +74,12 @@ fn alarm(
         delay: Delay::default(),
         life: Default::default(),
         limit: None,
-        unit: String::new(),
+        unit: empty.clone(),
         message: None,
         response: None,
-        label: String::new(),
-        area_name: String::new(),
-        inputs: Vec::new(),
+        label: empty.clone(),
+        area_name: empty,
+        inputs: t.inputs(&[]),
         raised_at: None,
         value: None,
         activations: VecDeque::new(),
@@ -53,24 +90,25 @@ fn alarm(
 }
 
 /// The fault alarm of channel `i`.
-fn fault_alarm(i: usize, c: &ResolvedChannel) -> AlarmRt {
+fn fault_alarm(t: &mut Texts, i: usize, c: &ResolvedChannel) -> AlarmRt {
     let mut f = alarm(
-        format!("{}:fault", c.id),
-        "fault".into(),
+        t,
+        &format!("{}:fault", c.id),
+        "fault",
         Some(i),
         c.id.clone(),
         Det::Fault,
     );
     f.class = AlarmClass::Fault;
-    f.area = c.area.clone();
-    f.kind = c.kind.clone();
-    f.unit = c.unit.clone();
-    f.label = c.label.clone();
+    f.area = t.get(&c.area);
+    f.kind = t.get(&c.kind);
+    f.unit = t.get(&c.unit);
+    f.label = t.get(&c.label);
     f
 }
 
 /// A plan alarm, its detector made.
-fn plan_alarm(d: &AlarmDef, chan: Option<usize>) -> AlarmRt {
+fn plan_alarm(t: &mut Texts, d: &AlarmDef, chan: Option<usize>) -> AlarmRt {
     let det = match &d.detector {
         Detector::Limit {
             limit,
@@ -97,9 +135,9 @@ fn plan_alarm(d: &AlarmDef, chan: Option<usize>) -> AlarmRt {
         .channel
         .clone()
         .unwrap_or_else(|| ChannelId::new(format!("rule.{}", d.id)));
-    let mut al = alarm(d.id.clone(), d.condition.clone(), chan, channel, det);
-    al.area = d.area.clone();
-    al.kind = d.kind.clone();
+    let mut al = alarm(t, &d.id, &d.condition, chan, channel, det);
+    al.area = t.get(&d.area);
+    al.kind = t.get(&d.kind);
     al.class = if d.fault {
         AlarmClass::Fault
     } else {
@@ -110,11 +148,11 @@ fn plan_alarm(d: &AlarmDef, chan: Option<usize>) -> AlarmRt {
     al.suppress_in = d.suppress_in.clone();
     al.delay = Delay::new(d.on_delay, d.off_delay, false);
     al.limit = d.limit;
-    al.unit = d.unit.clone();
-    al.message = d.message.clone();
-    al.response = d.response.clone();
-    al.label = d.label.clone();
-    al.inputs = d.inputs.clone();
+    al.unit = t.get(&d.unit);
+    al.message = t.opt(d.message.as_deref());
+    al.response = t.opt(d.response.as_deref());
+    al.label = t.get(&d.label);
+    al.inputs = t.inputs(&d.inputs);
     al
 }
 
@@ -124,9 +162,13 @@ impl Engine {
     pub fn new(cfg: &Resolved, now: Instant) -> Self {
         let a = &cfg.alarms;
         let mut chans: Vec<ChannelRt> = Vec::with_capacity(cfg.channels.len());
-        let mut alarms: Vec<AlarmRt> = Vec::new();
+        let link_groups = crate::rules::groups::groups(cfg);
+        // Sized exactly: the engine keeps this table for its lifetime.
+        let mut alarms: Vec<AlarmRt> =
+            Vec::with_capacity(cfg.channels.len() + cfg.plan.alarms.len() + link_groups.len());
+        let mut t = Texts::default();
         for (i, c) in cfg.channels.iter().enumerate() {
-            alarms.push(fault_alarm(i, c));
+            alarms.push(fault_alarm(&mut t, i, c));
             chans.push(ChannelRt {
                 meta: c.clone(),
                 alarms: Vec::new(),
@@ -152,7 +194,7 @@ impl Engine {
         let mut comps = Vec::new();
         for d in &cfg.plan.alarms {
             let ci = d.channel.as_ref().and_then(|c| index.get(c).copied());
-            alarms.push(plan_alarm(d, ci));
+            alarms.push(plan_alarm(&mut t, d, ci));
             let k = alarms.len() - 1;
             if let Some(ci) = ci {
                 chans[ci].alarms.push(k);
@@ -176,16 +218,17 @@ impl Engine {
             }
         }
         let mut groups = Vec::new();
-        for (g, def) in crate::rules::groups::groups(cfg).into_iter().enumerate() {
+        for (g, def) in link_groups.into_iter().enumerate() {
             let mut al = alarm(
-                def.alarm_id(),
-                "comm".into(),
+                &mut t,
+                &def.alarm_id(),
+                "comm",
                 None,
                 def.channel.clone(),
                 Det::Group,
             );
-            al.area = def.area.clone();
-            al.kind = def.kind.clone();
+            al.area = t.get(&def.area);
+            al.kind = t.get(&def.kind);
             al.class = AlarmClass::Fault;
             alarms.push(al);
             for &m in &def.members {
@@ -199,7 +242,7 @@ impl Engine {
             });
         }
         for al in &mut alarms {
-            al.area_name = cfg.area_name(&al.area).to_owned();
+            al.area_name = t.get(cfg.area_name(&al.area));
         }
         let by_id = alarms
             .iter()

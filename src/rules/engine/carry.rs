@@ -117,9 +117,9 @@ impl Engine {
             let state = a.life.state();
             out.push(AlarmEvent {
                 seq: self.seq,
-                alarm: a.id.clone(),
+                alarm: a.id.to_string(),
                 channel: a.channel.clone(),
-                condition: a.condition.clone(),
+                condition: a.condition.to_string(),
                 priority: a.priority,
                 transition: Transition::Removed,
                 value: a.value,
@@ -133,7 +133,7 @@ impl Engine {
                 ),
                 ts: wall,
                 class: a.class,
-                kind: a.kind.clone(),
+                kind: a.kind.to_string(),
                 state,
                 by: Some(by.to_owned()),
                 comment: None,
