@@ -339,6 +339,14 @@ const FILE: &str = "outbox.jsonl";
 #[derive(Default)]
 struct WriteHook(Option<Box<dyn Fn() + Send + Sync>>);
 
+/// Calls the hook, if one is set (tests).
+#[cfg(test)]
+fn run_hook(hook: &Mutex<WriteHook>) {
+    if let Some(h) = hook.lock().unwrap_or_else(|e| e.into_inner()).0.as_ref() {
+        h();
+    }
+}
+
 #[cfg(test)]
 impl std::fmt::Debug for WriteHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -448,14 +456,10 @@ impl Outbox {
 
     /// Runs one changing operation: `f` changes memory under the state lock and prepares the
     /// disk work, which is done after the state lock is released (the `io` lock is held all
-    /// along).
+    /// along); a sync it asks for follows once the `io` lock is released too.
     fn op<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
-        let mut io = self.io.lock().unwrap_or_else(|e| e.into_inner());
-        let mut g = self.lock();
-        let out = f(&mut g);
-        let work = std::mem::take(&mut g.work);
-        drop(g);
-        self.flush(&mut io, work);
+        let (out, sync) = self.op_sync_after(f);
+        self.sync(sync);
         out
     }
 
@@ -492,6 +496,17 @@ impl Outbox {
         }
     }
 
+    /// Does the fsync [`Self::op_sync_after`] left to its caller (outside the `io` lock).
+    fn sync(&self, sync: Option<(std::path::PathBuf, std::fs::File)>) {
+        let Some((path, file)) = sync else { return };
+        #[cfg(test)]
+        run_hook(&self.sync_hook);
+        match file.sync_data() {
+            Ok(()) => self.write_ok(),
+            Err(e) => self.write_failed(&path, &e),
+        }
+    }
+
     /// A write of the outbox succeeded: a failure reported before is over.
     fn write_ok(&self) {
         if self.metrics.outbox_failing.set(0) != 0 {
@@ -521,15 +536,7 @@ impl Outbox {
             return;
         }
         #[cfg(test)]
-        if let Some(h) = self
-            .write_hook
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .as_ref()
-        {
-            h();
-        }
+        run_hook(&self.write_hook);
         let mut tail = w.before;
         let mut live = None;
         if let Some(contents) = w.rewrite {
@@ -547,7 +554,8 @@ impl Outbox {
         }
         tail.extend_from_slice(&w.buf);
         if !tail.is_empty() {
-            match st.log.append(&tail, w.sync) {
+            // Unsynced: the sync a work asks for is done by `op_sync_after`'s caller.
+            match st.log.append(&tail, false) {
                 Ok(()) => self.write_ok(),
                 Err(e) => {
                     let path = st.log.path().to_owned();
@@ -595,22 +603,7 @@ impl Outbox {
                 w.notify_one();
             }
         }
-        if let Some((path, file)) = sync {
-            #[cfg(test)]
-            if let Some(h) = self
-                .sync_hook
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .0
-                .as_ref()
-            {
-                h();
-            }
-            match file.sync_data() {
-                Ok(()) => self.write_ok(),
-                Err(e) => self.write_failed(&path, &e),
-            }
-        }
+        self.sync(sync);
         ids
     }
 
