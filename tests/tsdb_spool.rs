@@ -251,10 +251,12 @@ async fn v1_restart_during_outage_loses_nothing() {
         let v =
             support::influxql(&influx, "sp2", "SELECT value FROM reading GROUP BY channel").await;
         assert_each_once(&v, 0..600);
-        assert_eq!(
-            metric(&metrics, "hazgate_points_written_total{output=\"o\"}"),
-            500,
-            "backlog + new, nothing sent twice"
+        // Backlog + new; the crash may send the 100 delivered before it again (they share the
+        // newest segment, which is kept for reuse, see tsdb::spool), never anything more.
+        let written = metric(&metrics, "hazgate_points_written_total{output=\"o\"}");
+        assert!(
+            written == 500 || written == 600,
+            "backlog + new, plus at most the first life's delivered points: {written}"
         );
     })
     .await

@@ -36,6 +36,10 @@
 //!   at a clean shutdown, in the `acked` file, which the next open applies and deletes. After a
 //!   crash such records are sent again: delivery is at least once, and InfluxDB stores a point
 //!   sent twice once (same series and timestamp overwrite).
+//! - The newest segment, once every record in it is acknowledged, is kept and appended to until
+//!   it holds 1 MiB (or `segment_size`, if smaller), then deleted: a healthy output creates and
+//!   deletes one file per MiB, not one per batch (with receipts that is up to 200 batches a
+//!   second). A crash then replays at most that much already delivered data.
 //! - `fsync`: `batch` syncs each record, `interval` syncs at most every `fsync_interval` (the
 //!   writer calls [`Spool::maybe_sync`] every flush), `never` leaves it to the kernel. A process
 //!   crash loses nothing that was appended, whatever the policy.
@@ -52,6 +56,9 @@ const HEADER: usize = 20;
 /// A record longer than this is taken for a corrupt header.
 const MAX_RECORD: u32 = 1 << 30;
 const ACKED_FILE: &str = "acked";
+/// The active segment, once fully acknowledged, is kept and appended to until it holds this
+/// many bytes (see [`Spool::ack`]).
+const RECYCLE_AT: u64 = 1 << 20;
 /// Name of the quarantine file inside the spool directory.
 pub const QUARANTINE_FILE: &str = "quarantine.lp";
 
@@ -427,13 +434,17 @@ impl Spool {
 
     /// Syncs if the policy is `interval` and the interval has passed.
     pub fn maybe_sync(&mut self) -> io::Result<()> {
-        if self.cfg.fsync == FsyncPolicy::Interval
-            && self.dirty
-            && self.last_sync.elapsed() >= self.cfg.fsync_interval
-        {
+        if self.sync_due() {
             self.sync()?;
         }
         Ok(())
+    }
+
+    /// Whether [`Spool::maybe_sync`] would sync now (otherwise it does nothing).
+    pub fn sync_due(&self) -> bool {
+        self.cfg.fsync == FsyncPolicy::Interval
+            && self.dirty
+            && self.last_sync.elapsed() >= self.cfg.fsync_interval
     }
 
     /// Time since the last sync.
@@ -500,8 +511,7 @@ impl Spool {
             return Ok(());
         };
         self.forget(seq);
-        let done = self.segments.get(&meta.seg).is_some_and(|s| s.unacked == 0);
-        if done {
+        if self.ack_deletes(meta.seg) {
             if self.active.as_ref().is_some_and(|(f, _)| *f == meta.seg) {
                 // Everything written so far is delivered: start afresh with the next batch.
                 self.active = None;
@@ -510,6 +520,33 @@ impl Spool {
             self.delete_segment(meta.seg)?;
         }
         Ok(())
+    }
+
+    /// Whether acknowledging `seq` now would delete a segment (file I/O); `false` for a record
+    /// the spool does not hold. Without I/O, [`Spool::ack`] only updates memory, so a caller on
+    /// the async runtime may run it inline.
+    pub fn ack_would_delete(&self, seq: u64) -> bool {
+        self.records.get(&seq).is_some_and(|m| {
+            self.segments
+                .get(&m.seg)
+                .is_some_and(|s| s.unacked == 1 && self.deletes_when_done(m.seg, s))
+        })
+    }
+
+    /// After an acknowledgement: is segment `first` fully acknowledged and to be deleted?
+    fn ack_deletes(&self, first: u64) -> bool {
+        self.segments
+            .get(&first)
+            .is_some_and(|s| s.unacked == 0 && self.deletes_when_done(first, s))
+    }
+
+    /// A fully acknowledged segment is deleted, except the active one while it holds less than
+    /// [`RECYCLE_AT`] (or `segment_size`, if smaller): further batches are appended to it, so a
+    /// healthy output costs one file creation and deletion per that many bytes instead of one
+    /// per batch. What a crash then replays is at most that much already delivered data.
+    fn deletes_when_done(&self, first: u64, seg: &Segment) -> bool {
+        let active = self.active.as_ref().is_some_and(|(f, _)| *f == first);
+        !active || seg.bytes >= RECYCLE_AT.min(self.cfg.segment_size.bytes())
     }
 
     /// Drops a record from the bookkeeping (not from disk).
@@ -696,7 +733,65 @@ mod tests {
         assert!(s.next_backlog().expect("read").record.is_none());
         s.ack(b).expect("ack");
         s.ack(a).expect("ack");
+        assert_eq!((s.points(), s.records(), s.backlog()), (0, 0, 0));
+    }
+
+    fn seg_files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .expect("dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".seg"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn delivered_newest_segment_is_reused_up_to_the_recycle_size() {
+        let t = tempfile::tempdir().expect("tmp");
+        let written: u64 = (0..50).map(|i| (HEADER + batch(i).len()) as u64).sum();
+        let (mut s, _) = Spool::open(cfg(t.path(), 1 << 30, 1 << 30)).expect("open");
+        // Delivered batch after delivered batch: one file, appended to.
+        for i in 0..50 {
+            let (seq, _) = s.append(&batch(i), 2, true).expect("append");
+            assert!(
+                !s.ack_would_delete(seq),
+                "below the recycle size: memory only"
+            );
+            s.ack(seq).expect("ack");
+            assert_eq!(seg_files(t.path()), vec![format!("{:020}.seg", 0)]);
+        }
+        assert_eq!(
+            s.bytes(),
+            written,
+            "delivered bytes stay on disk until recycled"
+        );
+        assert_eq!((s.points(), s.backlog()), (0, 0));
+        // A crash now replays the delivered records (at least once); a clean close does not.
+        drop(s);
+        let (mut s, rep) = Spool::open(cfg(t.path(), 1 << 30, 1 << 30)).expect("reopen");
+        assert_eq!(rep.records, 50);
+        assert_eq!(drain(&mut s).len(), 100);
+        s.close().expect("close");
+        let (mut s, rep) = Spool::open(cfg(t.path(), 1 << 30, 1 << 30)).expect("reopen");
+        assert_eq!(rep.records, 0);
+        // Once the newest segment holds RECYCLE_AT bytes, its last acknowledgement deletes it.
+        let big = vec![b'x'; (RECYCLE_AT / 4) as usize];
+        let mut seqs = Vec::new();
+        for _ in 0..4 {
+            seqs.push(s.append(&big, 1, true).expect("append").0);
+        }
+        let last = seqs.pop().expect("four");
+        for seq in seqs {
+            s.ack(seq).expect("ack");
+        }
+        assert!(s.ack_would_delete(last));
+        s.ack(last).expect("ack");
+        assert!(seg_files(t.path()).is_empty(), "{:?}", seg_files(t.path()));
         assert_eq!(s.bytes(), 0);
+        // The next batch starts a new segment named after its seq.
+        let (seq, _) = s.append(&batch(1), 2, false).expect("append");
+        assert_eq!(seg_files(t.path()), vec![format!("{seq:020}.seg")]);
     }
 
     #[test]

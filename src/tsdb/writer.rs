@@ -23,7 +23,9 @@
 //!   everything not yet acknowledged. InfluxDB keys points by series and timestamp, so the order
 //!   of arrival does not change what is stored.
 //! - Without a spool, the intake waits for the sender (the memory queue absorbs outages).
-//! - Spool file I/O runs in `spawn_blocking`, never on the async runtime.
+//! - Spool file I/O runs in `spawn_blocking`, never on the async runtime. Spool bookkeeping that
+//!   needs no I/O (no fsync due, no backlog, an acknowledgement that deletes no file) runs in
+//!   place when the spool's lock is free, which saves a thread hand-over per batch.
 //! - **Receipts** (`crate::receipt`, MQTT end-to-end acknowledgement): a line pushed with
 //!   [`OutputQueue::push_held`] makes the intake form a batch at once (no flush-interval wait),
 //!   at most one such batch every [`HELD_EVERY`] (group commit: under load one append, fsync
@@ -66,7 +68,7 @@ use tracing::{error, info, warn};
 
 use super::line::push_with_precision;
 use super::options::{ByteSize, FsyncPolicy};
-use super::spool::{QUARANTINE_FILE, Spool};
+use super::spool::{Backlog, QUARANTINE_FILE, Spool};
 use crate::config::{Output, Secret};
 use crate::queue::DropOldest;
 use crate::receipt::Receipt;
@@ -242,6 +244,23 @@ async fn on_spool<R: Send + 'static>(
     })
     .await
     .unwrap_or_else(|e| Err(io::Error::other(format!("spool task failed: {e}"))))
+}
+
+/// Runs `quick` on the spool right here when its lock is free and `quick` needs no file I/O
+/// (it returns `None` when it would), else `slow` in a blocking thread: the common cases
+/// (nothing to sync, no backlog, an acknowledgement that deletes no file) then cost no thread
+/// hand-over.
+async fn on_spool_quick<R: Send + 'static>(
+    spool: &SharedSpool,
+    quick: impl FnOnce(&mut Spool) -> Option<io::Result<R>>,
+    slow: impl FnOnce(&mut Spool) -> io::Result<R> + Send + 'static,
+) -> io::Result<R> {
+    if let Ok(mut s) = spool.try_lock() {
+        if let Some(r) = quick(&mut s) {
+            return r;
+        }
+    }
+    on_spool(spool, slow).await
 }
 
 /// A writer for one output.
@@ -457,7 +476,8 @@ impl Writer {
                 }
             };
             if let Some(spool) = spool {
-                if let Err(e) = on_spool(spool, Spool::maybe_sync).await {
+                let idle = |s: &mut Spool| (!s.sync_due()).then_some(Ok(()));
+                if let Err(e) = on_spool_quick(spool, idle, Spool::maybe_sync).await {
                     warn!(output = %self.id(), error = %e, "spool fsync failed");
                 }
             }
@@ -612,7 +632,8 @@ impl Writer {
                         Err(mpsc::error::TryRecvError::Empty) => {}
                     }
                 } else if let Some(spool) = spool {
-                    match on_spool(spool, Spool::next_backlog).await {
+                    let empty = |s: &mut Spool| (s.backlog() == 0).then(|| Ok(Backlog::default()));
+                    match on_spool_quick(spool, empty, Spool::next_backlog).await {
                         Ok(b) => {
                             self.drop_points("spool_corrupt", b.corrupt_points);
                             if let Some(r) = b.record {
@@ -713,9 +734,10 @@ impl Writer {
                 Delivery::Done => {
                     written.fetch_add(batch.lines.len() as u64, Ordering::Relaxed);
                     if let (Some(spool), Some(seq)) = (spool, batch.seq) {
-                        match on_spool(spool, move |s| s.ack(seq).map(|()| (s.points(), s.bytes())))
-                            .await
-                        {
+                        let ack = move |s: &mut Spool| s.ack(seq).map(|()| (s.points(), s.bytes()));
+                        let in_memory =
+                            move |s: &mut Spool| (!s.ack_would_delete(seq)).then(|| ack(s));
+                        match on_spool_quick(spool, in_memory, ack).await {
                             Ok((p, b)) => {
                                 self.spool_gauges(p, b);
                                 self.spool_drained(b);
