@@ -148,3 +148,95 @@ async fn without_spool_receipts_wait_for_the_server_or_go_at_its_first_failure()
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_group_commits_release_receipts_at_once_and_share_a_write_request() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let influx = support::influxd();
+        support::influxql(&influx, "", "CREATE DATABASE gc").await;
+        let spool = tempfile::tempdir().expect("tmp");
+        let cfg = output_config(&format!(
+            "[[outputs]]\nkind = \"influxdb_v1\"\nid = \"o\"\nurl = \"{}\"\n\
+             database = \"gc\"\nflush_interval = \"2s\"\nbatch_size = 100\ntimeout = \"5s\"\n\
+             spool = {{ dir = \"{}\" }}\n",
+            influx.url(),
+            spool.path().display()
+        ));
+        let metrics = Arc::new(Metrics::new());
+        let (q, deadline) = start(&cfg, metrics.clone());
+        let board = Board::new();
+        let line = |i: i64| {
+            format!(
+                "reading,site=s,channel=c value={i} {}\n",
+                1_700_000_000_000_000_000i64 + i
+            )
+        };
+        // Ten group commits, each its own spool record (more than HELD_EVERY apart), each
+        // receipt released once spooled: long before the flush interval.
+        for k in 0..10u64 {
+            let i = k as i64 * 3;
+            q.push_held((i..i + 3).map(line).collect(), board.issue(k));
+            assert!(
+                completed(&board, k, Duration::from_millis(1500)).await,
+                "receipt {k} released by the spool append, not by the write"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let requests = "hazgate_output_write_duration_seconds_count{output=\"o\"}";
+        assert_eq!(
+            metric(&metrics, requests),
+            0,
+            "no request before the flush interval"
+        );
+        assert_eq!(metric(&metrics, "hazgate_spool_points{output=\"o\"}"), 30);
+        // The flush interval after the first record: one request carries all ten records.
+        support::eventually(Duration::from_secs(10), "30 points written", || {
+            let m = metrics.clone();
+            async move {
+                (metric(&m, "hazgate_points_written_total{output=\"o\"}") == 30).then_some(())
+            }
+        })
+        .await;
+        assert_eq!(
+            metric(&metrics, requests),
+            1,
+            "one request for ten group commits"
+        );
+        assert_eq!(
+            metric(&metrics, "hazgate_spool_points{output=\"o\"}"),
+            0,
+            "all acknowledged"
+        );
+        // batch_size still bounds a request: 40 group commits of 5 = 200 points, 100 a request.
+        for k in 10..50u64 {
+            let i = 1000 + k as i64 * 5;
+            q.push_held((i..i + 5).map(line).collect(), board.issue(k));
+            assert!(
+                completed(&board, k, Duration::from_millis(1500)).await,
+                "receipt {k}"
+            );
+            tokio::time::sleep(Duration::from_millis(6)).await;
+        }
+        support::eventually(Duration::from_secs(10), "230 points written", || {
+            let m = metrics.clone();
+            async move {
+                (metric(&m, "hazgate_points_written_total{output=\"o\"}") == 230).then_some(())
+            }
+        })
+        .await;
+        let n = metric(&metrics, requests);
+        assert!(
+            (3..=4).contains(&n),
+            "two requests of 100 for the 200 (plus at most one for a tail): {n}"
+        );
+        let v = support::influxql(&influx, "gc", "SELECT count(value) FROM reading").await;
+        assert_eq!(
+            v["results"][0]["series"][0]["values"][0][1].as_u64(),
+            Some(230),
+            "{v}"
+        );
+        deadline.cancel();
+    })
+    .await
+    .expect("test timed out");
+}

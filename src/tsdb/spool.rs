@@ -522,15 +522,39 @@ impl Spool {
         Ok(())
     }
 
-    /// Whether acknowledging `seq` now would delete a segment (file I/O); `false` for a record
-    /// the spool does not hold. Without I/O, [`Spool::ack`] only updates memory, so a caller on
-    /// the async runtime may run it inline.
-    pub fn ack_would_delete(&self, seq: u64) -> bool {
-        self.records.get(&seq).is_some_and(|m| {
+    /// Acknowledges every record in `seqs` (see [`Spool::ack`]).
+    pub fn ack_range(&mut self, seqs: std::ops::Range<u64>) -> io::Result<()> {
+        for seq in seqs {
+            self.ack(seq)?;
+        }
+        Ok(())
+    }
+
+    /// Whether acknowledging `seqs` now would delete a segment (file I/O). Records the spool
+    /// does not hold count for nothing. Without I/O, [`Spool::ack_range`] only updates memory,
+    /// so a caller on the async runtime may run it in place.
+    pub fn ack_would_delete(&self, seqs: std::ops::Range<u64>) -> bool {
+        let mut per_seg: Vec<(u64, usize)> = Vec::new();
+        for seq in seqs {
+            if let Some(m) = self.records.get(&seq) {
+                match per_seg.last_mut() {
+                    Some((seg, n)) if *seg == m.seg => *n += 1,
+                    _ => per_seg.push((m.seg, 1)),
+                }
+            }
+        }
+        per_seg.into_iter().any(|(first, n)| {
             self.segments
-                .get(&m.seg)
-                .is_some_and(|s| s.unacked == 1 && self.deletes_when_done(m.seg, s))
+                .get(&first)
+                .is_some_and(|s| s.unacked <= n && self.deletes_when_done(first, s))
         })
+    }
+
+    /// Gives claimed records back: they are backlog again (memory only).
+    pub fn release(&mut self, seqs: std::ops::Range<u64>) {
+        for seq in seqs {
+            self.claimed.remove(&seq);
+        }
     }
 
     /// After an acknowledgement: is segment `first` fully acknowledged and to be deleted?
@@ -731,6 +755,12 @@ mod tests {
         let r = s.next_backlog().expect("read").record.expect("rec");
         assert_eq!(r.seq, b);
         assert!(s.next_backlog().expect("read").record.is_none());
+        // Released, a claimed record is backlog again.
+        s.release(a..a + 1);
+        assert_eq!(
+            s.next_backlog().expect("read").record.map(|r| r.seq),
+            Some(a)
+        );
         s.ack(b).expect("ack");
         s.ack(a).expect("ack");
         assert_eq!((s.points(), s.records(), s.backlog()), (0, 0, 0));
@@ -755,7 +785,7 @@ mod tests {
         for i in 0..50 {
             let (seq, _) = s.append(&batch(i), 2, true).expect("append");
             assert!(
-                !s.ack_would_delete(seq),
+                !s.ack_would_delete(seq..seq + 1),
                 "below the recycle size: memory only"
             );
             s.ack(seq).expect("ack");
@@ -782,10 +812,13 @@ mod tests {
             seqs.push(s.append(&big, 1, true).expect("append").0);
         }
         let last = seqs.pop().expect("four");
-        for seq in seqs {
-            s.ack(seq).expect("ack");
-        }
-        assert!(s.ack_would_delete(last));
+        assert!(!s.ack_would_delete(seqs[0]..last), "one record is left");
+        s.ack_range(seqs[0]..last).expect("ack");
+        assert!(s.ack_would_delete(last..last + 1));
+        assert!(
+            s.ack_would_delete(last..last + 5),
+            "unknown seqs count for nothing"
+        );
         s.ack(last).expect("ack");
         assert!(seg_files(t.path()).is_empty(), "{:?}", seg_files(t.path()));
         assert_eq!(s.bytes(), 0);
