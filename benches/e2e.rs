@@ -20,7 +20,8 @@
 //! webhook arrival: p50, p99, max, and how many alerts did not arrive. Before the steps of a
 //! QoS it prints the gateway's RSS and peak once it is ready (start-up alone).
 //!
-//! `HAZGATE_E2E_WRAP` runs the gateway under a command (e.g. `heaptrack -o /tmp/hz`): the
+//! `HAZGATE_E2E_BIN` runs another gateway binary than this build's (side-by-side comparisons of
+//! two builds under the same conditions). `HAZGATE_E2E_WRAP` runs the gateway under a command (e.g. `heaptrack -o /tmp/hz`): the
 //! figures are still the gateway's own process (found among the wrapper's descendants).
 
 #[path = "../tests/support/mod.rs"]
@@ -262,7 +263,13 @@ async fn start_gateway(
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, text).expect("config");
     let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log");
-    let bin = env!("CARGO_BIN_EXE_hazgate");
+    let own = env!("CARGO_BIN_EXE_hazgate");
+    let other = std::env::var("HAZGATE_E2E_BIN").unwrap_or_default();
+    let bin = if other.is_empty() {
+        own
+    } else {
+        other.as_str()
+    };
     let wrap = std::env::var("HAZGATE_E2E_WRAP").unwrap_or_default();
     let mut words = wrap.split_whitespace();
     let mut cmd = match words.next() {

@@ -690,7 +690,7 @@ fn default_max_in_flight() -> usize {
 }
 
 fn default_batch_size() -> usize {
-    5000
+    1000
 }
 fn default_flush() -> Duration {
     Duration::from_secs(1)

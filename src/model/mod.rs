@@ -621,7 +621,11 @@ mod tests {
         assert_ne!(a, ChannelId::new("t.a.levels"));
         let map: std::collections::HashMap<ChannelId, u8> = [(copy, 1)].into();
         assert_eq!(map.get(&a), Some(&1));
-        assert_eq!(map.get("t.a.level"), Some(&1), "a &str finds it (same hash as str)");
+        assert_eq!(
+            map.get("t.a.level"),
+            Some(&1),
+            "a &str finds it (same hash as str)"
+        );
         assert_eq!(map.get("t.b.level"), None);
     }
 
