@@ -24,6 +24,7 @@ use super::limits::{Delay, Discrete, Limit, Rate, Stuck};
 use super::schedule::{Calendar, Flags};
 
 mod build;
+pub use build::{AlarmTexts, alarm_texts};
 mod carry;
 use crate::config::ResolvedChannel;
 use crate::model::{
