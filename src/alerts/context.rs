@@ -7,15 +7,16 @@ use std::sync::{Arc, RwLock};
 pub use super::site::AlarmInfo;
 use crate::model::ChannelId;
 
-/// What a message says about a channel: label, area and unit.
+/// What a message says about a channel: label, area and unit (equal texts are one shared
+/// allocation across the table).
 #[derive(Debug, Clone, Default)]
 pub struct ChannelInfo {
     /// Display label (location, tag).
-    pub label: String,
+    pub label: Arc<str>,
     /// Area.
-    pub area: String,
+    pub area: Arc<str>,
     /// Unit.
-    pub unit: String,
+    pub unit: Arc<str>,
 }
 
 /// A table shared by every task of alert delivery that a configuration reload replaces whole
@@ -93,15 +94,24 @@ pub fn alarm_table(site: &super::site::Site<'_>) -> HashMap<Arc<str>, AlarmInfo>
 /// Every configured channel's label, area name and unit, by id.
 pub fn channel_table(site: &super::site::Site<'_>) -> HashMap<ChannelId, ChannelInfo> {
     let id = &site.identity;
+    let mut seen: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
+    let mut text = |s: &str| -> Arc<str> {
+        if let Some(t) = seen.get(s) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(s);
+        seen.insert(t.clone());
+        t
+    };
     site.channels
         .iter()
         .map(|c| {
             (
                 c.id.clone(),
                 ChannelInfo {
-                    label: c.label.clone(),
-                    area: id.area_name(&c.area).to_owned(),
-                    unit: c.unit.clone(),
+                    label: text(&c.label),
+                    area: text(id.area_name(&c.area)),
+                    unit: text(&c.unit),
                 },
             )
         })

@@ -182,7 +182,7 @@ impl Regulator {
                 .channels
                 .load()
                 .get(&e.channel)
-                .map(|c| c.unit.clone())
+                .map(|c| c.unit.to_string())
                 .unwrap_or_default();
             // The raise time of the episode on every record of it; a transition outside an
             // episode has none (left out or empty, by `empty_fields`).
