@@ -124,11 +124,11 @@ fn plan_alarm(t: &mut Texts, d: &AlarmDef, chan: Option<usize>) -> AlarmRt {
             fall,
             deadband,
             window,
-        } => Det::Rate(Rate::new(*rise, *fall, *deadband, *window)),
+        } => Det::Rate(Box::new(Rate::new(*rise, *fall, *deadband, *window))),
         Detector::Discrete { active_when } => Det::Discrete(Discrete {
             active_when: *active_when,
         }),
-        Detector::Stuck { band, after } => Det::Stuck(Stuck::new(*band, *after)),
+        Detector::Stuck { band, after } => Det::Stuck(Box::new(Stuck::new(*band, *after))),
         Detector::Composite(_) => Det::Composite,
     };
     let channel = d
@@ -236,7 +236,12 @@ impl Engine {
         for (i, c) in cfg.channels.iter().enumerate() {
             alarms.push(fault_alarm(&mut t, i, c));
             chans.push(ChannelRt {
-                meta: c.clone(),
+                id: c.id.clone(),
+                max_age: c.max_age,
+                floor: match (crate::model::gas_floor(&c.kind, c.range), c.range) {
+                    (Some(floor), Some([min, _])) => Some((floor, min)),
+                    _ => None,
+                },
                 alarms: Vec::new(),
                 fault: alarms.len() - 1,
                 deps: Vec::new(),
@@ -254,7 +259,7 @@ impl Engine {
         let index: HashMap<ChannelId, usize> = chans
             .iter()
             .enumerate()
-            .map(|(i, c)| (c.meta.id.clone(), i))
+            .map(|(i, c)| (c.id.clone(), i))
             .collect();
         let calendar = cfg.plan.calendar.clone();
         let mut comps = Vec::new();
