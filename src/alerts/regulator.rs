@@ -387,7 +387,7 @@ pub async fn report_loop(
             .map(|c| ReportValue {
                 channel: c.id.to_string(),
                 value: c.value,
-                unit: c.unit.clone(),
+                unit: c.unit.to_string(),
                 quality: c.quality.to_owned(),
                 ts: c.ts,
             })
