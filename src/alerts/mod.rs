@@ -89,7 +89,7 @@ impl Prepared {
 /// its area and described like every other. Routes and receivers themselves need a restart.
 #[derive(Clone, Debug)]
 pub struct SiteTables {
-    areas: context::Swap<std::collections::HashMap<crate::model::ChannelId, String>>,
+    areas: context::Swap<std::collections::HashMap<crate::model::ChannelId, Arc<str>>>,
     channels:
         context::Swap<std::collections::HashMap<crate::model::ChannelId, context::ChannelInfo>>,
     alarms: context::Swap<context::AlarmTable>,
@@ -123,7 +123,7 @@ impl SiteTables {
 #[derive(Debug)]
 pub struct StagedTables {
     to: SiteTables,
-    areas: std::collections::HashMap<crate::model::ChannelId, String>,
+    areas: std::collections::HashMap<crate::model::ChannelId, Arc<str>>,
     channels: std::collections::HashMap<crate::model::ChannelId, context::ChannelInfo>,
     alarms: context::AlarmTable,
 }
