@@ -20,9 +20,13 @@
 //! webhook arrival: p50, p99, max, and how many alerts did not arrive. Before the steps of a
 //! QoS it prints the gateway's RSS and peak once it is ready (start-up alone).
 //!
+//! The gateway runs with `MALLOC_ARENA_MAX=2`, as the systemd unit and the container image
+//! start it (a value already in the bench's environment is passed on instead).
+//!
 //! `HAZGATE_E2E_BIN` runs another gateway binary than this build's (side-by-side comparisons of
-//! two builds under the same conditions). `HAZGATE_E2E_WRAP` runs the gateway under a command (e.g. `heaptrack -o /tmp/hz`): the
-//! figures are still the gateway's own process (found among the wrapper's descendants).
+//! two builds under the same conditions). `HAZGATE_E2E_WRAP` runs the gateway under a command
+//! (e.g. `heaptrack -o /tmp/hz`): the figures are still the gateway's own process (found among
+//! the wrapper's descendants).
 
 #[path = "../tests/support/mod.rs"]
 #[expect(
@@ -280,6 +284,9 @@ async fn start_gateway(
         }
         None => Command::new(bin),
     };
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        cmd.env("MALLOC_ARENA_MAX", "2");
+    }
     let child = cmd
         .args(["--log-level", "warn", "run", "--config"])
         .arg(&path)
@@ -348,8 +355,9 @@ async fn bench() {
     support::influxql(&influx, "", "CREATE DATABASE bench").await;
     let (hook, arrivals) = webhook().await;
     println!(
-        "end-to-end: mosquitto (set_tcp_nodelay {broker_nodelay}) -> hazgate (release binary) -> influxd v1 (gzip, spooled) + webhook; \
-         {channels} channels, a limit rule on each, ~100-byte JSON, {secs} s per step, an excursion every {EXCURSION_EVERY:?}"
+        "end-to-end: mosquitto (set_tcp_nodelay {broker_nodelay}) -> hazgate (release binary, MALLOC_ARENA_MAX={}) -> influxd v1 (gzip, spooled) + webhook; \
+         {channels} channels, a limit rule on each, ~100-byte JSON, {secs} s per step, an excursion every {EXCURSION_EVERY:?}",
+        std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".to_owned())
     );
     println!(
         "{:>3} {:>8} {:>9} {:>9} {:>6} {:>8} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8}",

@@ -285,9 +285,11 @@ pub async fn start_with(cfg: Resolved, path: Option<PathBuf>) -> Result<Running,
         source_tasks.insert(id, spawner.spawn(src));
     }
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadAsk>(RELOAD_QUEUE);
+    // The reloader keeps the configuration itself (not a copy).
+    let cfg = Arc::new(cfg);
     let mut reloader = reload::Reloader {
         path,
-        current: Arc::new(cfg.clone()),
+        current: cfg.clone(),
         engine: engine_reloads,
         tables: site_tables,
         spawner,

@@ -3,7 +3,7 @@
 //! across an `.await`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -12,25 +12,26 @@ use crate::config::Resolved;
 use crate::model::{ChannelId, DeviceId, Reading, Sample};
 use crate::telemetry::Health;
 
-/// Latest state of one channel.
+/// Latest state of one channel. Its texts are shared: equal ones (a kind, a unit, an area) are
+/// one allocation, and a copy of the snapshot copies no text.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChannelSnapshot {
     /// Channel id.
     pub id: ChannelId,
     /// Kind.
-    pub kind: String,
+    pub kind: Arc<str>,
     /// Unit.
-    pub unit: String,
+    pub unit: Arc<str>,
     /// Area.
-    pub area: String,
+    pub area: Arc<str>,
     /// The area's display name (`[[areas]]`), else its id.
-    pub area_name: String,
+    pub area_name: Arc<str>,
     /// Device.
     pub device: DeviceId,
     /// The device's display name, empty when none is configured.
-    pub device_name: String,
+    pub device_name: Arc<str>,
     /// Label.
-    pub label: String,
+    pub label: Arc<str>,
     /// Last good value; `null` when the last reading was bad.
     pub value: Option<f64>,
     /// Time of the last reading.
@@ -149,7 +150,7 @@ impl SharedState {
         let i = *t.index.get(channel)?;
         t.rows
             .get(i)
-            .map(|c| (c.device.clone(), c.device_name.clone()))
+            .map(|c| (c.device.clone(), c.device_name.to_string()))
     }
 
     /// Records a sample (called by the rule engine only).
@@ -272,17 +273,26 @@ impl Table {
 
 /// A fresh snapshot row for every configured channel ("unknown" before its first reading).
 fn rows(cfg: &Resolved) -> Vec<ChannelSnapshot> {
+    let mut seen: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
+    let mut text = |s: &str| -> Arc<str> {
+        if let Some(t) = seen.get(s) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(s);
+        seen.insert(t.clone());
+        t
+    };
     cfg.channels
         .iter()
         .map(|c| ChannelSnapshot {
             id: c.id.clone(),
-            kind: c.kind.clone(),
-            unit: c.unit.clone(),
-            area: c.area.clone(),
-            area_name: cfg.area_name(&c.area).to_owned(),
+            kind: text(&c.kind),
+            unit: text(&c.unit),
+            area: text(&c.area),
+            area_name: text(cfg.area_name(&c.area)),
             device: c.device.clone(),
-            device_name: c.device_name.clone(),
-            label: c.label.clone(),
+            device_name: text(&c.device_name),
+            label: text(&c.label),
             value: None,
             ts: None,
             quality: "unknown",

@@ -480,7 +480,7 @@ pub fn digest_text(ctx: &Context, ns: &[&Notification]) -> String {
     let area = |e: &crate::model::AlarmEvent| {
         channels
             .get(&e.channel)
-            .map(|c| c.area.clone())
+            .map(|c| c.area.to_string())
             .filter(|a| !a.is_empty())
             .or_else(|| {
                 alarms
@@ -509,7 +509,7 @@ pub fn digest_text(ctx: &Context, ns: &[&Notification]) -> String {
     for e in &events {
         let unit = channels
             .get(&e.channel)
-            .map(|c| c.unit.clone())
+            .map(|c| c.unit.to_string())
             .unwrap_or_default();
         let value = match e.value {
             Some(v) if unit.is_empty() => format!(" {v}"),
@@ -669,13 +669,13 @@ pub fn message_text(ctx: &Context, n: &Notification) -> String {
             .unwrap_or_default();
         // Alarms over several channels (composites) have no channel: their rule's area.
         if ch.area.is_empty() {
-            ch.area = info.area_name.to_string();
+            ch.area = info.area_name.clone();
         }
         if ch.unit.is_empty() {
-            ch.unit = info.unit.to_string();
+            ch.unit = info.unit.clone();
         }
         if ch.label.is_empty() {
-            ch.label = info.label.to_string();
+            ch.label = info.label.clone();
         }
         let location = match (ch.label.is_empty(), ch.area.is_empty()) {
             (true, true) => e.channel.to_string(),

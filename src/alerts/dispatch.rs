@@ -124,12 +124,26 @@ impl Step<'_> {
 }
 
 /// The area of every channel, including the communication alarm channels of devices and
-/// sources (`device.{id}`, `source.{id}`).
-pub fn area_table(site: &super::site::Site<'_>) -> HashMap<ChannelId, String> {
+/// sources (`device.{id}`, `source.{id}`). Equal areas are one shared allocation.
+pub fn area_table(site: &super::site::Site<'_>) -> HashMap<ChannelId, Arc<str>> {
+    let mut seen: HashSet<Arc<str>> = HashSet::new();
+    let mut text = |s: &str| -> Arc<str> {
+        if let Some(t) = seen.get(s) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(s);
+        seen.insert(t.clone());
+        t
+    };
     site.channels
         .iter()
-        .map(|c| (c.id.clone(), c.area.clone()))
-        .chain(site.group_areas.iter().cloned())
+        .map(|c| (c.id.clone(), c.area.as_str()))
+        .chain(
+            site.group_areas
+                .iter()
+                .map(|(c, a)| (c.clone(), a.as_str())),
+        )
+        .map(|(c, a)| (c, text(a)))
         .collect()
 }
 
@@ -140,7 +154,7 @@ pub struct Dispatcher {
     prefix: String,
     routes: Vec<Route>,
     /// Area of every channel, for routes by area (replaced by a configuration reload).
-    areas: super::context::Swap<HashMap<ChannelId, String>>,
+    areas: super::context::Swap<HashMap<ChannelId, Arc<str>>>,
     receivers: HashMap<String, Recv>,
     tracks: BTreeMap<(usize, String), Track>,
     groups: BTreeMap<(usize, String), Group>,
@@ -209,13 +223,13 @@ impl Dispatcher {
     }
 
     /// The area table, shared with [`super::SiteTables`].
-    pub fn areas(&self) -> super::context::Swap<HashMap<ChannelId, String>> {
+    pub fn areas(&self) -> super::context::Swap<HashMap<ChannelId, Arc<str>>> {
         self.areas.clone()
     }
 
     fn matches(&self, r: &Route, ev: &AlarmEvent) -> bool {
         let areas = self.areas.load();
-        let area = areas.get(&ev.channel).map_or("", String::as_str);
+        let area = areas.get(&ev.channel).map_or("", |a| &**a);
         (r.sites.is_empty() || r.sites.contains(&self.site))
             && (r.areas.is_empty() || r.areas.iter().any(|a| a == area))
             && (r.kinds.is_empty() || r.kinds.contains(&ev.kind))
@@ -702,6 +716,61 @@ escalation = [
             raised_at: None,
             notice: Default::default(),
         }
+    }
+
+    /// A route by area reaches the alarms of its area's channels and the communication alarm
+    /// of a source whose area it is, no others.
+    #[test]
+    fn a_route_by_area_matches_the_channels_and_links_of_that_area() {
+        let text = r#"
+[site]
+id = "s"
+[[sources]]
+kind = "mqtt"
+id = "m"
+address = "127.0.0.1:1883"
+[[sources.topics]]
+filter = "site/{site}/tank/{device}"
+channel = "{site}.{device}.level"
+value = "level"
+[[sources.channels]]
+id = "a.t1.level"
+kind = "tank_level"
+[[sources.channels]]
+id = "b.t2.level"
+kind = "tank_level"
+[[receivers]]
+kind = "webhook"
+id = "shift"
+url = "http://127.0.0.1:9/a"
+[[notifications.routes]]
+id = "area-a"
+areas = ["a"]
+receivers = ["shift"]
+"#;
+        let cfg = crate::config::parse(text, Path::new("t.toml")).expect("parse");
+        let (cfg, _) = crate::config::validate(&cfg, Path::new(".")).expect("valid");
+        let site: super::super::Site<'_> = (&cfg).into();
+        let d = Dispatcher::new(&site, Arc::new(Metrics::new()));
+        let on = |channel: &str| {
+            let mut e = ev(
+                1,
+                Priority::High,
+                Transition::Raised,
+                AlarmState::ActiveUnacknowledged,
+            );
+            e.channel = ChannelId::new(channel);
+            d.matches(&d.routes[0], &e)
+        };
+        // The source's communication alarm has the area of its first channel.
+        assert_eq!(
+            site.group_areas,
+            [(ChannelId::new("source.m"), "a".to_owned())]
+        );
+        assert!(on("a.t1.level"));
+        assert!(on("source.m"));
+        assert!(!on("b.t2.level"));
+        assert!(!on("nowhere"));
     }
 
     fn keys(ns: &[Notification]) -> Vec<&str> {

@@ -89,10 +89,10 @@ impl Prepared {
 /// its area and described like every other. Routes and receivers themselves need a restart.
 #[derive(Clone, Debug)]
 pub struct SiteTables {
-    areas: context::Swap<std::collections::HashMap<crate::model::ChannelId, String>>,
+    areas: context::Swap<std::collections::HashMap<crate::model::ChannelId, Arc<str>>>,
     channels:
         context::Swap<std::collections::HashMap<crate::model::ChannelId, context::ChannelInfo>>,
-    alarms: context::Swap<std::collections::HashMap<std::sync::Arc<str>, context::AlarmInfo>>,
+    alarms: context::Swap<context::AlarmTable>,
 }
 
 impl SiteTables {
@@ -111,7 +111,10 @@ impl SiteTables {
             to: self.clone(),
             areas: merge(dispatch::area_table(old), dispatch::area_table(new)),
             channels: merge(context::channel_table(old), context::channel_table(new)),
-            alarms: merge(context::alarm_table(old), context::alarm_table(new)),
+            alarms: context::AlarmTable::merged(
+                context::alarm_table(old),
+                context::alarm_table(new),
+            ),
         }
     }
 }
@@ -120,9 +123,9 @@ impl SiteTables {
 #[derive(Debug)]
 pub struct StagedTables {
     to: SiteTables,
-    areas: std::collections::HashMap<crate::model::ChannelId, String>,
+    areas: std::collections::HashMap<crate::model::ChannelId, Arc<str>>,
     channels: std::collections::HashMap<crate::model::ChannelId, context::ChannelInfo>,
-    alarms: std::collections::HashMap<std::sync::Arc<str>, context::AlarmInfo>,
+    alarms: context::AlarmTable,
 }
 
 impl StagedTables {

@@ -182,7 +182,7 @@ impl Regulator {
                 .channels
                 .load()
                 .get(&e.channel)
-                .map(|c| c.unit.clone())
+                .map(|c| c.unit.to_string())
                 .unwrap_or_default();
             // The raise time of the episode on every record of it; a transition outside an
             // episode has none (left out or empty, by `empty_fields`).
@@ -387,7 +387,7 @@ pub async fn report_loop(
             .map(|c| ReportValue {
                 channel: c.id.to_string(),
                 value: c.value,
-                unit: c.unit.clone(),
+                unit: c.unit.to_string(),
                 quality: c.quality.to_owned(),
                 ts: c.ts,
             })

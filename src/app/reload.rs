@@ -236,8 +236,7 @@ pub(crate) fn changes(old: &Resolved, new: &Resolved) -> Changes {
     // Every alarm the engine has (configured ones, and the communication alarms of devices and
     // sources), with the configured ones' settings.
     let keyed_alarms = |c: &Resolved| -> BTreeMap<String, String> {
-        let mut m: BTreeMap<String, String> = Engine::new(c, std::time::Instant::now())
-            .views()
+        let mut m: BTreeMap<String, String> = crate::rules::engine::alarm_texts(c)
             .into_iter()
             .map(|v| (v.id.to_string(), String::new()))
             .collect();

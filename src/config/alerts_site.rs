@@ -16,10 +16,9 @@ impl<'a> From<&'a Resolved> for Site<'a> {
                 .into_iter()
                 .map(|g| (g.channel, g.area))
                 .collect(),
-            // The engine's own view of every configured alarm (pure, no I/O), so texts name
+            // The texts the engine's views carry (built without an engine), so texts name
             // alarms exactly as the API does.
-            alarms: crate::rules::Engine::new(cfg, std::time::Instant::now())
-                .views()
+            alarms: crate::rules::engine::alarm_texts(cfg)
                 .into_iter()
                 .map(|v| {
                     (

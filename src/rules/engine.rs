@@ -24,19 +24,20 @@ use super::limits::{Delay, Discrete, Limit, Rate, Stuck};
 use super::schedule::{Calendar, Flags};
 
 mod build;
+pub use build::{AlarmTexts, alarm_texts};
 mod carry;
-use crate::config::ResolvedChannel;
 use crate::model::{
     AlarmClass, AlarmEvent, AlarmState, BadReason, ChannelId, Priority, Reading, Sample, SiteMode,
-    Transition, gas_floor, screen_floor,
+    Transition, screen_floor,
 };
 
 #[derive(Debug)]
 enum Det {
     Limit(Limit),
-    Rate(Rate),
+    /// Boxed, as is `Stuck`: few alarms have one, and every alarm carries a `Det`.
+    Rate(Box<Rate>),
     Discrete(Discrete),
-    Stuck(Stuck),
+    Stuck(Box<Stuck>),
     Composite,
     Fault,
     /// A device or source communication alarm.
@@ -81,7 +82,12 @@ struct AlarmRt {
 
 #[derive(Debug)]
 struct ChannelRt {
-    meta: ResolvedChannel,
+    id: ChannelId,
+    /// A reading older than this is stale.
+    max_age: Duration,
+    /// The floor below which a reading is Bad and the range minimum it is measured from, for
+    /// gas and oxygen channels with a range ([`crate::model::gas_floor`]).
+    floor: Option<(f64, f64)>,
     alarms: Vec<usize>,
     fault: usize,
     deps: Vec<usize>,
@@ -397,20 +403,17 @@ impl Engine {
         }
     }
 
-    /// Channel metadata.
-    pub fn channel(&self, id: &ChannelId) -> Option<&ResolvedChannel> {
-        self.index.get(id).map(|&i| &self.chans[i].meta)
-    }
-
     /// Screens a batch before it is used anywhere (alarms, snapshot, time series): a gas or
     /// oxygen reading further below its range minimum than the tolerance is Bad
     /// ([`crate::model::gas_floor`]), whichever source produced it.
     pub fn screen(&self, samples: &mut [Sample]) {
         for s in samples {
-            if let Some(c) = self.channel(&s.channel) {
-                if let (Some(floor), Some([min, _])) = (gas_floor(&c.kind, c.range), c.range) {
-                    screen_floor(&mut s.reading, floor, min);
-                }
+            if let Some((floor, min)) = self
+                .index
+                .get(&s.channel)
+                .and_then(|&i| self.chans[i].floor)
+            {
+                screen_floor(&mut s.reading, floor, min);
             }
         }
     }
@@ -996,7 +999,7 @@ impl Engine {
                         .def
                         .members
                         .iter()
-                        .map(|&m| self.chans[m].meta.max_age)
+                        .map(|&m| self.chans[m].max_age)
                         .max()
                         .unwrap_or_default();
                     if !any_bad || now.saturating_duration_since(up) >= grace {
@@ -1154,9 +1157,9 @@ impl Engine {
         let mut out = Vec::new();
         for i in 0..self.chans.len() {
             let c = &self.chans[i];
-            if c.bad.is_none() && now.saturating_duration_since(c.last_good) > c.meta.max_age {
+            if c.bad.is_none() && now.saturating_duration_since(c.last_good) > c.max_age {
                 let s = Sample {
-                    channel: c.meta.id.clone(),
+                    channel: c.id.clone(),
                     ts: wall,
                     reading: Reading::Bad(BadReason::Stale),
                 };

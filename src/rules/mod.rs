@@ -177,18 +177,21 @@ pub async fn open(
     let mut history = VecDeque::new();
     let journal = match &a.journal_dir {
         Some(dir) => {
-            let (dir2, cfg2) = (dir.clone(), cfg.clone());
-            let (e, j, replayed) =
-                tokio::task::spawn_blocking(move || recover(&cfg2, now, &dir2, SystemTime::now()))
-                    .await
-                    .map_err(|e| OpenError::Journal {
-                        dir: dir.clone(),
-                        source: std::io::Error::other(e.to_string()),
-                    })?
-                    .map_err(|source| OpenError::Journal {
-                        dir: dir.clone(),
-                        source,
-                    })?;
+            // The engine built here is restored off the runtime (no copy of the
+            // configuration, no second engine).
+            let (dir2, keep, retention) = (dir.clone(), a.history_in_memory, a.retention);
+            let (e, j, replayed) = tokio::task::spawn_blocking(move || {
+                restore(engine, &dir2, keep, retention, SystemTime::now())
+            })
+            .await
+            .map_err(|e| OpenError::Journal {
+                dir: dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .map_err(|source| OpenError::Journal {
+                dir: dir.clone(),
+                source,
+            })?;
             engine = e;
             if replayed.damaged > 0 {
                 error!(damaged = replayed.damaged, dir = %dir.display(), "alarm journal lines failed their checksum and were skipped");
@@ -237,13 +240,32 @@ pub fn recover(
     dir: &std::path::Path,
     wall: SystemTime,
 ) -> std::io::Result<(Engine, Journal, journal::Replayed)> {
-    let mut engine = Engine::new(cfg, now);
-    let replayed = Journal::replay(dir, cfg.alarms.history_in_memory)?;
+    let a = &cfg.alarms;
+    restore(
+        Engine::new(cfg, now),
+        dir,
+        a.history_in_memory,
+        a.retention,
+        wall,
+    )
+}
+
+/// [`recover`] for an engine already built: restores it from the journal in `dir` (keeping
+/// `history_in_memory` events of history), then starts a new journal segment with a
+/// checkpoint. Blocking.
+fn restore(
+    mut engine: Engine,
+    dir: &std::path::Path,
+    history_in_memory: usize,
+    retention: Duration,
+    wall: SystemTime,
+) -> std::io::Result<(Engine, Journal, journal::Replayed)> {
+    let replayed = Journal::replay(dir, history_in_memory)?;
     let gone = engine.restore(&replayed);
     if !gone.is_empty() {
         warn!(alarms = ?gone, "journaled alarms are no longer configured; their state is dropped");
     }
-    let j = Journal::create(dir, &engine.checkpoint(), cfg.alarms.retention, wall)?;
+    let j = Journal::create(dir, &engine.checkpoint(), retention, wall)?;
     Ok((engine, j, replayed))
 }
 
@@ -910,6 +932,49 @@ mod tests {
                 AlarmState::ActiveUnacknowledged,
                 true
             )
+        );
+    }
+
+    /// The texts built without an engine are the engine's views' texts, alarm for alarm, for
+    /// every shipped configuration (fault, limit, composite and communication alarms; areas
+    /// with display names; rules with messages and responses).
+    #[test]
+    fn alarm_texts_are_the_engine_views_texts() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<_> = ["config", "config/sites"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(root.join(d)).expect("config dir"))
+            .map(|e| e.expect("dir entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 4, "{files:?}");
+        let (mut comm, mut message, mut response, mut named) = (0, 0, 0, 0);
+        for f in &files {
+            let (cfg, _) = crate::config::load(f).unwrap_or_else(|e| panic!("{f:?}: {e:?}"));
+            let views: Vec<engine::AlarmTexts> = Engine::new(&cfg, Instant::now())
+                .views()
+                .into_iter()
+                .map(|v| engine::AlarmTexts {
+                    id: v.id,
+                    label: v.label,
+                    area: v.area,
+                    area_name: v.area_name,
+                    unit: v.unit,
+                    message: v.message,
+                    response: v.response,
+                })
+                .collect();
+            let texts = engine::alarm_texts(&cfg);
+            assert_eq!(texts, views, "{f:?}");
+            comm += texts.iter().filter(|t| t.id.ends_with(":comm")).count();
+            message += texts.iter().filter(|t| t.message.is_some()).count();
+            response += texts.iter().filter(|t| t.response.is_some()).count();
+            named += texts.iter().filter(|t| t.area_name != t.area).count();
+        }
+        assert!(
+            comm > 0 && message > 0 && response > 0 && named > 0,
+            "{comm} {message} {response} {named}"
         );
     }
 }

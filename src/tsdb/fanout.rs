@@ -90,22 +90,25 @@ impl Activations {
     }
 }
 
-/// A channel the outputs write, with the start of its `reading` lines encoded once.
+/// A channel the outputs write, with the start of its `reading` lines encoded once: only what
+/// the lines need (the whole channel only when an output downsamples, for its aggregate lines).
 #[derive(Debug)]
 struct Known {
-    ch: ResolvedChannel,
-    key: String,
+    key: Box<str>,
+    area: Box<str>,
+    ch: Option<Box<ResolvedChannel>>,
 }
 
-fn known(site: &str, channels: &[ResolvedChannel]) -> HashMap<ChannelId, Known> {
+fn known(site: &str, channels: &[ResolvedChannel], downsampled: bool) -> HashMap<ChannelId, Known> {
     channels
         .iter()
         .map(|c| {
             (
                 c.id.clone(),
                 Known {
-                    key: super::line::sample_key(site, c),
-                    ch: c.clone(),
+                    key: super::line::sample_key(site, c).into_boxed_str(),
+                    area: c.area.as_str().into(),
+                    ch: downsampled.then(|| Box::new(c.clone())),
                 },
             )
         })
@@ -127,7 +130,7 @@ impl Fanout {
     /// One sink per queue; each output's settings are found in `cfg.outputs` by id (an unknown
     /// id gets every reading).
     pub fn new(cfg: &Resolved, queues: Vec<Arc<OutputQueue>>) -> Self {
-        let sinks = queues
+        let sinks: Vec<Sink> = queues
             .into_iter()
             .map(|queue| {
                 let out = cfg.outputs.iter().find(|o| o.id() == queue.id());
@@ -149,9 +152,12 @@ impl Fanout {
                 }
             })
             .collect();
+        let downsampled = sinks
+            .iter()
+            .any(|s| matches!(s.mode, Mode::Downsample { .. }));
         Self {
             site: cfg.site.id.clone(),
-            channels: known(&cfg.site.id, &cfg.channels),
+            channels: known(&cfg.site.id, &cfg.channels, downsampled),
             sinks,
             aggs: Vec::new(),
             raised: Activations::default(),
@@ -163,7 +169,11 @@ impl Fanout {
     /// written point of every channel that still exists is kept (no extra point on reload).
     /// The outputs themselves are the same (changing them needs a restart).
     pub fn reconfigure(&mut self, cfg: &Resolved) {
-        self.channels = known(&self.site, &cfg.channels);
+        let downsampled = self
+            .sinks
+            .iter()
+            .any(|s| matches!(s.mode, Mode::Downsample { .. }));
+        self.channels = known(&self.site, &cfg.channels, downsampled);
         for sink in &mut self.sinks {
             let Mode::Reduce(old) = &mut sink.mode else {
                 continue;
@@ -231,7 +241,9 @@ impl Fanout {
                     Mode::Downsample { measurement, ds } => {
                         ds.add(s, &mut self.aggs);
                         for a in self.aggs.drain(..) {
-                            if let Some(ach) = self.channels.get(&a.channel).map(|k| &k.ch) {
+                            if let Some(ach) =
+                                self.channels.get(&a.channel).and_then(|k| k.ch.as_deref())
+                            {
                                 let mut l = String::with_capacity(220);
                                 encode_aggregate(&self.site, measurement, ach, &a, &mut l);
                                 sink.buf.push(l);
@@ -251,7 +263,7 @@ impl Fanout {
             let area = self
                 .channels
                 .get(&e.channel)
-                .map(|k| k.ch.area.as_str())
+                .map(|k| &*k.area)
                 .unwrap_or_default();
             let raised = self.raised.on_event(e);
             let mut l = String::with_capacity(260);
@@ -280,7 +292,7 @@ impl Fanout {
             if let Mode::Downsample { measurement, ds } = &mut sink.mode {
                 f(ds, &mut self.aggs);
                 for a in self.aggs.drain(..) {
-                    if let Some(ch) = self.channels.get(&a.channel).map(|k| &k.ch) {
+                    if let Some(ch) = self.channels.get(&a.channel).and_then(|k| k.ch.as_deref()) {
                         let mut l = String::with_capacity(220);
                         encode_aggregate(&self.site, measurement, ch, &a, &mut l);
                         sink.buf.push(l);

@@ -124,11 +124,11 @@ fn plan_alarm(t: &mut Texts, d: &AlarmDef, chan: Option<usize>) -> AlarmRt {
             fall,
             deadband,
             window,
-        } => Det::Rate(Rate::new(*rise, *fall, *deadband, *window)),
+        } => Det::Rate(Box::new(Rate::new(*rise, *fall, *deadband, *window))),
         Detector::Discrete { active_when } => Det::Discrete(Discrete {
             active_when: *active_when,
         }),
-        Detector::Stuck { band, after } => Det::Stuck(Stuck::new(*band, *after)),
+        Detector::Stuck { band, after } => Det::Stuck(Box::new(Stuck::new(*band, *after))),
         Detector::Composite(_) => Det::Composite,
     };
     let channel = d
@@ -156,6 +156,72 @@ fn plan_alarm(t: &mut Texts, d: &AlarmDef, chan: Option<usize>) -> AlarmRt {
     al
 }
 
+/// What people read about one alarm (no state): its id and texts, as the engine's view of it
+/// would carry them ([`Engine::views`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlarmTexts {
+    /// Alarm id.
+    pub id: Arc<str>,
+    /// The channel's label (a composite's message or id).
+    pub label: Arc<str>,
+    /// Area id.
+    pub area: Arc<str>,
+    /// Area display name.
+    pub area_name: Arc<str>,
+    /// Unit.
+    pub unit: Arc<str>,
+    /// The rule's configured message.
+    pub message: Option<Arc<str>>,
+    /// What to do.
+    pub response: Option<Arc<str>>,
+}
+
+/// The texts of every alarm [`Engine::new`] would build from `cfg`, in its order (one fault
+/// alarm per channel, the plan's alarms, one communication alarm per link group), without
+/// building an engine: tables kept apart from the engine (alert delivery's) and a reload's
+/// diff need no more than this. Equal texts are one allocation.
+pub fn alarm_texts(cfg: &Resolved) -> Vec<AlarmTexts> {
+    let link_groups = crate::rules::groups::groups(cfg);
+    let mut out =
+        Vec::with_capacity(cfg.channels.len() + cfg.plan.alarms.len() + link_groups.len());
+    let mut t = Texts::default();
+    let texts = |t: &mut Texts,
+                 id: Arc<str>,
+                 label: &str,
+                 area: &str,
+                 unit: &str,
+                 message: Option<&str>,
+                 response: Option<&str>| AlarmTexts {
+        id,
+        label: t.get(label),
+        area: t.get(area),
+        area_name: t.get(cfg.area_name(area)),
+        unit: t.get(unit),
+        message: t.opt(message),
+        response: t.opt(response),
+    };
+    for c in &cfg.channels {
+        let id = Arc::from(format!("{}:fault", c.id));
+        out.push(texts(&mut t, id, &c.label, &c.area, &c.unit, None, None));
+    }
+    for d in &cfg.plan.alarms {
+        out.push(texts(
+            &mut t,
+            Arc::from(d.id.as_str()),
+            &d.label,
+            &d.area,
+            &d.unit,
+            d.message.as_deref(),
+            d.response.as_deref(),
+        ));
+    }
+    for g in &link_groups {
+        let id = Arc::from(g.alarm_id());
+        out.push(texts(&mut t, id, "", &g.area, "", None, None));
+    }
+    out
+}
+
 impl Engine {
     /// Builds the engine from a validated configuration; every channel starts "last good at
     /// `now`" so that a channel that never reports becomes stale after its maximum age.
@@ -170,7 +236,12 @@ impl Engine {
         for (i, c) in cfg.channels.iter().enumerate() {
             alarms.push(fault_alarm(&mut t, i, c));
             chans.push(ChannelRt {
-                meta: c.clone(),
+                id: c.id.clone(),
+                max_age: c.max_age,
+                floor: match (crate::model::gas_floor(&c.kind, c.range), c.range) {
+                    (Some(floor), Some([min, _])) => Some((floor, min)),
+                    _ => None,
+                },
                 alarms: Vec::new(),
                 fault: alarms.len() - 1,
                 deps: Vec::new(),
@@ -188,7 +259,7 @@ impl Engine {
         let index: HashMap<ChannelId, usize> = chans
             .iter()
             .enumerate()
-            .map(|(i, c)| (c.meta.id.clone(), i))
+            .map(|(i, c)| (c.id.clone(), i))
             .collect();
         let calendar = cfg.plan.calendar.clone();
         let mut comps = Vec::new();

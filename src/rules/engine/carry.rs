@@ -38,7 +38,7 @@ impl Engine {
     ) -> Vec<AlarmEvent> {
         // Channels.
         for c in &mut self.chans {
-            let Some(&o) = old.index.get(&c.meta.id) else {
+            let Some(&o) = old.index.get(&c.id) else {
                 continue;
             };
             let oc = &old.chans[o];
