@@ -1,7 +1,8 @@
 //! The disk spool of one output: a durable FIFO of batches (store-and-forward).
 //!
-//! This type does blocking file I/O; the writer only calls it from `spawn_blocking`, never on the
-//! async runtime.
+//! This type does blocking file I/O; the writer calls it from `spawn_blocking`, except for the
+//! methods that do no I/O (`release`, `sync_due`, `backlog`, and `ack`/`ack_range` when
+//! `ack_would_delete` says no file goes), which it may run in place.
 //!
 //! # Layout
 //! The spool owns one directory. It holds segment files named `{first seq:020}.seg`, an optional
@@ -36,10 +37,15 @@
 //!   at a clean shutdown, in the `acked` file, which the next open applies and deletes. After a
 //!   crash such records are sent again: delivery is at least once, and InfluxDB stores a point
 //!   sent twice once (same series and timestamp overwrite).
-//! - The newest segment, once every record in it is acknowledged, is kept and appended to until
-//!   it holds 1 MiB (or `segment_size`, if smaller), then deleted: a healthy output creates and
-//!   deletes one file per MiB, not one per batch (with receipts that is up to 200 batches a
-//!   second). A crash then replays at most that much already delivered data.
+//! - The newest segment, once every record in it is acknowledged, is kept and appended to; it is
+//!   deleted at such a moment once it holds 1 MiB (or `segment_size`, if smaller), else when it
+//!   rolled over at `segment_size` and its last record is acknowledged. A healthy output thus
+//!   creates and deletes a file per MiB or per segment, not one per batch (with receipts that
+//!   is up to 200 batches a second). A crash then replays at most one segment (`segment_size`)
+//!   of already delivered data: under steady load some record is nearly always in flight, so
+//!   the newest segment is rarely fully acknowledged before it rolls over.
+//! - A claimed record dropped to make room is the writer's to deliver from memory; if the writer
+//!   gives it back instead ([`Spool::release`]), its points are reported as dropped then.
 //! - `fsync`: `batch` syncs each record, `interval` syncs at most every `fsync_interval` (the
 //!   writer calls [`Spool::maybe_sync`] every flush), `never` leaves it to the kernel. A process
 //!   crash loses nothing that was appended, whatever the policy.
@@ -121,6 +127,8 @@ pub struct Spool {
     active: Option<(u64, File)>,
     records: BTreeMap<u64, RecMeta>,
     claimed: HashSet<u64>,
+    /// Claimed records dropped to make room, with their points (see [`Spool::release`]).
+    dropped_claims: BTreeMap<u64, u32>,
     next_seq: u64,
     bytes: u64,
     points: u64,
@@ -172,6 +180,7 @@ impl Spool {
             active: None,
             records: BTreeMap::new(),
             claimed: HashSet::new(),
+            dropped_claims: BTreeMap::new(),
             next_seq: 0,
             bytes: 0,
             points: 0,
@@ -281,7 +290,8 @@ impl Spool {
     }
 
     /// Appends one batch (lines each ending in `\n`, concatenated). With `claim`, the record is
-    /// handed to the caller for sending right away and never returned by [`Spool::next_backlog`].
+    /// handed to the caller for sending and not returned by [`Spool::next_backlog`] unless the
+    /// caller gives it back ([`Spool::release`]).
     /// Returns the record's seq and the points of unacknowledged records dropped to make room.
     pub fn append(&mut self, payload: &[u8], points: u32, claim: bool) -> io::Result<(u64, u64)> {
         let len = u32::try_from(payload.len())
@@ -391,8 +401,11 @@ impl Spool {
             for seq in seqs {
                 if let Some(m) = self.records.remove(&seq) {
                     self.points -= u64::from(m.points);
-                    // A claimed record is in the writer's hands and still gets delivered.
-                    if !self.claimed.remove(&seq) {
+                    // A claimed record is in the writer's hands and gets delivered from memory,
+                    // unless the writer releases it: then it counts as dropped (`release`).
+                    if self.claimed.remove(&seq) {
+                        self.dropped_claims.insert(seq, m.points);
+                    } else {
                         dropped += u64::from(m.points);
                     }
                 }
@@ -507,6 +520,7 @@ impl Spool {
     /// Marks a record acknowledged; deletes its segment when nothing in it is left to send.
     pub fn ack(&mut self, seq: u64) -> io::Result<()> {
         self.claimed.remove(&seq);
+        self.dropped_claims.remove(&seq);
         let Some(meta) = self.records.get(&seq).copied() else {
             return Ok(());
         };
@@ -523,11 +537,16 @@ impl Spool {
     }
 
     /// Acknowledges every record in `seqs` (see [`Spool::ack`]).
+    /// Every record is acknowledged even when deleting a segment fails on the way; the first
+    /// error is returned.
     pub fn ack_range(&mut self, seqs: std::ops::Range<u64>) -> io::Result<()> {
+        let mut first_err = None;
         for seq in seqs {
-            self.ack(seq)?;
+            if let Err(e) = self.ack(seq) {
+                first_err.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Whether acknowledging `seqs` now would delete a segment (file I/O). Records the spool
@@ -550,11 +569,17 @@ impl Spool {
         })
     }
 
-    /// Gives claimed records back: they are backlog again (memory only).
-    pub fn release(&mut self, seqs: std::ops::Range<u64>) {
+    /// Gives claimed records back: they are backlog again (memory only). Returns the points of
+    /// those the spool dropped to make room meanwhile: nobody holds them any more.
+    pub fn release(&mut self, seqs: std::ops::Range<u64>) -> u64 {
+        let mut lost = 0;
         for seq in seqs {
             self.claimed.remove(&seq);
+            if let Some(points) = self.dropped_claims.remove(&seq) {
+                lost += u64::from(points);
+            }
         }
+        lost
     }
 
     /// After an acknowledgement: is segment `first` fully acknowledged and to be deleted?
@@ -614,6 +639,7 @@ impl Spool {
     pub fn close(&mut self) -> io::Result<()> {
         self.seal()?;
         self.claimed.clear();
+        self.dropped_claims.clear();
         let mut acked = String::new();
         for (&first, seg) in &self.segments {
             for seq in first..=seg.last {
@@ -825,6 +851,56 @@ mod tests {
         // The next batch starts a new segment named after its seq.
         let (seq, _) = s.append(&batch(1), 2, false).expect("append");
         assert_eq!(seg_files(t.path()), vec![format!("{seq:020}.seg")]);
+    }
+
+    #[test]
+    fn a_claimed_record_dropped_for_room_counts_when_released() {
+        let t = tempfile::tempdir().expect("tmp");
+        let rec = (HEADER + batch(0).len()) as u64;
+        // Segments of 2 records, room for 2 segments.
+        let (mut s, _) = Spool::open(cfg(t.path(), rec * 4, rec * 2)).expect("open");
+        let mut dropped = 0;
+        for i in 0..2 {
+            dropped += s.append(&batch(i), 2, true).expect("append").1;
+        }
+        for i in 2..5 {
+            dropped += s.append(&batch(i), 2, false).expect("append").1;
+        }
+        assert_eq!(
+            dropped, 0,
+            "the claimed records are the writer's to deliver"
+        );
+        assert_eq!(
+            s.release(0..2),
+            4,
+            "given back after they were dropped: lost, counted"
+        );
+        assert_eq!(s.release(0..2), 0, "counted once");
+        // A claimed record that is acknowledged after the drop was delivered: nothing to count.
+        let (seq, _) = s.append(&batch(5), 2, true).expect("append");
+        for i in 6..9 {
+            s.append(&batch(i), 2, false).expect("append");
+        }
+        s.ack(seq).expect("ack");
+        assert_eq!(s.release(seq..seq + 1), 0);
+    }
+
+    #[test]
+    fn ack_range_acknowledges_everything_despite_a_failed_delete() {
+        let t = tempfile::tempdir().expect("tmp");
+        let rec = (HEADER + batch(0).len()) as u64;
+        let (mut s, _) = Spool::open(cfg(t.path(), rec * 8, rec * 2)).expect("open");
+        for i in 0..3 {
+            s.append(&batch(i), 2, true).expect("append");
+        }
+        // The first segment's file vanishes: deleting it fails.
+        fs::remove_file(seg_path(t.path(), 0)).expect("rm");
+        assert!(s.ack_range(0..3).is_err());
+        assert_eq!(
+            (s.points(), s.records()),
+            (0, 0),
+            "the rest was acknowledged too"
+        );
     }
 
     #[test]

@@ -653,15 +653,15 @@ impl Writer {
             Err(_) => {
                 let seqs = p.seqs;
                 let again = seqs.clone();
-                let quick = move |s: &mut Spool| {
-                    s.release(again);
-                    Some(Ok(()))
-                };
-                let slow = move |s: &mut Spool| {
-                    s.release(seqs);
-                    Ok(())
-                };
-                let _ = on_spool_quick(spool, quick, slow).await;
+                let quick = move |s: &mut Spool| Some(Ok(s.release(again)));
+                let slow = move |s: &mut Spool| Ok(s.release(seqs));
+                // Records the spool dropped to make room while they waited here are gone now.
+                if let Ok(lost) = on_spool_quick(spool, quick, slow).await {
+                    if lost > 0 {
+                        self.drop_points("spool_full", lost);
+                        error!(output = %self.id(), dropped = lost, "spool full: oldest points dropped");
+                    }
+                }
                 backlog.notify_one();
             }
         }
