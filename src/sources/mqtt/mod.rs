@@ -74,7 +74,9 @@ pub use crate::config::mqtt::ResolvedMqttSource;
 /// A source with its secret and TLS files read, ready to run.
 #[derive(Clone)]
 pub struct Prepared {
-    src: ResolvedMqttSource,
+    /// Shared: the supervisor clones a `Prepared` for every (re)start, and a source's settings
+    /// carry its whole channel table.
+    src: Arc<ResolvedMqttSource>,
     client_id: String,
     password: Option<Secret>,
     tls: Option<TlsConfiguration>,
@@ -141,7 +143,7 @@ pub fn prepare(src: &ResolvedMqttSource, site: &str) -> Result<Prepared, (String
     };
     let mapper = Mapper::new(c).map_err(|m| (format!("{path}.topics"), m))?;
     Ok(Prepared {
-        src: src.clone(),
+        src: Arc::new(src.clone()),
         client_id: c
             .client_id
             .clone()
