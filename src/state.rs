@@ -273,15 +273,8 @@ impl Table {
 
 /// A fresh snapshot row for every configured channel ("unknown" before its first reading).
 fn rows(cfg: &Resolved) -> Vec<ChannelSnapshot> {
-    let mut seen: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
-    let mut text = |s: &str| -> Arc<str> {
-        if let Some(t) = seen.get(s) {
-            return t.clone();
-        }
-        let t: Arc<str> = Arc::from(s);
-        seen.insert(t.clone());
-        t
-    };
+    let mut pool = crate::model::TextPool::default();
+    let mut text = |s: &str| pool.get(s);
     cfg.channels
         .iter()
         .map(|c| ChannelSnapshot {

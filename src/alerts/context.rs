@@ -145,15 +145,8 @@ impl FromIterator<(Arc<str>, AlarmInfo)> for AlarmTable {
 /// Every configured channel's label, area name and unit, by id.
 pub fn channel_table(site: &super::site::Site<'_>) -> HashMap<ChannelId, ChannelInfo> {
     let id = &site.identity;
-    let mut seen: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
-    let mut text = |s: &str| -> Arc<str> {
-        if let Some(t) = seen.get(s) {
-            return t.clone();
-        }
-        let t: Arc<str> = Arc::from(s);
-        seen.insert(t.clone());
-        t
-    };
+    let mut pool = crate::model::TextPool::default();
+    let mut text = |s: &str| pool.get(s);
     site.channels
         .iter()
         .map(|c| {

@@ -126,15 +126,8 @@ impl Step<'_> {
 /// The area of every channel, including the communication alarm channels of devices and
 /// sources (`device.{id}`, `source.{id}`). Equal areas are one shared allocation.
 pub fn area_table(site: &super::site::Site<'_>) -> HashMap<ChannelId, Arc<str>> {
-    let mut seen: HashSet<Arc<str>> = HashSet::new();
-    let mut text = |s: &str| -> Arc<str> {
-        if let Some(t) = seen.get(s) {
-            return t.clone();
-        }
-        let t: Arc<str> = Arc::from(s);
-        seen.insert(t.clone());
-        t
-    };
+    let mut pool = crate::model::TextPool::default();
+    let mut text = |s: &str| pool.get(s);
     site.channels
         .iter()
         .map(|c| (c.id.clone(), c.area.as_str()))

@@ -23,20 +23,4 @@ pub struct Site<'a> {
     pub journaled: bool,
 }
 
-/// What an alarm is about, for people: every notification carries it (webhook `details`,
-/// robot texts). The texts are the alarm engine's own, shared (not copied per alarm).
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct AlarmInfo {
-    /// The channel's label (a composite's message or id).
-    pub label: Arc<str>,
-    /// Area id.
-    pub area: Arc<str>,
-    /// Area display name.
-    pub area_name: Arc<str>,
-    /// Unit.
-    pub unit: Arc<str>,
-    /// The rule's configured message.
-    pub message: Option<Arc<str>>,
-    /// What to do (处置措施).
-    pub response: Option<Arc<str>>,
-}
+pub use crate::model::AlarmInfo;

@@ -3,7 +3,6 @@
 
 use super::Resolved;
 use crate::alerts::Site;
-use crate::alerts::deliver::AlarmInfo;
 
 impl<'a> From<&'a Resolved> for Site<'a> {
     fn from(cfg: &'a Resolved) -> Self {
@@ -20,19 +19,7 @@ impl<'a> From<&'a Resolved> for Site<'a> {
             // alarms exactly as the API does.
             alarms: crate::rules::engine::alarm_texts(cfg)
                 .into_iter()
-                .map(|v| {
-                    (
-                        v.id,
-                        AlarmInfo {
-                            label: v.label,
-                            area: v.area,
-                            area_name: v.area_name,
-                            unit: v.unit,
-                            message: v.message,
-                            response: v.response,
-                        },
-                    )
-                })
+                .map(|v| (v.id, v.info))
                 .collect(),
             journaled: cfg.alarms.journal_dir.is_some(),
         }

@@ -63,6 +63,46 @@ macro_rules! id_type {
     };
 }
 
+/// What an alarm is about, for people: every notification carries it (webhook `details`,
+/// robot texts). The texts are the alarm engine's own, shared (not copied per alarm).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AlarmInfo {
+    /// The channel's label (a composite's message or id).
+    pub label: Arc<str>,
+    /// Area id.
+    pub area: Arc<str>,
+    /// Area display name.
+    pub area_name: Arc<str>,
+    /// Unit.
+    pub unit: Arc<str>,
+    /// The rule's configured message.
+    pub message: Option<Arc<str>>,
+    /// What to do (处置措施).
+    pub response: Option<Arc<str>>,
+}
+
+/// Interns texts: equal texts handed out by one pool are one shared allocation (the kinds,
+/// areas and units repeated over thousands of channels and alarms).
+#[derive(Debug, Default)]
+pub struct TextPool(std::collections::HashSet<Arc<str>>);
+
+impl TextPool {
+    /// The shared text equal to `s`.
+    pub fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(t) = self.0.get(s) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(s);
+        self.0.insert(t.clone());
+        t
+    }
+
+    /// [`TextPool::get`] for an optional text.
+    pub fn opt(&mut self, s: Option<&str>) -> Option<Arc<str>> {
+        s.map(|s| self.get(s))
+    }
+}
+
 id_type!(
     /// Stable channel id such as `tankfarm.t101.level`: dotted segments of `[a-z0-9_-]`.
     ChannelId

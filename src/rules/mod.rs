@@ -957,20 +957,25 @@ mod tests {
                 .into_iter()
                 .map(|v| engine::AlarmTexts {
                     id: v.id,
-                    label: v.label,
-                    area: v.area,
-                    area_name: v.area_name,
-                    unit: v.unit,
-                    message: v.message,
-                    response: v.response,
+                    info: crate::model::AlarmInfo {
+                        label: v.label,
+                        area: v.area,
+                        area_name: v.area_name,
+                        unit: v.unit,
+                        message: v.message,
+                        response: v.response,
+                    },
                 })
                 .collect();
             let texts = engine::alarm_texts(&cfg);
             assert_eq!(texts, views, "{f:?}");
             comm += texts.iter().filter(|t| t.id.ends_with(":comm")).count();
-            message += texts.iter().filter(|t| t.message.is_some()).count();
-            response += texts.iter().filter(|t| t.response.is_some()).count();
-            named += texts.iter().filter(|t| t.area_name != t.area).count();
+            message += texts.iter().filter(|t| t.info.message.is_some()).count();
+            response += texts.iter().filter(|t| t.info.response.is_some()).count();
+            named += texts
+                .iter()
+                .filter(|t| t.info.area_name != t.info.area)
+                .count();
         }
         assert!(
             comm > 0 && message > 0 && response > 0 && named > 0,

@@ -3,7 +3,7 @@
 //! plan is checked and complete (every channel it names exists, every expression parsed), so
 //! building cannot fail.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,22 +18,17 @@ use crate::rules::schedule::Flags;
 /// one shared allocation.
 #[derive(Default)]
 struct Texts {
-    seen: HashSet<Arc<str>>,
+    pool: crate::model::TextPool,
     no_inputs: Option<Arc<[ChannelId]>>,
 }
 
 impl Texts {
     fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(t) = self.seen.get(s) {
-            return t.clone();
-        }
-        let t: Arc<str> = Arc::from(s);
-        self.seen.insert(t.clone());
-        t
+        self.pool.get(s)
     }
 
     fn opt(&mut self, s: Option<&str>) -> Option<Arc<str>> {
-        s.map(|s| self.get(s))
+        self.pool.opt(s)
     }
 
     fn inputs(&mut self, v: &[ChannelId]) -> Arc<[ChannelId]> {
@@ -162,18 +157,8 @@ fn plan_alarm(t: &mut Texts, d: &AlarmDef, chan: Option<usize>) -> AlarmRt {
 pub struct AlarmTexts {
     /// Alarm id.
     pub id: Arc<str>,
-    /// The channel's label (a composite's message or id).
-    pub label: Arc<str>,
-    /// Area id.
-    pub area: Arc<str>,
-    /// Area display name.
-    pub area_name: Arc<str>,
-    /// Unit.
-    pub unit: Arc<str>,
-    /// The rule's configured message.
-    pub message: Option<Arc<str>>,
-    /// What to do.
-    pub response: Option<Arc<str>>,
+    /// What the alarm is about.
+    pub info: crate::model::AlarmInfo,
 }
 
 /// The texts of every alarm [`Engine::new`] would build from `cfg`, in its order (one fault
@@ -193,12 +178,14 @@ pub fn alarm_texts(cfg: &Resolved) -> Vec<AlarmTexts> {
                  message: Option<&str>,
                  response: Option<&str>| AlarmTexts {
         id,
-        label: t.get(label),
-        area: t.get(area),
-        area_name: t.get(cfg.area_name(area)),
-        unit: t.get(unit),
-        message: t.opt(message),
-        response: t.opt(response),
+        info: crate::model::AlarmInfo {
+            label: t.get(label),
+            area: t.get(area),
+            area_name: t.get(cfg.area_name(area)),
+            unit: t.get(unit),
+            message: t.opt(message),
+            response: t.opt(response),
+        },
     };
     for c in &cfg.channels {
         let id = Arc::from(format!("{}:fault", c.id));
