@@ -17,7 +17,7 @@ use hazgate::config::{self, ByteOrder, DataType, RegisterDef, Span, Table};
 use hazgate::model::{BadReason, Reading};
 use hazgate::sources::modbus::decode::{decode_words, to_reading};
 use hazgate::sources::mqtt::mapping::{
-    JsonPath, Mapper, Template, TopicPattern, parse_rfc3339, parse_ts,
+    Json, JsonPath, Mapper, Template, TopicPattern, parse_rfc3339, parse_ts,
 };
 
 fn corpus(rel: &str) -> String {
@@ -230,10 +230,12 @@ proptest! {
         let _ = parse_rfc3339(&s);
         for unit in [TimestampUnit::Auto, TimestampUnit::S, TimestampUnit::Ms,
                      TimestampUnit::Us, TimestampUnit::Ns, TimestampUnit::Rfc3339] {
-            let _ = parse_ts(&Value::String(s.clone()), unit);
-            let _ = parse_ts(&Value::from(x), unit);
-            let _ = parse_ts(&Value::from(i), unit);
-            let _ = parse_ts(&Value::String(x.to_string()), unit);
+            let _ = parse_ts(&Json::String(s.as_str().into()), unit);
+            if let Some(n) = serde_json::Number::from_f64(x) {
+                let _ = parse_ts(&Json::Number(n), unit);
+            }
+            let _ = parse_ts(&Json::Number(i.into()), unit);
+            let _ = parse_ts(&Json::String(x.to_string().into()), unit);
         }
     }
 
@@ -258,8 +260,48 @@ proptest! {
 
     #[test]
     fn json_paths_look_up_or_miss(path in "[a-z0-9.€]{0,12}", v in json_value()) {
-        let _ = JsonPath::parse(&path).get(&v);
+        let text = v.to_string();
+        let j = Json::parse(text.as_bytes()).expect("printed JSON parses");
+        let got = JsonPath::parse(&path).get(&j).map(Json::to_value);
+        prop_assert_eq!(got.as_ref(), value_path(&v, &path), "{} in {}", path, text);
     }
+
+    /// The mapper's borrowed tree answers as `serde_json::Value` does: the same tree for every
+    /// document, repeated member names included, and the same error text for every other input.
+    #[test]
+    fn borrowed_json_agrees_with_value(
+        v in json_value(),
+        dup in prop::sample::select(vec!["", "value", "ts", "x"]),
+        bytes in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut text = v.to_string();
+        if !dup.is_empty() && text.starts_with('{') && text.len() > 2 {
+            // A repeated name: the last one must win, as in `Value`.
+            text.insert_str(1, &format!("\"{dup}\":[1],"));
+            text.pop();
+            text.push_str(&format!(",\"{dup}\":\"last\"}}"));
+        }
+        for input in [text.as_bytes(), &bytes[..]] {
+            let want = serde_json::from_slice::<Value>(input).map_err(|e| e.to_string());
+            let got = Json::parse(input).map(|j| j.to_value()).map_err(|e| e.to_string());
+            prop_assert_eq!(&got, &want, "{}", String::from_utf8_lossy(input));
+            if let Ok(j) = Json::parse(input) {
+                prop_assert_eq!(j.to_string(), want.expect("parsed").to_string());
+            }
+        }
+    }
+}
+
+/// The lookup `JsonPath` made on `serde_json::Value` before the mapper had its own tree.
+fn value_path<'v>(mut v: &'v Value, path: &str) -> Option<&'v Value> {
+    for seg in path.split('.').filter(|s| !s.is_empty()) {
+        v = match v {
+            Value::Object(m) => m.get(seg)?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
 }
 
 fn data_type() -> impl Strategy<Value = DataType> {

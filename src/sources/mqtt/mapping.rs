@@ -11,8 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-
+pub use super::json::Json;
 pub use super::topic::{Template, TopicPattern};
 use crate::config::mqtt::{
     MqttSource, MqttTopic, OutOfRange, PayloadFormat, TimestampLimits, TimestampUnit,
@@ -35,11 +34,11 @@ impl JsonPath {
     }
 
     /// Looks the path up.
-    pub fn get<'v>(&self, mut v: &'v Value) -> Option<&'v Value> {
+    pub fn get<'v, 'a>(&self, mut v: &'v Json<'a>) -> Option<&'v Json<'a>> {
         for seg in &self.0 {
             v = match v {
-                Value::Object(m) => m.get(seg)?,
-                Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+                Json::Object(_) => v.get(seg)?,
+                Json::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
                 _ => return None,
             };
         }
@@ -190,7 +189,7 @@ impl Mapper {
                 });
             }
             (PayloadFormat::Json, shape) => {
-                let root: Value = match serde_json::from_slice(payload) {
+                let root = match Json::parse(payload) {
                     Ok(v) => v,
                     Err(e) => {
                         let d = format!("not JSON ({e}): {}", excerpt(payload));
@@ -215,8 +214,8 @@ impl Mapper {
                             self.record(t, ch, &root, None, now, &mut out);
                         }
                     }
-                    Shape::Object(path) => match path.get(&root) {
-                        Some(Value::Object(members)) => {
+                    Shape::Object(path) => match path.get(&root).and_then(Json::members) {
+                        Some(members) => {
                             let skip: Vec<&str> = if path.0.is_empty() {
                                 [&t.timestamp, &t.status]
                                     .into_iter()
@@ -226,7 +225,7 @@ impl Mapper {
                                 Vec::new()
                             };
                             for (k, v) in members {
-                                if skip.contains(&k.as_str()) {
+                                if skip.contains(&k) {
                                     continue;
                                 }
                                 if let Some(ch) = self.channel(t, &caps, Some(k), &mut out) {
@@ -241,11 +240,11 @@ impl Mapper {
                         ))),
                     },
                     Shape::Records { array, key } => match array.get(&root) {
-                        Some(Value::Array(recs)) => {
+                        Some(Json::Array(recs)) => {
                             for r in recs {
                                 let k = match key.get(r) {
-                                    Some(Value::String(s)) => s.clone(),
-                                    Some(Value::Number(n)) => n.to_string(),
+                                    Some(Json::String(s)) => s.to_string(),
+                                    Some(Json::Number(n)) => n.to_string(),
                                     _ => {
                                         out.issues.push(Issue::Decode(format!(
                                             "record without a key at `{}`: {}",
@@ -294,8 +293,8 @@ impl Mapper {
         &self,
         t: &Compiled,
         channel: ChannelId,
-        v: &Value,
-        outer_ts: Option<&Value>,
+        v: &Json<'_>,
+        outer_ts: Option<&Json<'_>>,
         now: SystemTime,
         out: &mut Outcome,
     ) {
@@ -436,21 +435,21 @@ fn number_text(s: &str) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-fn json_number(v: &Value) -> Option<f64> {
+fn json_number(v: &Json<'_>) -> Option<f64> {
     match v {
-        Value::Number(n) => n.as_f64().filter(|x| x.is_finite()),
-        Value::String(s) => number_text(s.trim()),
-        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        Json::Number(n) => n.as_f64().filter(|x| x.is_finite()),
+        Json::String(s) => number_text(s.trim()),
+        Json::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
         _ => None,
     }
 }
 
-fn bad_status(s: &Value, good: &[String]) -> Option<BadReason> {
+fn bad_status(s: &Json<'_>, good: &[String]) -> Option<BadReason> {
     let text = match s {
-        Value::String(x) => x.to_lowercase(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Null => "null".into(),
+        Json::String(x) => x.to_lowercase(),
+        Json::Number(n) => n.to_string(),
+        Json::Bool(b) => b.to_string(),
+        Json::Null => "null".into(),
         other => other.to_string(),
     };
     if good.contains(&text) {
@@ -465,10 +464,10 @@ fn bad_status(s: &Value, good: &[String]) -> Option<BadReason> {
 }
 
 /// Parses a device timestamp.
-pub fn parse_ts(v: &Value, unit: TimestampUnit) -> Result<SystemTime, String> {
+pub fn parse_ts(v: &Json<'_>, unit: TimestampUnit) -> Result<SystemTime, String> {
     let num = match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) if unit != TimestampUnit::Rfc3339 => s.trim().parse::<f64>().ok(),
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) if unit != TimestampUnit::Rfc3339 => s.trim().parse::<f64>().ok(),
         _ => None,
     };
     match (num, v) {
@@ -504,7 +503,7 @@ pub fn parse_ts(v: &Value, unit: TimestampUnit) -> Result<SystemTime, String> {
                 .checked_add(d)
                 .ok_or_else(|| format!("{x} is out of range"))
         }
-        (_, Value::String(s)) if matches!(unit, TimestampUnit::Auto | TimestampUnit::Rfc3339) => {
+        (_, Json::String(s)) if matches!(unit, TimestampUnit::Auto | TimestampUnit::Rfc3339) => {
             parse_rfc3339(s.trim())
         }
         _ => Err(format!(

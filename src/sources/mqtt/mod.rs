@@ -35,6 +35,7 @@
 
 pub mod broker;
 mod broker_guard;
+pub mod json;
 pub mod mapping;
 pub mod topic;
 
