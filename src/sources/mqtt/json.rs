@@ -55,30 +55,17 @@ impl<'a> Json<'a> {
         let Json::Object(m) = self else {
             return None;
         };
-        let mut out: Vec<(&str, &Json<'a>)> = m.iter().map(|(k, v)| (k.as_ref(), v)).collect();
-        // Stable: among equal names the text order stays, so the last is the one to keep.
+        // Last first, then a stable sort: of a repeated name the first kept is the last written.
+        let mut out: Vec<(&str, &Json<'a>)> =
+            m.iter().rev().map(|(k, v)| (k.as_ref(), v)).collect();
         out.sort_by(|a, b| a.0.cmp(b.0));
-        let mut kept: Vec<(&str, &Json<'a>)> = Vec::with_capacity(out.len());
-        for (k, v) in out {
-            match kept.last_mut() {
-                Some(last) if last.0 == k => last.1 = v,
-                _ => kept.push((k, v)),
-            }
-        }
-        Some(kept)
+        out.dedup_by(|a, b| a.0 == b.0);
+        Some(out)
     }
 
     /// Whether this is an object.
     pub fn is_object(&self) -> bool {
         matches!(self, Json::Object(_))
-    }
-
-    /// The number as an `f64`.
-    pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            Json::Number(n) => n.as_f64(),
-            _ => None,
-        }
     }
 
     /// The number as an `i64`, when it is an integer that fits.
@@ -119,12 +106,8 @@ impl<'a> Json<'a> {
 /// Compact JSON text, as `Value` prints it.
 impl fmt::Display for Json<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Json::Null => f.write_str("null"),
-            Json::Bool(b) => write!(f, "{b}"),
-            Json::Number(n) => write!(f, "{n}"),
-            other => write!(f, "{}", other.to_value()),
-        }
+        // Only error messages print a tree: one path, through `Value`'s own printer.
+        self.to_value().fmt(f)
     }
 }
 
