@@ -176,10 +176,14 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        // Sensor objects are small: start with room for a typical message's members.
-        let mut out = Vec::with_capacity(8);
+        // Room for a typical message's members at the first one: one allocation per object,
+        // and none for `{}` (a payload of empty objects costs no more than with `Value`).
+        let mut out = Vec::new();
         while let Some(Key(k)) = map.next_key()? {
             let v = map.next_value()?;
+            if out.capacity() == 0 {
+                out.reserve_exact(8);
+            }
             out.push((k, v));
         }
         Ok(Json::Object(out))
