@@ -9,7 +9,8 @@
 //! each QoS of `HAZGATE_E2E_QOS` (1,0). Every 0.2 s one message is an excursion above the
 //! channel's limit (H = 90 %); the next reading of the channel clears it. The gateway runs
 //! with its defaults but for: a spooled InfluxDB output (`ack = "durable"` then means "in the
-//! spool"), mosquitto with 200 messages in flight per client and a deep queue. The publisher's
+//! spool"), mosquitto with 200 messages in flight per client (`HAZGATE_E2E_WINDOW`) and a deep
+//! queue. The publisher's
 //! connection has Nagle's algorithm off; the broker's has mosquitto's default (on) unless
 //! `HAZGATE_E2E_BROKER_NODELAY=1` (`set_tcp_nodelay true`): with it on, a QoS 0 reading can
 //! wait in the broker up to the gateway's delayed TCP acknowledgement (README, broker settings).
@@ -112,13 +113,20 @@ async fn publish(port: u16, qos: u8, rate: u64, secs: u64, channels: u64) {
     let count = rate * secs;
     let pump = tokio::spawn(async move {
         let (mut acked, mut sent0) = (0u64, 0u64);
+        // When the client library wrote each message to the connection (messages go out in
+        // the order they were published): the gap to the publish call is the publisher's own
+        // queue, which must not be counted as the gateway's latency.
+        let mut wired = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         loop {
             if (qos == 0 && sent0 >= count) || (qos != 0 && acked >= count) {
-                return;
+                return wired;
             }
             match el.poll().await {
                 Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
-                Ok(Event::Outgoing(Outgoing::Publish(_))) => sent0 += 1,
+                Ok(Event::Outgoing(Outgoing::Publish(_))) => {
+                    sent0 += 1;
+                    wired.push(now_ns());
+                }
                 Ok(_) => {}
                 Err(e) => panic!("publisher: {e}"),
             }
@@ -139,7 +147,7 @@ async fn publish(port: u16, qos: u8, rate: u64, secs: u64, channels: u64) {
             let seq = excursions.len() as u64;
             ch = (seq * 7919 + 13) % channels;
             value = EXCURSION_BASE + seq as f64 / 1000.0;
-            excursions.push((seq, now_ns()));
+            excursions.push((seq, i, now_ns()));
             next_excursion += EXCURSION_EVERY;
         }
         let payload = format!(
@@ -150,13 +158,17 @@ async fn publish(port: u16, qos: u8, rate: u64, secs: u64, channels: u64) {
             .await
             .expect("publish");
     }
-    tokio::time::timeout(Duration::from_secs(120), pump)
+    let wired = tokio::time::timeout(Duration::from_secs(120), pump)
         .await
         .expect("publisher drained within 120 s")
         .expect("publisher task");
     println!("sent {count}");
-    for (seq, t) in excursions {
-        println!("x {seq} {t}");
+    for (seq, i, t) in excursions {
+        let lag = usize::try_from(i)
+            .ok()
+            .and_then(|i| wired.get(i))
+            .map_or(0, |w| w.saturating_sub(t));
+        println!("x {seq} {t} {lag}");
     }
 }
 
@@ -345,9 +357,11 @@ async fn bench() {
     // mosquitto's default keeps Nagle's algorithm on its connections (`set_tcp_nodelay
     // false`); `HAZGATE_E2E_BROKER_NODELAY=1` measures a broker with it off (README).
     let broker_nodelay = env_list("HAZGATE_E2E_BROKER_NODELAY", "0")[0] != 0;
+    // mosquitto's QoS 1 in-flight window towards the gateway (its default is 20).
+    let window = env_list("HAZGATE_E2E_WINDOW", "200")[0];
     let broker = support::mosquitto_with(|_| {
         format!(
-            "allow_anonymous true\nmax_inflight_messages 200\nmax_queued_messages 1000000\n\
+            "allow_anonymous true\nmax_inflight_messages {window}\nmax_queued_messages 1000000\n\
              set_tcp_nodelay {broker_nodelay}\n"
         )
     });
@@ -355,12 +369,12 @@ async fn bench() {
     support::influxql(&influx, "", "CREATE DATABASE bench").await;
     let (hook, arrivals) = webhook().await;
     println!(
-        "end-to-end: mosquitto (set_tcp_nodelay {broker_nodelay}) -> hazgate (release binary, MALLOC_ARENA_MAX={}) -> influxd v1 (gzip, spooled) + webhook; \
+        "end-to-end: mosquitto (set_tcp_nodelay {broker_nodelay}, max_inflight_messages {window}) -> hazgate (release binary, MALLOC_ARENA_MAX={}) -> influxd v1 (gzip, spooled) + webhook; \
          {channels} channels, a limit rule on each, ~100-byte JSON, {secs} s per step, an excursion every {EXCURSION_EVERY:?}",
         std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".to_owned())
     );
     println!(
-        "{:>3} {:>8} {:>9} {:>9} {:>6} {:>8} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8}",
+        "{:>3} {:>8} {:>9} {:>9} {:>6} {:>8} {:>7} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "qos",
         "rate/s",
         "sent",
@@ -373,7 +387,9 @@ async fn bench() {
         "alerts",
         "p50 ms",
         "p99 ms",
-        "max ms"
+        "max ms",
+        "pub lag",
+        "wire p99"
     );
     for &qos in &qoss {
         let gw = start_gateway(broker.port, &influx, hook, qos, channels).await;
@@ -410,11 +426,15 @@ async fn bench() {
                 .unwrap_or_else(|| {
                     panic!("publisher failed: {}", String::from_utf8_lossy(&out.stderr))
                 });
-            let excursions: Vec<(u64, u128)> = text
+            let excursions: Vec<(u64, u128, u128)> = text
                 .lines()
                 .filter_map(|l| {
                     let mut f = l.strip_prefix("x ")?.split(' ');
-                    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+                    Some((
+                        f.next()?.parse().ok()?,
+                        f.next()?.parse().ok()?,
+                        f.next()?.parse().ok()?,
+                    ))
                 })
                 .collect();
             // Drain: until every reading landed, or nothing changed for 3 s (at most 30 s).
@@ -438,11 +458,24 @@ async fn bench() {
             let arr = arrivals.lock().expect("lock").clone();
             let mut lat: Vec<f64> = excursions
                 .iter()
-                .filter_map(|(seq, t)| arr.get(seq).map(|a| a.saturating_sub(*t) as f64 / 1e6))
+                .filter_map(|(seq, t, _)| arr.get(seq).map(|a| a.saturating_sub(*t) as f64 / 1e6))
                 .collect();
             lat.sort_by(f64::total_cmp);
+            // From the moment the publisher's client wrote the excursion to the broker.
+            let mut wire: Vec<f64> = excursions
+                .iter()
+                .filter_map(|(seq, t, lag)| {
+                    arr.get(seq)
+                        .map(|a| a.saturating_sub(*t + *lag) as f64 / 1e6)
+                })
+                .collect();
+            wire.sort_by(f64::total_cmp);
+            let lag = excursions
+                .iter()
+                .map(|(_, _, lag)| *lag as f64 / 1e6)
+                .fold(0.0, f64::max);
             println!(
-                "{:>3} {:>8} {:>9} {:>9} {:>6} {:>8.2} {:>6.0}% {:>8.1} {:>8.1} {:>3}/{:<3} {:>8.1} {:>8.1} {:>8.1}",
+                "{:>3} {:>8} {:>9} {:>9} {:>6} {:>8.2} {:>6.0}% {:>8.1} {:>8.1} {:>3}/{:<3} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
                 qos,
                 rate,
                 sent,
@@ -457,12 +490,16 @@ async fn bench() {
                 percentile(&lat, 0.5),
                 percentile(&lat, 0.99),
                 lat.last().copied().unwrap_or(f64::NAN),
+                lag,
+                percentile(&wire, 0.99),
             );
         }
         drop(gw);
     }
     println!(
         "(us/msg: the gateway's user+system CPU over the step and its drain, divided by readings sent; \
-         CPU% of one core over the same time; alerts: excursions whose raise reached the webhook)"
+         CPU% of one core over the same time; alerts: excursions whose raise reached the webhook; \
+         pub lag: the longest an excursion waited in the publisher's own client queue, ms, part of its latency but not the gateway's; \
+         wire p99: the alert latency from the moment the publisher wrote the excursion to the broker)"
     );
 }
