@@ -251,9 +251,30 @@ fn probe(a: ProbeArgs) -> ExitCode {
         let out = hazgate::sources::modbus::probe::run(&req)
             .await
             .map_err(|e| (5, format!("probe: {e}")))?;
-        print!("{out}");
-        Ok(())
+        write_out(&out).map_err(|e| (3, format!("probe: cannot write to standard output: {e}")))
     })
+}
+
+/// Writes a command's text to standard output. A reader that went away (`| head`) ends the
+/// command quietly, as it ends `cat`; any other write error is reported. (`print!` panics on
+/// both.)
+fn write_out(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
+/// [`write_out`] as the exit status of a command.
+fn exit_with_out(command: &str, text: &str) -> ExitCode {
+    match write_out(text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hazgate {command}: cannot write to standard output: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -286,8 +307,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { files } => check_config(&files),
         Command::PrintDefaultConfig => {
-            print!("{}", hazgate::EXAMPLE_CONFIG);
-            ExitCode::SUCCESS
+            exit_with_out("print-default-config", hazgate::EXAMPLE_CONFIG)
         }
         Command::ConfigSchema { included } => {
             let schema = if included {
@@ -295,13 +315,8 @@ fn main() -> ExitCode {
             } else {
                 config::json_schema()
             };
-            // Written, not println!: a closed stdout (`| head`) is an error, not a panic.
-            let mut out = std::io::stdout().lock();
-            match serde_json::to_writer_pretty(&mut out, &schema)
-                .map_err(std::io::Error::from)
-                .and_then(|()| writeln!(out))
-            {
-                Ok(()) => ExitCode::SUCCESS,
+            match serde_json::to_string_pretty(&schema) {
+                Ok(text) => exit_with_out("config-schema", &(text + "\n")),
                 Err(e) => {
                     eprintln!("hazgate config-schema: cannot write the schema: {e}");
                     ExitCode::FAILURE
@@ -309,29 +324,21 @@ fn main() -> ExitCode {
             }
         }
         Command::Plan { config } => match config::load(&config) {
-            Ok((cfg, _)) => {
-                print!("{}", hazgate::sources::modbus::plan::describe(&cfg));
-                ExitCode::SUCCESS
-            }
+            Ok((cfg, _)) => exit_with_out("plan", &hazgate::sources::modbus::plan::describe(&cfg)),
             Err(e) => report_load_error(&e),
         },
         Command::Rules { config } => match config::load(&config) {
-            Ok((cfg, _)) => {
-                print!(
-                    "{}",
-                    config::plan::describe(&cfg.plan, &cfg.channels, cfg.site.language)
-                );
-                ExitCode::SUCCESS
-            }
+            Ok((cfg, _)) => exit_with_out(
+                "rules",
+                &config::plan::describe(&cfg.plan, &cfg.channels, cfg.site.language),
+            ),
             Err(e) => report_load_error(&e),
         },
         Command::Dashboards { config, out } => match config::load(&config) {
             Ok((cfg, _)) => match hazgate::dashboards::write(&cfg, &out) {
                 Ok(files) => {
-                    for f in files {
-                        println!("{}", f.display());
-                    }
-                    ExitCode::SUCCESS
+                    let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
+                    exit_with_out("dashboards", &list)
                 }
                 Err(e) => {
                     eprintln!("{}: cannot write: {e}", out.display());

@@ -69,6 +69,29 @@ fn example_config_is_what_print_default_config_prints() {
     assert!(status.success());
 }
 
+/// `hazgate print-default-config | head` is how an installer looks at the example: a reader
+/// that goes away before the text is written ends the command quietly (exit 0), never with a
+/// panic message.
+#[test]
+fn printing_commands_end_quietly_when_the_reader_is_gone() {
+    for cmd in ["print-default-config", "config-schema"] {
+        // `true` exits at once; the gateway writes half a second later, into a pipe without
+        // a reader (EPIPE: Rust ignores SIGPIPE).
+        let out = Command::new("sh")
+            .args([
+                "-c",
+                "( sleep 0.5; \"$0\" \"$1\"; echo \"rc=$?\" >&2 ) | true",
+                env!("CARGO_BIN_EXE_hazgate"),
+                cmd,
+            ])
+            .output()
+            .expect("run sh");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("rc=0"), "{cmd}: exit status 0, got: {err}");
+        assert!(!err.contains("panicked"), "{cmd}: no panic, got: {err}");
+    }
+}
+
 /// The shipped examples name only the webhook schema the gateway sends (`hazgate.alarm.v2`):
 /// the v1 schema is gone.
 #[test]
