@@ -10,7 +10,7 @@
 //! channel's limit (H = 90 %); the next reading of the channel clears it. The gateway runs
 //! with its defaults but for: a spooled InfluxDB output (`ack = "durable"` then means "in the
 //! spool"), mosquitto with 200 messages in flight per client (`HAZGATE_E2E_WINDOW`) and a deep
-//! queue. The publisher's
+//! queue; the gateway speaks MQTT 3.1.1 (`HAZGATE_E2E_PROTOCOL=5` for MQTT 5). The publisher's
 //! connection has Nagle's algorithm off; the broker's has mosquitto's default (on) unless
 //! `HAZGATE_E2E_BROKER_NODELAY=1` (`set_tcp_nodelay true`): with it on, a QoS 0 reading can
 //! wait in the broker up to the gateway's delayed TCP acknowledgement (README, broker settings).
@@ -251,13 +251,14 @@ async fn start_gateway(
     hook: u16,
     qos: u64,
     channels: u64,
+    protocol: &str,
 ) -> Gateway {
     let dir = tempfile::tempdir().expect("tempdir");
     let api = support::free_port();
     let mut text = format!(
         "[site]\nid = \"bench\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n\
          [[sources]]\nkind = \"mqtt\"\nid = \"m\"\naddress = \"127.0.0.1:{mqtt}\"\nqos = {qos}\n\
-         client_id = \"e2e-gw-{qos}\"\n\
+         client_id = \"e2e-gw-{qos}\"\nprotocol = \"{protocol}\"\n\
          [[sources.topics]]\nfilter = \"site/{{site}}/tank/{{device}}\"\nchannel = \"{{site}}.{{device}}.level\"\nvalue = \"level\"\n"
     );
     for ch in 0..channels {
@@ -359,6 +360,9 @@ async fn bench() {
     let broker_nodelay = env_list("HAZGATE_E2E_BROKER_NODELAY", "0")[0] != 0;
     // mosquitto's QoS 1 in-flight window towards the gateway (its default is 20).
     let window = env_list("HAZGATE_E2E_WINDOW", "200")[0];
+    // The gateway's MQTT version; with 5 it announces a receive maximum (the 1,000
+    // un-acknowledged messages it keeps at most).
+    let protocol = std::env::var("HAZGATE_E2E_PROTOCOL").unwrap_or_else(|_| "3.1.1".to_owned());
     let broker = support::mosquitto_with(|_| {
         format!(
             "allow_anonymous true\nmax_inflight_messages {window}\nmax_queued_messages 1000000\n\
@@ -369,7 +373,7 @@ async fn bench() {
     support::influxql(&influx, "", "CREATE DATABASE bench").await;
     let (hook, arrivals) = webhook().await;
     println!(
-        "end-to-end: mosquitto (set_tcp_nodelay {broker_nodelay}, max_inflight_messages {window}) -> hazgate (release binary, MALLOC_ARENA_MAX={}) -> influxd v1 (gzip, spooled) + webhook; \
+        "end-to-end: mosquitto (set_tcp_nodelay {broker_nodelay}, max_inflight_messages {window}) -> hazgate (MQTT {protocol}, release binary, MALLOC_ARENA_MAX={}) -> influxd v1 (gzip, spooled) + webhook; \
          {channels} channels, a limit rule on each, ~100-byte JSON, {secs} s per step, an excursion every {EXCURSION_EVERY:?}",
         std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".to_owned())
     );
@@ -392,7 +396,7 @@ async fn bench() {
         "wire p99"
     );
     for &qos in &qoss {
-        let gw = start_gateway(broker.port, &influx, hook, qos, channels).await;
+        let gw = start_gateway(broker.port, &influx, hook, qos, channels, &protocol).await;
         let (rss, peak) = rss_mib(gw.pid);
         println!("qos {qos}: gateway ready, RSS {rss:.1} MiB, peak {peak:.1} MiB");
         for &rate in &rates {
