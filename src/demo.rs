@@ -12,6 +12,7 @@
 //! durations inside composite expressions are divided by `speed`, rates per minute multiplied.
 //! Network timeouts are kept: they act on the wire, in real time.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -375,29 +376,40 @@ pub async fn run(
     let demo = start(&o, hazgate_sim::demo_scenario(), 1.0).await?;
     let base = format!("http://{}", demo.gateway.api_addr);
     info!(simulator = %demo.sim_addr, broker = %demo.broker_addr, api = %base, "demo running");
-    println!("hazgate demo is running (Ctrl-C to stop)");
-    println!("  status page:  {base}/");
-    println!("  live values:  {base}/api/v1/channels");
-    println!("  alarms:       {base}/api/v1/alarms");
-    println!("  devices:      {base}/api/v1/devices");
-    println!("  readiness:    {base}/readyz");
-    println!("  metrics:      {base}/metrics");
-    println!("  operator token for acknowledging alarms (this run only): {token}");
-    println!(
+    let mut banner = String::from("hazgate demo is running (Ctrl-C to stop)\n");
+    let _ = writeln!(banner, "  status page:  {base}/");
+    let _ = writeln!(banner, "  live values:  {base}/api/v1/channels");
+    let _ = writeln!(banner, "  alarms:       {base}/api/v1/alarms");
+    let _ = writeln!(banner, "  devices:      {base}/api/v1/devices");
+    let _ = writeln!(banner, "  readiness:    {base}/readyz");
+    let _ = writeln!(banner, "  metrics:      {base}/metrics");
+    let _ = writeln!(
+        banner,
+        "  operator token for acknowledging alarms (this run only): {token}"
+    );
+    let _ = writeln!(
+        banner,
         "  simulated site: Modbus TCP {} (units 1-6), MQTT broker mqtt://{} (topics demo/#)",
         demo.sim_addr, demo.broker_addr
     );
-    println!(
+    let _ = writeln!(
+        banner,
         "  scenario `{}`: {} (repeats every {})",
         demo.scenario.name,
         demo.scenario.description,
         humantime::format_duration(demo.scenario.duration)
     );
     if let Some(url) = &o.influx_url {
-        println!(
+        let _ = writeln!(
+            banner,
             "  time series:  {url} database `{}` (measurements `reading`, `alarm_event`)",
             o.influx_db
         );
+    }
+    // The banner is for whoever started the demo; a closed or broken standard output (a pager
+    // quit, a pipe whose reader ended) must not stop the demo, as println! would (panic).
+    if let Err(e) = std::io::Write::write_all(&mut std::io::stdout().lock(), banner.as_bytes()) {
+        warn!(error = %e, "cannot print the demo banner to standard output; the demo runs on");
     }
     let cancel = demo.cancel.clone();
     let r = demo.gateway.run_until(shutdown).await;

@@ -132,3 +132,60 @@ fn demo_shows_live_values_at_once_and_the_first_alarm_within_a_minute() {
     }
     panic!("the demo did not stop within 15 s of SIGTERM");
 }
+
+/// A demo whose standard output is closed (a pager quit, a pipe whose reader ended) keeps
+/// running: the start-up banner cannot be printed, the gateway serves on. It used to panic on
+/// the banner (println! into a broken pipe) and stop.
+#[test]
+fn demo_runs_on_when_its_standard_output_is_gone() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("HAZGATE_LOG_LEVEL", "info")
+        .env_remove("HAZGATE_INFLUX_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hazgate demo starts");
+    // The reader goes away before the banner is written.
+    drop(child.stdout.take());
+    let stderr = child.stderr.take().expect("stderr");
+    let mut demo = Demo(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            println!("demo| {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.iter().any(|l: &String| l.contains("demo banner")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!(
+                "the demo reports within 30 s that its banner cannot be printed; it wrote:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+    // Still running a while later, and it never panicked.
+    std::thread::sleep(Duration::from_secs(2));
+    while let Ok(line) = rx.try_recv() {
+        seen.push(line);
+    }
+    let status = demo.0.try_wait().expect("try_wait");
+    assert!(
+        status.is_none(),
+        "the demo stopped ({status:?}):\n{}",
+        seen.join("\n")
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("panicked")),
+        "{}",
+        seen.join("\n")
+    );
+}
